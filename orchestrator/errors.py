@@ -1,0 +1,42 @@
+"""The project's exceptions. Each maps to an exit code in the CLI; messages are one line
+and never contain secrets."""
+
+
+class OrchError(Exception):
+    """Base for every error the orchestrator reports to a user (exit 1)."""
+
+    exit_code = 1
+
+
+class UsageError(OrchError):
+    """Bad command-line arguments (exit 2)."""
+
+    exit_code = 2
+
+
+class ConfigError(OrchError):
+    """The configuration is invalid; carries every problem found."""
+
+    def __init__(self, problems):
+        self.problems = list(problems)
+        super().__init__("; ".join(self.problems))
+
+
+class DatabaseError(OrchError):
+    """A MySQL/MariaDB server could not be reached or rejected a statement."""
+
+
+class AtlasError(OrchError):
+    """An Atlas admin port could not be reached or rejected a command."""
+
+
+class CommandError(OrchError):
+    """A subprocess failed; carries argv (never secrets), exit code and output."""
+
+
+class Refused(OrchError):
+    """A plan was refused for safety (errant GTIDs, catch-up timeout, replication error)."""
+
+
+class LockBusy(OrchError):
+    """Another orch run holds the lock."""
