@@ -1,0 +1,87 @@
+"""Server flavors as data: each module satisfies :class:`Flavor`; the registry picks one.
+
+No code outside this package asks which flavor it is talking to.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Optional, Protocol, Sequence, Tuple
+
+from ..model import NodeState, ReplicaStatus
+
+Statement = Tuple[str, Tuple[Any, ...]]  # SQL with %s placeholders, parameters
+
+
+class Flavor(Protocol):
+    name: str
+    version: str
+    gtid_query: str  # one row: executed, binlog_pos, binlog_state, super_read_only
+    replica_status_query: str
+    fence_statements: Tuple[str, ...]
+    unfence_statements: Tuple[str, ...]
+    stop_replica: str
+    start_replica: str
+    start_sql_thread: str
+    reset_replica: str
+
+    def parse_replica_status(self, row: Optional[Mapping[str, Any]]) -> Optional[ReplicaStatus]:
+        """Map a status row, read by column name, to the neutral dataclass."""
+
+    def change_source(self, host: str, port: int, user: str, password: str) -> List[Statement]:
+        """Statements that point replication at host:port with GTID auto-positioning.
+
+        Run with replication stopped. The password travels only as a bound parameter.
+        """
+
+    def wait_statement(self, target: str, timeout: float) -> Statement:
+        """A SELECT returning one value: waits until ``target`` GTIDs are applied."""
+
+    def wait_succeeded(self, value: Any) -> bool:
+        """Interpret the wait function's result."""
+
+    def unapplied(self, node: NodeState) -> str:
+        """GTIDs received by the replica but not yet applied ('' when drained)."""
+
+    def missing(self, target: str, node: NodeState) -> str:
+        """GTIDs of ``target`` (another server's executed set) that node has not applied."""
+
+    def errant(self, node: NodeState, peer: NodeState) -> str:
+        """Transactions node has and peer lacks ('' when none)."""
+
+    def is_fenced(self, node: NodeState) -> bool:
+        """Whether every read-only switch this flavor has is on."""
+
+
+def detect(version: str) -> str:
+    """Flavor name from ``SELECT VERSION()``."""
+    return "mariadb" if "mariadb" in version.lower() else "mysql"
+
+
+def get(name: str, version: str) -> Flavor:
+    """The flavor module's implementation for a server version."""
+    if name == "auto":
+        name = detect(version)
+    if name == "mariadb":
+        from . import mariadb
+
+        return mariadb.MariaDB(version)
+    if name == "mysql":
+        from . import mysql
+
+        return mysql.MySQL(version)
+    raise ValueError(f"unknown flavor {name!r}")
+
+
+def version_tuple(version: str) -> Tuple[int, ...]:
+    head = version.split("-")[0]
+    out = []
+    for part in head.split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits or 0))
+    while len(out) < 3:
+        out.append(0)
+    return tuple(out)
+
+
+def names(row: Mapping[str, Any], keys: Sequence[str]) -> Tuple[Any, ...]:
+    return tuple(row.get(k) for k in keys)

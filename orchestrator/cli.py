@@ -1,0 +1,134 @@
+"""Entry point: parse arguments and dispatch to ``commands/<name>.py``. Nothing else.
+
+Imports are deferred so that the keepalived notify path loads only what it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import List, Optional, TextIO
+
+from . import __version__
+from .errors import OrchError, UsageError
+
+EXIT_UNEXPECTED = 70
+NOTIFY_TYPES = ("INSTANCE", "GROUP")
+NOTIFY_STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "DELETED")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="orch", description="Failover orchestrator for a two-node MySQL/MariaDB + keepalived + Atlas pair.")
+    p.add_argument("-c", "--config", help="config file (default $ORCH_CONFIG or /etc/orch/orch.yaml)")
+    p.add_argument("--node", help="this host's node name (overrides 'self'; also $ORCH_NODE)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"orch {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    n = sub.add_parser("notify", help="keepalived notify entry point: TYPE NAME STATE [PRIORITY]")
+    n.add_argument("type", metavar="TYPE", help="INSTANCE or GROUP")
+    n.add_argument("name", metavar="NAME", help="VRRP instance or group name")
+    n.add_argument("state", metavar="STATE", help="MASTER, BACKUP, FAULT, STOP or DELETED")
+    n.add_argument("priority", metavar="PRIORITY", nargs="?", help="VRRP priority (ignored)")
+    n.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+
+    pr = sub.add_parser("promote", help="make this node the writable master (what MASTER does)")
+    pr.add_argument("--force", action="store_true", help="promote even if the relay log cannot be applied in time")
+    pr.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    pr.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    d = sub.add_parser("demote", help="fence this node and replicate from the peer (what BACKUP does)")
+    d.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    d.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    s = sub.add_parser("status", help="both nodes' role, replication and GTIDs, and the last journal entries")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+
+    sub.add_parser("check-config", help="validate the configuration and exit")
+
+    c = sub.add_parser("check", help="health check for keepalived's vrrp_script: exit 0 when this node's server answers")
+    c.add_argument("--timeout", type=float, default=1.0, help="seconds (default 1)")
+
+    m = sub.add_parser("maintain", help="reconcile Atlas read-only backends with the replica's health")
+    m.add_argument("--once", action="store_true", help="one pass, then exit (for cron)")
+    m.add_argument("--dry-run", action="store_true", help="print what a pass would do, change nothing")
+
+    lab = sub.add_parser("lab", help="a local sandbox cluster: up, status, failover, down")
+    lab.add_argument("action", choices=("up", "status", "failover", "down"))
+    lab.add_argument("--dir", default=None, help="lab directory (default /tmp/orch-lab)")
+    lab.add_argument("--mode", choices=("auto", "netns", "loopback"), default="auto")
+    return p
+
+
+def parse_notify(args: argparse.Namespace) -> None:
+    """Validate keepalived's arguments; raise UsageError naming the bad one."""
+    if args.type not in NOTIFY_TYPES:
+        raise UsageError(f"orch notify: TYPE must be INSTANCE or GROUP, got {args.type!r}")
+    if args.state not in NOTIFY_STATES:
+        raise UsageError(f"orch notify: STATE must be one of {', '.join(NOTIFY_STATES)}, got {args.state!r}")
+    if args.priority is not None and not args.priority.lstrip("-").isdigit():
+        raise UsageError(f"orch notify: PRIORITY must be an integer, got {args.priority!r}")
+
+
+def main(argv: Optional[List[str]] = None, stdout: TextIO = sys.stdout, stdin: TextIO = sys.stdin) -> int:
+    from . import logs
+
+    try:
+        args = build_parser().parse_args(argv)
+        logs.setup(args.verbose)
+        if args.command == "notify":
+            parse_notify(args)
+            from .commands.failover import notify
+
+            return notify(args, stdout)
+        if args.command in ("promote", "demote"):
+            from .commands.failover import operator
+
+            return operator(args, stdout, stdin)
+        if args.command == "status":
+            from .commands.status import status
+
+            return status(args, stdout)
+        if args.command == "check-config":
+            from .commands.check import check_config
+
+            return check_config(args, stdout)
+        if args.command == "check":
+            from .commands.check import health_check
+
+            return health_check(args, stdout)
+        if args.command == "maintain":
+            from .commands.maintain import maintain
+
+            return maintain(args, stdout)
+        if args.command == "lab":
+            from .commands.lab import lab
+
+            return lab(args, stdout)
+        raise UsageError(f"orch: unknown command {args.command!r}")
+    except OrchError as exc:
+        text = logs.redact(str(exc), logs.current_secrets())
+        print(f"orch: error: {text}" if not isinstance(exc, UsageError) else f"{text} (see orch --help)", file=sys.stderr)
+        logging.getLogger("orchestrator").debug("error", exc_info=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("orch: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # argparse --help / --version
+        return int(exc.code or 0)
+    except Exception:
+        logging.getLogger("orchestrator").exception("unexpected error (a bug: please report it with this traceback)")
+        return EXIT_UNEXPECTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

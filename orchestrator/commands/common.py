@@ -1,0 +1,72 @@
+"""Shared plumbing for commands: config, run id, lock, observe-decide-execute-journal."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any, Dict, Optional, TextIO
+
+from .. import logs
+from ..config import Config, load
+from ..errors import OrchError
+from ..journal import Journal, new_run_id
+from ..plan import NOOP, Plan
+
+log = logging.getLogger("orchestrator")
+
+
+def load_config(args: Any) -> Config:
+    cfg = load(args.config, args.node)
+    logs.configure_run("-", cfg.secrets, cfg.syslog)
+    for w in cfg.warnings:
+        log.warning("%s", w)
+    return cfg
+
+
+def ensure_state_dir(cfg: Config) -> None:
+    try:
+        os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise OrchError(f"state_dir {cfg.state_dir}: {exc.strerror}") from None
+
+
+def execute_plan(cfg: Config, plan: Plan, event: str, run_id: str, servers: Dict[str, Any], view: Any, out: Optional[TextIO], started: float) -> int:
+    """Run a decided plan, journal it (begin before any step, end after), return the exit code."""
+    from ..execute import Executor
+
+    journal = Journal(cfg.state_dir)
+    base = {"id": run_id, "node": cfg.self_name, "event": event}
+    if plan.outcome != NOOP:
+        journal.append({**base, "phase": "begin", "reason": plan.reason, "outcome": plan.outcome,
+                        "warnings": list(plan.warnings), "plan": [s.describe() for s in plan.steps]})
+    for w in plan.warnings:
+        log.warning("%s", w)
+    result = Executor(cfg, servers, view).run(plan)
+    exit_code = plan.exit_code
+    status = plan.outcome
+    if result.error is not None:
+        exit_code = result.error.exit_code
+        status = "failed"
+        if type(result.error).__name__ == "Refused":
+            status = "refused"
+    elapsed = int((time.monotonic() - started) * 1000)
+    if plan.outcome != NOOP:
+        journal.append({**base, "phase": "end", "result": status, "exit": exit_code, "ms": elapsed,
+                        "error": str(result.error) if result.error else "",
+                        "steps": [r.as_dict() for r in result.results]})
+    if result.error is not None:
+        log.error("%s %s: %s", event, status, result.error)
+    else:
+        log.info("%s %s in %d ms: %s", event, status, elapsed, plan.reason)
+    if out is not None:
+        for r in result.results:
+            out.write(f"  [{r.result}] {r.description}{(': ' + r.detail) if r.detail else ''} ({r.ms} ms)\n")
+        out.write(f"result: {status}" + (f": {result.error}" if result.error else "") + "\n")
+    return exit_code
+
+
+def new_run(cfg: Config) -> str:
+    run_id = new_run_id()
+    logs.configure_run(run_id, cfg.secrets, False)
+    return run_id

@@ -1,0 +1,67 @@
+"""notify (keepalived), promote and demote: observe -> decide -> execute under the run lock."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import TextIO
+
+from ..decide import BACKUP, MASTER, decide
+from ..errors import UsageError
+from ..lock import RunLock
+from ..plan import NOOP
+from .common import ensure_state_dir, execute_plan, load_config, new_run
+
+log = logging.getLogger("orchestrator")
+
+
+def _run(args: argparse.Namespace, event: str, out: TextIO, stdin: "TextIO | None", operator: bool) -> int:
+    started = time.monotonic()
+    cfg = load_config(args)
+    run_id = new_run(cfg)
+    if not operator and cfg.keepalived.instance and args.name != cfg.keepalived.instance:
+        log.info("no action: %s %s %s is not VRRP %s", args.type, args.name, event, cfg.keepalived.instance)
+        return 0
+    from ..db import open_servers
+    from ..observe import observe
+
+    ensure_state_dir(cfg)
+    dry_run = getattr(args, "dry_run", False)
+    lock = RunLock(cfg.state_dir, cfg.failover.lock_timeout)
+    with lock:
+        if lock.waited > 0.05:
+            log.info("waited %.2fs for another orch run to finish", lock.waited)
+        servers = open_servers(cfg)
+        try:
+            view = observe(cfg, servers)
+            plan = decide(view, event, cfg, force=getattr(args, "force", False), operator=operator)
+            log.info("decision (%s on %s): %s", event, cfg.self_name, plan.reason)
+            if dry_run or operator:
+                out.write(plan.render() + "\n")
+            if dry_run:
+                out.write("dry run: nothing changed\n")
+                return plan.exit_code
+            if operator and plan.outcome != NOOP and plan.steps and not args.yes:
+                if stdin is None or not stdin.isatty():
+                    raise UsageError("orch: refusing to act without confirmation: stdin is not a terminal (use --yes)")
+                out.write("proceed? [y/N] ")
+                out.flush()
+                if stdin.readline().strip().lower() not in ("y", "yes"):
+                    out.write("aborted: nothing changed\n")
+                    return 1
+            return execute_plan(cfg, plan, event, run_id, servers, view, out if operator else None, started)
+        finally:
+            for s in servers.values():
+                s.close()
+
+
+def notify(args: argparse.Namespace, out: TextIO) -> int:
+    """keepalived's generic notify: TYPE NAME STATE [PRIORITY]."""
+    return _run(args, args.state, out, None, operator=False)
+
+
+def operator(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    """orch promote / orch demote: the MASTER / BACKUP plans, confirmed by a person."""
+    event = MASTER if args.command == "promote" else BACKUP
+    return _run(args, event, out, stdin, operator=True)

@@ -1,0 +1,100 @@
+"""orch status: both nodes, replication, GTIDs, errant GTIDs and the journal's last entries."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any, Dict, List, TextIO
+
+from ..config import Config
+from ..decide import flavor_of, replica_health
+from ..journal import Journal
+from ..model import ClusterView, NodeState
+from .common import load_config
+
+
+def node_summary(view: ClusterView, node: NodeState, other: NodeState, cfg: Config) -> Dict[str, Any]:
+    if not node.reachable:
+        return {"name": node.name, "address": f"{node.host}:{node.port}", "reachable": False, "error": node.error}
+    flavor = flavor_of(node, cfg)
+    r = node.replica
+    role = "master" if node.writable else ("replica" if r is not None and r.configured else "fenced")
+    out: Dict[str, Any] = {
+        "name": node.name,
+        "address": f"{node.host}:{node.port}",
+        "reachable": True,
+        "version": node.version,
+        "flavor": node.flavor,
+        "server_id": node.server_id,
+        "role": role,
+        "read_only": node.read_only,
+        "executed_gtids": node.executed,
+        "replication": None,
+        "errant_gtids": flavor.errant(node, other) if other.reachable else None,
+    }
+    if r is not None and r.configured:
+        out["replication"] = {
+            "source": f"{r.source_host}:{r.source_port}",
+            "io_thread": r.io.value,
+            "sql_thread": r.sql.value,
+            "relay_log_applied": not flavor.unapplied(node),
+            "unapplied_gtids": flavor.unapplied(node),
+            "lag": r.lag,
+            "gtid_auto_position": r.auto_position,
+            "last_io_error": r.last_io_error,
+            "last_sql_error": r.last_sql_error,
+        }
+        out["read_backend_ok"] = replica_health(view, node, other, cfg).reason
+    return out
+
+
+def render_table(nodes: List[Dict[str, Any]], journal: List[Dict[str, Any]], cluster: str) -> str:
+    rows = [
+        ("address", lambda n: n["address"]),
+        ("reachable", lambda n: "yes" if n["reachable"] else f"NO: {n['error']}"),
+        ("version", lambda n: n.get("version", "")),
+        ("role", lambda n: n.get("role", "")),
+        ("read_only", lambda n: {True: "ON", False: "off"}.get(n.get("read_only"), "")),
+        ("replicates from", lambda n: (n.get("replication") or {}).get("source", "-")),
+        ("IO / SQL thread", lambda n: "{io_thread} / {sql_thread}".format(**n["replication"]) if n.get("replication") else "-"),
+        ("relay log applied", lambda n: ("yes" if n["replication"]["relay_log_applied"] else f"no ({n['replication']['unapplied_gtids']})") if n.get("replication") else "-"),
+        ("lag", lambda n: "-" if not n.get("replication") else ("unknown" if n["replication"]["lag"] is None else f"{n['replication']['lag']}s")),
+        ("executed GTIDs", lambda n: n.get("executed_gtids", "")),
+        ("errant GTIDs", lambda n: "unknown" if n.get("errant_gtids") is None else (n["errant_gtids"] or "none")),
+        ("last error", lambda n: ((n.get("replication") or {}).get("last_sql_error") or (n.get("replication") or {}).get("last_io_error") or "-")),
+    ]
+    width = max(len(label) for label, _ in rows)
+    col = max(12, *(len(n["name"]) for n in nodes))
+    cells = [[str(fn(n)) for n in nodes] for _, fn in rows]
+    col = max(col, *(len(c) for row in cells for c in row[:-1])) if len(nodes) > 1 else col
+    lines = [f"cluster {cluster}", f"{'':<{width}}  " + "  ".join(f"{n['name']:<{col}}" for n in nodes)]
+    for (label, _), row in zip(rows, cells):
+        lines.append(f"{label:<{width}}  " + "  ".join(f"{c:<{col}}" for c in row).rstrip())
+    lines.append("")
+    lines.append("journal (last entries):" if journal else "journal: empty")
+    for e in journal:
+        if e.get("phase") == "end":
+            lines.append(f"  {e.get('time')} {e.get('id')} {e.get('node')} {e.get('event')}: {e.get('result')}" + (f" ({e['error']})" if e.get("error") else ""))
+        else:
+            lines.append(f"  {e.get('time')} {e.get('id')} {e.get('node')} {e.get('event')}: {e.get('reason')}")
+    return "\n".join(lines)
+
+
+def status(args: argparse.Namespace, out: TextIO) -> int:
+    cfg = load_config(args)
+    from ..db import open_servers
+    from ..observe import observe
+
+    servers = open_servers(cfg, read_timeout=5.0)
+    try:
+        view = observe(cfg, servers)
+    finally:
+        for s in servers.values():
+            s.close()
+    nodes = [node_summary(view, view.me, view.peer, cfg), node_summary(view, view.peer, view.me, cfg)]
+    journal = Journal(cfg.state_dir).tail(10)
+    if args.format == "json":
+        out.write(json.dumps({"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "nodes": nodes, "journal": journal}, indent=2, default=str) + "\n")
+    else:
+        out.write(render_table(nodes, journal, cfg.cluster) + "\n")
+    return 0 if view.me.reachable and view.peer.reachable else 1

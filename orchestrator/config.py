@@ -1,0 +1,391 @@
+"""Configuration: YAML -> frozen dataclasses, with every problem reported at once.
+
+Defaults live here and nowhere else. Key names are a public interface.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import stat
+from dataclasses import dataclass, field, replace
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .errors import ConfigError
+
+DEFAULT_PATH = "/etc/orch/orch.yaml"
+FLAVORS = ("auto", "mysql", "mariadb")
+PERSIST_MODES = ("rewrite", "save_config", "none")
+
+
+@dataclass(frozen=True)
+class Account:
+    user: str
+    password: str = field(repr=False)
+    connect_timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    host: str
+    port: int = 3306
+    atlas_address: str = ""  # "ip:port" as Atlas knows this server; default host:port
+
+
+@dataclass(frozen=True)
+class Failover:
+    catchup_timeout: float = 30.0
+    lock_timeout: float = 120.0  # how long a hook waits for another run to finish
+
+
+@dataclass(frozen=True)
+class AtlasInstance:
+    name: str
+    host: str
+    port: int
+    user: str
+    password: str = field(repr=False)
+    config_file: str = ""
+    persist: str = "rewrite"
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True)
+class Maintainer:
+    interval: float = 5.0
+    max_lag: int = 10
+
+
+@dataclass(frozen=True)
+class Keepalived:
+    instance: str = ""  # act only on notify events for this VRRP instance/group name
+    vip: str = ""  # when set, notify checks whether this host holds it (the real state)
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    cluster: str
+    flavor: str
+    self_name: str
+    nodes: Tuple[Node, ...]
+    mysql: Account
+    replication: Account
+    failover: Failover = Failover()
+    state_dir: str = "/var/lib/orch"
+    atlas: Tuple[AtlasInstance, ...] = ()
+    maintainer: Maintainer = Maintainer()
+    keepalived: Keepalived = Keepalived()
+    syslog: bool = False
+    warnings: Tuple[str, ...] = ()
+
+    def node(self, name: str) -> Node:
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    @property
+    def me(self) -> Node:
+        return self.node(self.self_name)
+
+    @property
+    def peer(self) -> Node:
+        return next(n for n in self.nodes if n.name != self.self_name)
+
+    @property
+    def secrets(self) -> Tuple[str, ...]:
+        """Every password in this config, for the log redaction filter."""
+        values = [self.mysql.password, self.replication.password] + [a.password for a in self.atlas]
+        return tuple(v for v in values if v)
+
+
+class _Problems:
+    def __init__(self) -> None:
+        self.items: List[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.items.append(f"{path}: {message}")
+
+
+def _mapping(raw: Any, path: str, problems: _Problems) -> Mapping[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        problems.add(path, "expected a mapping")
+        return {}
+    return raw
+
+
+def _str(raw: Mapping[str, Any], key: str, path: str, problems: _Problems, default: Optional[str] = None) -> str:
+    value = raw.get(key, default)
+    if value is None:
+        problems.add(f"{path}.{key}" if path else key, "missing")
+        return ""
+    if not isinstance(value, str) or not value.strip():
+        problems.add(f"{path}.{key}" if path else key, "expected a non-empty string")
+        return ""
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, path: str, problems: _Problems, default: int, lo: int, hi: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int):
+        problems.add(f"{path}.{key}", "expected an integer")
+        return default
+    if not lo <= value <= hi:
+        problems.add(f"{path}.{key}", f"expected an integer from {lo} to {hi}")
+        return default
+    return value
+
+
+def _number(raw: Mapping[str, Any], key: str, path: str, problems: _Problems, default: float, lo: float, hi: float) -> float:
+    value = raw.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        problems.add(f"{path}.{key}", "expected a number")
+        return default
+    if not lo <= value <= hi:
+        problems.add(f"{path}.{key}", f"expected a number from {lo:g} to {hi:g}")
+        return default
+    return float(value)
+
+
+def _password(raw: Mapping[str, Any], path: str, problems: _Problems, base_dir: str) -> str:
+    if "password" in raw and "password_file" in raw:
+        problems.add(path, "give password or password_file, not both")
+        return ""
+    if "password_file" in raw:
+        pf = raw["password_file"]
+        if not isinstance(pf, str) or not pf:
+            problems.add(f"{path}.password_file", "expected a file path")
+            return ""
+        pf = os.path.join(base_dir, pf)
+        try:
+            with open(pf, encoding="utf-8") as fh:
+                value = fh.read().rstrip("\r\n")
+        except OSError as exc:
+            problems.add(f"{path}.password_file", f"cannot read {pf}: {exc.strerror}")
+            return ""
+        if not value:
+            problems.add(f"{path}.password_file", f"{pf} is empty")
+        return value
+    value = raw.get("password")
+    if value is None:
+        problems.add(f"{path}.password", "missing (or give password_file)")
+        return ""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        problems.add(f"{path}.password", "expected a string")
+        return ""
+    return str(value)
+
+
+def parse_ipv4_address(text: str) -> str:
+    """Validate ``a.b.c.d:port`` (what Atlas accepts); return it normalized or raise ValueError."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{text!r} is not IPv4:port")
+    try:
+        ip = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"{text!r} is not IPv4:port (Atlas takes no host names)") from None
+    return f"{ip}:{int(port)}"
+
+
+def _account(raw: Any, path: str, problems: _Problems, base_dir: str, with_timeout: bool) -> Account:
+    m = _mapping(raw, path, problems)
+    if raw is None:
+        problems.add(path, "missing")
+        return Account("", "")
+    user = _str(m, "user", path, problems)
+    password = _password(m, path, problems, base_dir)
+    timeout = _number(m, "connect_timeout", path, problems, 2.0, 0.1, 60) if with_timeout else 2.0
+    return Account(user, password, timeout)
+
+
+def _nodes(raw: Any, problems: _Problems) -> Tuple[Node, ...]:
+    m = _mapping(raw, "nodes", problems)
+    if raw is None:
+        problems.add("nodes", "missing")
+        return ()
+    if len(m) != 2:
+        problems.add("nodes", f"expected exactly 2 nodes, got {len(m)}")
+    nodes = []
+    for name, spec in m.items():
+        path = f"nodes.{name}"
+        spec = _mapping(spec, path, problems)
+        host = _str(spec, "host", path, problems)
+        port = _int(spec, "port", path, problems, 3306, 1, 65535)
+        atlas_address = spec.get("atlas_address")
+        if atlas_address is None:
+            atlas_address = f"{host}:{port}"
+            try:
+                atlas_address = parse_ipv4_address(atlas_address)
+            except ValueError:
+                pass  # only an error when Atlas is configured; checked below
+        elif not isinstance(atlas_address, str):
+            problems.add(f"{path}.atlas_address", "expected IPv4:port")
+        else:
+            try:
+                atlas_address = parse_ipv4_address(atlas_address)
+            except ValueError as exc:
+                problems.add(f"{path}.atlas_address", str(exc))
+        nodes.append(Node(str(name), host, port, str(atlas_address)))
+    return tuple(nodes)
+
+
+def _atlas(raw: Any, problems: _Problems, base_dir: str) -> Tuple[AtlasInstance, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.add("atlas", "expected a list of Atlas instances")
+        return ()
+    out = []
+    names = set()
+    for i, item in enumerate(raw):
+        path = f"atlas[{i}]"
+        m = _mapping(item, path, problems)
+        name = _str(m, "name", path, problems, default=f"atlas{i + 1}")
+        if name in names:
+            problems.add(f"{path}.name", f"duplicate name {name!r}")
+        names.add(name)
+        admin = _mapping(m.get("admin"), f"{path}.admin", problems)
+        if m.get("admin") is None:
+            problems.add(f"{path}.admin", "missing")
+        apath = f"{path}.admin"
+        host = _str(admin, "host", apath, problems, default="127.0.0.1") if admin else ""
+        port = _int(admin, "port", apath, problems, 2345, 1, 65535) if admin else 0
+        user = _str(admin, "user", apath, problems) if admin else ""
+        password = _password(admin, apath, problems, base_dir) if admin else ""
+        timeout = _number(admin, "timeout", apath, problems, 2.0, 0.1, 60) if admin else 2.0
+        config_file = m.get("config_file", "")
+        if not isinstance(config_file, str):
+            problems.add(f"{path}.config_file", "expected a file path")
+            config_file = ""
+        persist = m.get("persist", "rewrite" if config_file else "none")
+        if persist not in PERSIST_MODES:
+            problems.add(f"{path}.persist", f"expected one of {', '.join(PERSIST_MODES)}")
+        elif persist == "rewrite" and not config_file:
+            problems.add(f"{path}.config_file", "missing (persist: rewrite needs it)")
+        out.append(AtlasInstance(name, host, port, user, password, config_file, str(persist), timeout))
+    return tuple(out)
+
+
+KNOWN_KEYS = {
+    "cluster", "flavor", "self", "nodes", "mysql", "replication", "failover", "state_dir",
+    "atlas", "maintainer", "keepalived", "log",
+}
+
+
+def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None) -> Config:
+    """Validate a loaded YAML document; raise ConfigError listing every problem."""
+    problems = _Problems()
+    base_dir = os.path.dirname(os.path.abspath(path)) if path and not path.startswith("<") else os.getcwd()
+    if not isinstance(raw, Mapping):
+        raise ConfigError([f"{path}: expected a YAML mapping at the top level"])
+    for key in raw:
+        if key not in KNOWN_KEYS:
+            problems.add(str(key), "unknown key")
+    cluster = _str(raw, "cluster", "", problems, default="atlas-ha")
+    flavor = raw.get("flavor", "auto")
+    if flavor not in FLAVORS:
+        problems.add("flavor", f"expected one of {', '.join(FLAVORS)}")
+    nodes = _nodes(raw.get("nodes"), problems)
+    self_name = self_override or raw.get("self")
+    if not self_name:
+        problems.add("self", "missing (or give --node / ORCH_NODE)")
+    elif nodes and str(self_name) not in {n.name for n in nodes}:
+        problems.add("self", f"{self_name!r} is not one of nodes: {', '.join(n.name for n in nodes)}")
+    mysql = _account(raw.get("mysql"), "mysql", problems, base_dir, with_timeout=True)
+    replication = _account(raw.get("replication"), "replication", problems, base_dir, with_timeout=False)
+    fo = _mapping(raw.get("failover"), "failover", problems)
+    failover = Failover(
+        catchup_timeout=_number(fo, "catchup_timeout", "failover", problems, 30.0, 0, 3600),
+        lock_timeout=_number(fo, "lock_timeout", "failover", problems, 120.0, 0, 3600),
+    )
+    state_dir = raw.get("state_dir", "/var/lib/orch")
+    if not isinstance(state_dir, str) or not state_dir:
+        problems.add("state_dir", "expected a directory path")
+        state_dir = "/var/lib/orch"
+    atlas = _atlas(raw.get("atlas"), problems, base_dir)
+    if atlas:
+        for n in nodes:
+            try:
+                parse_ipv4_address(n.atlas_address)
+            except ValueError:
+                problems.add(f"nodes.{n.name}.atlas_address", f"{n.host!r} is not an IPv4 address; set atlas_address to IPv4:port")
+    mt = _mapping(raw.get("maintainer"), "maintainer", problems)
+    maintainer = Maintainer(
+        interval=_number(mt, "interval", "maintainer", problems, 5.0, 0.1, 3600),
+        max_lag=_int(mt, "max_lag", "maintainer", problems, 10, 0, 86400),
+    )
+    ka = _mapping(raw.get("keepalived"), "keepalived", problems)
+    vip = ka.get("vip", "")
+    if vip:
+        try:
+            vip = str(ipaddress.ip_address(str(vip).split("/")[0]))
+        except ValueError:
+            problems.add("keepalived.vip", "expected an IP address")
+            vip = ""
+    instance = ka.get("instance", "")
+    if not isinstance(instance, str):
+        problems.add("keepalived.instance", "expected a string")
+        instance = ""
+    keepalived = Keepalived(instance=instance, vip=vip)
+    lg = _mapping(raw.get("log"), "log", problems)
+    syslog = lg.get("syslog", False)
+    if not isinstance(syslog, bool):
+        problems.add("log.syslog", "expected true or false")
+        syslog = False
+    if problems.items:
+        raise ConfigError(problems.items)
+    return Config(
+        path=path, cluster=cluster, flavor=str(flavor), self_name=str(self_name), nodes=nodes,
+        mysql=mysql, replication=replication, failover=failover, state_dir=state_dir,
+        atlas=atlas, maintainer=maintainer, keepalived=keepalived, syslog=syslog,
+    )
+
+
+def _permission_warnings(path: str, raw: Any) -> Tuple[str, ...]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return ()
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO) and "password:" in _text_of(raw):
+        return (f"{path} holds a password and is readable by others (mode {stat.S_IMODE(st.st_mode):o}); chmod 600 it",)
+    return ()
+
+
+def _text_of(raw: Any) -> str:
+    # Look for inline password keys anywhere in the document.
+    if isinstance(raw, Mapping):
+        return "".join(("password:" if k == "password" else "") + _text_of(v) for k, v in raw.items())
+    if isinstance(raw, list):
+        return "".join(_text_of(v) for v in raw)
+    return ""
+
+
+def load(path: Optional[str] = None, node: Optional[str] = None) -> Config:
+    """Read and validate the YAML config. ``path`` defaults to $ORCH_CONFIG or /etc/orch/orch.yaml."""
+    path = path or os.environ.get("ORCH_CONFIG") or DEFAULT_PATH
+    node = node or os.environ.get("ORCH_NODE") or None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+    import yaml  # deferred: only commands that need config pay for it
+
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        raw = yaml.load(text, Loader=loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError([f"{path}:{where}: {problem}"]) from None
+    cfg = parse(raw, path, node)
+    warnings = _permission_warnings(path, raw)
+    if warnings:
+        cfg = replace(cfg, warnings=warnings)
+    return cfg

@@ -1,0 +1,99 @@
+"""The one door to MySQL/MariaDB servers: every statement goes through :class:`Server`.
+
+Statements always use bound parameters; driver errors become DatabaseError with the
+server's name. Parameter values are never logged (one of them may be a password).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, List, Optional, Sequence
+
+from .config import Account, Node
+from .errors import DatabaseError
+
+log = logging.getLogger(__name__)
+
+
+class Server:
+    """A connection to one node, opened lazily, with the orch account."""
+
+    def __init__(self, node: Node, account: Account, read_timeout: float = 10.0) -> None:
+        self.node = node
+        self.account = account
+        self.read_timeout = read_timeout
+        self._conn: Any = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.node.name} ({self.node.host}:{self.node.port})"
+
+    def connect(self) -> None:
+        if self._conn is not None:
+            return
+        import pymysql  # deferred: keeps `orch --help` and config errors fast
+
+        try:
+            self._conn = pymysql.connect(
+                host=self.node.host,
+                port=self.node.port,
+                user=self.account.user,
+                password=self.account.password,
+                connect_timeout=self.account.connect_timeout,
+                read_timeout=self.read_timeout,
+                write_timeout=self.read_timeout,
+                autocommit=True,
+                charset="utf8mb4",
+                cursorclass=pymysql.cursors.DictCursor,
+            )
+        except pymysql.err.MySQLError as exc:
+            raise DatabaseError(f"{self.label}: cannot connect: {_describe(exc)}") from None
+        except (OSError, ValueError) as exc:
+            raise DatabaseError(f"{self.label}: cannot connect: {exc}") from None
+
+    def query(self, sql: str, args: Sequence[Any] = ()) -> List[Dict[str, Any]]:
+        """Run one statement; return its rows as dicts keyed by column name."""
+        import pymysql
+
+        self.connect()
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute(sql, tuple(args) if args else None)
+                return list(cur.fetchall() or [])
+        except pymysql.err.MySQLError as exc:
+            self.close()
+            raise DatabaseError(f"{self.label}: {sql.split(' = %s')[0][:80]}: {_describe(exc)}") from None
+        except OSError as exc:
+            self.close()
+            raise DatabaseError(f"{self.label}: {sql[:80]}: {exc}") from None
+
+    def value(self, sql: str, args: Sequence[Any] = ()) -> Any:
+        rows = self.query(sql, args)
+        if not rows:
+            return None
+        return next(iter(rows[0].values()))
+
+    def execute(self, sql: str, args: Sequence[Any] = (), why: str = "") -> None:
+        """Run a state-changing statement and log it (statement text only, never values)."""
+        log.info("%s: %s%s", self.node.name, sql, f"  -- {why}" if why else "")
+        self.query(sql, args)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # closing a dead socket is not worth an error
+                pass
+
+
+def _describe(exc: Exception) -> str:
+    args = getattr(exc, "args", ())
+    if len(args) >= 2 and isinstance(args[0], int):
+        return f"({args[0]}) {args[1]}"
+    return str(exc) or exc.__class__.__name__
+
+
+def open_servers(cfg: Any, read_timeout: Optional[float] = None) -> Dict[str, Server]:
+    timeout = read_timeout if read_timeout is not None else max(10.0, cfg.failover.catchup_timeout + 5.0)
+    return {n.name: Server(n, cfg.mysql, timeout) for n in cfg.nodes}

@@ -1,0 +1,222 @@
+"""Pure decisions: (observed view, event, config) -> Plan. No I/O, no clock.
+
+Every plan starts from the real state, so running a plan twice, or running the
+rest of a plan that was cut off halfway, converges to the same end state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Tuple
+
+from . import flavors
+from .config import Config
+from .model import ClusterView, NodeState, ThreadState
+from .plan import (
+    ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, Plan, RemoveBackend, ResetReplica, SetWritable,
+    StartReplica, StartSqlThread, Step, StopReplica,
+)
+
+MASTER = "MASTER"
+BACKUP = "BACKUP"
+FAULT = "FAULT"
+STOP = "STOP"
+DELETED = "DELETED"
+STATES = (MASTER, BACKUP, FAULT, STOP, DELETED)
+
+
+def flavor_of(node: NodeState, cfg: Config) -> flavors.Flavor:
+    return flavors.get(node.flavor or cfg.flavor, node.version)
+
+
+@dataclass(frozen=True)
+class Health:
+    healthy: bool
+    reason: str
+
+
+def replica_health(view: ClusterView, node: NodeState, peer: NodeState, cfg: Config) -> Health:
+    """Is ``node`` a replica of ``peer`` safe to serve reads (an Atlas read-only backend)?"""
+    if not node.reachable:
+        return Health(False, f"{node.name} is not reachable")
+    if node.writable:
+        return Health(False, f"{node.name} is writable (a master, not a replica)")
+    r = node.replica
+    if r is None or not r.configured:
+        return Health(False, f"{node.name} is not replicating")
+    if not node.replicates_from(peer.host, peer.port):
+        return Health(False, f"{node.name} replicates from {r.source_host}:{r.source_port}, not from {peer.name}")
+    if r.io is not ThreadState.RUNNING:
+        return Health(False, f"{node.name}'s IO thread is {r.io.value}" + (f": {r.last_io_error}" if r.last_io_error else ""))
+    if r.sql is not ThreadState.RUNNING:
+        return Health(False, f"{node.name}'s SQL thread is {r.sql.value}" + (f": {r.last_sql_error}" if r.last_sql_error else ""))
+    flavor = flavor_of(node, cfg)
+    unapplied = flavor.unapplied(node)
+    if unapplied:
+        return Health(False, f"{node.name} has not applied its relay log ({unapplied})")
+    if r.lag is None:
+        return Health(False, f"{node.name}'s lag is unknown")
+    if r.lag > cfg.maintainer.max_lag:
+        return Health(False, f"{node.name} lags {r.lag}s (> max_lag {cfg.maintainer.max_lag}s)")
+    if not peer.reachable:
+        return Health(False, f"{peer.name} is not reachable, errant GTIDs cannot be checked")
+    errant = flavor.errant(node, peer)
+    if errant:
+        return Health(False, f"{node.name} has errant GTIDs {errant}")
+    return Health(True, f"{node.name} is a healthy replica of {peer.name} (lag {r.lag}s)")
+
+
+def _remove_own_backend(cfg: Config, why: str) -> List[Step]:
+    return [RemoveBackend(a.name, cfg.me.atlas_address, why) for a in cfg.atlas]
+
+
+def decide(view: ClusterView, event: str, cfg: Config, force: bool = False, operator: bool = False) -> Plan:
+    """The plan for a keepalived event (or an operator's promote/demote) on this node."""
+    if event == MASTER:
+        return decide_master(view, cfg, force, operator)
+    if event == BACKUP:
+        return decide_backup(view, cfg, operator)
+    if event in (FAULT, STOP, DELETED):
+        return decide_fault(view, cfg, event)
+    raise ValueError(f"unknown event {event!r}")
+
+
+def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator: bool = False) -> Plan:
+    me, peer = view.me, view.peer
+    warnings: Tuple[str, ...] = ()
+    if view.holds_vip is False:
+        if not operator:
+            return Plan(f"no action: stale MASTER event, {me.name} does not hold VIP {cfg.keepalived.vip}", outcome=NOOP)
+        warnings += (f"{me.name} does not hold VIP {cfg.keepalived.vip}: clients will not reach it until keepalived moves it",)
+    if not me.reachable:
+        return Plan(f"refusing to promote {me.name}: its server is not reachable ({me.error})", outcome=REFUSED, warnings=warnings)
+    flavor = flavor_of(me, cfg)
+    peer_writable = peer.reachable and peer.writable
+    r = me.replica
+    if me.writable and not peer_writable and (r is None or not r.configured):
+        return Plan(f"no action: {me.name} is already the writable master", outcome=NOOP, warnings=warnings)
+
+    steps: List[Step] = []
+    if not me.writable:
+        # Refusals come before any step: a refused promotion changes nothing.
+        if r is not None and r.sql_error:
+            text = f"{me.name}'s SQL thread stopped on error {r.last_sql_errno}: {r.last_sql_error}"
+            if not force:
+                return Plan(
+                    f"refusing to promote {me.name}: {text}; its data may be incomplete (orch promote --force overrides)",
+                    outcome=REFUSED, warnings=warnings,
+                )
+            warnings += (f"--force: promoting although {text}",)
+        if peer.reachable:
+            errant = flavor.errant(me, peer)
+            if errant:
+                warnings += (f"{me.name} has transactions {peer.name} lacks (errant GTIDs {errant}); they become part of the new master's history",)
+    if peer_writable:
+        steps.append(Fence(peer.name))
+    if not me.writable:
+        if r is not None and r.configured:
+            if peer.reachable and (r.io is ThreadState.STOPPED or r.sql is ThreadState.STOPPED):
+                steps.append(StartReplica(me.name))
+            elif r.sql is ThreadState.STOPPED:
+                steps.append(StartSqlThread(me.name))
+        steps.append(CatchUp(me.name, peer.name if peer.reachable else None, cfg.failover.catchup_timeout, force))
+    if r is not None and r.configured:
+        steps += [StopReplica(me.name), ResetReplica(me.name)]
+    if not me.writable:
+        steps.append(SetWritable(me.name))
+    steps += _remove_own_backend(cfg, f"{me.name} is the master now")
+    if peer_writable and me.writable:
+        reason = f"both servers are writable: fencing {peer.name}, {me.name} stays the master"
+    elif me.writable:
+        reason = f"{me.name} is writable but still has replication configured: removing it"
+    elif peer_writable:
+        reason = f"promoting {me.name}: fencing {peer.name} (still writable) first, then applying everything received"
+    elif peer.reachable:
+        reason = f"promoting {me.name}: {peer.name} is read-only, applying everything received first"
+    else:
+        reason = f"promoting {me.name}: {peer.name} is not reachable ({peer.error}), applying the relay log first"
+    return Plan(reason, tuple(steps), ACT, warnings)
+
+
+def decide_backup(view: ClusterView, cfg: Config, operator: bool = False) -> Plan:
+    me, peer = view.me, view.peer
+    if view.holds_vip is True and not operator:
+        return Plan(f"no action: stale BACKUP event, {me.name} holds VIP {cfg.keepalived.vip}", outcome=NOOP)
+    if not me.reachable:
+        return Plan(
+            f"nothing to fence: {me.name}'s server is not reachable ({me.error}); the next BACKUP or orch demote completes this",
+            tuple(_remove_own_backend(cfg, f"{me.name} is down")), INCOMPLETE,
+        )
+    flavor = flavor_of(me, cfg)
+    steps: List[Step] = []
+    if not flavor.is_fenced(me):
+        steps.append(Fence(me.name))
+    fenced = "fencing" if steps else "fenced"
+
+    def own_backend(health: Optional[Health] = None) -> List[Step]:
+        if health is not None and health.healthy:
+            return []
+        return _remove_own_backend(cfg, f"{me.name} is not a healthy replica")
+
+    if not peer.reachable:
+        return Plan(
+            f"{fenced} {me.name}; {peer.name} is not reachable ({peer.error}): staying read-only until it is back",
+            tuple(steps + own_backend()), INCOMPLETE,
+        )
+    if not peer.writable:
+        r = me.replica
+        if r is not None and r.running and me.replicates_from(peer.host, peer.port):
+            return Plan(f"{fenced} {me.name}; {peer.name} is read-only too, {me.name} keeps replicating from it", tuple(steps + own_backend()), ACT if steps else NOOP)
+        return Plan(
+            f"{fenced} {me.name}; {peer.name} is read-only too: no writable master to follow yet, staying read-only",
+            tuple(steps + own_backend()), INCOMPLETE,
+        )
+    errant = flavor.errant(me, peer)
+    if errant:
+        return Plan(
+            f"{fenced} {me.name}; refusing to replicate from {peer.name}: {me.name} has errant GTIDs {errant} that {peer.name} lacks "
+            f"(replicating would fork the data; reconcile by hand, then run orch demote)",
+            tuple(steps + own_backend()), REFUSED,
+        )
+    r = me.replica
+    pointed = r is not None and r.configured and r.auto_position and me.replicates_from(peer.host, peer.port)
+    if pointed and r is not None:
+        if r.running or r.io is ThreadState.CONNECTING and r.sql is ThreadState.RUNNING:
+            health = replica_health(view, me, peer, cfg)
+            return Plan(
+                f"{fenced} {me.name}; it already replicates from {peer.name}" + ("" if steps else ": nothing to do"),
+                tuple(steps + own_backend(health)), ACT if steps or own_backend(health) else NOOP,
+            )
+        if r.sql_error:
+            return Plan(
+                f"{fenced} {me.name}; replication from {peer.name} is stopped by SQL error {r.last_sql_errno}: {r.last_sql_error} "
+                f"(fix it by hand, then run orch demote)",
+                tuple(steps + own_backend()), REFUSED,
+            )
+        steps.append(StartReplica(me.name))
+        return Plan(f"{fenced} {me.name}; restarting its replication from {peer.name}", tuple(steps + own_backend()))
+    if r is not None and r.configured:
+        steps.append(StopReplica(me.name))
+    steps += [ChangeSource(me.name, peer.name, peer.host, peer.port), StartReplica(me.name)]
+    return Plan(
+        f"{fenced} {me.name}; {peer.name} is the writable master and has every GTID {me.name} has: replicating from it",
+        tuple(steps + own_backend()),
+    )
+
+
+def decide_fault(view: ClusterView, cfg: Config, event: str) -> Plan:
+    me = view.me
+    if not me.reachable:
+        return Plan(
+            f"{event}: {me.name}'s server is not reachable ({me.error}): nothing to fence",
+            tuple(_remove_own_backend(cfg, f"{me.name} is down")), INCOMPLETE,
+        )
+    steps: List[Step] = []
+    if not flavor_of(me, cfg).is_fenced(me):
+        steps.append(Fence(me.name))
+    health = replica_health(view, me, view.peer, cfg)
+    if not health.healthy:
+        steps += _remove_own_backend(cfg, health.reason)
+    if steps:
+        return Plan(f"{event}: fencing {me.name}, it must not take writes" if steps and isinstance(steps[0], Fence) else f"{event}: {me.name} is read-only already", tuple(steps))
+    return Plan(f"no action: {event}, {me.name} is read-only already", outcome=NOOP)

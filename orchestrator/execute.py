@@ -1,0 +1,197 @@
+"""Interpret a Plan's steps. The only place that turns decisions into SQL and Atlas effects.
+
+Database steps run in order and the first failure stops the plan (a failed fence must
+never be followed by SetWritable). Atlas steps run after the database steps and are
+best effort: their failures are logged and journaled, and the maintainer retries them.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+from . import flavors
+from .config import Config
+from .errors import DatabaseError, OrchError, Refused
+from .model import ClusterView, ThreadState
+from .observe import read_node
+from .plan import (
+    ATLAS_STEPS, CatchUp, ChangeSource, Fence, Plan, ResetReplica, SetWritable, StartReplica, StartSqlThread, Step,
+    StopReplica,
+)
+from .db import Server
+
+log = logging.getLogger(__name__)
+
+WAIT_SLICE = 1.0  # seconds per wait call, so a replication error is noticed within a second
+
+
+@dataclass
+class StepResult:
+    step: str
+    description: str
+    result: str  # ok | failed | skipped | warning
+    detail: str = ""
+    ms: int = 0
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"step": self.step, "description": self.description, "result": self.result, "detail": self.detail, "ms": self.ms}
+
+
+@dataclass
+class RunResult:
+    results: List[StepResult]
+    error: Optional[OrchError] = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+class Executor:
+    def __init__(
+        self, cfg: Config, servers: Dict[str, Server], view: Optional[ClusterView] = None,
+        atlas_runner: Optional[Callable[[Config, Sequence[Step]], List[StepResult]]] = None,
+    ) -> None:
+        self.cfg = cfg
+        self.servers = servers
+        self.atlas_runner = atlas_runner
+        # The observed versions decide the flavor; only a node unseen at observe time is asked.
+        self._flavors: Dict[str, flavors.Flavor] = {}
+        if view is not None:
+            for node in (view.me, view.peer):
+                if node.reachable:
+                    self._flavors[node.name] = flavors.get(node.flavor, node.version)
+
+    def run(self, plan: Plan) -> RunResult:
+        results: List[StepResult] = []
+        db_steps = [s for s in plan.steps if not isinstance(s, ATLAS_STEPS)]
+        atlas_steps = [s for s in plan.steps if isinstance(s, ATLAS_STEPS)]
+        for i, step in enumerate(db_steps):
+            start = time.monotonic()
+            try:
+                detail = self._do(step)
+                results.append(StepResult(type(step).__name__, step.describe(), "warning" if detail.startswith("warning") else "ok", detail, _ms(start)))
+                log.info("step %d/%d done: %s%s", i + 1, len(db_steps), step.describe(), f" ({detail})" if detail else "")
+            except OrchError as exc:
+                results.append(StepResult(type(step).__name__, step.describe(), "failed", str(exc), _ms(start)))
+                log.error("step %d/%d failed: %s: %s", i + 1, len(db_steps), step.describe(), exc)
+                for rest in db_steps[i + 1:] + atlas_steps:
+                    results.append(StepResult(type(rest).__name__, rest.describe(), "skipped", "an earlier step failed"))
+                return RunResult(results, exc)
+        if atlas_steps:
+            results += self._atlas(atlas_steps)
+        return RunResult(results)
+
+    # ------------------------------------------------------------------ steps
+
+    def _do(self, step: Step) -> str:
+        if isinstance(step, Fence):
+            return self._fence(step.node)
+        if isinstance(step, SetWritable):
+            return self._set_writable(step.node)
+        if isinstance(step, CatchUp):
+            return self._catch_up(step)
+        if isinstance(step, ChangeSource):
+            server = self.servers[step.node]
+            acct = self.cfg.replication
+            for sql, args in self._flavor(server).change_source(step.host, step.port, acct.user, acct.password):
+                server.execute(sql, args, why=f"replicate from {step.source} ({step.host}:{step.port}) as {acct.user}")
+            return ""
+        simple = {
+            StartSqlThread: lambda f: f.start_sql_thread,
+            StartReplica: lambda f: f.start_replica,
+            StopReplica: lambda f: f.stop_replica,
+            ResetReplica: lambda f: f.reset_replica,
+        }
+        for kind, statement in simple.items():
+            if isinstance(step, kind):
+                server = self.servers[step.node]  # type: ignore[attr-defined]
+                server.execute(statement(self._flavor(server)), why=step.describe())
+                return ""
+        raise OrchError(f"unknown step {step!r}")
+
+    def _flavor(self, server: Server) -> flavors.Flavor:
+        name = server.node.name
+        if name not in self._flavors:
+            self._flavors[name] = flavors.get(self.cfg.flavor, str(server.value("SELECT VERSION()")))
+        return self._flavors[name]
+
+    def _fence(self, name: str) -> str:
+        server = self.servers[name]
+        flavor = self._flavor(server)
+        for sql in flavor.fence_statements:
+            server.execute(sql, why=f"fence {name}")
+        state = read_node(server, flavor.name)
+        if not flavor.is_fenced(state):
+            raise DatabaseError(f"{server.label}: fence did not take: read_only={int(state.read_only)} after {'; '.join(flavor.fence_statements)}")
+        return "read_only=1 verified"
+
+    def _set_writable(self, name: str) -> str:
+        server = self.servers[name]
+        flavor = self._flavor(server)
+        for sql in flavor.unfence_statements:
+            server.execute(sql, why=f"{name} is the master")
+        state = read_node(server, flavor.name)
+        if state.read_only:
+            raise DatabaseError(f"{server.label}: read_only is still on after {'; '.join(flavor.unfence_statements)}")
+        return "read_only=0 verified"
+
+    def _catch_up(self, step: CatchUp) -> str:
+        server = self.servers[step.node]
+        flavor = self._flavor(server)
+        deadline = time.monotonic() + step.timeout
+        me = read_node(server, flavor.name)
+        targets = []
+        if me.replica is not None and me.replica.retrieved:
+            targets.append(("its relay log", me.replica.retrieved))
+        if step.peer:
+            # Read after the peer was fenced: nothing can be added to it any more.
+            peer = read_node(self.servers[step.peer], self.cfg.flavor)
+            targets.append((f"{step.peer}'s executed GTIDs", peer.binlog_pos))
+        waited = []
+        for label, target in targets:
+            while True:
+                missing = flavor.missing(target, me)
+                if not missing:
+                    break
+                r = me.replica
+                problem = ""
+                if r is None or not r.configured:
+                    problem = f"{step.node} has no replication to apply {missing} with"
+                elif r.sql_error:
+                    problem = f"{step.node}'s SQL thread stopped on error {r.last_sql_errno}: {r.last_sql_error}"
+                elif r.sql is not ThreadState.RUNNING:
+                    problem = f"{step.node}'s SQL thread is {r.sql.value}"
+                remaining = deadline - time.monotonic()
+                if not problem and remaining <= 0:
+                    problem = f"catch-up timed out after {step.timeout:g}s"
+                if problem:
+                    text = f"{problem}: {label} not applied, missing {missing}"
+                    if step.force:
+                        log.warning("--force: promoting anyway although %s", text)
+                        return f"warning: forced although {text}"
+                    raise Refused(f"{text}; {step.node} stays read-only (orch promote --force overrides)")
+                sql, args = flavor.wait_statement(missing, min(WAIT_SLICE, max(remaining, 0.01)))
+                server.value(sql, args)
+                me = read_node(server, flavor.name)
+            waited.append(label)
+        return "applied " + " and ".join(waited) if waited else "nothing to apply"
+
+    def _atlas(self, steps: Sequence[Step]) -> List[StepResult]:
+        if self.atlas_runner is None:
+            from .atlas.apply import run_atlas_steps
+
+            self.atlas_runner = run_atlas_steps
+        try:
+            return self.atlas_runner(self.cfg, steps)
+        except Exception as exc:  # Atlas must never fail the database failover
+            log.error("Atlas steps failed: %s (the maintainer retries)", exc)
+            return [StepResult(type(s).__name__, s.describe(), "failed", str(exc)) for s in steps]
+
+
+def _ms(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
+

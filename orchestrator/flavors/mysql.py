@@ -1,0 +1,77 @@
+"""MySQL 5.7, 8.0 and 8.4: GTID sets, auto-positioning, super_read_only.
+
+8.0.22 renamed SHOW SLAVE STATUS & co. to REPLICA; 8.0.23 added CHANGE REPLICATION
+SOURCE TO; 8.4 removed the old spellings. Statements are chosen by version.
+"""
+
+from __future__ import annotations
+
+from typing import Any, List, Mapping, Optional
+
+from ..gtid import GtidSet
+from ..model import NodeState, ReplicaStatus, replica_status_from_row
+from . import Statement, version_tuple
+
+
+class MySQL:
+    name = "mysql"
+    gtid_query = (
+        "SELECT @@global.gtid_executed AS executed, @@global.gtid_executed AS binlog_pos, "
+        "@@global.gtid_executed AS binlog_state, @@global.super_read_only AS super_read_only"
+    )
+    fence_statements = ("SET GLOBAL read_only = 1", "SET GLOBAL super_read_only = 1")
+    # Turning read_only off also turns super_read_only off.
+    unfence_statements = ("SET GLOBAL super_read_only = 0", "SET GLOBAL read_only = 0")
+
+    def __init__(self, version: str) -> None:
+        self.version = version
+        v = version_tuple(version)
+        self.replica_words = v >= (8, 0, 22)
+        self.source_words = v >= (8, 0, 23)
+        self.public_key = v >= (8, 0, 0)  # caching_sha2_password replication without TLS
+        word = "REPLICA" if self.replica_words else "SLAVE"
+        self.replica_status_query = f"SHOW {word} STATUS"
+        self.stop_replica = f"STOP {word}"
+        self.start_replica = f"START {word}"
+        self.start_sql_thread = f"START {word} SQL_THREAD"
+        self.reset_replica = f"RESET {word} ALL"
+
+    def parse_replica_status(self, row: Optional[Mapping[str, Any]]) -> Optional[ReplicaStatus]:
+        if not row:
+            return None
+        return replica_status_from_row(row, ("Retrieved_Gtid_Set",), str(row.get("Auto_Position", "0")) == "1")
+
+    def change_source(self, host: str, port: int, user: str, password: str) -> List[Statement]:
+        if self.source_words:
+            sql = (
+                "CHANGE REPLICATION SOURCE TO SOURCE_HOST = %s, SOURCE_PORT = %s, SOURCE_USER = %s, "
+                "SOURCE_PASSWORD = %s, SOURCE_AUTO_POSITION = 1, SOURCE_CONNECT_RETRY = 1, GET_SOURCE_PUBLIC_KEY = 1"
+            )
+        else:
+            sql = (
+                "CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %s, MASTER_USER = %s, "
+                "MASTER_PASSWORD = %s, MASTER_AUTO_POSITION = 1, MASTER_CONNECT_RETRY = 1"
+            )
+            if self.public_key:
+                sql += ", GET_MASTER_PUBLIC_KEY = 1"
+        return [(sql, (host, int(port), user, password))]
+
+    def wait_statement(self, target: str, timeout: float) -> Statement:
+        return ("SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)", (target, float(timeout)))
+
+    def wait_succeeded(self, value: Any) -> bool:
+        return value is not None and int(value) == 0
+
+    def unapplied(self, node: NodeState) -> str:
+        if node.replica is None:
+            return ""
+        return str(GtidSet.parse(node.replica.retrieved).subtract(GtidSet.parse(node.executed)))
+
+    def missing(self, target: str, node: NodeState) -> str:
+        return str(GtidSet.parse(target).subtract(GtidSet.parse(node.executed)))
+
+    def errant(self, node: NodeState, peer: NodeState) -> str:
+        return str(GtidSet.parse(node.executed).subtract(GtidSet.parse(peer.executed)))
+
+    def is_fenced(self, node: NodeState) -> bool:
+        return node.read_only and node.super_read_only

@@ -1,0 +1,135 @@
+"""Frozen values describing what was observed. Built once per run by observe.py."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+
+class ThreadState(str, enum.Enum):
+    RUNNING = "running"
+    CONNECTING = "connecting"
+    STOPPED = "stopped"
+    ABSENT = "absent"  # no replication configured at all
+
+
+def thread_state(value: Any) -> ThreadState:
+    text = str(value or "").strip().lower()
+    if text == "yes":
+        return ThreadState.RUNNING
+    if text in ("connecting", "preparing"):
+        return ThreadState.CONNECTING
+    return ThreadState.STOPPED
+
+
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """Replication state of one server, flavor-neutral (read by column name)."""
+
+    source_host: str
+    source_port: int
+    io: ThreadState
+    sql: ThreadState
+    lag: Optional[int]
+    retrieved: str  # MySQL Retrieved_Gtid_Set, MariaDB Gtid_IO_Pos
+    auto_position: bool  # MySQL Auto_Position=1, MariaDB Using_Gtid != No
+    last_io_error: str = ""
+    last_sql_errno: int = 0
+    last_sql_error: str = ""
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.source_host)
+
+    @property
+    def running(self) -> bool:
+        return self.io is ThreadState.RUNNING and self.sql is ThreadState.RUNNING
+
+    @property
+    def sql_error(self) -> bool:
+        return self.sql is not ThreadState.RUNNING and self.last_sql_errno != 0
+
+
+def pick(row: Mapping[str, Any], names: Sequence[str], default: Any = None) -> Any:
+    """First present column among spellings (Slave_*/Replica_*, Master_*/Source_*)."""
+    for name in names:
+        if name in row:
+            return row[name]
+    return default
+
+
+def replica_status_from_row(row: Optional[Mapping[str, Any]], retrieved_columns: Sequence[str], auto_position: Any) -> Optional[ReplicaStatus]:
+    """Map a SHOW SLAVE/REPLICA STATUS row (a dict keyed by column name) to ReplicaStatus."""
+    if not row:
+        return None
+    lag = pick(row, ("Seconds_Behind_Source", "Seconds_Behind_Master"))
+    return ReplicaStatus(
+        source_host=str(pick(row, ("Source_Host", "Master_Host"), "") or ""),
+        source_port=int(pick(row, ("Source_Port", "Master_Port"), 0) or 0),
+        io=thread_state(pick(row, ("Replica_IO_Running", "Slave_IO_Running"))),
+        sql=thread_state(pick(row, ("Replica_SQL_Running", "Slave_SQL_Running"))),
+        lag=None if lag is None or lag == "" else int(lag),
+        retrieved=str(pick(row, retrieved_columns, "") or "").replace("\n", ""),
+        auto_position=bool(auto_position),
+        last_io_error=str(pick(row, ("Last_IO_Error",), "") or ""),
+        last_sql_errno=int(pick(row, ("Last_SQL_Errno",), 0) or 0),
+        last_sql_error=str(pick(row, ("Last_SQL_Error",), "") or ""),
+    )
+
+
+@dataclass(frozen=True)
+class NodeState:
+    """One server as observed. ``reachable=False`` means nothing else is known."""
+
+    name: str
+    host: str
+    port: int
+    reachable: bool
+    error: str = ""
+    version: str = ""
+    flavor: str = ""
+    server_id: int = 0
+    read_only: bool = False
+    super_read_only: bool = False
+    executed: str = ""  # MySQL gtid_executed; MariaDB gtid_current_pos
+    binlog_pos: str = ""  # MariaDB gtid_binlog_pos; MySQL: gtid_executed
+    binlog_state: str = ""  # MariaDB gtid_binlog_state; MySQL: gtid_executed
+    replica: Optional[ReplicaStatus] = None
+
+    @property
+    def writable(self) -> bool:
+        return self.reachable and not self.read_only
+
+    def replicates_from(self, host: str, port: int) -> bool:
+        r = self.replica
+        return r is not None and r.configured and r.source_host == host and r.source_port == port
+
+
+@dataclass(frozen=True)
+class Backend:
+    ndx: int
+    address: str
+    state: str
+    type: str  # "rw" or "ro"
+
+
+@dataclass(frozen=True)
+class AtlasState:
+    name: str
+    reachable: bool
+    error: str = ""
+    backends: Tuple[Backend, ...] = ()
+
+    def ro_addresses(self) -> Tuple[str, ...]:
+        return tuple(b.address for b in self.backends if b.type == "ro")
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """Everything one run knows: both servers (and optionally Atlas), read once."""
+
+    me: NodeState
+    peer: NodeState
+    holds_vip: Optional[bool] = None  # None: no VIP configured or not checked
+    atlas: Tuple[AtlasState, ...] = ()

@@ -1,0 +1,141 @@
+"""A Plan is a reason sentence plus small frozen steps; the executor only interprets them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional, Tuple, Union
+
+# Outcomes and the exit codes they map to.
+NOOP = "noop"  # nothing to do: the state is already right
+ACT = "act"  # the steps bring the state where it should be
+REFUSED = "refused"  # unsafe: steps (if any) only make things safer; exit 1
+INCOMPLETE = "incomplete"  # safe for now, more to do once something comes back; exit 3
+
+EXIT_CODES = {NOOP: 0, ACT: 0, REFUSED: 1, INCOMPLETE: 3}
+
+
+@dataclass(frozen=True)
+class Fence:
+    """Make a server read-only (and super_read_only where the flavor has it), then verify."""
+
+    node: str
+
+    def describe(self) -> str:
+        return f"fence {self.node}: set read_only on and verify it"
+
+
+@dataclass(frozen=True)
+class StartSqlThread:
+    node: str
+
+    def describe(self) -> str:
+        return f"start the SQL thread on {self.node} to apply its relay log"
+
+
+@dataclass(frozen=True)
+class StartReplica:
+    node: str
+
+    def describe(self) -> str:
+        return f"start replication on {self.node}"
+
+
+@dataclass(frozen=True)
+class StopReplica:
+    node: str
+
+    def describe(self) -> str:
+        return f"stop replication on {self.node}"
+
+
+@dataclass(frozen=True)
+class ResetReplica:
+    node: str
+
+    def describe(self) -> str:
+        return f"reset replication on {self.node} (forget the old source)"
+
+
+@dataclass(frozen=True)
+class ChangeSource:
+    node: str
+    source: str
+    host: str
+    port: int
+
+    def describe(self) -> str:
+        return f"point {self.node} at {self.source} ({self.host}:{self.port}) with GTID auto-positioning"
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """Wait until node applied everything it received and, when ``peer`` is set,
+    everything the peer executed (read after the peer was fenced)."""
+
+    node: str
+    peer: Optional[str]
+    timeout: float
+    force: bool = False
+
+    def describe(self) -> str:
+        what = "its relay log" + (f" and everything {self.peer} executed" if self.peer else "")
+        tail = " (--force: promote even if it does not)" if self.force else "; refuse to promote if it does not"
+        return f"wait up to {self.timeout:g}s until {self.node} has applied {what}{tail}"
+
+
+@dataclass(frozen=True)
+class SetWritable:
+    node: str
+
+    def describe(self) -> str:
+        return f"make {self.node} writable (read_only off)"
+
+
+@dataclass(frozen=True)
+class RemoveBackend:
+    """Remove a read-only backend from one Atlas (looked up by address, never by number)."""
+
+    atlas: str
+    address: str
+    why: str = ""
+
+    def describe(self) -> str:
+        return f"remove read-only backend {self.address} from Atlas {self.atlas}" + (f" ({self.why})" if self.why else "")
+
+
+@dataclass(frozen=True)
+class AddBackend:
+    atlas: str
+    address: str
+    why: str = ""
+
+    def describe(self) -> str:
+        return f"add read-only backend {self.address} to Atlas {self.atlas}" + (f" ({self.why})" if self.why else "")
+
+
+Step = Union[Fence, StartSqlThread, StartReplica, StopReplica, ResetReplica, ChangeSource, CatchUp, SetWritable, RemoveBackend, AddBackend]
+
+DB_STEPS = (Fence, StartSqlThread, StartReplica, StopReplica, ResetReplica, ChangeSource, CatchUp, SetWritable)
+ATLAS_STEPS = (RemoveBackend, AddBackend)
+
+
+@dataclass(frozen=True)
+class Plan:
+    reason: str
+    steps: Tuple[Step, ...] = ()
+    outcome: str = ACT
+    warnings: Tuple[str, ...] = field(default=())
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.outcome]
+
+    def render(self) -> str:
+        lines = [f"plan: {self.reason}"]
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
+        if not self.steps:
+            lines.append("  (no steps)")
+        for i, step in enumerate(self.steps, 1):
+            lines.append(f"  {i}. {step.describe()}")
+        return "\n".join(lines)

@@ -1,0 +1,101 @@
+"""Helpers for tests that drive the real `orch` command against real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import yaml
+
+from orchestrator.lab import mariadb as lab
+
+ORCH = os.path.join(os.path.dirname(sys.executable), "orch")
+SECRETS = (lab.ORCH_CREDENTIALS.password, lab.REPL_CREDENTIALS.password)
+
+
+@dataclass
+class Result:
+    argv: List[str]
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def __str__(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+
+def config_dict(server1: lab.MariaDBInstance, server2: lab.MariaDBInstance, state_dir: str, **extra: Any) -> Dict[str, Any]:
+    cfg: Dict[str, Any] = {
+        "cluster": "test",
+        "flavor": "auto",
+        "self": "server1",
+        "nodes": {
+            "server1": {"host": server1.host, "port": server1.port},
+            "server2": {"host": server2.host, "port": server2.port},
+        },
+        "mysql": {"user": lab.ORCH_CREDENTIALS.user, "password": lab.ORCH_CREDENTIALS.password, "connect_timeout": 1},
+        "replication": {"user": lab.REPL_CREDENTIALS.user, "password": lab.REPL_CREDENTIALS.password},
+        "failover": {"catchup_timeout": 5},
+        "state_dir": state_dir,
+    }
+    cfg.update(extra)
+    return cfg
+
+
+def write_config(path: Path, cfg: Dict[str, Any]) -> str:
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    os.chmod(path, 0o600)
+    return str(path)
+
+
+def orch(config: str, node: Optional[str], *args: str, timeout: float = 60, stdin: str = "", env: Optional[Dict[str, str]] = None) -> Result:
+    argv = [ORCH, "-c", config] + (["--node", node] if node else []) + list(args)
+    proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})})
+    return Result(argv, proc.returncode, proc.stdout, proc.stderr)
+
+
+def journal(state_dir: str) -> List[Dict[str, Any]]:
+    path = Path(state_dir) / "journal.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_only(server: lab.MariaDBInstance) -> bool:
+    return bool(int(server.query_value("SELECT @@global.read_only")))
+
+
+def slave_status(server: lab.MariaDBInstance) -> Optional[Dict[str, Any]]:
+    rows = server.sql("SHOW SLAVE STATUS")
+    return rows[0] if rows else None
+
+
+def gtid(server: lab.MariaDBInstance, var: str = "gtid_current_pos") -> str:
+    return str(server.query_value(f"SELECT @@global.{var}"))
+
+
+def snapshot(*servers: lab.MariaDBInstance) -> List[Any]:
+    """Everything a 'no change' test compares: role, replication config and data position."""
+    out = []
+    for s in servers:
+        st = slave_status(s)
+        out.append((
+            read_only(s), gtid(s, "gtid_binlog_pos"),
+            None if st is None else (st["Master_Host"], st["Master_Port"], st["Slave_IO_Running"], st["Slave_SQL_Running"]),
+        ))
+    return out
+
+
+def assert_no_secrets(*texts: str, extra: Sequence[str] = ()) -> None:
+    for text in texts:
+        for secret in SECRETS + tuple(extra):
+            assert secret not in text, f"secret leaked: {secret!r}"
