@@ -1,0 +1,34 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from orchestrator.lab import mariadb as lab
+
+# --- MariaDB: real throwaway mariadbd processes (orchestrator.lab.mariadb) ---
+
+
+@pytest.fixture(scope="session")
+def mariadb_template(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A datadir made once per session by mariadb-install-db; instances copy it."""
+    if not os.access(lab.MARIADBD, os.X_OK):
+        pytest.skip(f"{lab.MARIADBD} not found: install mariadb-server to run the MariaDB tests")
+    return lab.create_template(str(tmp_path_factory.mktemp("mariadb-template") / "data"))
+
+
+@pytest.fixture
+def mariadb_pair(
+    mariadb_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[lab.MariaDBInstance, lab.MariaDBInstance]]:
+    """(server1, server2): a writable master and its read-only GTID replica, caught up.
+
+    Both are killed (our PIDs only) and their datadirs deleted afterwards, pass or
+    fail; my.cnf and error.log stay under the pytest tmp dir for post-mortems.
+    """
+    # mktemp keeps the socket path short; tmp_path carries the test's name.
+    with lab.running_pair(str(tmp_path_factory.mktemp("pair")), mariadb_template) as pair:
+        yield pair
