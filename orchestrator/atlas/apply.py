@@ -1,0 +1,96 @@
+"""Perform Atlas steps (add/remove read-only backends) and persist them to Atlas's config.
+
+Best effort by design: Atlas being down must never block or fail a database failover.
+Failures are returned as failed step results (journaled by the caller) and the
+maintainer re-applies what is missing on its next pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional, Sequence
+
+from ..config import AtlasInstance, Config
+from ..errors import AtlasError, OrchError
+from ..execute import StepResult
+from ..plan import AddBackend, RemoveBackend, Step
+
+log = logging.getLogger(__name__)
+
+CONNECT_ATTEMPTS = 3  # Atlas restarting: a few quick tries, bounded so a hook never hangs on it
+CONNECT_WAIT = 0.2
+
+
+def _connect(admin) -> None:
+    from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
+
+    retry(
+        stop=stop_after_attempt(CONNECT_ATTEMPTS),
+        wait=wait_fixed(CONNECT_WAIT),
+        retry=retry_if_exception_type(AtlasError),
+        reraise=True,
+    )(admin.connect)()
+
+
+def persist(admin, atlas: AtlasInstance) -> str:
+    """Make Atlas's next start come back with the runtime read-only backends."""
+    if atlas.persist == "none":
+        return ""
+    if atlas.persist == "save_config":
+        admin.save_config()
+        return "SAVE CONFIG"
+    from .configfile import rewrite_ro_backends
+
+    ro = [b.address for b in admin.backends() if b.type == "ro"]
+    changed = rewrite_ro_backends(atlas.config_file, ro)
+    if changed:
+        log.info("atlas %s: %s now lists read-only backends %s", atlas.name, atlas.config_file, ",".join(ro) or "(none)")
+    return f"{atlas.config_file} rewritten" if changed else f"{atlas.config_file} already right"
+
+
+def run_atlas_steps(cfg: Config, steps: Sequence[Step], admins: Optional[Dict[str, object]] = None) -> List[StepResult]:
+    """Apply steps grouped by Atlas, one connection each; never raises for Atlas failures."""
+    from .observe import admin_for
+
+    results: List[StepResult] = []
+    by_name = {a.name: a for a in cfg.atlas}
+    for name in dict.fromkeys(s.atlas for s in steps):  # type: ignore[union-attr]
+        atlas = by_name[name]
+        mine = [s for s in steps if s.atlas == name]  # type: ignore[union-attr]
+        admin = admins[name] if admins is not None else admin_for(atlas)
+        changed = False
+        try:
+            _connect(admin)
+            for step in mine:
+                try:
+                    if isinstance(step, RemoveBackend):
+                        done = admin.remove_backend(step.address, "ro")
+                        detail = "removed" if done else "was not a backend"
+                    elif isinstance(step, AddBackend):
+                        before = any(b.address == step.address and b.type == "ro" for b in admin.backends())
+                        admin.add_slave(step.address)
+                        done = not before
+                        detail = "added" if done else "already a backend"
+                    else:
+                        raise OrchError(f"not an Atlas step: {step!r}")
+                    changed = changed or done
+                    log.info("atlas %s: %s: %s", name, step.describe(), detail)
+                    results.append(StepResult(type(step).__name__, step.describe(), "ok", detail))
+                except (AtlasError, ValueError) as exc:
+                    log.error("atlas %s: %s failed: %s (the maintainer retries)", name, step.describe(), exc)
+                    results.append(StepResult(type(step).__name__, step.describe(), "failed", str(exc)))
+            if changed:
+                try:
+                    detail = persist(admin, atlas)
+                    if detail:
+                        results.append(StepResult("Persist", f"persist Atlas {name}'s read-only backends", "ok", detail))
+                except (AtlasError, OSError) as exc:
+                    log.error("atlas %s: persisting the backends failed: %s", name, exc)
+                    results.append(StepResult("Persist", f"persist Atlas {name}'s read-only backends", "failed", str(exc)))
+        except AtlasError as exc:
+            log.error("atlas %s: %s (its steps are left to the maintainer)", name, exc)
+            results += [StepResult(type(s).__name__, s.describe(), "failed", str(exc)) for s in mine]
+        finally:
+            if admins is None:
+                admin.close()
+    return results

@@ -1,0 +1,420 @@
+"""The one door to Atlas's admin port.
+
+The admin port speaks the MySQL protocol but understands nothing except its own admin
+commands (see /work/shared/atlas-admin.md): `SET NAMES`, autocommit statements, COM_PING,
+COM_INIT_DB and even COM_QUIT are answered with errors, an empty query closes the
+connection, and values must not be quoted. A stock `pymysql.connect()` therefore fails
+(PyMySQL >= 1.1 always sends `SET NAMES` after login; 1.0 sends `SET AUTOCOMMIT = 0`
+unless told otherwise). `_AdminConnection` keeps PyMySQL's handshake and authentication
+but sends nothing after them, and refuses to send anything that is not one of the admin
+commands built here.
+
+Backend numbers shift on every REMOVE and ADD MASTER, so every operation on one backend
+looks its number up by address right before the command and re-reads the list after it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import pymysql
+from pymysql.charset import charset_by_name
+from pymysql.constants import COMMAND
+
+from orchestrator.errors import AtlasError
+
+log = logging.getLogger(__name__)
+
+BACKEND_TYPES = ("rw", "ro")
+
+# Every command this module may send, exactly as built below. Anything else (a statement
+# a PyMySQL version sends on its own, a ping, COM_INIT_DB) is refused before it is sent.
+_ADMIN_COMMAND = re.compile(
+    r"SELECT \* FROM backends"
+    r"|SELECT VERSION"
+    r"|ADD SLAVE [0-9]{1,3}(\.[0-9]{1,3}){3}:[0-9]{1,5}"
+    r"|REMOVE BACKEND [1-9][0-9]*"
+    r"|SET (OFFLINE|ONLINE) [1-9][0-9]*"
+    r"|SAVE CONFIG",
+    re.ASCII,
+)
+# Commands that can be sent again after a lost connection: reads, SAVE CONFIG (rewrites
+# the file from the runtime state) and ADD SLAVE (Atlas ignores a known address). Never
+# REMOVE BACKEND n or SET ... n: the numbers may mean another backend by then.
+_RETRYABLE = re.compile(r"SELECT .*|SAVE CONFIG|ADD SLAVE .*")
+
+_ADDRESS = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+):([0-9]+)", re.ASCII)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One row of `SELECT * FROM backends`. `ndx` is a position, valid only until the
+    next REMOVE BACKEND or ADD MASTER."""
+
+    ndx: int
+    address: str
+    state: str  # unknown, up, down or offline; not a health signal (see atlas-admin.md)
+    type: str  # rw or ro
+
+
+def parse_address(text: str) -> str:
+    """Validate a backend address `a.b.c.d:port` (dotted IPv4, octets 0-255 without
+    leading zeros, port 1-65535) and return it normalized. Raises ValueError with a
+    one-line reason for anything Atlas's ADD would not take: host names, a missing port,
+    quotes, `@weight`, lists."""
+    if not isinstance(text, str):
+        raise ValueError(f"invalid backend address {text!r}: expected a string")
+    shown = repr(text) if len(text) <= 80 else repr(text[:77] + "...")
+    candidate = text.strip()
+
+    def bad(reason: str) -> ValueError:
+        return ValueError(f"invalid backend address {shown}: {reason}")
+
+    if not candidate:
+        raise bad("empty")
+    if "@" in candidate:
+        raise bad("no @weight allowed here (Atlas adds backends with weight 1)")
+    if any(quote in candidate for quote in "'\"`"):
+        raise bad("must not be quoted")
+    if "," in candidate or any(ch.isspace() for ch in candidate):
+        raise bad("one address only, as a.b.c.d:port")
+    if ":" not in candidate:
+        raise bad("missing :port")
+    match = _ADDRESS.fullmatch(candidate)
+    if not match:
+        host = candidate.rsplit(":", 1)[0]
+        if not re.fullmatch(r"[0-9.]+", host, re.ASCII):
+            raise bad("not a dotted IPv4 address (host names and IPv6 are not accepted)")
+        raise bad("expected a.b.c.d:port")
+    *octets, port = match.groups()
+    for octet in octets:
+        if len(octet) > 1 and octet.startswith("0"):
+            raise bad(f"octet {octet} has a leading zero (ambiguous: octal for inet_aton)")
+        if int(octet) > 255:
+            raise bad(f"octet {octet} out of range 0-255")
+    if len(port) > 5 or not 1 <= int(port) <= 65535:
+        raise bad(f"port {port} out of range 1-65535")
+    return f"{'.'.join(octets)}:{int(port)}"
+
+
+def _backend_type(type: str) -> str:
+    if type not in BACKEND_TYPES:
+        raise ValueError(f"invalid backend type {type!r}: expected 'rw' or 'ro'")
+    return type
+
+
+class _NotAnAdminCommand(Exception):
+    """Something other than an admin command was about to be sent."""
+
+    def __init__(self, command: int, text: str):
+        self.command = command
+        self.text = text
+        super().__init__(command, text)
+
+
+class _AdminConnection(pymysql.connections.Connection):
+    """A PyMySQL connection that sends nothing after authentication but admin commands.
+
+    Works with PyMySQL 1.0-1.2: construct it with autocommit=None, no sql_mode and no
+    init_command, which covers everything 1.0 sends after login; `set_character_set`
+    covers the `SET NAMES` of 1.1+; `_execute_command` is the last line of defence for
+    whatever a PyMySQL version adds later; `close` skips COM_QUIT.
+    """
+
+    def set_character_set(self, charset, collation=None):
+        # PyMySQL >= 1.1 calls this from connect() to send SET NAMES, which the admin
+        # port rejects. Only the client side matters here (how replies are decoded).
+        self.charset = charset
+        self.collation = collation
+        self.encoding = charset_by_name(charset).encoding
+
+    def _execute_command(self, command, sql):
+        text = sql.decode("latin1") if isinstance(sql, (bytes, bytearray)) else str(sql)
+        if command != COMMAND.COM_QUERY or not _ADMIN_COMMAND.fullmatch(text):
+            raise _NotAnAdminCommand(command, text)
+        super()._execute_command(command, sql)
+
+    def close(self):
+        # The admin port answers COM_QUIT with an error packet: just drop the socket.
+        self._closed = True
+        self._force_close()
+
+
+class AtlasAdmin:
+    """A connection to one Atlas admin port.
+
+    Connects on first use (or `connect()`, or `with`). Every error is an AtlasError naming
+    the Atlas (`atlas <name> at host:port: ...`); the password never appears in messages
+    or logs.
+    """
+
+    def __init__(self, host: str, port: int, user: str, password: str,
+                 timeout: float = 2.0, name: str = "atlas"):
+        if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+            raise ValueError(f"invalid atlas admin port {port!r}: expected 1-65535")
+        if not timeout > 0:
+            raise ValueError(f"invalid atlas admin timeout {timeout!r}: expected > 0")
+        self.host = host
+        self.port = port
+        self.user = user
+        self._password = password
+        self.timeout = timeout
+        self.name = name
+        self._conn: _AdminConnection | None = None
+
+    def __repr__(self) -> str:
+        return f"AtlasAdmin(name={self.name!r}, host={self.host!r}, port={self.port})"
+
+    @property
+    def _where(self) -> str:
+        return f"atlas {self.name} at {self.host}:{self.port}"
+
+    # -- connection -------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open the admin connection (handshake and authentication only)."""
+        if self._conn is not None:
+            return
+        conn = _AdminConnection(
+            host=self.host,
+            port=self.port,
+            user=self.user.encode("utf-8"),
+            password=self._password.encode("utf-8"),
+            # latin1 decodes any byte; the admin port's own charset is latin1 anyway.
+            charset="latin1",
+            autocommit=None,
+            sql_mode=None,
+            init_command=None,
+            connect_timeout=self.timeout,
+            read_timeout=self.timeout,
+            write_timeout=self.timeout,
+            ssl_disabled=True,
+            defer_connect=True,
+        )
+        try:
+            conn.connect()
+        except _NotAnAdminCommand as exc:
+            conn.close()
+            raise self._refused(exc) from None
+        except pymysql.MySQLError as exc:
+            conn.close()
+            code, message = self._describe(exc)
+            if code == 1045:
+                raise AtlasError(
+                    f"{self._where}: authentication failed for admin user {self.user!r}: "
+                    f"{message}"
+                ) from None
+            if code is not None and 1000 <= code < 2000:
+                raise AtlasError(f"{self._where}: login failed: {message} ({code})") from None
+            raise AtlasError(f"{self._where}: unreachable: {message}") from None
+        except OSError as exc:
+            conn.close()
+            raise AtlasError(f"{self._where}: unreachable: {exc}") from None
+        self._conn = conn
+        log.debug("%s: connected as %s", self._where, self.user)
+
+    def close(self) -> None:
+        """Close the socket (no COM_QUIT: Atlas answers it with an error)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> AtlasAdmin:
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+    # -- reading ----------------------------------------------------------------------
+
+    def backends(self) -> tuple[Backend, ...]:
+        """All backends as Atlas lists them now, in ndx order."""
+        columns, rows = self._execute("SELECT * FROM backends")
+        return tuple(self._backend(columns, row) for row in rows)
+
+    def version(self) -> str:
+        """Atlas's version, e.g. `2.2.1`."""
+        columns, rows = self._execute("SELECT VERSION")
+        if not rows or "version" not in columns:
+            raise AtlasError(f"{self._where}: SELECT VERSION returned no version")
+        return str(rows[0][columns.index("version")])
+
+    # -- changing ---------------------------------------------------------------------
+
+    def add_slave(self, address: str) -> None:
+        """Make `address` a read-only backend. A no-op (nothing sent) if it already is
+        one; verified by re-reading the backends."""
+        address = parse_address(address)
+        if self._find(self.backends(), address, "ro"):
+            log.info("%s: %s is already a read-only backend", self._where, address)
+            return
+        command = f"ADD SLAVE {address}"
+        log.info("%s: %s", self._where, command)
+        self._execute(command)
+        if not self._find(self.backends(), address, "ro"):
+            raise AtlasError(f"{self._where}: after {command} {address} is not listed as ro")
+
+    def remove_backend(self, address: str, type: str = "ro") -> bool:
+        """Remove the backend `address` of `type` ('ro' unless 'rw' is asked for).
+
+        Looks its ndx up right before `REMOVE BACKEND n` and verifies afterwards that
+        exactly that backend went away and no other. Returns False, sending nothing, if
+        it was not listed."""
+        address = parse_address(address)
+        type = _backend_type(type)
+        before = self.backends()
+        target = self._find(before, address, type)
+        if target is None:
+            log.info("%s: %s (%s) is not a backend; nothing to remove",
+                     self._where, address, type)
+            return False
+        command = f"REMOVE BACKEND {target.ndx}"
+        log.info("%s: %s (%s, %s)", self._where, command, address, type)
+        self._execute(command)
+        after = self.backends()
+        if self._find(after, address, type) is not None:
+            raise AtlasError(f"{self._where}: after {command} {address} ({type}) is still listed")
+        missing = Counter((b.address, b.type) for b in before)
+        missing -= Counter((b.address, b.type) for b in after)
+        missing -= Counter([(address, type)])
+        if missing:
+            lost = ", ".join(f"{a} ({t})" for a, t in sorted(missing))
+            raise AtlasError(f"{self._where}: after {command} also missing: {lost}")
+        return True
+
+    def set_offline(self, address: str, type: str = "ro") -> None:
+        """Take a backend out of service (`SET OFFLINE n`); a no-op if already offline."""
+        self._set_state(address, type, "OFFLINE")
+
+    def set_online(self, address: str, type: str = "ro") -> None:
+        """Put an offline backend back (`SET ONLINE n`; it shows `unknown` until Atlas's
+        checker probes it); a no-op unless it is offline."""
+        self._set_state(address, type, "ONLINE")
+
+    def save_config(self) -> None:
+        """`SAVE CONFIG`: Atlas rewrites its config file from the runtime state."""
+        log.info("%s: SAVE CONFIG", self._where)
+        self._execute("SAVE CONFIG")
+
+    # -- internals --------------------------------------------------------------------
+
+    def _set_state(self, address: str, type: str, word: str) -> None:
+        address = parse_address(address)
+        type = _backend_type(type)
+        target = self._find(self.backends(), address, type)
+        if target is None:
+            raise AtlasError(f"{self._where}: cannot set {address} ({type}) "
+                             f"{word.lower()}: not a backend")
+        going_offline = word == "OFFLINE"
+        if (target.state == "offline") == going_offline:
+            log.info("%s: %s (%s) is already %s", self._where, address, type,
+                     "offline" if going_offline else f"online ({target.state})")
+            return
+        command = f"SET {word} {target.ndx}"
+        log.info("%s: %s (%s, %s)", self._where, command, address, type)
+        columns, rows = self._execute(command)
+        if rows:
+            changed = self._backend(columns, rows[0])
+        else:
+            changed = self._find(self.backends(), address, type)
+        if changed is None or (changed.address, changed.type) != (address, type):
+            raise AtlasError(f"{self._where}: {command} changed {changed} instead of "
+                             f"{address} ({type})")
+        if (changed.state == "offline") != going_offline:
+            raise AtlasError(f"{self._where}: after {command} {address} ({type}) is "
+                             f"{changed.state}")
+
+    @staticmethod
+    def _find(backends: tuple[Backend, ...], address: str, type: str) -> Backend | None:
+        for backend in backends:
+            if backend.address == address and backend.type == type:
+                return backend
+        return None
+
+    def _backend(self, columns: list[str], row: tuple) -> Backend:
+        try:
+            values = dict(zip(columns, row))
+            return Backend(
+                ndx=int(values["backend_ndx"]),
+                address=str(values["address"]),
+                state=str(values["state"]),
+                type=str(values["type"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AtlasError(f"{self._where}: unexpected backends reply {columns}: {exc}") from None
+
+    def _execute(self, command: str) -> tuple[list[str], list[tuple]]:
+        """Send one admin command; return its column names and rows."""
+        if not _ADMIN_COMMAND.fullmatch(command):
+            raise AssertionError(f"not an admin command: {command!r}")
+        fresh = self._conn is None
+        try:
+            return self._send(command)
+        except _LostConnection as lost:
+            if fresh or not _RETRYABLE.fullmatch(command):
+                raise AtlasError(f"{self._where}: unreachable: {lost} during {command}") from None
+            # An idle connection may have been closed by Atlas (wait-timeout): one retry.
+            log.info("%s: connection lost (%s); reconnecting for %s", self._where, lost, command)
+            try:
+                return self._send(command)
+            except _LostConnection as again:
+                raise AtlasError(
+                    f"{self._where}: unreachable: {again} during {command}"
+                ) from None
+
+    def _send(self, command: str) -> tuple[list[str], list[tuple]]:
+        self.connect()
+        assert self._conn is not None
+        log.debug("%s: sending %s", self._where, command)
+        try:
+            with self._conn.cursor() as cursor:
+                cursor.execute(command)
+                columns = [column[0] for column in cursor.description or ()]
+                rows = list(cursor.fetchall())
+        except _NotAnAdminCommand as exc:
+            raise self._refused(exc) from None
+        except pymysql.MySQLError as exc:
+            code, message = self._describe(exc)
+            if code is not None and 1000 <= code < 2000:
+                # Atlas rejected the command; the connection stays usable.
+                raise AtlasError(
+                    f"{self._where}: {command} rejected: {message} ({code})"
+                ) from None
+            self.close()
+            raise _LostConnection(message) from None
+        except OSError as exc:
+            self.close()
+            raise _LostConnection(str(exc)) from None
+        return columns, rows
+
+    def _describe(self, exc: Exception) -> tuple[int | None, str]:
+        """(error code or None, one-line message without the password) of a PyMySQL error."""
+        args = getattr(exc, "args", ())
+        code = args[0] if args and isinstance(args[0], int) else None
+        original = getattr(exc, "original_exception", None)
+        if original is not None:
+            message = str(original)
+        elif code is not None and len(args) > 1:
+            message = str(args[1])
+        else:
+            message = str(exc) or type(exc).__name__
+        message = " ".join(message.split())
+        if self._password and self._password in message:
+            message = message.replace(self._password, "***")
+        return code, message
+
+    def _refused(self, exc: _NotAnAdminCommand) -> AtlasError:
+        what = (f"statement {exc.text[:60]!r}" if exc.command == COMMAND.COM_QUERY
+                else f"protocol command {exc.command}")
+        return AtlasError(
+            f"{self._where}: refusing to send {what}: the admin port accepts only admin "
+            f"commands (PyMySQL {pymysql.VERSION_STRING})"
+        )
+
+
+class _LostConnection(Exception):
+    """The admin connection failed mid-command (closed, reset, timed out)."""

@@ -1,0 +1,130 @@
+"""orch maintain: reconcile every Atlas's read-only backends with the replica's health.
+
+One pass = observe both servers and every Atlas once, decide (pure), apply only the
+difference. `--once` runs one pass (cron); otherwise APScheduler runs a pass every
+`maintainer.interval` seconds in the foreground, keeping connections open between passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Dict, TextIO
+
+from ..config import Config
+from ..errors import LockBusy
+from ..lock import RunLock
+from ..plan import NOOP
+from .common import ensure_state_dir, load_config, new_run
+
+log = logging.getLogger("orchestrator.maintain")
+
+
+class Maintainer:
+    def __init__(self, cfg: Config) -> None:
+        from ..atlas.observe import admin_for
+        from ..db import open_servers
+
+        self.cfg = cfg
+        self.servers = open_servers(cfg, read_timeout=max(5.0, cfg.mysql.connect_timeout * 2))
+        self.admins: Dict[str, object] = {a.name: admin_for(a) for a in cfg.atlas}
+        self.last_reason = ""
+
+    def close(self) -> None:
+        for s in self.servers.values():
+            s.close()
+        for a in self.admins.values():
+            a.close()  # type: ignore[attr-defined]
+
+    def observe(self):
+        from ..atlas.observe import observe_atlas
+        from ..model import ClusterView
+        from ..observe import observe_node
+
+        me = observe_node(self.servers[self.cfg.self_name], self.cfg.flavor)
+        peer = observe_node(self.servers[self.cfg.peer.name], self.cfg.flavor)
+        return ClusterView(me=me, peer=peer, atlas=observe_atlas(self.cfg, self.admins))
+
+    def run_pass(self, dry_run: bool = False, out: "TextIO | None" = None) -> int:
+        """One reconcile pass; returns the number of Atlas changes made (or planned)."""
+        from ..atlas.apply import run_atlas_steps
+        from ..journal import Journal, new_run_id
+        from ..reconcile import decide_maintain
+
+        started = time.monotonic()
+        try:
+            lock = RunLock(self.cfg.state_dir, timeout=0.5)
+            lock.__enter__()
+        except LockBusy as exc:
+            log.info("pass skipped: %s", exc)
+            return 0
+        try:
+            view = self.observe()
+            plan = decide_maintain(view, self.cfg)
+            for w in plan.warnings:
+                log.warning("%s", w)
+            if plan.reason != self.last_reason or plan.outcome != NOOP:
+                log.info("maintain: %s", plan.reason)
+            else:
+                log.debug("maintain: %s", plan.reason)
+            self.last_reason = plan.reason
+            if dry_run:
+                if out is not None:
+                    out.write(plan.render() + "\ndry run: nothing changed\n")
+                return len(plan.steps)
+            if not plan.steps:
+                return 0
+            run_id = new_run_id()
+            journal = Journal(self.cfg.state_dir)
+            base = {"id": run_id, "node": self.cfg.self_name, "event": "MAINTAIN"}
+            journal.append({**base, "phase": "begin", "reason": plan.reason, "outcome": plan.outcome, "plan": [s.describe() for s in plan.steps]})
+            results = run_atlas_steps(self.cfg, plan.steps, self.admins)
+            failed = [r for r in results if r.result == "failed"]
+            journal.append({**base, "phase": "end", "result": "failed" if failed else "act", "exit": 1 if failed else 0,
+                            "ms": int((time.monotonic() - started) * 1000), "error": "; ".join(r.detail for r in failed),
+                            "steps": [r.as_dict() for r in results]})
+            return sum(1 for r in results if r.result == "ok" and r.step != "Persist")
+        finally:
+            lock.__exit__(None, None, None)
+
+
+def maintain(args: argparse.Namespace, out: TextIO) -> int:
+    cfg = load_config(args)
+    new_run(cfg)
+    ensure_state_dir(cfg)
+    if not cfg.atlas:
+        log.warning("no atlas configured: nothing to maintain")
+    m = Maintainer(cfg)
+    try:
+        if args.once or args.dry_run:
+            m.run_pass(dry_run=args.dry_run, out=out)
+            return 0
+        from apscheduler.schedulers.blocking import BlockingScheduler
+
+        scheduler = BlockingScheduler()
+        scheduler.add_job(m.run_pass, "interval", seconds=cfg.maintainer.interval, max_instances=1, coalesce=True,
+                          next_run_time=_now())
+        _stop_on_sigterm(scheduler)
+        log.info("maintainer started: a pass every %gs over %d Atlas", cfg.maintainer.interval, len(cfg.atlas))
+        scheduler.start()
+        return 0
+    finally:
+        m.close()
+
+
+def _now():
+    import datetime
+
+    return datetime.datetime.now()
+
+
+def _stop_on_sigterm(scheduler) -> None:
+    import signal
+
+    def stop(signum, frame):
+        log.info("maintainer stopping (signal %d)", signum)
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)

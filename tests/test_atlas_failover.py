@@ -1,0 +1,192 @@
+"""Failover and the maintainer at the Atlas level: real MariaDB pair + the Atlas stand-in."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator.atlas.standin import AtlasStandin
+from orchestrator.lab import mariadb as lab
+
+from . import orchtest as t
+from .test_failover import count, insert_rows
+
+pytestmark = pytest.mark.mariadb
+
+ADMIN_PW = "atlas-admin-pw"
+RW = "127.0.0.1:3999"  # the VIP as Atlas knows it; never touched by orch
+
+
+def addr(server: lab.MariaDBInstance) -> str:
+    return f"{server.host}:{server.port}"
+
+
+def atlas_conf(path: Path, ro: str) -> str:
+    path.write_text(
+        "# Atlas config, hand-written\n"
+        "[mysql-proxy]\n"
+        "admin-username = user\n"
+        f"admin-password = {ADMIN_PW}\n"
+        "admin-address = 127.0.0.1:2345\n"
+        f"proxy-backend-addresses = {RW}\n"
+        f"proxy-read-only-backend-addresses = {ro}\n"
+        "# keep me\n"
+        "pwds = app:cGFzcw==\n"
+    )
+    return str(path)
+
+
+@pytest.fixture
+def env(mariadb_pair, tmp_path):
+    s1, s2 = mariadb_pair
+    conf = atlas_conf(tmp_path / "atlas.cnf", f"{addr(s2)}@2")
+    standin = AtlasStandin(conf, host="127.0.0.1", port=0, check_interval=None).start()
+    host, port = standin.address
+    state = str(tmp_path / "state")
+    atlas = [{"name": "local", "admin": {"host": host, "port": port, "user": "user", "password": ADMIN_PW}, "config_file": conf}]
+    cfg = t.write_config(tmp_path / "orch.yaml", t.config_dict(s1, s2, state, atlas=atlas))
+    s1.sql("CREATE TABLE test.t (id INT PRIMARY KEY, v VARCHAR(40))")
+    lab.wait_gtid_equal(s1, s2)
+    try:
+        yield s1, s2, standin, cfg, conf, state
+    finally:
+        standin.stop()
+
+
+def ro(standin) -> list:
+    return [a for _, a, _, ty in standin.backends() if ty == "ro"]
+
+
+def maintain(cfg: str, node: str) -> t.Result:
+    r = t.orch(cfg, node, "maintain", "--once")
+    assert r.code == 0, r
+    return r
+
+
+def test_failover_end_to_end_at_atlas_level(env):
+    s1, s2, standin, cfg, conf, state = env
+    assert ro(standin) == [addr(s2)]
+    s1.kill()
+    r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100")
+    assert r.code == 0, r
+    assert ro(standin) == [], "the new master is no longer a read-only backend"
+    assert [a for _, a, _, ty in standin.backends() if ty == "rw"] == [RW], "rw backends are never touched"
+    text = Path(conf).read_text()
+    assert "proxy-read-only-backend-addresses = \n" in text and "# keep me\n" in text and "admin-password = " in text
+
+    insert_rows(s2, 1, 20)
+    s1.start()
+    assert t.orch(cfg, "server1", "notify", "INSTANCE", "VI_1", "BACKUP", "90").code == 0
+    lab.wait_gtid_equal(s1, s2)
+    deadline = time.monotonic() + 10
+    while int(t.slave_status(s1)["Seconds_Behind_Master"] or 0) != 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    r = maintain(cfg, "server1")
+    assert ro(standin) == [addr(s1)], r
+    assert f"proxy-read-only-backend-addresses = {addr(s1)}\n" in Path(conf).read_text()
+    assert count(s1) == 20
+    ends = [e for e in t.journal(state) if e["phase"] == "end"]
+    assert [e["event"] for e in ends] == ["MASTER", "BACKUP", "MAINTAIN"]
+    t.assert_no_secrets(r.output, Path(state, "journal.jsonl").read_text(), extra=(ADMIN_PW,))
+
+
+def test_atlas_down_does_not_block_failover(env):
+    s1, s2, standin, cfg, _, state = env
+    standin.stop()
+    s1.kill()
+    r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100")
+    assert r.code == 0, r
+    assert not t.read_only(s2)
+    assert "the maintainer retries" in r.stderr or "left to the maintainer" in r.stderr
+    end = [e for e in t.journal(state) if e["phase"] == "end"][-1]
+    assert any(s["step"] == "RemoveBackend" and s["result"] == "failed" for s in end["steps"])
+
+
+def test_maintainer_removes_unhealthy_replica(env):
+    s1, s2, standin, cfg, _, _ = env
+    maintain(cfg, "server1")
+    assert ro(standin) == [addr(s2)]
+    s2.sql("STOP SLAVE SQL_THREAD")
+    r = maintain(cfg, "server1")
+    assert ro(standin) == [], r
+    assert "SQL thread is stopped" in r.stderr
+    s2.sql("START SLAVE SQL_THREAD")
+    lab.wait_gtid_equal(s1, s2)
+    maintain(cfg, "server2")
+    assert ro(standin) == [addr(s2)]
+
+
+def test_unapplied_relay_log_is_not_added(env):
+    s1, s2, standin, cfg, _, _ = env
+    s2.sql("STOP SLAVE")
+    s2.sql("CHANGE MASTER TO MASTER_DELAY = 3600")
+    s2.sql("START SLAVE")
+    insert_rows(s1, 1, 3)
+    deadline = time.monotonic() + 10
+    while t.slave_status(s2)["Gtid_IO_Pos"] != t.gtid(s1, "gtid_binlog_pos"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    r = maintain(cfg, "server1")
+    assert ro(standin) == [] and "has not applied its relay log" in r.stderr, r
+    r = maintain(cfg, "server1")
+    assert ro(standin) == []
+
+
+def test_errant_replica_is_not_added(env):
+    s1, s2, standin, cfg, _, _ = env
+    s2.sql("INSERT INTO test.t VALUES (77, 'written on the replica')")  # root ignores read_only
+    r = maintain(cfg, "server1")
+    assert ro(standin) == [] and "errant GTIDs 0-2-" in r.stderr, r
+
+
+def test_no_change_when_a_server_or_atlas_is_unreachable(env):
+    s1, s2, standin, cfg, _, _ = env
+    s2.sql("STOP SLAVE SQL_THREAD")  # would be removed, if the maintainer could see everything
+    s1.kill()
+    r = maintain(cfg, "server2")
+    assert ro(standin) == [addr(s2)] and "cannot observe server1" in r.stderr, r
+    assert standin.mutating_commands() == []
+
+
+def test_second_pass_after_noop_sends_no_mutating_command(env):
+    s1, s2, standin, cfg, _, _ = env
+    maintain(cfg, "server1")
+    maintain(cfg, "server1")
+    assert standin.mutating_commands() == []
+    s2.sql("STOP SLAVE SQL_THREAD")
+    maintain(cfg, "server1")
+    assert len(standin.mutating_commands()) == 1
+    maintain(cfg, "server1")
+    assert len(standin.mutating_commands()) == 1
+
+
+def test_wrong_atlas_password_is_a_clear_error_and_changes_nothing(env, tmp_path):
+    s1, s2, standin, _, conf, state = env
+    host, port = standin.address
+    atlas = [{"name": "local", "admin": {"host": host, "port": port, "user": "user", "password": "nope-wrong"}, "config_file": conf}]
+    cfg = t.write_config(tmp_path / "bad.yaml", t.config_dict(s1, s2, state, atlas=atlas))
+    s2.sql("STOP SLAVE SQL_THREAD")
+    r = maintain(cfg, "server1")
+    assert "Atlas local unreachable" in r.stderr and "authentication failed" in r.stderr, r
+    assert ro(standin) == [addr(s2)] and standin.mutating_commands() == []
+    t.assert_no_secrets(r.output, extra=("nope-wrong",))
+
+
+@pytest.mark.parametrize("atlas, node_extra, fragment", [
+    ("not a list", {}, "atlas: expected a list of Atlas instances"),
+    ([{"name": "local"}], {}, "atlas[0].admin: missing"),
+    ([{"name": "a", "admin": {"host": "127.0.0.1", "port": "x", "user": "u", "password": "p"}}], {}, "atlas[0].admin.port: expected an integer"),
+    ([{"name": "a", "admin": {"host": "127.0.0.1", "port": 1, "user": "u", "password": "p"}}], {"atlas_address": "db1.example:3306"}, "nodes.server1.atlas_address"),
+])
+def test_bad_atlas_config(env, tmp_path, atlas, node_extra, fragment):
+    s1, s2, standin, _, _, state = env
+    d = t.config_dict(s1, s2, state, atlas=atlas)
+    d["nodes"]["server1"].update(node_extra)
+    cfg = t.write_config(tmp_path / "bad.yaml", d)
+    before = t.snapshot(s1, s2)
+    r = t.orch(cfg, "server1", "maintain", "--once")
+    assert r.code == 1 and fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+    assert standin.mutating_commands() == [] and t.snapshot(s1, s2) == before

@@ -1,0 +1,66 @@
+"""Table tests for the maintainer's pure decision."""
+
+from dataclasses import replace
+
+import pytest
+
+from orchestrator.model import AtlasState, Backend, ClusterView
+from orchestrator.plan import NOOP, AddBackend, RemoveBackend
+from orchestrator.reconcile import decide_maintain
+
+from .test_decide import CONN, MASTER2, REPLICA1, STOPPED, cfg, down, node, repl
+
+C = cfg(atlas=True)
+ADDR1, ADDR2 = "10.0.0.1:3306", "10.0.0.2:3306"
+
+
+def atlas(*ro, name="local", reachable=True):
+    backends = [Backend(1, "10.0.0.100:3306", "up", "rw")] + [Backend(i + 2, a, "up", "ro") for i, a in enumerate(ro)]
+    return AtlasState(name, reachable, "" if reachable else "refused", tuple(backends) if reachable else ())
+
+
+def v(me, peer, *atlases):
+    return ClusterView(me=me, peer=peer, atlas=atlases)
+
+
+CASES = [
+    ("healthy replica missing is added", v(REPLICA1, MASTER2, atlas()), (AddBackend("local", ADDR1, "server1 is a healthy replica"),)),
+    ("healthy replica present: no change", v(REPLICA1, MASTER2, atlas(ADDR1)), ()),
+    ("master listed as ro is removed", v(REPLICA1, MASTER2, atlas(ADDR1, ADDR2)), (RemoveBackend("local", ADDR2, "server2 is not a healthy replica"),)),
+    ("stopped SQL thread removed", v(replace(REPLICA1, replica=repl(sql=STOPPED)), MASTER2, atlas(ADDR1)), (RemoveBackend("local", ADDR1, "server1 is not a healthy replica"),)),
+    ("IO connecting removed", v(replace(REPLICA1, replica=repl(io=CONN)), MASTER2, atlas(ADDR1)), (RemoveBackend("local", ADDR1, "server1 is not a healthy replica"),)),
+    ("lag above max_lag removed", v(replace(REPLICA1, replica=repl(lag=11)), MASTER2, atlas(ADDR1)), (RemoveBackend("local", ADDR1, "server1 is not a healthy replica"),)),
+    ("lag at max_lag is fine", v(replace(REPLICA1, replica=repl(lag=10)), MASTER2, atlas()), (AddBackend("local", ADDR1, "server1 is a healthy replica"),)),
+    ("errant GTIDs not added", v(replace(REPLICA1, executed="0-1-11", binlog_pos="0-1-11"), replace(MASTER2, binlog_state="0-1-10"), atlas()), ()),
+    ("writable replica not added", v(replace(REPLICA1, read_only=False), MASTER2, atlas()), ()),
+    ("foreign ro backend left alone", v(REPLICA1, MASTER2, atlas(ADDR1, "10.9.9.9:3306")), ()),
+    ("several Atlas: only the one lacking it", v(REPLICA1, MASTER2, atlas(ADDR1), atlas(name="other")), (AddBackend("other", ADDR1, "server1 is a healthy replica"),)),
+]
+
+
+@pytest.mark.parametrize("name, view, steps", CASES, ids=[c[0] for c in CASES])
+def test_maintain_cases(name, view, steps):
+    plan = decide_maintain(view, C)
+    assert plan.steps == steps, plan.render()
+
+
+def test_unreachable_server_changes_nothing():
+    plan = decide_maintain(v(REPLICA1, down("server2"), atlas(ADDR1, ADDR2)), C)
+    assert plan.outcome == NOOP and plan.steps == () and "cannot observe server2" in plan.reason
+
+
+def test_unreachable_atlas_is_left_alone_and_said():
+    plan = decide_maintain(v(REPLICA1, MASTER2, atlas(reachable=False), atlas(name="other")), C)
+    assert plan.steps == (AddBackend("other", ADDR1, "server1 is a healthy replica"),)
+    assert any("Atlas local unreachable" in w for w in plan.warnings)
+
+
+def test_reason_says_why():
+    plan = decide_maintain(v(replace(REPLICA1, replica=repl(lag=99)), MASTER2, atlas(ADDR1)), C)
+    assert "server1 lags 99s (> max_lag 10s)" in plan.reason and "remove 10.0.0.1:3306 from local" in plan.reason
+
+
+def test_unapplied_relay_log_not_added_and_said():
+    me = replace(REPLICA1, executed="0-1-10,1-2-5", replica=repl(retrieved="1-2-9"))
+    plan = decide_maintain(v(me, replace(MASTER2, binlog_state="0-1-10,1-2-9"), atlas()), C)
+    assert plan.steps == () and "server1 has not applied its relay log (1-2-9)" in plan.reason
