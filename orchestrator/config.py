@@ -18,11 +18,16 @@ FLAVORS = ("auto", "mysql", "mariadb")
 PERSIST_MODES = ("rewrite", "save_config", "none")
 
 
+TLS_MODES = ("disabled", "preferred", "required")
+
+
 @dataclass(frozen=True)
 class Account:
     user: str
     password: str = field(repr=False)
     connect_timeout: float = 2.0
+    tls: str = "preferred"  # like the mysql client: TLS when the server offers it
+    tls_ca: str = ""  # verify the server's certificate (and host name) against this CA
 
 
 @dataclass(frozen=True)
@@ -199,8 +204,24 @@ def _account(raw: Any, path: str, problems: _Problems, base_dir: str, with_timeo
         return Account("", "")
     user = _str(m, "user", path, problems)
     password = _password(m, path, problems, base_dir)
-    timeout = _number(m, "connect_timeout", path, problems, 2.0, 0.1, 60) if with_timeout else 2.0
-    return Account(user, password, timeout)
+    if not with_timeout:
+        return Account(user, password)
+    timeout = _number(m, "connect_timeout", path, problems, 2.0, 0.1, 60)
+    tls = m.get("tls", "preferred")
+    if tls not in TLS_MODES:
+        problems.add(f"{path}.tls", f"expected one of {', '.join(TLS_MODES)}")
+        tls = "preferred"
+    tls_ca = m.get("tls_ca", "")
+    if not isinstance(tls_ca, str):
+        problems.add(f"{path}.tls_ca", "expected a file path")
+        tls_ca = ""
+    elif tls_ca:
+        tls_ca = os.path.join(base_dir, tls_ca)
+        if not os.path.isfile(tls_ca):
+            problems.add(f"{path}.tls_ca", f"{tls_ca} does not exist")
+        if tls == "preferred":
+            tls = "required"  # a CA to verify against means TLS is wanted
+    return Account(user, password, timeout, tls, tls_ca)
 
 
 def _nodes(raw: Any, problems: _Problems) -> Tuple[Node, ...]:

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
-import uuid
 from typing import Any, Dict, List
 
 JOURNAL = "journal.jsonl"
 
 
 def new_run_id() -> str:
-    return time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+    return time.strftime("%Y%m%dT%H%M%S") + "-" + os.urandom(3).hex()
 
 
 def _now() -> str:
@@ -25,6 +23,8 @@ class Journal:
 
     def append(self, record: Dict[str, Any]) -> None:
         """One line per record; O_APPEND keeps concurrent writers' lines whole."""
+        import json  # deferred: only runs that change something write
+
         record = {"time": _now(), **record}
         line = (json.dumps(record, sort_keys=False, default=str) + "\n").encode()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -35,6 +35,8 @@ class Journal:
             os.close(fd)
 
     def tail(self, count: int = 10) -> List[Dict[str, Any]]:
+        import json
+
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(0, os.SEEK_END)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import logging.handlers
 import os
 from typing import Iterable
 
@@ -47,6 +46,8 @@ def configure_run(run_id: str, secrets: Iterable[str], syslog: bool = False) -> 
     _context.run_id = run_id
     _context.secrets = tuple(s for s in secrets if s and len(s) >= 3)
     if syslog and os.path.exists("/dev/log"):
+        import logging.handlers  # deferred: pulls in pickle and socket, ~7 ms of hook start-up
+
         handler = logging.handlers.SysLogHandler(address="/dev/log")
         handler.setFormatter(logging.Formatter("orch[%(process)d]: %(levelname)s %(run_id)s %(message)s"))
         handler.addFilter(_context)
