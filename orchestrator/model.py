@@ -108,9 +108,12 @@ class NodeState:
 
 @dataclass(frozen=True)
 class Backend:
+    """One row of Atlas's `SELECT * FROM backends`. ``ndx`` is a position, valid only
+    until the next REMOVE BACKEND or ADD MASTER."""
+
     ndx: int
     address: str
-    state: str
+    state: str  # unknown, up, down or offline: not a health signal
     type: str  # "rw" or "ro"
 
 

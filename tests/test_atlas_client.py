@@ -221,10 +221,10 @@ def test_backends_are_read_by_column_name(atlas, admin):
 
 
 def test_add_slave_appends_and_is_idempotent(atlas, admin):
-    admin.add_slave(NEW)
+    assert admin.add_slave(NEW) is True
     assert listed(atlas)[-1] == (NEW, "ro")
-    admin.add_slave(NEW)
-    admin.add_slave(" 10.0.0.9:03306")  # same address, other spelling
+    assert admin.add_slave(NEW) is False
+    assert admin.add_slave(" 10.0.0.9:03306") is False  # same address, other spelling
     assert atlas.mutating_commands() == [f"ADD SLAVE {NEW}"]
     assert listed(atlas).count((NEW, "ro")) == 1
 

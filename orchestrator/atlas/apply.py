@@ -67,9 +67,7 @@ def run_atlas_steps(cfg: Config, steps: Sequence[Step], admins: Optional[Dict[st
                         done = admin.remove_backend(step.address, "ro")
                         detail = "removed" if done else "was not a backend"
                     elif isinstance(step, AddBackend):
-                        before = any(b.address == step.address and b.type == "ro" for b in admin.backends())
-                        admin.add_slave(step.address)
-                        done = not before
+                        done = admin.add_slave(step.address)
                         detail = "added" if done else "already a backend"
                     else:
                         raise OrchError(f"not an Atlas step: {step!r}")

@@ -18,13 +18,13 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter
-from dataclasses import dataclass
 
 import pymysql
 from pymysql.charset import charset_by_name
 from pymysql.constants import COMMAND
 
 from orchestrator.errors import AtlasError
+from orchestrator.model import Backend  # one row of `SELECT * FROM backends`; ndx is only a position
 
 log = logging.getLogger(__name__)
 
@@ -47,17 +47,6 @@ _ADMIN_COMMAND = re.compile(
 _RETRYABLE = re.compile(r"SELECT .*|SAVE CONFIG|ADD SLAVE .*")
 
 _ADDRESS = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+):([0-9]+)", re.ASCII)
-
-
-@dataclass(frozen=True)
-class Backend:
-    """One row of `SELECT * FROM backends`. `ndx` is a position, valid only until the
-    next REMOVE BACKEND or ADD MASTER."""
-
-    ndx: int
-    address: str
-    state: str  # unknown, up, down or offline; not a health signal (see atlas-admin.md)
-    type: str  # rw or ro
 
 
 def parse_address(text: str) -> str:
@@ -245,18 +234,19 @@ class AtlasAdmin:
 
     # -- changing ---------------------------------------------------------------------
 
-    def add_slave(self, address: str) -> None:
-        """Make `address` a read-only backend. A no-op (nothing sent) if it already is
-        one; verified by re-reading the backends."""
+    def add_slave(self, address: str) -> bool:
+        """Make `address` a read-only backend; True if it was added. A no-op (nothing
+        sent, False) if it already is one; verified by re-reading the backends."""
         address = parse_address(address)
         if self._find(self.backends(), address, "ro"):
             log.info("%s: %s is already a read-only backend", self._where, address)
-            return
+            return False
         command = f"ADD SLAVE {address}"
         log.info("%s: %s", self._where, command)
         self._execute(command)
         if not self._find(self.backends(), address, "ro"):
             raise AtlasError(f"{self._where}: after {command} {address} is not listed as ro")
+        return True
 
     def remove_backend(self, address: str, type: str = "ro") -> bool:
         """Remove the backend `address` of `type` ('ro' unless 'rw' is asked for).

@@ -7,7 +7,7 @@ from typing import Tuple
 
 from ..config import AtlasInstance, Config
 from ..errors import AtlasError
-from ..model import AtlasState, Backend
+from ..model import AtlasState
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def read_atlas(admin, name: str) -> AtlasState:
     except AtlasError as exc:
         admin.close()
         return AtlasState(name=name, reachable=False, error=str(exc))
-    return AtlasState(name=name, reachable=True, backends=tuple(Backend(b.ndx, b.address, b.state, b.type) for b in rows))
+    return AtlasState(name=name, reachable=True, backends=tuple(rows))
 
 
 def observe_atlas(cfg: Config, admins=None) -> Tuple[AtlasState, ...]:
