@@ -1,0 +1,122 @@
+"""Configuration validation: every problem at once, with its path."""
+
+import os
+
+import pytest
+
+from orchestrator.config import load, parse
+from orchestrator.errors import ConfigError
+
+GOOD = {
+    "self": "server1",
+    "nodes": {"server1": {"host": "10.0.0.1", "port": 3306}, "server2": {"host": "10.0.0.2"}},
+    "mysql": {"user": "orch", "password": "pw1"},
+    "replication": {"user": "repl", "password": "pw2"},
+}
+
+
+def problems(raw, **kw):
+    with pytest.raises(ConfigError) as exc:
+        parse(raw, **kw)
+    return exc.value.problems
+
+
+def test_defaults():
+    c = parse(GOOD)
+    assert (c.cluster, c.flavor, c.state_dir, c.failover.catchup_timeout) == ("atlas-ha", "auto", "/var/lib/orch", 30.0)
+    assert c.me.name == "server1" and c.peer.name == "server2" and c.peer.port == 3306
+    assert c.peer.atlas_address == "10.0.0.2:3306"
+    assert c.mysql.connect_timeout == 2.0 and c.mysql.tls == "preferred"
+    assert c.maintainer.interval == 5.0 and c.maintainer.max_lag == 10
+    assert "pw1" not in repr(c) and set(c.secrets) == {"pw1", "pw2"}
+
+
+def test_every_problem_reported_with_its_path():
+    raw = {
+        "self": "server9", "flavor": "oracle", "colour": "blue",
+        "nodes": {"server1": {"host": "", "port": "x"}, "server2": {"host": "h", "port": 70000}},
+        "mysql": {"user": "orch"},
+        "failover": {"catchup_timeout": "soon"},
+    }
+    got = problems(raw)
+    for expected in [
+        "colour: unknown key", "flavor: expected one of auto, mysql, mariadb", "nodes.server1.host: expected a non-empty string",
+        "nodes.server1.port: expected an integer", "nodes.server2.port: expected an integer from 1 to 65535",
+        "self: 'server9' is not one of nodes: server1, server2", "mysql.password: missing (or give password_file)",
+        "replication: missing", "failover.catchup_timeout: expected a number",
+    ]:
+        assert expected in got, got
+
+
+def test_node_override_and_node_count():
+    assert parse(GOOD, self_override="server2").self_name == "server2"
+    assert "nodes: expected exactly 2 nodes, got 1" in problems({**GOOD, "nodes": {"server1": {"host": "h"}}})
+
+
+def test_password_file(tmp_path):
+    (tmp_path / "mysql.pass").write_text("from-file\n")
+    raw = {**GOOD, "mysql": {"user": "orch", "password_file": "mysql.pass"}}
+    assert parse(raw, str(tmp_path / "orch.yaml")).mysql.password == "from-file"
+    bad = {**GOOD, "mysql": {"user": "orch", "password_file": "missing.pass"}}
+    assert any(p.startswith("mysql.password_file: cannot read") for p in problems(bad, path=str(tmp_path / "orch.yaml")))
+    both = {**GOOD, "mysql": {"user": "orch", "password": "a", "password_file": "mysql.pass"}}
+    assert "mysql: give password or password_file, not both" in problems(both, path=str(tmp_path / "x.yaml"))
+
+
+def test_tls_settings(tmp_path):
+    assert parse({**GOOD, "mysql": {"user": "o", "password": "p", "tls": "disabled"}}).mysql.tls == "disabled"
+    assert "mysql.tls: expected one of disabled, preferred, required" in problems({**GOOD, "mysql": {"user": "o", "password": "p", "tls": "maybe"}})
+    ca = tmp_path / "ca.pem"
+    ca.write_text("x")
+    c = parse({**GOOD, "mysql": {"user": "o", "password": "p", "tls_ca": str(ca)}})
+    assert c.mysql.tls == "required" and c.mysql.tls_ca == str(ca)
+
+
+def test_tls_options_reach_the_driver():
+    from orchestrator.db import _tls_options
+
+    assert _tls_options(parse({**GOOD, "mysql": {"user": "o", "password": "p", "tls": "disabled"}}).mysql) == {"ssl_disabled": True}
+    assert _tls_options(parse(GOOD).mysql) == {}
+    import ssl
+
+    ctx = _tls_options(parse({**GOOD, "mysql": {"user": "o", "password": "p", "tls": "required"}}).mysql)["ssl"]
+    assert isinstance(ctx, ssl.SSLContext) and ctx.verify_mode == ssl.CERT_NONE
+
+
+def test_atlas_section():
+    atlas = [{"name": "local", "admin": {"host": "127.0.0.1", "port": 2345, "user": "user", "password": "pwd"}, "config_file": "/etc/atlas.cnf"}]
+    c = parse({**GOOD, "atlas": atlas})
+    assert c.atlas[0].persist == "rewrite" and c.atlas[0].port == 2345 and "pwd" in c.secrets
+    assert parse({**GOOD, "atlas": [{**atlas[0], "config_file": ""}]}).atlas[0].persist == "none"
+    got = problems({**GOOD, "atlas": [atlas[0], {**atlas[0], "persist": "rewrite", "config_file": ""}]})
+    assert "atlas[1].name: duplicate name 'local'" in got and "atlas[1].config_file: missing (persist: rewrite needs it)" in got
+    got = problems({**GOOD, "atlas": atlas, "nodes": {"server1": {"host": "db1.example"}, "server2": {"host": "10.0.0.2", "atlas_address": "10.0.0.2"}}})
+    assert any(p.startswith("nodes.server1.atlas_address: 'db1.example' is not an IPv4 address") for p in got), got
+    assert any(p.startswith("nodes.server2.atlas_address:") for p in got), got
+
+
+def test_keepalived_section():
+    c = parse({**GOOD, "keepalived": {"vip": "10.0.0.100/24", "instance": "VI_1"}})
+    assert (c.keepalived.vip, c.keepalived.instance) == ("10.0.0.100", "VI_1")
+    assert "keepalived.vip: expected an IP address" in problems({**GOOD, "keepalived": {"vip": "nope"}})
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(str(tmp_path / "absent.yaml"))
+    p = tmp_path / "x.yaml"
+    p.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="expected a YAML mapping"):
+        load(str(p))
+
+
+def test_env_overrides(tmp_path, monkeypatch):
+    import yaml
+
+    p = tmp_path / "orch.yaml"
+    p.write_text(yaml.safe_dump(GOOD))
+    os.chmod(p, 0o600)
+    monkeypatch.setenv("ORCH_CONFIG", str(p))
+    monkeypatch.setenv("ORCH_NODE", "server2")
+    c = load()
+    assert c.path == str(p) and c.self_name == "server2" and c.warnings == ()
