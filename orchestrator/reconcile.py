@@ -49,3 +49,13 @@ def decide_maintain(view: ClusterView, cfg: Config) -> Plan:
         verb = ", ".join(f"{'add' if isinstance(s, AddBackend) else 'remove'} {s.address} {'to' if isinstance(s, AddBackend) else 'from'} {s.atlas}" for s in steps)
         return Plan(f"{summary}: {verb}", tuple(steps), ACT, tuple(unreachable))
     return Plan(f"no change: {summary}; every reachable Atlas already agrees", outcome=NOOP, warnings=tuple(unreachable))
+
+
+def replica_out(view: ClusterView, cfg: Config) -> bool:
+    """A replica exists but is not (yet) a healthy read backend: worth re-checking soon."""
+    if not (view.me.reachable and view.peer.reachable):
+        return False
+    for node, other in ((view.me, view.peer), (view.peer, view.me)):
+        if node.replica is not None and node.replica.configured and not replica_health(view, node, other, cfg).healthy:
+            return True
+    return False

@@ -190,3 +190,31 @@ def test_bad_atlas_config(env, tmp_path, atlas, node_extra, fragment):
     r = t.orch(cfg, "server1", "maintain", "--once")
     assert r.code == 1 and fragment in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
     assert standin.mutating_commands() == [] and t.snapshot(s1, s2) == before
+
+
+def test_maintainer_loop_rechecks_fast_while_replica_is_out(env, tmp_path):
+    """With a long interval, a replica that drains is back long before the next regular pass."""
+    import subprocess
+
+    s1, s2, standin, _, conf, state = env
+    host, port = standin.address
+    atlas = [{"name": "local", "admin": {"host": host, "port": port, "user": "user", "password": ADMIN_PW}, "config_file": conf}]
+    cfg = t.write_config(tmp_path / "loop.yaml", t.config_dict(s1, s2, state, atlas=atlas, maintainer={"interval": 60}))
+    s2.sql("STOP SLAVE SQL_THREAD")
+    proc = subprocess.Popen([t.ORCH, "-c", cfg, "maintain"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 10
+        while addr(s2) in ro(standin):
+            assert time.monotonic() < deadline, "the first pass did not remove the stopped replica"
+            time.sleep(0.05)
+        time.sleep(1.5)
+        s2.sql("START SLAVE SQL_THREAD")
+        deadline = time.monotonic() + 10  # far below the 60 s interval
+        while addr(s2) not in ro(standin):
+            assert time.monotonic() < deadline, "the drained replica was not re-added before the next regular pass"
+            time.sleep(0.05)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 0, err
+    assert "maintainer stopping" in err and "remove " in err and "add " in err

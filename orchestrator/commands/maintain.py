@@ -20,6 +20,8 @@ from .common import ensure_state_dir, load_config, new_run
 
 log = logging.getLogger("orchestrator.maintain")
 
+FAST_INTERVAL = 1.0  # seconds between passes while a replica is out of Atlas
+
 
 class Maintainer:
     def __init__(self, cfg: Config) -> None:
@@ -30,6 +32,8 @@ class Maintainer:
         self.servers = open_servers(cfg, read_timeout=max(5.0, cfg.mysql.connect_timeout * 2))
         self.admins: Dict[str, object] = {a.name: admin_for(a) for a in cfg.atlas}
         self.last_reason = ""
+        self.pending = False  # a replica is out of Atlas: the loop re-checks every FAST_INTERVAL
+        self.on_pending_change = None
 
     def close(self) -> None:
         for s in self.servers.values():
@@ -50,7 +54,7 @@ class Maintainer:
         """One reconcile pass; returns the number of Atlas changes made (or planned)."""
         from ..atlas.apply import run_atlas_steps
         from ..journal import Journal, new_run_id
-        from ..reconcile import decide_maintain
+        from ..reconcile import decide_maintain, replica_out
 
         started = time.monotonic()
         try:
@@ -62,6 +66,11 @@ class Maintainer:
         try:
             view = self.observe()
             plan = decide_maintain(view, self.cfg)
+            pending = replica_out(view, self.cfg)
+            if pending != self.pending:
+                self.pending = pending
+                if self.on_pending_change is not None:
+                    self.on_pending_change(pending)
             for w in plan.warnings:
                 log.warning("%s", w)
             if plan.reason != self.last_reason or plan.outcome != NOOP:
@@ -103,8 +112,17 @@ def maintain(args: argparse.Namespace, out: TextIO) -> int:
         from apscheduler.schedulers.blocking import BlockingScheduler
 
         scheduler = BlockingScheduler()
-        scheduler.add_job(m.run_pass, "interval", seconds=cfg.maintainer.interval, max_instances=1, coalesce=True,
-                          next_run_time=_now())
+        job = scheduler.add_job(m.run_pass, "interval", seconds=cfg.maintainer.interval, max_instances=1, coalesce=True,
+                                next_run_time=_now())
+        fast = min(FAST_INTERVAL, cfg.maintainer.interval)
+
+        def reschedule(pending: bool) -> None:
+            # While a replica is catching up, notice the moment it is healthy again.
+            seconds = fast if pending else cfg.maintainer.interval
+            log.debug("maintainer: a pass every %gs", seconds)
+            job.reschedule("interval", seconds=seconds)
+
+        m.on_pending_change = reschedule
         _stop_on_sigterm(scheduler)
         log.info("maintainer started: a pass every %gs over %d Atlas", cfg.maintainer.interval, len(cfg.atlas))
         scheduler.start()
