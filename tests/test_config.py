@@ -120,3 +120,20 @@ def test_env_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("ORCH_NODE", "server2")
     c = load()
     assert c.path == str(p) and c.self_name == "server2" and c.warnings == ()
+
+
+def test_example_config_is_valid():
+    import yaml
+
+    path = os.path.join(os.path.dirname(__file__), "..", "conf", "orch.yaml")
+    raw = yaml.safe_load(open(path))
+
+    def inline(d):  # the example points at password files that exist only on a real host
+        if isinstance(d, dict):
+            return {("password" if k == "password_file" else k): inline(v) for k, v in d.items()}
+        if isinstance(d, list):
+            return [inline(v) for v in d]
+        return d
+
+    c = parse(inline(raw))
+    assert c.atlas[0].persist == "rewrite" and c.keepalived.instance == "VI_1"
