@@ -31,7 +31,7 @@ def flavor_of(node: NodeState, cfg: Config) -> flavors.Flavor:
 
 @dataclass(frozen=True)
 class Health:
-    healthy: bool
+    healthy: Optional[bool]  # None: cannot be told (the errant-GTID check needs the peer)
     reason: str
 
 
@@ -59,7 +59,7 @@ def replica_health(view: ClusterView, node: NodeState, peer: NodeState, cfg: Con
     if r.lag > cfg.maintainer.max_lag:
         return Health(False, f"{node.name} lags {r.lag}s (> max_lag {cfg.maintainer.max_lag}s)")
     if not peer.reachable:
-        return Health(False, f"{peer.name} is not reachable, errant GTIDs cannot be checked")
+        return Health(None, f"{peer.name} is not reachable, so {node.name}'s errant GTIDs cannot be checked")
     errant = flavor.errant(node, peer)
     if errant:
         return Health(False, f"{node.name} has errant GTIDs {errant}")
@@ -154,7 +154,7 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False) -> Pla
     fenced = "fencing" if steps else "fenced"
 
     def own_backend(health: Optional[Health] = None) -> List[Step]:
-        if health is not None and health.healthy:
+        if health is not None and health.healthy is True:
             return []
         return _remove_own_backend(cfg, f"{me.name} is not a healthy replica")
 
@@ -215,7 +215,7 @@ def decide_fault(view: ClusterView, cfg: Config, event: str) -> Plan:
     if not flavor_of(me, cfg).is_fenced(me):
         steps.append(Fence(me.name))
     health = replica_health(view, me, view.peer, cfg)
-    if not health.healthy:
+    if health.healthy is not True:
         steps += _remove_own_backend(cfg, health.reason)
     if steps:
         return Plan(f"{event}: fencing {me.name}, it must not take writes" if steps and isinstance(steps[0], Fence) else f"{event}: {me.name} is read-only already", tuple(steps))

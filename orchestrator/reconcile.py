@@ -3,12 +3,15 @@
 The desired set holds the replica, and only while it is a healthy replica (both
 threads running, everything received applied, lag within bounds, no errant GTIDs,
 read-only). Only our two servers' addresses are managed; read/write backends and
-foreign read-only backends are never touched. What cannot be observed is not changed.
+foreign read-only backends are never touched. What cannot be observed is not changed:
+an unreachable server's entry stays as it is, and a reachable server whose verdict
+needs the unreachable peer (the errant-GTID check) is neither added nor removed; one
+that is unhealthy on its own (writable, threads stopped, lagging) is removed.
 """
 
 from __future__ import annotations
 
-from typing import List
+from typing import Dict, List, Optional
 
 from .config import Config
 from .decide import replica_health
@@ -18,19 +21,18 @@ from .plan import ACT, NOOP, AddBackend, Plan, RemoveBackend, Step
 
 def decide_maintain(view: ClusterView, cfg: Config) -> Plan:
     me, peer = view.me, view.peer
-    down = [n for n in (me, peer) if not n.reachable]
-    if down:
-        names = ", ".join(f"{n.name} ({n.error})" for n in down)
-        return Plan(f"no change: cannot observe {names}; leaving Atlas as it is", outcome=NOOP)
-    addresses = {n.name: cfg.node(n.name).atlas_address for n in (me, peer)}
-    wanted = {}
+    wanted: Dict[str, Optional[bool]] = {}  # None: leave this server's entry as it is
     reasons = []
     for node, other in ((me, peer), (peer, me)):
+        if not node.reachable:
+            wanted[node.name] = None
+            reasons.append(f"cannot observe {node.name} ({node.error}): its entry is left as it is")
+            continue
         health = replica_health(view, node, other, cfg)
         wanted[node.name] = health.healthy
         is_master = node.writable and (node.replica is None or not node.replica.configured)
-        if not is_master:
-            reasons.append(health.reason)
+        if not is_master or not other.reachable:
+            reasons.append(health.reason + ("" if health.healthy is not None else ": its entry is left as it is"))
     steps: List[Step] = []
     unreachable = []
     for atlas in view.atlas:
@@ -39,23 +41,24 @@ def decide_maintain(view: ClusterView, cfg: Config) -> Plan:
             continue
         present = set(atlas.ro_addresses())
         for name, healthy in wanted.items():
-            address = addresses[name]
-            if healthy and address not in present:
+            address = cfg.node(name).atlas_address
+            if healthy is True and address not in present:
                 steps.append(AddBackend(atlas.name, address, f"{name} is a healthy replica"))
-            elif not healthy and address in present:
+            elif healthy is False and address in present:
                 steps.append(RemoveBackend(atlas.name, address, f"{name} is not a healthy replica"))
     summary = "; ".join(reasons) or "no replica"
     if steps:
-        verb = ", ".join(f"{'add' if isinstance(s, AddBackend) else 'remove'} {s.address} {'to' if isinstance(s, AddBackend) else 'from'} {s.atlas}" for s in steps)
+        verb = ", ".join(
+            f"add {s.address} to {s.atlas}" if isinstance(s, AddBackend) else f"remove {s.address} from {s.atlas}" for s in steps
+        )
         return Plan(f"{summary}: {verb}", tuple(steps), ACT, tuple(unreachable))
-    return Plan(f"no change: {summary}; every reachable Atlas already agrees", outcome=NOOP, warnings=tuple(unreachable))
+    return Plan(f"no change: {summary}", outcome=NOOP, warnings=tuple(unreachable))
 
 
 def replica_out(view: ClusterView, cfg: Config) -> bool:
     """A replica exists but is not (yet) a healthy read backend: worth re-checking soon."""
-    if not (view.me.reachable and view.peer.reachable):
-        return False
     for node, other in ((view.me, view.peer), (view.peer, view.me)):
-        if node.replica is not None and node.replica.configured and not replica_health(view, node, other, cfg).healthy:
-            return True
+        if node.reachable and node.replica is not None and node.replica.configured:
+            if replica_health(view, node, other, cfg).healthy is False:
+                return True
     return False

@@ -142,13 +142,31 @@ def test_errant_replica_is_not_added(env):
     assert ro(standin) == [] and "errant GTIDs 0-2-" in r.stderr, r
 
 
-def test_no_change_when_a_server_or_atlas_is_unreachable(env):
+def test_no_change_when_a_server_is_unreachable(env):
     s1, s2, standin, cfg, _, _ = env
-    s2.sql("STOP SLAVE SQL_THREAD")  # would be removed, if the maintainer could see everything
+    s1.sql("INSERT INTO test.t VALUES (1, 'x')")
+    lab.wait_gtid_equal(s1, s2)
+    s1.pause()  # SIGSTOP: orch cannot observe it; server2's IO thread still shows Yes
+    try:
+        r = maintain(cfg, "server2")
+    finally:
+        s1.resume()
+    assert "cannot observe server1" in r.stderr and "errant GTIDs cannot be checked" in r.stderr, r
+    assert ro(standin) == [addr(s2)] and standin.mutating_commands() == []
+
+
+def test_atlas_change_notify_could_not_make_is_reapplied(env):
+    s1, s2, standin, cfg, _, _ = env
+    host, port = standin.address
+    standin.stop()
     s1.kill()
-    r = maintain(cfg, "server2")
-    assert ro(standin) == [addr(s2)] and "cannot observe server1" in r.stderr, r
-    assert standin.mutating_commands() == []
+    assert t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100").code == 0
+    # Atlas comes back from its config file, which still lists server2 as a read backend.
+    with AtlasStandin(standin.config_path, host=host, port=port, check_interval=None) as again:
+        assert ro(again) == [addr(s2)]
+        r = maintain(cfg, "server2")
+        assert ro(again) == [], r
+        assert "server2 is writable (a master, not a replica)" in r.stderr
 
 
 def test_second_pass_after_noop_sends_no_mutating_command(env):

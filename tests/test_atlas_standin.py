@@ -38,6 +38,7 @@ HELP_MSG = "use 'SELECT * FROM help' to see the supported commands"
 NOT_QUERY_MSG = "[admin] we only handle text-based queries (COM_QUERY)"
 CLOSE_MSG = "need a resultset + proxy.PROXY_SEND_RESULT ... got something else"
 LONG, STRING = 0x03, 0xFE
+EOF_AUTOCOMMIT = b"\xfe\x00\x00\x02\x00"  # no warnings, status autocommit
 STATUS_COLUMNS = [("status", STRING)]
 BACKEND_COLUMNS = [("backend_ndx", LONG), ("address", STRING), ("state", STRING), ("type", STRING)]
 
@@ -181,11 +182,12 @@ class RawClient:
             assert charset == 8 and fields[0] == b"def"
             columns.append((fields[4].decode(), ctype))
         _, eof = self.read_packet()
-        assert eof[0] == 0xFE and len(eof) == 5
+        assert eof == EOF_AUTOCOMMIT
         rows = []
         while True:
             _, packet = self.read_packet()
             if packet[0] == 0xFE and len(packet) == 5:
+                assert packet == EOF_AUTOCOMMIT
                 return Rows(columns, rows)
             pos, row = 0, []
             for _ in columns:
@@ -299,7 +301,10 @@ class FakeMySQL:
                 conn.sendall(self.banner)
 
     def close(self) -> None:
-        self.sock.shutdown(socket.SHUT_RDWR)
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # already closed
         self.sock.close()
         self._thread.join(timeout=2)
 
@@ -356,7 +361,9 @@ def test_login_ok_and_database_name_ignored(standin: AtlasStandin) -> None:
         (USER, "", "password doesn't match"),
     ],
 )
-def test_auth_failures_close(standin: AtlasStandin, user: str, password: str, message: str) -> None:
+def test_auth_failures_close(
+    standin: AtlasStandin, user: str, password: str, message: str
+) -> None:
     with RawClient(standin.address[1]) as raw:
         seq, reply = raw.login(user, password)
         assert seq == 2
@@ -568,6 +575,18 @@ def test_duplicates_ignored_other_type_added(
     ]
 
 
+def test_add_with_impossible_address_changes_nothing(
+    standin: AtlasStandin, client: RawClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The grammar lets these through (1-3 digit octets, 1-5 digit port); Atlas then
+    # fails to parse the address, adds nothing and still answers the empty status set.
+    before = standin.backends()
+    assert_status(client.query("ADD SLAVE 300.0.0.1:3306"))
+    assert_status(client.query("ADD MASTER 10.0.0.4:99999"))
+    assert standin.backends() == before
+    assert "invalid address" in caplog.text
+
+
 def test_remove_backend_shifts_and_checks_range(
     standin: AtlasStandin, client: RawClient
 ) -> None:
@@ -703,7 +722,7 @@ def test_health_checker(make_standin: Callable[..., AtlasStandin]) -> None:
         wait_for(lambda: standin.backends()[3][2] == "up")
         assert kept_offline.connections >= 2
     finally:
-        for fake in (not_mysql, kept_offline):
+        for fake in (alive, not_mysql, kept_offline):
             fake.close()
 
 
@@ -977,7 +996,8 @@ def test_pymysql_without_post_login_statements(standin: AtlasStandin) -> None:
                 (2, "10.0.0.2:3306", "unknown", "ro"),
                 (3, "10.0.0.3:3306", "unknown", "ro"),
             )
-            assert [d[0] for d in cursor.description] == ["backend_ndx", "address", "state", "type"]
+            names = [d[0] for d in cursor.description]
+            assert names == ["backend_ndx", "address", "state", "type"]
             assert cursor.execute("ADD SLAVE 10.0.0.4:3306") == 0
             assert cursor.fetchall() == ()
             with pytest.raises(pymysql.err.OperationalError) as excinfo:
@@ -1025,7 +1045,7 @@ def test_mariadb_cli(standin: AtlasStandin) -> None:
     result = _mariadb(port, "-e", "ADD SLAVE 10.0.0.4:3306")
     assert result.returncode == 0 and standin.backends()[-1][1] == "10.0.0.4:3306"
     result = _mariadb(port, "-e", "SELECT 1")
-    assert result.returncode == 1 and f"ERROR 1105 (07000)" in result.stderr
+    assert result.returncode == 1 and "ERROR 1105 (07000)" in result.stderr
     assert HELP_MSG in result.stderr
     result = _mariadb(port, "-e", "SELECT VERSION", password="wrong")
     assert result.returncode == 1 and "ERROR 1045 (28000)" in result.stderr

@@ -47,6 +47,17 @@ def test_maintain_cases(name, view, steps):
 def test_unreachable_server_changes_nothing():
     plan = decide_maintain(v(REPLICA1, down("server2"), atlas(ADDR1, ADDR2)), C)
     assert plan.outcome == NOOP and plan.steps == () and "cannot observe server2" in plan.reason
+    assert "server2 is not reachable, so server1's errant GTIDs cannot be checked: its entry is left as it is" in plan.reason
+    # nor is a healthy-looking replica added while the errant check cannot run
+    assert decide_maintain(v(REPLICA1, down("server2"), atlas()), C).steps == ()
+
+
+def test_reachable_server_unhealthy_on_its_own_is_removed_even_with_peer_down():
+    # After a failover with Atlas down at notify time, the new master must not stay a read backend.
+    plan = decide_maintain(v(node("server1", ro=False), down("server2"), atlas(ADDR1, ADDR2)), C)
+    assert plan.steps == (RemoveBackend("local", ADDR1, "server1 is not a healthy replica"),)
+    plan = decide_maintain(v(replace(REPLICA1, replica=repl(io=CONN)), down("server2"), atlas(ADDR1)), C)
+    assert plan.steps == (RemoveBackend("local", ADDR1, "server1 is not a healthy replica"),)
 
 
 def test_unreachable_atlas_is_left_alone_and_said():

@@ -292,7 +292,7 @@ def load_config(path: str) -> AtlasConfig:
     wait_raw = string("wait-timeout")
     wait_timeout = None
     if wait_raw is not None:
-        match = re.match(r"\s*([+-]?\d+)\s*$", wait_raw)
+        match = re.fullmatch(r"[ \t]*([+-]?[0-9]+)[ \t]*", wait_raw)
         if not match:
             raise AtlasConfigError(f"wait-timeout: '{wait_raw}' is not a number")
         wait_timeout = int(match.group(1)) if int(match.group(1)) > 0 else None
@@ -321,9 +321,13 @@ def _parse_admin_address(address: str) -> Tuple[str, int]:
     host, sep, port_text = address.partition(":")
     if not sep:
         return host or "0.0.0.0", 3306
-    if not port_text.isdigit() or int(port_text) > 65535:
+    if not _is_decimal(port_text) or int(port_text) > 65535:
         raise AtlasConfigError(f"admin-address {address}: invalid port")
     return host or "0.0.0.0", int(port_text)
+
+
+def _is_decimal(text: str) -> bool:
+    return re.fullmatch(r"[0-9]+", text) is not None
 
 
 def normalize_backend_address(address: str) -> Optional[str]:
@@ -333,7 +337,7 @@ def normalize_backend_address(address: str) -> Optional[str]:
     inet_aton (so a leading 0 is octal). Host names are resolved, as Atlas does.
     """
     host, sep, port_text = address.partition(":")
-    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+    if not sep or not _is_decimal(port_text) or int(port_text) > 65535:
         return None
     if host in ("", "0.0.0.0"):
         ip = "0.0.0.0"
@@ -449,6 +453,7 @@ def _command(pattern: bytes) -> "re.Pattern[bytes]":
     return re.compile(pattern, re.IGNORECASE | re.DOTALL)
 
 
+_Handler = Callable[["re.Match[bytes]"], "Reply"]
 _IPV4_PORT = rb"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}:[0-9]{1,5}"
 
 
@@ -473,7 +478,7 @@ class AdminState:
                 # Tolerated so one config file can serve real Atlas and the stand-in.
                 logger.warning("pwds: cannot decrypt the password of %s", entry.partition(":")[0])
         # Same order as Atlas's admin script; the first match wins.
-        self._commands: List[Tuple["re.Pattern[bytes]", Callable[["re.Match[bytes]"], Reply], bool]] = [
+        self._commands: List[Tuple["re.Pattern[bytes]", _Handler, bool]] = [
             (_command(rb"select\s+\*\s+from\s+backends"), self._cmd_backends, False),
             (_command(rb"set\s+([a-z]+)\s+([0-9]+)"), self._cmd_set_state, True),
             (_command(rb"add\s+master\s+(" + _IPV4_PORT + rb")"), self._cmd_add_master, True),
@@ -554,7 +559,7 @@ class AdminState:
             # Atlas strips "@weight" only for read-only backends; accepting it on both
             # keys keeps configs that carry a weight on the master loadable.
             plain, _, weight_text = address.rpartition("@")
-            weight = int(weight_text) if weight_text.isdigit() else 0
+            weight = int(weight_text) if _is_decimal(weight_text) else 0
         name = normalize_backend_address(plain)
         if name is None:
             logger.error("cannot add backend %s: invalid address", plain)
@@ -598,7 +603,8 @@ class AdminState:
             return ErrorReply(MSG_INVALID_OPERATION)
         logger.info("backend %s set %s", backend.address, backend.state)
         # Atlas echoes the number as typed (its Lua passes the matched string through).
-        return ResultSet(BACKEND_COLUMNS, ((ndx_text, backend.address, backend.state, backend.type),))
+        row = (ndx_text, backend.address, backend.state, backend.type)
+        return ResultSet(BACKEND_COLUMNS, (row,))
 
     def _cmd_add_master(self, match: "re.Match[bytes]") -> Reply:
         self._add_backend(match.group(1).decode("ascii"), "rw")
