@@ -1,0 +1,46 @@
+"""The orch account needs only the privileges README.md lists (MariaDB 10.11)."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from orchestrator.lab import mariadb as lab
+
+from . import orchtest as t
+
+pytestmark = pytest.mark.mariadb
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_grant() -> str:
+    m = re.search(r"^GRANT (.+) ON \*\.\* TO 'orch'@", README.read_text(), re.M)
+    assert m, "README.md lost the orch GRANT line"
+    return m.group(1)
+
+
+def test_least_privilege_account_can_fail_over_and_rejoin(mariadb_pair, tmp_path):
+    s1, s2 = mariadb_pair
+    privileges = readme_grant()
+    for s in (s1, s2):
+        conn = s.connect()
+        with conn.cursor() as cur:
+            cur.execute("SET sql_log_bin = 0")  # account set-up is local to each server
+            cur.execute("CREATE USER 'orchmin'@'%' IDENTIFIED BY 'orchmin-pw'")
+            cur.execute(f"GRANT {privileges} ON *.* TO 'orchmin'@'%'")
+        conn.close()
+    d = t.config_dict(s1, s2, str(tmp_path / "state"))
+    d["mysql"] = {"user": "orchmin", "password": "orchmin-pw", "connect_timeout": 1}
+    cfg = t.write_config(tmp_path / "orch.yaml", d)
+    s1.sql("CREATE TABLE test.t (id INT PRIMARY KEY)")
+    s1.sql("INSERT INTO test.t VALUES (1)")
+    lab.wait_gtid_equal(s1, s2)
+    r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100")  # fences the live server1 too
+    assert r.code == 0, r
+    r = t.orch(cfg, "server1", "notify", "INSTANCE", "VI_1", "BACKUP", "90")
+    assert r.code == 0, r
+    s2.sql("INSERT INTO test.t VALUES (2)")
+    lab.wait_gtid_equal(s1, s2)
+    assert t.read_only(s1) and not t.read_only(s2)
+    assert t.orch(cfg, "server1", "status").code == 0
