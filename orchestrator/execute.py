@@ -88,10 +88,8 @@ class Executor:
     # ------------------------------------------------------------------ steps
 
     def _do(self, step: Step) -> str:
-        if isinstance(step, Fence):
-            return self._fence(step.node)
-        if isinstance(step, SetWritable):
-            return self._set_writable(step.node)
+        if isinstance(step, (Fence, SetWritable)):
+            return self._set_read_only(step.node, fenced=isinstance(step, Fence))
         if isinstance(step, CatchUp):
             return self._catch_up(step)
         if isinstance(step, ChangeSource):
@@ -119,25 +117,17 @@ class Executor:
             self._flavors[name] = flavors.get(self.cfg.flavor, str(server.value("SELECT VERSION()")))
         return self._flavors[name]
 
-    def _fence(self, name: str) -> str:
+    def _set_read_only(self, name: str, fenced: bool) -> str:
+        """Fence (read_only on) or open (off) a server, then re-read and verify it."""
         server = self.servers[name]
         flavor = self._flavor(server)
-        for sql in flavor.fence_statements:
-            server.execute(sql, why=f"fence {name}")
+        statements = flavor.fence_statements if fenced else flavor.unfence_statements
+        for sql in statements:
+            server.execute(sql, why=f"fence {name}" if fenced else f"{name} is the master")
         state = read_node(server, flavor.name)
-        if not flavor.is_fenced(state):
-            raise DatabaseError(f"{server.label}: fence did not take: read_only={int(state.read_only)} after {'; '.join(flavor.fence_statements)}")
-        return "read_only=1 verified"
-
-    def _set_writable(self, name: str) -> str:
-        server = self.servers[name]
-        flavor = self._flavor(server)
-        for sql in flavor.unfence_statements:
-            server.execute(sql, why=f"{name} is the master")
-        state = read_node(server, flavor.name)
-        if state.read_only:
-            raise DatabaseError(f"{server.label}: read_only is still on after {'; '.join(flavor.unfence_statements)}")
-        return "read_only=0 verified"
+        if flavor.is_fenced(state) != fenced or state.read_only != fenced:
+            raise DatabaseError(f"{server.label}: read_only={int(state.read_only)} after {'; '.join(statements)}")
+        return f"read_only={int(fenced)} verified"
 
     def _catch_up(self, step: CatchUp) -> str:
         server = self.servers[step.node]

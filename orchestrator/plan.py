@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple, Union
+from typing import ClassVar, Optional, Tuple, Union
 
 # Outcomes and the exit codes they map to.
 NOOP = "noop"  # nothing to do: the state is already right
@@ -15,45 +15,36 @@ EXIT_CODES = {NOOP: 0, ACT: 0, REFUSED: 1, INCOMPLETE: 3}
 
 
 @dataclass(frozen=True)
-class Fence:
+class NodeStep:
+    """A step acting on one server; subclasses only name the action."""
+
+    node: str
+    template: ClassVar[str] = ""
+
+    def describe(self) -> str:
+        return self.template.format(node=self.node)
+
+
+class Fence(NodeStep):
     """Make a server read-only (and super_read_only where the flavor has it), then verify."""
 
-    node: str
-
-    def describe(self) -> str:
-        return f"fence {self.node}: set read_only on and verify it"
+    template = "fence {node}: set read_only on and verify it"
 
 
-@dataclass(frozen=True)
-class StartSqlThread:
-    node: str
-
-    def describe(self) -> str:
-        return f"start the SQL thread on {self.node} to apply its relay log"
+class StartSqlThread(NodeStep):
+    template = "start the SQL thread on {node} to apply its relay log"
 
 
-@dataclass(frozen=True)
-class StartReplica:
-    node: str
-
-    def describe(self) -> str:
-        return f"start replication on {self.node}"
+class StartReplica(NodeStep):
+    template = "start replication on {node}"
 
 
-@dataclass(frozen=True)
-class StopReplica:
-    node: str
-
-    def describe(self) -> str:
-        return f"stop replication on {self.node}"
+class StopReplica(NodeStep):
+    template = "stop replication on {node}"
 
 
-@dataclass(frozen=True)
-class ResetReplica:
-    node: str
-
-    def describe(self) -> str:
-        return f"reset replication on {self.node} (forget the old source)"
+class ResetReplica(NodeStep):
+    template = "reset replication on {node} (forget the old source)"
 
 
 @dataclass(frozen=True)
@@ -83,12 +74,8 @@ class CatchUp:
         return f"wait up to {self.timeout:g}s until {self.node} has applied {what}{tail}"
 
 
-@dataclass(frozen=True)
-class SetWritable:
-    node: str
-
-    def describe(self) -> str:
-        return f"make {self.node} writable (read_only off)"
+class SetWritable(NodeStep):
+    template = "make {node} writable (read_only off)"
 
 
 @dataclass(frozen=True)
