@@ -236,3 +236,15 @@ def test_maintainer_loop_rechecks_fast_while_replica_is_out(env, tmp_path):
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert "maintainer stopping" in err and "remove " in err and "add " in err
+
+
+def test_status_shows_atlas(env):
+    import json
+
+    s1, s2, standin, cfg, _, _ = env
+    r = t.orch(cfg, "server1", "status")
+    assert r.code == 0 and f"atlas local: {RW} (rw, unknown), {addr(s2)} (ro, unknown)" in r.stdout, r
+    doc = json.loads(t.orch(cfg, "server1", "status", "--format", "json").stdout)
+    assert [b["address"] for b in doc["atlas"][0]["backends"]] == [RW, addr(s2)]
+    standin.stop()
+    assert "atlas local: UNREACHABLE" in t.orch(cfg, "server1", "status").stdout

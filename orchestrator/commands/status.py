@@ -87,14 +87,26 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
 
     servers = open_servers(cfg, read_timeout=5.0)
     try:
-        view = observe(cfg, servers)
+        view = observe(cfg, servers, atlas=bool(cfg.atlas))
     finally:
         for s in servers.values():
             s.close()
     nodes = [node_summary(view, view.me, view.peer, cfg), node_summary(view, view.peer, view.me, cfg)]
     journal = Journal(cfg.state_dir).tail(10)
+    atlas = [
+        {"name": a.name, "reachable": a.reachable, "error": a.error,
+         "backends": [{"ndx": b.ndx, "address": b.address, "state": b.state, "type": b.type} for b in a.backends]}
+        for a in view.atlas
+    ]
     if args.format == "json":
-        out.write(json.dumps({"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "nodes": nodes, "journal": journal}, indent=2, default=str) + "\n")
+        doc = {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "nodes": nodes, "atlas": atlas, "journal": journal}
+        out.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         out.write(render_table(nodes, journal, cfg.cluster) + "\n")
+        for a in atlas:
+            if not a["reachable"]:
+                out.write(f"atlas {a['name']}: UNREACHABLE: {a['error']}\n")
+                continue
+            listed = ", ".join(f"{b['address']} ({b['type']}, {b['state']})" for b in a["backends"]) or "no backends"
+            out.write(f"atlas {a['name']}: {listed}\n")
     return 0 if view.me.reachable and view.peer.reachable else 1
