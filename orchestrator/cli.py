@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import List, Optional, TextIO
+from typing import List, NoReturn, Optional, TextIO
 
 from . import __version__
 from .errors import OrchError, UsageError
@@ -21,7 +21,7 @@ NOTIFY_STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "DELETED")
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit 2) instead of a usage dump."""
 
-    def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
+    def error(self, message: str) -> NoReturn:
         raise UsageError(f"{self.prog}: {message}")
 
 

@@ -9,7 +9,7 @@ import ipaddress
 import os
 import stat
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 
