@@ -395,3 +395,15 @@ def test_config_readable_by_others_warns(cluster, tmp_path):
     assert r.code == 0 and "readable by others" in r.stdout
     Path(cfg).chmod(0o600)
     assert "readable by others" not in t.orch(cfg, None, "check-config").stdout
+
+
+def test_notify_path_stays_light(cluster):
+    """No scheduler (nor retry library, nor Atlas code without Atlas) on keepalived's path."""
+    s1, s2, cfg, _ = cluster
+    s1.kill()
+    r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100", env={"PYTHONPROFILEIMPORTTIME": "1"})
+    assert r.code == 0, r
+    imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "pymysql" in imported and "orchestrator.decide" in imported, "import tracing did not work"
+    for heavy in ("apscheduler", "tenacity", "orchestrator.atlas.client", "orchestrator.commands.maintain"):
+        assert heavy not in imported, f"{heavy} is imported on the notify path"
