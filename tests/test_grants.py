@@ -44,3 +44,24 @@ def test_least_privilege_account_can_fail_over_and_rejoin(mariadb_pair, tmp_path
     lab.wait_gtid_equal(s1, s2)
     assert t.read_only(s1) and not t.read_only(s2)
     assert t.orch(cfg, "server1", "status").code == 0
+
+
+def test_failed_fence_of_live_peer_refuses_promotion_even_forced(mariadb_pair, tmp_path):
+    s1, s2 = mariadb_pair
+    privileges = readme_grant()
+    for s, grant in ((s1, privileges.replace("READ_ONLY ADMIN, ", "")), (s2, privileges)):
+        conn = s.connect()
+        with conn.cursor() as cur:
+            cur.execute("SET sql_log_bin = 0")
+            cur.execute("CREATE USER 'orchmin'@'%' IDENTIFIED BY 'orchmin-pw'")
+            cur.execute(f"GRANT {grant} ON *.* TO 'orchmin'@'%'")  # server1 cannot be fenced by orch
+        conn.close()
+    d = t.config_dict(s1, s2, str(tmp_path / "state"))
+    d["mysql"] = {"user": "orchmin", "password": "orchmin-pw", "connect_timeout": 1}
+    cfg = t.write_config(tmp_path / "orch.yaml", d)
+    for args in (("notify", "INSTANCE", "VI_1", "MASTER", "100"), ("promote", "--force", "--yes")):
+        r = t.orch(cfg, "server2", *args)
+        assert r.code == 1, r
+        assert "fence server1" in r.output and "READ_ONLY ADMIN" in r.output
+        assert t.read_only(s2) and not t.read_only(s1), "never two writable masters"
+    assert t.journal(str(tmp_path / "state"))[-1]["result"] == "failed"
