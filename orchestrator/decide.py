@@ -212,11 +212,14 @@ def decide_fault(view: ClusterView, cfg: Config, event: str) -> Plan:
             tuple(_remove_own_backend(cfg, f"{me.name} is down")), INCOMPLETE,
         )
     steps: List[Step] = []
-    if not flavor_of(me, cfg).is_fenced(me):
+    fencing = not flavor_of(me, cfg).is_fenced(me)
+    if fencing:
         steps.append(Fence(me.name))
     health = replica_health(view, me, view.peer, cfg)
     if health.healthy is not True:
         steps += _remove_own_backend(cfg, health.reason)
+    if fencing:
+        return Plan(f"{event}: fencing {me.name}, it must not take writes", tuple(steps))
     if steps:
-        return Plan(f"{event}: fencing {me.name}, it must not take writes" if steps and isinstance(steps[0], Fence) else f"{event}: {me.name} is read-only already", tuple(steps))
+        return Plan(f"{event}: {me.name} is read-only already; {health.reason}", tuple(steps))
     return Plan(f"no action: {event}, {me.name} is read-only already", outcome=NOOP)
