@@ -1,0 +1,109 @@
+"""orch lab up|status|failover|down: a local sandbox cluster that shows a failover heal.
+
+``up`` builds the namespace lab (root, keepalived installed, network namespaces
+allowed) or else the loopback lab, leaves it running in the background and records it
+in ``<dir>/lab.json``; the other actions find it there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from typing import TextIO, Tuple
+
+from ..errors import OrchError, UsageError
+
+DEFAULT_DIR = "/tmp/orch-lab"
+
+
+def lab(args: argparse.Namespace, out: TextIO) -> int:
+    from ..lab.sandbox import LabError, load_lab
+
+    if not getattr(args, "verbose", False):
+        logging.getLogger("orchestrator.lab").setLevel(logging.WARNING)
+    workdir = os.path.abspath(args.dir or DEFAULT_DIR)
+    hint = "" if workdir == DEFAULT_DIR else f" --dir {workdir}"
+    try:
+        if args.action == "up":
+            return _up(workdir, args.mode, hint, out)
+        current = load_lab(workdir)
+        if current is None:
+            if args.action == "down":
+                out.write(f"no lab in {workdir}: nothing to stop\n")
+                return 0
+            raise OrchError(f"no lab in {workdir}: start one with `orch lab up{hint}`")
+        if args.action == "status":
+            for line in current.status_lines():
+                out.write(line + "\n")
+            problems = current.health()
+            out.write("health: ok\n" if not problems else "health: " + "\n        ".join(problems) + "\n")
+            return 0 if not problems else 1
+        if args.action == "failover":
+            out.write(f"orch lab failover ({current.mode} lab in {workdir})\n")
+            return 0 if current.failover(out) else 1
+        if args.action == "down":
+            current.down()
+            out.write(f"lab {current.lab_id} stopped: every process it started is gone"
+                      + (" and its network namespaces are deleted" if current.mode == "netns" else "")
+                      + f"; logs stay in {workdir}\n")
+            return 0
+    except LabError as exc:
+        raise OrchError(str(exc)) from None
+    raise UsageError(f"orch lab: unknown action {args.action!r}")
+
+
+def choose_mode(requested: str) -> Tuple[str, str]:
+    """(mode, why) for ``--mode auto|netns|loopback``."""
+    from ..lab import netns
+
+    if requested == "loopback":
+        return "loopback", "--mode loopback"
+    reason = netns.unavailable_reason()
+    if requested == "netns":
+        if reason:
+            raise OrchError(f"orch lab up --mode netns: {reason}")
+        return "netns", "--mode netns"
+    if reason is None:
+        return "netns", "root with keepalived: two hosts in network namespaces, real keepalived and VRRP"
+    return "loopback", f"{reason}; using the loopback variant (no keepalived: the lab delivers its events)"
+
+
+def _up(workdir: str, requested: str, hint: str, out: TextIO) -> int:
+    from ..lab import netns
+    from ..lab.loopback import LoopbackLab
+    from ..lab.sandbox import Lab, load_lab
+
+    existing = load_lab(workdir)
+    if existing is not None:
+        if not existing.daemon_problems() and all(db.is_running() for db in existing.dbs.values()):
+            out.write(f"a {existing.mode} lab is already running in {workdir}:\n")
+            for line in existing.status_lines():
+                out.write(line + "\n")
+            return 0
+        out.write(f"removing the remains of lab {existing.lab_id} in {workdir}\n")
+        existing.down()
+    mode, why = choose_mode(requested)
+    if mode == "netns":
+        for text in netns.cleanup_stale():
+            out.write(f"removed stale lab {text}\n")
+    out.write(f"orch lab up: {mode} lab in {workdir} ({why})\n")
+    started = time.monotonic()
+    new: Lab = netns.NetnsLab(workdir, persistent=True) if mode == "netns" else LoopbackLab(workdir, persistent=True)
+
+    def progress(text: str) -> None:
+        out.write(f"  [{time.monotonic() - started:5.1f}s] {text}\n")
+        out.flush()
+
+    new.progress = progress
+    new.up()
+    out.write(
+        "next:\n"
+        f"  orch lab status{hint}      both servers, {'the VIP, keepalived, ' if mode == 'netns' else ''}both Atlas stand-ins\n"
+        f"  orch lab failover{hint}    kill -9 the master's mysqld and watch the cluster heal, step by step\n"
+        f"  orch -c {workdir}/server1/orch.yaml status\n"
+        f"  orch lab down{hint}        stop everything"
+        + (" and delete the namespaces" if mode == "netns" else "") + "\n"
+    )
+    return 0

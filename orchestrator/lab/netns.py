@@ -1,0 +1,524 @@
+"""Two hosts, a client and a switch in network namespaces, with real keepalived.
+
+Topology (every interface and address lives in namespaces this module creates; the
+host's own interfaces, routes and sysctls are never touched)::
+
+    orchlab-<id>-br   bridge br0 with ports vh1, vh2, vcl
+    orchlab-<id>-h1   eth0 10.213.0.1/24   mariadbd server1, keepalived, Atlas stand-in, orch maintain
+    orchlab-<id>-h2   eth0 10.213.0.2/24   mariadbd server2, keepalived, Atlas stand-in, orch maintain
+    orchlab-<id>-cl   eth0 10.213.0.10/24  application traffic to the VIP 10.213.0.100
+
+keepalived runs conf/keepalived-serverN.conf with the VIP, paths and notify hook
+rewritten for the lab; its scripts are copies of hooks/keepalived-notify and
+hooks/check-mysql in a root-owned 0755 directory under /run/orch-lab (keepalived's
+enable_script_security refuses scripts in directories others can write, like /tmp).
+The first host is started and becomes MASTER before the second starts: two
+simultaneous starts both go MASTER for a moment.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import re
+import secrets
+import shutil
+import signal
+import stat
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+
+from orchestrator.lab import mariadb
+from orchestrator.lab.sandbox import (
+    APP_CREDENTIALS, CONF_DIR, HOOKS_DIR, NAMES, Host, Lab, LabError, Narrator, Proc, Sampler, Writer, create_app_schema,
+    log_size, orch_bin, orch_outcomes, run, spawn, tail, wait_for, write_host_files,
+)
+
+T = TypeVar("T")
+
+PREFIX = "orchlab"
+SUBNET = "10.213.0"
+VIP = f"{SUBNET}.100"
+CLIENT_ADDRESS = f"{SUBNET}.10"
+PREFIXLEN = 24
+MYSQL_PORT = 3306
+ATLAS_ADMIN_PORT = 2345
+RUN_ROOT = Path("/run/orch-lab")
+KEEPALIVED = os.environ.get("ORCH_LAB_KEEPALIVED") or shutil.which("keepalived") or "/usr/sbin/keepalived"
+IFACE = "eth0"
+CLONE_NEWNET = 0x40000000
+NOTIFY_MODES = ("hook", "noop")
+
+_STATE_LINE = re.compile(r"\((\w+)\) Entering (MASTER|BACKUP|FAULT) STATE")
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+# --------------------------------------------------------------------------- availability
+
+
+def unavailable_reason() -> Optional[str]:
+    """Why the namespace lab cannot run here, or None when it can (creates and deletes a probe namespace)."""
+    if os.geteuid() != 0:
+        return "the namespace lab needs root (network namespaces, keepalived)"
+    if not os.access(KEEPALIVED, os.X_OK):
+        return f"keepalived not found at {KEEPALIVED} (apt-get install keepalived)"
+    if not shutil.which("ip"):
+        return "the ip command is missing (apt-get install iproute2)"
+    if not os.access(mariadb.MARIADBD, os.X_OK):
+        return f"{mariadb.MARIADBD} not found (apt-get install mariadb-server)"
+    probe = f"{PREFIX}-probe-{os.getpid()}"
+    try:
+        run(["ip", "netns", "add", probe], timeout=10)
+    except LabError as exc:
+        return f"cannot create a network namespace: {exc}"
+    except Exception as exc:  # CommandError: no permission (a container without CAP_SYS_ADMIN)
+        return f"cannot create a network namespace: {exc}"
+    try:
+        run(["ip", "-n", probe, "link", "set", "lo", "up"], timeout=10)
+    except Exception as exc:
+        return f"cannot configure a network namespace: {exc}"
+    finally:
+        run(["ip", "netns", "del", probe], timeout=10, check=False)
+    return None
+
+
+def in_netns(netns: str, fn: Callable[[], T], timeout: float = 30) -> T:
+    """Run ``fn`` in a thread that joined ``netns``: sockets it opens live in that namespace.
+
+    setns(CLONE_NEWNET) changes only the calling thread, so the rest of the process
+    stays where it was; the thread ends with the call.
+    """
+    box: Dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            fd = os.open(f"/run/netns/{netns}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _libc.setns(fd, CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f"setns({netns}): {os.strerror(err)}")
+            finally:
+                os.close(fd)
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name=f"in-{netns}", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise LabError(f"call in netns {netns} still running after {timeout:g}s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def holds_address(netns: str, address: str) -> bool:
+    from orchestrator.observe import holds_address as local
+
+    return in_netns(netns, lambda: local(address), 5)
+
+
+def secure_dir(path: Path) -> None:
+    """Create ``path`` (0755) and check that root owns it and every parent and no one else can write them."""
+    path.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(path, 0o755)
+    for part in [path, *path.parents]:
+        st = part.stat()
+        writable = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if st.st_uid != 0 or writable:
+            raise LabError(f"{part} is owned by uid {st.st_uid} with mode {stat.S_IMODE(st.st_mode):o}: "
+                           f"keepalived's enable_script_security would refuse scripts below it")
+
+
+# --------------------------------------------------------------------------- keepalived config
+
+
+def render_keepalived(name: str, hooks: Path, host: Host, notify_hook: Path) -> str:
+    """conf/keepalived-<name>.conf with the lab's VIP and paths. Fails if a replaced token is missing."""
+    source = CONF_DIR / f"keepalived-{name}.conf"
+    text = source.read_text()
+    replacements = [
+        ("/usr/local/lib/orch/keepalived-notify", str(notify_hook)),
+        ("/usr/local/lib/orch/check-mysql", str(hooks / "check-mysql")),
+        ("/etc/orch/check.cnf", str(host.file("check.cnf"))),
+        ("/etc/orch/orch.yaml", str(host.file("orch.yaml"))),
+        ("/var/log/orch/notify.log", str(host.file("notify.log"))),
+        ("/usr/local/bin/orch", orch_bin()),
+        ("10.0.0.100/24", f"{VIP}/{PREFIXLEN}"),
+    ]
+    for token, value in replacements:
+        if token not in text:
+            raise LabError(f"{source}: expected {token!r} (the lab replaces it); was the file edited?")
+        if re.search(r"\s", value):
+            raise LabError(f"lab path {value!r} contains whitespace; keepalived would split it")
+        text = text.replace(token, value)
+    return f"# generated by orchestrator.lab.netns from {source}\n" + text
+
+
+# --------------------------------------------------------------------------- the lab
+
+
+class NetnsLab(Lab):
+    """The two-host lab in network namespaces. ``up()`` builds it, ``down()`` removes all of it."""
+
+    mode = "netns"
+
+    def __init__(self, workdir: str, lab_id: Optional[str] = None, template: Optional[str] = None,
+                 notify: str = "hook", persistent: bool = False) -> None:
+        if notify not in NOTIFY_MODES:
+            raise ValueError(f"notify must be one of {NOTIFY_MODES}")
+        lab_id = lab_id or secrets.token_hex(3)
+        workdir = str(Path(workdir).absolute())
+        hosts = [
+            Host(name, i, str(Path(workdir) / name), f"{SUBNET}.{i}", MYSQL_PORT, ATLAS_ADMIN_PORT, netns=f"{PREFIX}-{lab_id}-h{i}")
+            for i, name in enumerate(NAMES, 1)
+        ]
+        super().__init__(workdir, hosts, lab_id, persistent)
+        self.template = template
+        self.notify = notify
+        self.bridge_ns = f"{PREFIX}-{lab_id}-br"
+        self.client_ns = f"{PREFIX}-{lab_id}-cl"
+        self.run_dir = RUN_ROOT / lab_id
+        self.namespaces = [self.bridge_ns, *(h.netns for h in hosts if h.netns), self.client_ns]
+
+    @classmethod
+    def from_state(cls, state: Dict[str, Any], hosts: List[Host]) -> "NetnsLab":
+        lab = cls(state["workdir"], state["id"], state.get("template"), state.get("notify", "hook"), state.get("persistent", False))
+        return lab
+
+    def extra_state(self) -> Dict[str, Any]:
+        return {"template": self.template, "notify": self.notify, "namespaces": self.namespaces,
+                "run_dir": str(self.run_dir), "vip": VIP, "client_ns": self.client_ns}
+
+    def save(self) -> None:
+        super().save()
+        # A copy where cleanup_stale() finds labs whose creator died without tearing down.
+        if self.run_dir.is_dir():
+            (self.run_dir / "lab.json").write_text((self.workdir / "lab.json").read_text())
+
+    # -- build --------------------------------------------------------------------
+
+    def up(self, timeout: float = 60) -> None:
+        """Build everything; on any failure, tear down what was built and re-raise."""
+        started = time.monotonic()
+        try:
+            self._up(timeout)
+        except BaseException:
+            self.down()
+            raise
+        self.progress(f"lab ready in {time.monotonic() - started:.1f}s")
+
+    def _up(self, timeout: float) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        for host in self.hosts.values():
+            shutil.rmtree(host.path, ignore_errors=True)  # a new cluster every time; the template datadir stays
+        secure_dir(self.run_dir)
+        self.save()  # before the first namespace exists, so teardown always finds it
+        hooks = self.run_dir / "hooks"
+        hooks.mkdir(mode=0o755, exist_ok=True)
+        for script in ("keepalived-notify", "check-mysql"):
+            shutil.copyfile(HOOKS_DIR / script, hooks / script)
+            os.chmod(hooks / script, 0o755)
+        noop = hooks / "noop-notify"
+        noop.write_text("#!/bin/sh\n# the benchmark's VRRP floor: a notify hook that does nothing\nexit 0\n")
+        os.chmod(noop, 0o755)
+        self._network()
+        self.progress(f"namespaces {', '.join(self.namespaces)} and bridge ready")
+        template = self.template or mariadb.create_template(str(self.workdir / "template" / "data"))
+        for host in self.hosts.values():
+            write_host_files(host, self.hosts[self.peer_of(host.name)], vip=VIP)
+        for db in self.dbs.values():
+            db.initialize(template)
+            db.launch()
+        for db in self.dbs.values():
+            db.wait_until_ready()
+        self.save()
+        self.progress("mariadbd running on both hosts, both read-only")
+        for host in self.hosts.values():
+            self.start_atlas(host)
+            self._write_keepalived_conf(host)
+        h1, h2 = self.hosts["server1"], self.hosts["server2"]
+        if self.notify == "noop":
+            self._up_without_orch(h1, h2, timeout)
+            return
+        self.start_keepalived(h1)
+        wait_for("server1 to become MASTER, take the VIP and be promoted by orch",
+                 lambda: self.vip_holders() == ["server1"] and self.servers()["server1"].read_only is False, timeout,
+                 detail=lambda: f"keepalived: {self.keepalived_state(h1)}; notify.log: {tail(h1.file('notify.log'), 4)}")
+        self.progress("server1 is MASTER, holds the VIP and is writable (orch notify MASTER promoted it)")
+        self.start_keepalived(h2)
+        wait_for("server2 to become BACKUP and replicate from server1",
+                 lambda: self.keepalived_state(h2) == "BACKUP" and self.servers()["server2"].replicating, timeout,
+                 detail=lambda: f"keepalived: {self.keepalived_state(h2)}; {self.servers()['server2'].describe()}; "
+                                f"notify.log: {tail(h2.file('notify.log'), 4)}")
+        self.progress("server2 is BACKUP and replicates from server1 (orch notify BACKUP pointed it there)")
+        create_app_schema(self.dbs["server1"])
+        for host in self.hosts.values():
+            self.start_maintainer(host)
+        self.wait_healthy(timeout)
+        self.progress("orch maintain added server2 to both Atlas stand-ins as read-only backend")
+
+    def _up_without_orch(self, h1: Host, h2: Host, timeout: float) -> None:
+        """The benchmark's floor: keepalived with a notify hook that does nothing, so the lab sets roles itself."""
+        s1, s2 = self.dbs["server1"], self.dbs["server2"]
+        s1.sql("SET GLOBAL read_only = 0")
+        mariadb.start_replication(s2, s1)
+        create_app_schema(s1)
+        self.start_keepalived(h1)
+        wait_for("server1 to become MASTER and take the VIP", lambda: self.vip_holders() == ["server1"], timeout)
+        self.start_keepalived(h2)
+        wait_for("server2 to become BACKUP", lambda: self.keepalived_state(h2) == "BACKUP", timeout)
+        self.progress("keepalived with a no-op notify hook: server1 holds the VIP, server2 is BACKUP (no orch)")
+
+    def _network(self) -> None:
+        for ns in self.namespaces:
+            run(["ip", "netns", "add", ns])
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        br = self.bridge_ns
+        run(["ip", "-n", br, "link", "add", "br0", "type", "bridge"])
+        run(["ip", "-n", br, "link", "set", "br0", "up"])
+        ends = [(h.netns, f"vh{h.index}", h.address) for h in self.hosts.values()] + [(self.client_ns, "vcl", CLIENT_ADDRESS)]
+        for ns, port, address in ends:
+            # Both ends are created directly in their namespaces: nothing appears in the host's.
+            run(["ip", "-n", br, "link", "add", port, "type", "veth", "peer", "name", IFACE, "netns", ns])
+            run(["ip", "-n", br, "link", "set", port, "master", "br0", "up"])
+            run(["ip", "-n", ns, "addr", "add", f"{address}/{PREFIXLEN}", "dev", IFACE])
+            run(["ip", "-n", ns, "link", "set", IFACE, "up"])
+
+    def _write_keepalived_conf(self, host: Host) -> None:
+        hooks = self.run_dir / "hooks"
+        hook = hooks / ("keepalived-notify" if self.notify == "hook" else "noop-notify")
+        conf = self.run_dir / f"keepalived-{host.name}.conf"
+        conf.write_text(render_keepalived(host.name, hooks, host, hook))
+        os.chmod(conf, 0o644)
+
+    # -- keepalived ---------------------------------------------------------------
+
+    def start_keepalived(self, host: Host) -> None:
+        base = self.run_dir / host.name
+        argv = [
+            KEEPALIVED, "--dont-fork", "--log-console", "--log-detail", "--no-syslog", "--vrrp",
+            "--use-file", str(self.run_dir / f"keepalived-{host.name}.conf"),
+            "--pid", f"{base}.keepalived.pid", "--vrrp_pid", f"{base}.vrrp.pid", "--checkers_pid", f"{base}.checkers.pid",
+        ]
+        self.procs[f"{host.name}.keepalived"] = spawn(argv, host.file("keepalived.log"), host.file("keepalived.launch.pid"), host.netns)
+        self.save()
+
+    def keepalived_procs(self, host: Host) -> List[Proc]:
+        """keepalived's parent (recorded) and its VRRP child (from its pid file), while alive."""
+        found = []
+        parent = self.procs.get(f"{host.name}.keepalived")
+        if parent is not None and parent.alive():
+            found.append(parent)
+            try:
+                child = Proc.of(int((self.run_dir / f"{host.name}.vrrp.pid").read_text().strip()))
+            except (OSError, ValueError):
+                child = None
+            if child is not None and _parent_pid(child.pid) == parent.pid:
+                found.append(child)
+        return found
+
+    def kill_keepalived(self, host: Host) -> List[int]:
+        """SIGKILL keepalived (VRRP child, then parent): a crash, so the VIP is not released.
+
+        The child goes first: it gets SIGTERM when its parent dies and would then leave
+        gracefully (priority 0 advert, STOP notify), which is not a crash.
+        """
+        procs = list(reversed(self.keepalived_procs(host)))
+        for p in procs:
+            p.send(signal.SIGKILL)
+        for p in procs:
+            p.wait_exit(5)
+        return [p.pid for p in procs]
+
+    def keepalived_state(self, host: Host) -> str:
+        """The last state keepalived logged (MASTER, BACKUP, FAULT), or 'down'/'starting'."""
+        if not self.keepalived_procs(host):
+            return "down"
+        try:
+            text = host.file("keepalived.log").read_text(errors="replace")
+        except OSError:
+            return "starting"
+        # The log accumulates across restarts: only lines after the last start count.
+        start = text.rfind("Starting Keepalived")
+        states = _STATE_LINE.findall(text[start:] if start >= 0 else text)
+        return states[-1][1] if states else "starting"
+
+    def host_tags(self, host: Host) -> List[str]:
+        return [f"keepalived {self.keepalived_state(host)}"]
+
+    # -- faults -------------------------------------------------------------------
+
+    def link(self, host: Host, up: bool) -> None:
+        run(["ip", "-n", host.netns or "", "link", "set", IFACE, "up" if up else "down"])
+
+    # -- observation ----------------------------------------------------------------
+
+    def vip_holders(self) -> List[str]:
+        return [h.name for h in self.hosts.values() if holds_address(h.netns or "", VIP)]
+
+    def atlas_backends(self, host: Host) -> Optional[List[Tuple[int, str, str, str]]]:
+        from orchestrator.atlas.client import AtlasAdmin
+        from orchestrator.errors import AtlasError
+        from orchestrator.lab.sandbox import ATLAS_ADMIN
+
+        def query() -> Optional[List[Tuple[int, str, str, str]]]:
+            try:
+                with AtlasAdmin(host.atlas_host, host.atlas_port, ATLAS_ADMIN.user, ATLAS_ADMIN.password, timeout=2.0) as admin:
+                    return [(b.ndx, b.address, b.state, b.type) for b in admin.backends()]
+            except AtlasError:
+                return None
+
+        return in_netns(host.netns or "", query, 10)
+
+    def writer(self, name: str = "writer", pause: float = 0.002, select: bool = False, connect_timeout: float = 0.25) -> Writer:
+        any_host = self.hosts["server1"]
+        return Writer(VIP, MYSQL_PORT, self.workdir, any_host.file("app.pass"), netns=self.client_ns, pause=pause, name=name,
+                      select=select, connect_timeout=connect_timeout)
+
+    # -- the sandbox's failover -----------------------------------------------------
+
+    def failover(self, out: Any, timeout: float = 30) -> bool:
+        """kill -9 the master's mysqld with a client writing through the VIP; narrate until healed."""
+        problems = self.health()
+        if problems:
+            out.write("the lab is not healthy, so a failover would show nothing useful:\n  " + "\n  ".join(problems) + "\n")
+            return False
+        old, new = self.master() or "", ""
+        new = self.peer_of(old)
+        oh, nh = self.hosts[old], self.hosts[new]
+        offsets = {h.name: log_size(h.file("notify.log")) for h in self.hosts.values()}
+        n = Narrator(out)
+        out.write(f"{old} is the master and holds the VIP {VIP}; {new} replicates from it.\n"
+                  f"A client in netns {self.client_ns} inserts a row every few ms through the VIP as user "
+                  f"{APP_CREDENTIALS.user}.\n")
+        writer = self.writer("failover")
+        sampler = Sampler(self.dbs)
+        try:
+            writer.start()
+            sampler.start()
+            time.sleep(0.5)
+            t0 = n.start()
+            pid = self.kill_mysqld(old)
+            n.say(f"kill -9 mysqld on {old} (pid {pid})")
+            wait_for(f"keepalived on {old} to enter FAULT", lambda: self.keepalived_state(oh) == "FAULT", timeout)
+            n.say(f"keepalived on {old}: FAULT (the health check hooks/check-mysql failed twice, 1 s apart): it gives up the VIP")
+            t_vip = wait_for(f"the VIP to move to {new}", lambda: self.vip_holders() == [new] and time.monotonic(), timeout, interval=0.01)
+            n.say(f"keepalived on {new}: MASTER, VIP {VIP} is on {new} now; keepalived runs the notify hook", t_vip)
+            wait_for(f"{new} to become writable", lambda: self.servers()[new].read_only is False, timeout, interval=0.01,
+                     detail=lambda: tail(nh.file("notify.log"), 3))
+            n.say(f"{new} is writable: orch notify MASTER applied its relay log, reset replication, set read_only=0")
+            first = wait_for("writes through the VIP to succeed again", lambda: writer.acked_since(t_vip), timeout, interval=0.01,
+                             detail=lambda: tail(writer.log_path, 3))
+            before = [a for a in writer.acked() if a[1] < t0]
+            gap = first[0][1] - (before[-1][1] if before else t0)
+            n.say(f"writes through the VIP succeed again: the client saw {gap:.2f}s without a successful insert", first[0][1])
+            self.start_mysqld(old)
+            n.say(f"mysqld on {old} started again: it comes back read-only (read_only=ON in its my.cnf)")
+            wait_for(f"keepalived on {old} to enter BACKUP", lambda: self.keepalived_state(oh) == "BACKUP", timeout)
+            n.say(f"keepalived on {old}: BACKUP (the check passed twice; nopreempt keeps the VIP on {new})")
+            wait_for(f"{old} to replicate from {new}",
+                     lambda: self.servers()[old].replicating and self.servers()[old].source == nh.backend, timeout,
+                     detail=lambda: self.servers()[old].describe())
+            n.say(f"{old} replicates from {new}: orch notify BACKUP pointed it there (GTID auto-positioning)")
+            writer.stop()
+            acked = [a[0] for a in writer.acked()]
+            self.wait_healthy(timeout, acked, sampler)
+            st = self.servers()[new]
+            n.say(f"healed: GTID sets equal ({st.gtid_binlog_state}); orch maintain put {old} ({oh.backend}) back "
+                  f"in both Atlas stand-ins as read-only backend")
+            n.note(f"{len(acked)} acknowledged inserts, all present on {new}; never two writable servers "
+                   f"({len(sampler.samples)} read_only samples of both, every 50 ms)")
+            return True
+        except LabError as exc:
+            out.write(f"the cluster did not heal: {exc}\n")
+            return False
+        finally:
+            writer.stop()
+            sampler.stop()
+            out.write("orch's decisions (each host's notify.log):\n")
+            for h in self.hosts.values():
+                for line in orch_outcomes(h.file("notify.log"), offsets[h.name]):
+                    out.write(f"  {h.name} {line}\n")
+
+    # -- teardown -----------------------------------------------------------------
+
+    def down(self) -> None:
+        """Stop every process we started (by PID), then whatever still runs in our namespaces, then delete them."""
+        problems = []
+        try:
+            for host in self.hosts.values():
+                self.kill_keepalived(host)  # first, and without STOP events that would start orch runs
+            self.stop_processes()
+        except Exception as exc:  # keep going: the namespaces must go in any case
+            problems.append(str(exc))
+        existing = set(run(["ip", "netns", "list"], check=False).stdout.split())
+        for ns in self.namespaces:
+            if ns not in existing:
+                continue
+            # Anything still inside a namespace of ours was started by this lab (a notify run, a client).
+            deadline = time.monotonic() + 10
+            while True:
+                pids = [int(p) for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()]
+                strays = [p for p in (Proc.of(pid) for pid in pids) if p is not None]
+                if not strays:
+                    break
+                if time.monotonic() > deadline:
+                    problems.append(f"processes {[p.pid for p in strays]} survive in {ns}")
+                    break
+                for p in strays:
+                    p.send(signal.SIGKILL)
+                time.sleep(0.05)
+            result = run(["ip", "netns", "del", ns], check=False)
+            if result.returncode != 0:
+                problems.append(f"ip netns del {ns}: {result.stderr.strip()}")
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        self.procs = {}
+        if (self.workdir / "lab.json").exists():
+            (self.workdir / "lab.json").unlink()
+        if problems:
+            raise LabError("teardown incomplete: " + "; ".join(problems))
+
+
+def cleanup_stale(verbose: Callable[[str], None] = lambda text: None) -> List[str]:
+    """Tear down labs whose creating process died without doing it (an aborted test run).
+
+    Labs started by ``orch lab up`` are persistent and left alone.
+    """
+    removed = []
+    if not RUN_ROOT.is_dir():
+        return removed
+    import json
+
+    for state_file in RUN_ROOT.glob("*/lab.json"):
+        try:
+            state = json.loads(state_file.read_text())
+        except (OSError, ValueError):
+            continue
+        if state.get("persistent") or _pid_alive(int(state.get("owner", 0))):
+            continue
+        from orchestrator.lab.sandbox import Host as _Host
+
+        lab = NetnsLab.from_state(state, [_Host(**h) for h in state["hosts"]])
+        lab.adopt(state)
+        verbose(f"removing stale lab {lab.lab_id} (creator pid {state.get('owner')} is gone)")
+        try:
+            lab.down()
+        except LabError as exc:
+            verbose(str(exc))
+        removed.append(lab.lab_id)
+    return removed
+
+
+def _parent_pid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _pid_alive(pid: int) -> bool:
+    return pid > 0 and Path(f"/proc/{pid}").exists()

@@ -1,0 +1,264 @@
+"""Failure drills on the namespace lab: real keepalived, real hooks, a live writer.
+
+Each drill starts from a healthy cluster, runs a client in the client namespace that
+inserts numbered rows through the VIP (recording every acknowledged id), samples
+read_only on both servers every 50 ms, injects a fault, repairs it, and then requires:
+
+- [acked rows]  every acknowledged row is on the surviving master;
+- [two writers] no sample saw both servers writable;
+- [rejoin]      the old master is back as a read-only replica of the new one;
+- [gtid]        both servers have the same GTID set;
+- [atlas]       the replica is a read-only backend in both hosts' Atlas again.
+
+A drill that cannot get there fails with the name of the property that broke, the
+cluster's state and the tail of each host's notify.log. One lab serves every drill;
+it is rebuilt when a drill left it unhealthy.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import pytest
+
+from orchestrator.lab import netns
+from orchestrator.lab.sandbox import LabError, Sampler, Writer, gtids_beyond, tail, wait_for
+
+pytestmark = pytest.mark.netns
+
+FAILOVER_TIMEOUT = 30  # seconds for the VIP to move and writes to resume
+HEAL_TIMEOUT = 40
+
+
+@functools.lru_cache(maxsize=None)
+def skip_reason() -> Optional[str]:
+    return netns.unavailable_reason()
+
+
+@dataclass
+class Report:
+    lines: List[str] = field(default_factory=list)
+
+
+class LabHolder:
+    """The module's lab; rebuilt when a drill leaves it unhealthy."""
+
+    def __init__(self, root, template: str) -> None:
+        self.root = root
+        self.template = template
+        self.lab: Optional[netns.NetnsLab] = None
+        self.builds = 0
+
+    def build(self) -> netns.NetnsLab:
+        self.builds += 1
+        lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template)
+        lab.up()
+        self.lab = lab
+        return lab
+
+    def healthy(self) -> netns.NetnsLab:
+        if self.lab is None:
+            return self.build()
+        try:
+            self.lab.wait_healthy(20)
+        except LabError:
+            self.lab.down()
+            return self.build()
+        return self.lab
+
+    def down(self) -> None:
+        if self.lab is not None:
+            self.lab.down()
+            self.lab = None
+
+
+@pytest.fixture(scope="module")
+def report(request):
+    rep = Report()
+    yield rep
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if terminal is not None and capture is not None and rep.lines:
+        with capture.global_and_fixture_disabled():
+            terminal.write_line("")
+            terminal.write_line("drill timings (seconds after the fault):")
+            for line in rep.lines:
+                terminal.write_line("  " + line)
+
+
+@pytest.fixture(scope="module")
+def holder(tmp_path_factory, mariadb_template):
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    netns.cleanup_stale()
+    h = LabHolder(tmp_path_factory.mktemp("drills"), mariadb_template)
+    yield h
+    h.down()
+
+
+@pytest.fixture
+def lab(holder) -> netns.NetnsLab:
+    return holder.healthy()
+
+
+# ---------------------------------------------------------------------------- helpers
+
+
+def wait_lossless(lab: netns.NetnsLab, master: str) -> None:
+    """A failover loses no acknowledged row only while the master's semi-sync is on."""
+    wait_for(f"[semisync] {master}'s semi-synchronous replication to be on (the replica acknowledging)",
+             lambda: lab.semisync_on(master), HEAL_TIMEOUT)
+
+
+def fail(lab: netns.NetnsLab, drill: str, exc: Exception, acked: List[int] = ()) -> None:
+    state = "\n  ".join(s.describe() for s in lab.servers().values())
+    broken = "\n  ".join(lab.health(acked)) or "(nothing: it healed after the deadline)"
+    pytest.fail(f"drill {drill}: {exc}\ncluster now:\n  {state}\nproperties broken now:\n  {broken}{lab.logs_hint()}",
+                pytrace=False)
+
+
+def await_failover(lab: netns.NetnsLab, writer: Writer, new: str, t0: float) -> tuple:
+    """Wait until ``new`` holds the VIP and acknowledges writes; (VIP time, first ack time)."""
+    t_vip = wait_for(f"[failover] the VIP to move to {new}", lambda: new in lab.vip_holders() and time.monotonic(),
+                     FAILOVER_TIMEOUT, interval=0.01,
+                     detail=lambda: f"keepalived {[lab.keepalived_state(h) for h in lab.hosts.values()]}")
+    acks = wait_for(f"[failover] writes through the VIP to succeed on {new}", lambda: writer.acked_since(t_vip),
+                    FAILOVER_TIMEOUT, interval=0.01, detail=lambda: f"writer: {tail(writer.log_path, 3)}")
+    return t_vip - t0, acks[0][1] - t0
+
+
+ERRANT_GRACE = 5.0  # seconds an old master may sit fenced with errant GTIDs before the drill stops waiting
+
+
+def await_rejoin(lab: netns.NetnsLab, old: str, new: str) -> float:
+    """Wait until ``old`` replicates from ``new``; stop early when orch cannot re-point it (errant GTIDs)."""
+    source = lab.hosts[new].backend
+    started = time.monotonic()
+    stuck_since: list = []
+
+    def rejoined() -> bool:
+        states = lab.servers()
+        s, m = states[old], states[new]
+        if s.read_only and s.replicating and s.source == source:
+            return True
+        if s.up and m.up and not s.replicating and gtids_beyond(s.gtid_binlog_state, m.gtid_binlog_state):
+            stuck_since.append(time.monotonic())
+            if stuck_since[-1] - stuck_since[0] > ERRANT_GRACE:
+                raise LabError(f"[rejoin] {old} cannot rejoin: it has GTIDs {new} lacks "
+                               f"({', '.join(gtids_beyond(s.gtid_binlog_state, m.gtid_binlog_state))})")
+        return False
+
+    wait_for(f"[rejoin] {old} to replicate from {new} again", rejoined, HEAL_TIMEOUT, interval=0.05,
+             detail=lambda: lab.servers()[old].describe())
+    return time.monotonic() - started
+
+
+def drill(lab: netns.NetnsLab, report: Report, name: str, inject: Callable[[str], None], restore: Callable[[str], None],
+          prepare: Optional[Callable[[str, str, Writer], None]] = None) -> None:
+    """One failover with a live writer; fails naming the property that broke."""
+    old = lab.master()
+    assert old, "no single VIP holder at the start of the drill"
+    new = lab.peer_of(old)
+    writer = lab.writer(f"drill-{name}")
+    sampler = Sampler(lab.dbs)
+    try:
+        wait_lossless(lab, old)
+        writer.start()
+        sampler.start()
+        if prepare is not None:
+            prepare(old, new, writer)
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        inject(old)
+        vip, resumed = await_failover(lab, writer, new, t0)
+        restore(old)
+        rejoined = await_rejoin(lab, old, new)
+        time.sleep(0.3)  # a few writes replicated to the rejoined server
+        writer.stop()
+        acked = [a[0] for a in writer.acked()]
+        healed = lab.wait_healthy(HEAL_TIMEOUT, acked, sampler)
+    except LabError as exc:
+        fail(lab, name, exc, [a[0] for a in writer.acked()])
+    finally:
+        writer.stop()
+        sampler.stop()
+    before = [a for a in writer.acked() if a[1] < t0]
+    report.lines.append(f"{name:<22} {old}->{new}: VIP {vip:5.2f}  writes {resumed:5.2f}  "
+                        f"(outage {resumed - (before[-1][1] - t0 if before else 0):4.2f})  rejoin +{rejoined:4.1f}  "
+                        f"healed +{healed:3.1f}  acked {len(acked)}")
+
+
+# ---------------------------------------------------------------------------- drills
+
+
+def test_kill_master_mysqld_then_restart_it(lab, report):
+    drill(lab, report, "kill -9 mysqld", inject=lab.kill_mysqld, restore=lab.start_mysqld)
+
+
+def test_master_link_down_then_up(lab, report):
+    drill(lab, report, "link down",
+          inject=lambda old: lab.link(lab.hosts[old], up=False),
+          restore=lambda old: lab.link(lab.hosts[old], up=True))
+
+
+def test_kill_keepalived_on_master_then_restart_it(lab, report):
+    # SIGKILL: a crash. The old master keeps the VIP configured until keepalived starts
+    # again and removes it; the new master fences it over the network before promoting.
+    drill(lab, report, "kill -9 keepalived",
+          inject=lambda old: lab.kill_keepalived(lab.hosts[old]),
+          restore=lambda old: lab.start_keepalived(lab.hosts[old]))
+
+
+def test_replica_sql_thread_stopped_with_backlog(lab, report):
+    backlog = {}
+
+    def prepare(old: str, new: str, writer: Writer) -> None:
+        replica = lab.dbs[new]
+        replica.sql("STOP SLAVE SQL_THREAD")
+
+        def received_not_applied() -> int:
+            st = replica.sql("SHOW SLAVE STATUS")[0]
+            io = int(str(st["Gtid_IO_Pos"]).rsplit("-", 1)[-1] or 0)
+            applied = int(str(replica.query_value("SELECT @@global.gtid_slave_pos")).rsplit("-", 1)[-1] or 0)
+            return io - applied
+
+        backlog["n"] = wait_for("a backlog of 300 received, unapplied transactions on the replica",
+                                lambda: (lambda n: n >= 300 and n)(received_not_applied()), 20)
+
+    drill(lab, report, "SQL thread stopped", inject=lab.kill_mysqld, restore=lab.start_mysqld, prepare=prepare)
+    report.lines[-1] += f"  backlog {backlog.get('n')}"
+
+
+def test_flapping_three_failovers_in_quick_succession(lab, report):
+    writer = lab.writer("drill-flapping")
+    sampler = Sampler(lab.dbs)
+    timings = []
+    try:
+        writer.start()
+        sampler.start()
+        for _ in range(3):
+            old = lab.master()
+            assert old, "no single VIP holder"
+            new = lab.peer_of(old)
+            wait_lossless(lab, old)  # the next failover starts as soon as it can be lossless
+            t0 = time.monotonic()
+            lab.kill_mysqld(old)
+            vip, resumed = await_failover(lab, writer, new, t0)
+            lab.start_mysqld(old)
+            rejoined = await_rejoin(lab, old, new)
+            wait_for(f"[rejoin] keepalived on {old} to be BACKUP", lambda: lab.keepalived_state(lab.hosts[old]) == "BACKUP",
+                     HEAL_TIMEOUT)
+            timings.append(f"{old}->{new} {vip:.2f}/{resumed:.2f}/+{rejoined:.1f}")
+        writer.stop()
+        acked = [a[0] for a in writer.acked()]
+        lab.wait_healthy(HEAL_TIMEOUT, acked, sampler)
+    except LabError as exc:
+        fail(lab, "flapping", exc, [a[0] for a in writer.acked()])
+    finally:
+        writer.stop()
+        sampler.stop()
+    report.lines.append(f"{'flapping (3 failovers)':<22} VIP/writes/rejoin: " + ", ".join(timings) + f"  acked {len(acked)}")
