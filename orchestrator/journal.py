@@ -34,6 +34,14 @@ class Journal:
         finally:
             os.close(fd)
 
+    def marker(self) -> tuple:
+        """Changes whenever a record is appended (for 'did anyone act meanwhile?')."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_ino, st.st_size)
+
     def tail(self, count: int = 10) -> List[Dict[str, Any]]:
         import json
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 from .config import Config
-from .decide import replica_health
+from .decide import decide_backup, flavor_of, replica_health
 from .model import ClusterView
 from .plan import ACT, NOOP, AddBackend, Plan, RemoveBackend, Step
 
@@ -62,3 +62,20 @@ def replica_out(view: ClusterView, cfg: Config) -> bool:
             if replica_health(view, node, other, cfg).healthy is False:
                 return True
     return False
+
+
+def decide_rejoin(view: ClusterView, cfg: Config) -> Optional[Plan]:
+    """The BACKUP plan, when this node is a fenced ex-master left without replication.
+
+    That is what an incomplete BACKUP leaves behind (the peer was not writable yet when
+    it ran) and keepalived sends no further event: the maintainer completes it. Nothing
+    else is touched: a node with replication configured (even stopped or refused), a
+    writable node, or one holding the VIP is not this case.
+    """
+    me, peer = view.me, view.peer
+    if not (me.reachable and peer.reachable and peer.writable) or view.holds_vip is True:
+        return None
+    if not flavor_of(me, cfg).is_fenced(me) or (me.replica is not None and me.replica.configured):
+        return None
+    plan = decide_backup(view, cfg)
+    return Plan(f"completing an unfinished rejoin: {plan.reason}", plan.steps, plan.outcome, plan.warnings)

@@ -248,3 +248,41 @@ def test_status_shows_atlas(env):
     assert [b["address"] for b in doc["atlas"][0]["backends"]] == [RW, addr(s2)]
     standin.stop()
     assert "atlas local: UNREACHABLE" in t.orch(cfg, "server1", "status").stdout
+
+
+def test_maintainer_does_not_hold_the_lock_while_observing(env):
+    import subprocess
+
+    from orchestrator.lock import RunLock
+
+    s1, s2, standin, cfg, _, state = env
+    s1.pause()  # observing server1 now takes the whole connect timeout
+    try:
+        proc = subprocess.Popen([t.ORCH, "-c", cfg, "--node", "server2", "maintain", "--once"], stderr=subprocess.PIPE, text=True)
+        time.sleep(0.5)
+        assert proc.poll() is None, "the pass should still be waiting for server1"
+        with RunLock(state, timeout=0.05):
+            pass  # a notify arriving now must not wait for the maintainer
+        proc.wait(timeout=30)
+    finally:
+        s1.resume()
+
+
+def test_maintainer_completes_an_unfinished_rejoin(env):
+    s1, s2, standin, cfg, _, state = env
+    insert_rows(s1, 1, 5)
+    lab.wait_gtid_equal(s1, s2)
+    s1.kill()
+    s1.start()  # back before the replica was promoted: both read-only after its BACKUP
+    r = t.orch(cfg, "server1", "notify", "INSTANCE", "VI_1", "BACKUP", "90")
+    assert r.code == 3 and "no writable master to follow yet" in r.stderr, r
+    assert t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100").code == 0
+    assert t.slave_status(s1) is None, "keepalived sends no further event: nothing re-points server1"
+    r = maintain(cfg, "server1")
+    assert "completing an unfinished rejoin" in r.stderr, r
+    insert_rows(s2, 100, 3)
+    lab.wait_gtid_equal(s1, s2)
+    assert t.read_only(s1) and t.slave_status(s1)["Slave_SQL_Running"] == "Yes"
+    assert [e["event"] for e in t.journal(state) if e["phase"] == "end"][-1] == "REJOIN"
+    maintain(cfg, "server1")
+    assert ro(standin) == [addr(s1)]

@@ -75,3 +75,34 @@ def test_unapplied_relay_log_not_added_and_said():
     me = replace(REPLICA1, executed="0-1-10,1-2-5", replica=repl(retrieved="1-2-9"))
     plan = decide_maintain(v(me, replace(MASTER2, binlog_state="0-1-10,1-2-9"), atlas()), C)
     assert plan.steps == () and "server1 has not applied its relay log (1-2-9)" in plan.reason
+
+
+# --------------------------------------------------------------------------- unfinished rejoin
+
+from orchestrator.plan import ACT, REFUSED, ChangeSource, StartReplica  # noqa: E402
+from orchestrator.reconcile import decide_rejoin  # noqa: E402
+
+FENCED_EX_MASTER = node("server1", ro=True)  # what an incomplete BACKUP leaves: fenced, no replication
+
+
+def test_rejoin_completed_when_peer_became_writable():
+    plan = decide_rejoin(v(FENCED_EX_MASTER, node("server2", ro=False, binlog_state="0-1-10,0-2-3")), C)
+    assert plan.outcome == ACT and plan.reason.startswith("completing an unfinished rejoin")
+    assert ChangeSource("server1", "server2", "10.0.0.2", 3306) in plan.steps and plan.steps[-2] == StartReplica("server1")
+
+
+@pytest.mark.parametrize("view", [
+    v(REPLICA1, MASTER2),  # already replicating
+    v(replace(REPLICA1, replica=repl(io=STOPPED, sql=STOPPED)), MASTER2),  # stopped on purpose: not ours to start
+    v(node("server1", ro=False), MASTER2),  # writable: not a fenced ex-master
+    v(FENCED_EX_MASTER, node("server2", ro=True)),  # peer not the master yet
+    v(FENCED_EX_MASTER, down("server2")),
+    ClusterView(me=FENCED_EX_MASTER, peer=MASTER2, holds_vip=True),  # holds the VIP: a MASTER event is due
+], ids=["replicating", "stopped", "writable", "peer-read-only", "peer-down", "holds-vip"])
+def test_rejoin_not_attempted(view):
+    assert decide_rejoin(view, C) is None
+
+
+def test_rejoin_with_errant_gtids_is_refused_not_acted():
+    plan = decide_rejoin(v(node("server1", ro=True, executed="0-1-11"), node("server2", ro=False, binlog_state="0-1-10,0-2-5")), C)
+    assert plan.outcome == REFUSED and "errant GTIDs 0-1-11" in plan.reason

@@ -20,7 +20,7 @@ from .common import ensure_state_dir, load_config, new_run
 
 log = logging.getLogger("orchestrator.maintain")
 
-FAST_INTERVAL = 1.0  # seconds between passes while a replica is out of Atlas
+FAST_INTERVAL = 1.0  # seconds between passes while a replica is out of Atlas or a rejoin is due
 
 
 class Maintainer:
@@ -29,10 +29,11 @@ class Maintainer:
         from ..db import open_servers
 
         self.cfg = cfg
-        self.servers = open_servers(cfg, read_timeout=max(5.0, cfg.mysql.connect_timeout * 2))
+        # Short reads: a peer behind a dead link must not stall a pass for long.
+        self.servers = open_servers(cfg, read_timeout=max(3.0, cfg.mysql.connect_timeout))
         self.admins: Dict[str, object] = {a.name: admin_for(a) for a in cfg.atlas}
         self.last_reason = ""
-        self.pending = False  # a replica is out of Atlas: the loop re-checks every FAST_INTERVAL
+        self.pending = False  # something to re-check soon: the loop runs every FAST_INTERVAL
         self.on_pending_change = None
 
     def close(self) -> None:
@@ -42,21 +43,50 @@ class Maintainer:
             a.close()  # type: ignore[attr-defined]
 
     def observe(self):
+        """Both servers and every Atlas, without the run lock (a notify must never wait
+        for a maintainer talking to an unreachable peer)."""
         from ..atlas.observe import observe_atlas
         from ..model import ClusterView
-        from ..observe import observe_node
+        from ..observe import holds_address, observe_node
 
         me = observe_node(self.servers[self.cfg.self_name], self.cfg.flavor)
         peer = observe_node(self.servers[self.cfg.peer.name], self.cfg.flavor)
-        return ClusterView(me=me, peer=peer, atlas=observe_atlas(self.cfg, self.admins))
+        vip = holds_address(self.cfg.keepalived.vip) if self.cfg.keepalived.vip else None
+        return ClusterView(me=me, peer=peer, holds_vip=vip, atlas=observe_atlas(self.cfg, self.admins))
+
+    def _say(self, reason: str, acting: bool) -> None:
+        if reason != self.last_reason or acting:
+            log.info("maintain: %s", reason)
+        else:
+            log.debug("maintain: %s", reason)
+        self.last_reason = reason
 
     def run_pass(self, dry_run: bool = False, out: "TextIO | None" = None) -> int:
-        """One reconcile pass; returns the number of Atlas changes made (or planned)."""
-        from ..atlas.apply import run_atlas_steps
-        from ..journal import Journal, new_run_id
-        from ..reconcile import decide_maintain, replica_out
+        """One reconcile pass; returns the number of changes made (or planned)."""
+        from ..journal import Journal
+        from ..plan import ACT
+        from ..reconcile import decide_maintain, decide_rejoin, replica_out
 
-        started = time.monotonic()
+        journal = Journal(self.cfg.state_dir)
+        marker = journal.marker()
+        view = self.observe()
+        rejoin = decide_rejoin(view, self.cfg)
+        plan = decide_maintain(view, self.cfg)
+        pending = replica_out(view, self.cfg) or (rejoin is not None and rejoin.outcome == ACT)
+        if pending != self.pending:
+            self.pending = pending
+            if self.on_pending_change is not None:
+                self.on_pending_change(pending)
+        for w in plan.warnings:
+            log.warning("%s", w)
+        acting = rejoin is not None and rejoin.outcome == ACT
+        self._say(rejoin.reason if rejoin is not None else plan.reason, acting or plan.outcome != NOOP)
+        if dry_run:
+            if out is not None:
+                out.write((rejoin or plan).render() + "\ndry run: nothing changed\n")
+            return len((rejoin or plan).steps)
+        if not acting and not plan.steps:
+            return 0
         try:
             lock = RunLock(self.cfg.state_dir, timeout=0.5)
             lock.__enter__()
@@ -64,38 +94,35 @@ class Maintainer:
             log.info("pass skipped: %s", exc)
             return 0
         try:
-            view = self.observe()
-            plan = decide_maintain(view, self.cfg)
-            pending = replica_out(view, self.cfg)
-            if pending != self.pending:
-                self.pending = pending
-                if self.on_pending_change is not None:
-                    self.on_pending_change(pending)
-            for w in plan.warnings:
-                log.warning("%s", w)
-            if plan.reason != self.last_reason or plan.outcome != NOOP:
-                log.info("maintain: %s", plan.reason)
-            else:
-                log.debug("maintain: %s", plan.reason)
-            self.last_reason = plan.reason
-            if dry_run:
-                if out is not None:
-                    out.write(plan.render() + "\ndry run: nothing changed\n")
-                return len(plan.steps)
-            if not plan.steps:
+            if journal.marker() != marker:
+                log.info("pass skipped: another orch run acted since this pass observed; observing again next pass")
                 return 0
-            run_id = new_run_id()
-            journal = Journal(self.cfg.state_dir)
-            base = {"id": run_id, "node": self.cfg.self_name, "event": "MAINTAIN"}
-            journal.append({**base, "phase": "begin", "reason": plan.reason, "outcome": plan.outcome, "plan": [s.describe() for s in plan.steps]})
-            results = run_atlas_steps(self.cfg, plan.steps, self.admins)
-            failed = [r for r in results if r.result == "failed"]
-            journal.append({**base, "phase": "end", "result": "failed" if failed else "act", "exit": 1 if failed else 0,
-                            "ms": int((time.monotonic() - started) * 1000), "error": "; ".join(r.detail for r in failed),
-                            "steps": [r.as_dict() for r in results]})
-            return sum(1 for r in results if r.result == "ok" and r.step != "Persist")
+            if acting:
+                return self._rejoin(rejoin, view)
+            return self._apply_atlas(plan, journal)
         finally:
             lock.__exit__(None, None, None)
+
+    def _rejoin(self, plan, view) -> int:
+        from ..journal import new_run_id
+        from .common import execute_plan
+
+        code = execute_plan(self.cfg, plan, "REJOIN", new_run_id(), self.servers, view, None, time.monotonic())
+        return len(plan.steps) if code == 0 else 0
+
+    def _apply_atlas(self, plan, journal) -> int:
+        from ..atlas.apply import run_atlas_steps
+        from ..journal import new_run_id
+
+        started = time.monotonic()
+        base = {"id": new_run_id(), "node": self.cfg.self_name, "event": "MAINTAIN"}
+        journal.append({**base, "phase": "begin", "reason": plan.reason, "outcome": plan.outcome, "plan": [s.describe() for s in plan.steps]})
+        results = run_atlas_steps(self.cfg, plan.steps, self.admins)
+        failed = [r for r in results if r.result == "failed"]
+        journal.append({**base, "phase": "end", "result": "failed" if failed else "act", "exit": 1 if failed else 0,
+                        "ms": int((time.monotonic() - started) * 1000), "error": "; ".join(r.detail for r in failed),
+                        "steps": [r.as_dict() for r in results]})
+        return sum(1 for r in results if r.result == "ok" and r.step != "Persist")
 
 
 def maintain(args: argparse.Namespace, out: TextIO) -> int:
