@@ -14,7 +14,7 @@ from .config import Config
 from .model import ClusterView, NodeState, ThreadState
 from .plan import (
     ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, Plan, RemoveBackend, ResetReplica, SetWritable,
-    StartReplica, StartSqlThread, Step, StopReplica,
+    StartReplica, StartSqlThread, Step, StopReplica, StopSqlThread,
 )
 
 MASTER = "MASTER"
@@ -120,10 +120,14 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
             elif r.sql is ThreadState.STOPPED:
                 steps.append(StartSqlThread(me.name))
         steps.append(CatchUp(me.name, peer.name if peer.reachable else None, cfg.failover.catchup_timeout, force))
+    if not me.writable:
+        # Applying stops before writes open; the IO thread is stopped after, because
+        # stopping it can take seconds when the old master vanished with a live socket.
+        if r is not None and r.configured:  # also when it was started above to drain
+            steps.append(StopSqlThread(me.name))
+        steps.append(SetWritable(me.name))
     if r is not None and r.configured:
         steps += [StopReplica(me.name), ResetReplica(me.name)]
-    if not me.writable:
-        steps.append(SetWritable(me.name))
     steps += _remove_own_backend(cfg, f"{me.name} is the master now")
     if peer_writable and me.writable:
         reason = f"both servers are writable: fencing {peer.name}, {me.name} stays the master"

@@ -19,7 +19,7 @@ from .model import ClusterView, ThreadState
 from .observe import read_node
 from .plan import (
     ATLAS_STEPS, CatchUp, ChangeSource, Fence, Plan, ResetReplica, SetWritable, StartReplica, StartSqlThread, Step,
-    StopReplica,
+    StopReplica, StopSqlThread,
 )
 from .db import Server
 
@@ -101,6 +101,7 @@ class Executor:
         simple = {
             StartSqlThread: lambda f: f.start_sql_thread,
             StartReplica: lambda f: f.start_replica,
+            StopSqlThread: lambda f: f.stop_sql_thread,
             StopReplica: lambda f: f.stop_replica,
             ResetReplica: lambda f: f.reset_replica,
         }

@@ -39,6 +39,12 @@ class StartReplica(NodeStep):
     template = "start replication on {node}"
 
 
+class StopSqlThread(NodeStep):
+    """Stop applying: once it is stopped nothing replicated can land after writes open."""
+
+    template = "stop the SQL thread on {node}: nothing more is applied"
+
+
 class StopReplica(NodeStep):
     template = "stop replication on {node}"
 
@@ -100,9 +106,9 @@ class AddBackend:
         return f"add read-only backend {self.address} to Atlas {self.atlas}" + (f" ({self.why})" if self.why else "")
 
 
-Step = Union[Fence, StartSqlThread, StartReplica, StopReplica, ResetReplica, ChangeSource, CatchUp, SetWritable, RemoveBackend, AddBackend]
+Step = Union[Fence, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp, SetWritable, RemoveBackend, AddBackend]
 
-DB_STEPS = (Fence, StartSqlThread, StartReplica, StopReplica, ResetReplica, ChangeSource, CatchUp, SetWritable)
+DB_STEPS = (Fence, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp, SetWritable)
 ATLAS_STEPS = (RemoveBackend, AddBackend)
 
 

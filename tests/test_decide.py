@@ -16,7 +16,7 @@ from orchestrator.decide import BACKUP, FAULT, MASTER, STOP, decide
 from orchestrator.model import ClusterView, NodeState, ReplicaStatus, ThreadState
 from orchestrator.plan import (
     ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, RemoveBackend, ResetReplica, SetWritable,
-    StartReplica, StartSqlThread, StopReplica,
+    StartReplica, StartSqlThread, StopReplica, StopSqlThread,
 )
 
 RUN, CONN, STOPPED = ThreadState.RUNNING, ThreadState.CONNECTING, ThreadState.STOPPED
@@ -70,17 +70,17 @@ REPLICA2 = node("server2", ro=True, replica=repl("10.0.0.1"))
 SCENARIOS = [
     # (id, view, event, outcome, reason fragment, steps)
     ("master: peer dead, replica caught up", view(replace(REPLICA1, replica=repl(io=CONN)), down("server2")), MASTER, ACT,
-     "promoting server1: server2 is not reachable", (CatchUp("server1", None, T), StopReplica("server1"), ResetReplica("server1"), SetWritable("server1"))),
+     "promoting server1: server2 is not reachable", (CatchUp("server1", None, T), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
     ("master: peer alive and writable is fenced first", view(REPLICA1, MASTER2), MASTER, ACT,
      "promoting server1: fencing server2 (still writable) first",
-     (Fence("server2"), CatchUp("server1", "server2", T), StopReplica("server1"), ResetReplica("server1"), SetWritable("server1"))),
+     (Fence("server2"), CatchUp("server1", "server2", T), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
     ("master: peer alive read-only", view(REPLICA1, node("server2", ro=True)), MASTER, ACT,
      "server2 is read-only, applying everything received first",
-     (CatchUp("server1", "server2", T), StopReplica("server1"), ResetReplica("server1"), SetWritable("server1"))),
+     (CatchUp("server1", "server2", T), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
     ("master: stopped SQL thread is started to drain", view(replace(REPLICA1, replica=repl(io=CONN, sql=STOPPED)), down("server2")), MASTER, ACT,
-     "promoting server1", (StartSqlThread("server1"), CatchUp("server1", None, T), StopReplica("server1"), ResetReplica("server1"), SetWritable("server1"))),
+     "promoting server1", (StartSqlThread("server1"), CatchUp("server1", None, T), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
     ("master: stopped replication restarted when the peer answers", view(replace(REPLICA1, replica=repl(io=STOPPED, sql=STOPPED)), MASTER2), MASTER, ACT,
-     "fencing server2", (Fence("server2"), StartReplica("server1"), CatchUp("server1", "server2", T), StopReplica("server1"), ResetReplica("server1"), SetWritable("server1"))),
+     "fencing server2", (Fence("server2"), StartReplica("server1"), CatchUp("server1", "server2", T), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
     ("master: SQL error refuses, nothing touched", view(replace(REPLICA1, replica=repl(io=CONN, sql=STOPPED, errno=1062, error="Duplicate entry")), down("server2")), MASTER, REFUSED,
      "refusing to promote server1: server1's SQL thread stopped on error 1062: Duplicate entry", ()),
     ("master: already master is a no-op", view(MASTER1, REPLICA2), MASTER, NOOP, "no action: server1 is already the writable master", ()),
@@ -168,6 +168,8 @@ def apply(v: ClusterView, step) -> ClusterView:
         n = replace(n, read_only=False)
     elif isinstance(step, StopReplica):
         n = replace(n, replica=replace(n.replica, io=STOPPED, sql=STOPPED))
+    elif isinstance(step, StopSqlThread):
+        n = replace(n, replica=replace(n.replica, sql=STOPPED))
     elif isinstance(step, ResetReplica):
         n = replace(n, replica=None)
     elif isinstance(step, (StartReplica, StartSqlThread)):

@@ -25,7 +25,7 @@ from typing import Callable, List, Optional
 import pytest
 
 from orchestrator.lab import netns
-from orchestrator.lab.sandbox import LabError, Sampler, Writer, gtids_beyond, tail, wait_for
+from orchestrator.lab.sandbox import LabError, Sampler, Writer, gtids_beyond, row_ids, tail, wait_for
 
 pytestmark = pytest.mark.netns
 
@@ -157,6 +157,29 @@ def await_rejoin(lab: netns.NetnsLab, old: str, new: str) -> float:
     return time.monotonic() - started
 
 
+def unacknowledged_tail(lab: netns.NetnsLab, old: str, new: str, acked: List[int], sampler: Sampler) -> Optional[str]:
+    """The one outcome that does not heal and is still correct, described; else None.
+
+    An isolated master can commit a transaction the replica never received once its
+    semi-sync wait times out; the writer never got the acknowledgement (its link was
+    down). That GTID is errant on the old master, so orch must refuse to re-point it:
+    only a rebuild (or a binlog rewind) brings it back. Every safety property must hold.
+    """
+    states = lab.servers()
+    s, m = states[old], states[new]
+    if not (s.up and m.up) or not s.read_only or s.replicating:
+        return None
+    extra = gtids_beyond(s.gtid_binlog_state, m.gtid_binlog_state)
+    only_old = row_ids(lab.dbs[old]) - row_ids(lab.dbs[new])
+    if not extra or (set(acked) & only_old) or (set(acked) - row_ids(lab.dbs[new])) or sampler.both_writable():
+        return None
+    if "refusing to replicate" not in tail(lab.hosts[old].file("notify.log"), 40) + tail(lab.hosts[old].file("maintain.log"), 40):
+        return None
+    return (f"{old} committed {len(only_old)} unacknowledged row(s) ({', '.join(extra)}) after its semi-sync wait timed out "
+            f"while isolated; orch fenced it and refused to rejoin it (errant GTIDs), no acknowledged row was lost and "
+            f"there were never two writers. Healing needs a rebuild of {old} (README: Limits).")
+
+
 def drill(lab: netns.NetnsLab, report: Report, name: str, inject: Callable[[str], None], restore: Callable[[str], None],
           prepare: Optional[Callable[[str, str, Writer], None]] = None) -> None:
     """One failover with a live writer; fails naming the property that broke."""
@@ -176,7 +199,14 @@ def drill(lab: netns.NetnsLab, report: Report, name: str, inject: Callable[[str]
         inject(old)
         vip, resumed = await_failover(lab, writer, new, t0)
         restore(old)
-        rejoined = await_rejoin(lab, old, new)
+        try:
+            rejoined = await_rejoin(lab, old, new)
+        except LabError:
+            writer.stop()
+            known = unacknowledged_tail(lab, old, new, [a[0] for a in writer.acked()], sampler)
+            if known is None:
+                raise
+            pytest.xfail(known)
         time.sleep(0.3)  # a few writes replicated to the rejoined server
         writer.stop()
         acked = [a[0] for a in writer.acked()]

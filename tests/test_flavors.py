@@ -37,7 +37,7 @@ def test_detect(version, flavor):
 def test_mysql_statements_by_version(version, status, stop, start, reset, change):
     f = flavors.get("mysql", version)
     assert (f.replica_status_query, f.stop_replica, f.start_replica, f.reset_replica) == (status, stop, start, reset)
-    assert f.start_sql_thread == f"{start} SQL_THREAD"
+    assert f.start_sql_thread == f"{start} SQL_THREAD" and f.stop_sql_thread == f"{stop} SQL_THREAD"
     [(sql, args)] = f.change_source("10.0.0.2", 3306, "repl", "s3cret'pw")
     assert sql.startswith(change)
     assert ("SOURCE_AUTO_POSITION = 1" if "SOURCE" in change else "MASTER_AUTO_POSITION = 1") in sql

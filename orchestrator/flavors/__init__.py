@@ -22,6 +22,7 @@ class Flavor(Protocol):
     stop_replica: str
     start_replica: str
     start_sql_thread: str
+    stop_sql_thread: str
     reset_replica: str
 
     def parse_replica_status(self, row: Optional[Mapping[str, Any]]) -> Optional[ReplicaStatus]:

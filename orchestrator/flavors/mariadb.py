@@ -21,6 +21,7 @@ class MariaDB:
     stop_replica = "STOP SLAVE"
     start_replica = "START SLAVE"
     start_sql_thread = "START SLAVE SQL_THREAD"
+    stop_sql_thread = "STOP SLAVE SQL_THREAD"
     reset_replica = "RESET SLAVE ALL"
 
     def __init__(self, version: str) -> None:

@@ -34,6 +34,7 @@ class MySQL:
         self.stop_replica = f"STOP {word}"
         self.start_replica = f"START {word}"
         self.start_sql_thread = f"START {word} SQL_THREAD"
+        self.stop_sql_thread = f"STOP {word} SQL_THREAD"
         self.reset_replica = f"RESET {word} ALL"
 
     def parse_replica_status(self, row: Optional[Mapping[str, Any]]) -> Optional[ReplicaStatus]:
