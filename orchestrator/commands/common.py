@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, Optional, TextIO
+from typing import Any, Dict, Optional, TextIO, Tuple
 
 from .. import logs
 from ..config import Config, load
-from ..errors import OrchError
+from ..errors import OrchError, Refused
 from ..journal import Journal, new_run_id
 from ..plan import NOOP, Plan
 
@@ -31,8 +31,15 @@ def ensure_state_dir(cfg: Config) -> None:
         raise OrchError(f"state_dir {cfg.state_dir}: {exc.strerror}") from None
 
 
-def execute_plan(cfg: Config, plan: Plan, event: str, run_id: str, servers: Dict[str, Any], view: Any, out: Optional[TextIO], started: float) -> int:
-    """Run a decided plan, journal it (begin before any step, end after), return the exit code."""
+def execute_plan(
+    cfg: Config, plan: Plan, event: str, run_id: str, servers: Dict[str, Any], view: Any, out: Optional[TextIO],
+    started: float, atlas_runner: Any = None,
+) -> Tuple[int, Any]:
+    """Run a decided plan, journal it (begin before any step, end after).
+
+    Returns the exit code and the RunResult. A run whose best-effort (Atlas) steps
+    failed while everything else succeeded is journaled as ``partial``.
+    """
     from ..execute import Executor
 
     journal = Journal(cfg.state_dir)
@@ -42,14 +49,14 @@ def execute_plan(cfg: Config, plan: Plan, event: str, run_id: str, servers: Dict
                         "warnings": list(plan.warnings), "plan": [s.describe() for s in plan.steps]})
     for w in plan.warnings:
         log.warning("%s", w)
-    result = Executor(cfg, servers, view).run(plan)
+    result = Executor(cfg, servers, view, atlas_runner).run(plan)
     exit_code = plan.exit_code
     status = plan.outcome
     if result.error is not None:
         exit_code = result.error.exit_code
-        status = "failed"
-        if type(result.error).__name__ == "Refused":
-            status = "refused"
+        status = "refused" if isinstance(result.error, Refused) else "failed"
+    elif any(r.result == "failed" for r in result.results):
+        status = "partial"
     elapsed = int((time.monotonic() - started) * 1000)
     if plan.outcome != NOOP:
         journal.append({**base, "phase": "end", "result": status, "exit": exit_code, "ms": elapsed,
@@ -63,7 +70,7 @@ def execute_plan(cfg: Config, plan: Plan, event: str, run_id: str, servers: Dict
         for r in result.results:
             out.write(f"  [{r.result}] {r.description}{(': ' + r.detail) if r.detail else ''} ({r.ms} ms)\n")
         out.write(f"result: {status}" + (f": {result.error}" if result.error else "") + "\n")
-    return exit_code
+    return exit_code, result
 
 
 def new_run(cfg: Config) -> str:

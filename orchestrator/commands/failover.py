@@ -50,7 +50,7 @@ def _run(args: argparse.Namespace, event: str, out: TextIO, stdin: "TextIO | Non
                 if stdin.readline().strip().lower() not in ("y", "yes"):
                     out.write("aborted: nothing changed\n")
                     return 1
-            return execute_plan(cfg, plan, event, run_id, servers, view, out if operator else None, started)
+            return execute_plan(cfg, plan, event, run_id, servers, view, out if operator else None, started)[0]
         finally:
             for s in servers.values():
                 s.close()

@@ -98,31 +98,22 @@ class Maintainer:
                 log.info("pass skipped: another orch run acted since this pass observed; observing again next pass")
                 return 0
             if acting:
-                return self._rejoin(rejoin, view)
-            return self._apply_atlas(plan, journal)
+                return self._execute(rejoin, view, "REJOIN")
+            return self._execute(plan, view, "MAINTAIN")
         finally:
             lock.__exit__(None, None, None)
 
-    def _rejoin(self, plan, view) -> int:
+    def _execute(self, plan, view, event: str) -> int:
+        """Run a plan through the shared executor and journal; the number of changes made."""
+        from ..atlas.apply import run_atlas_steps
         from ..journal import new_run_id
         from .common import execute_plan
 
-        code = execute_plan(self.cfg, plan, "REJOIN", new_run_id(), self.servers, view, None, time.monotonic())
-        return len(plan.steps) if code == 0 else 0
+        def atlas_runner(cfg, steps):
+            return run_atlas_steps(cfg, steps, self.admins)
 
-    def _apply_atlas(self, plan, journal) -> int:
-        from ..atlas.apply import run_atlas_steps
-        from ..journal import new_run_id
-
-        started = time.monotonic()
-        base = {"id": new_run_id(), "node": self.cfg.self_name, "event": "MAINTAIN"}
-        journal.append({**base, "phase": "begin", "reason": plan.reason, "outcome": plan.outcome, "plan": [s.describe() for s in plan.steps]})
-        results = run_atlas_steps(self.cfg, plan.steps, self.admins)
-        failed = [r for r in results if r.result == "failed"]
-        journal.append({**base, "phase": "end", "result": "failed" if failed else "act", "exit": 1 if failed else 0,
-                        "ms": int((time.monotonic() - started) * 1000), "error": "; ".join(r.detail for r in failed),
-                        "steps": [r.as_dict() for r in results]})
-        return sum(1 for r in results if r.result == "ok" and r.step != "Persist")
+        _, result = execute_plan(self.cfg, plan, event, new_run_id(), self.servers, view, None, time.monotonic(), atlas_runner)
+        return sum(1 for r in result.results if r.result == "ok" and r.step != "Persist")
 
 
 def maintain(args: argparse.Namespace, out: TextIO) -> int:

@@ -91,15 +91,6 @@ class LoopbackLab(Lab):
 
     # -- build ------------------------------------------------------------------------
 
-    def up(self, timeout: float = 60) -> None:
-        started = time.monotonic()
-        try:
-            self._up(timeout)
-        except BaseException:
-            self.down()
-            raise
-        self.progress(f"lab ready in {time.monotonic() - started:.1f}s")
-
     def _up(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         for host in self.hosts.values():

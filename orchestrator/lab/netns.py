@@ -201,16 +201,6 @@ class NetnsLab(Lab):
 
     # -- build --------------------------------------------------------------------
 
-    def up(self, timeout: float = 60) -> None:
-        """Build everything; on any failure, tear down what was built and re-raise."""
-        started = time.monotonic()
-        try:
-            self._up(timeout)
-        except BaseException:
-            self.down()
-            raise
-        self.progress(f"lab ready in {time.monotonic() - started:.1f}s")
-
     def _up(self, timeout: float) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         for host in self.hosts.values():

@@ -91,7 +91,10 @@ def run(argv: Sequence[str], timeout: float = 20, check: bool = True, input: Opt
 
 
 def orch_bin() -> str:
-    """The `orch` next to this interpreter (the venv), else the one on PATH."""
+    """$ORCH_LAB_ORCH, else the `orch` next to this interpreter (the venv), else the one on PATH."""
+    chosen = os.environ.get("ORCH_LAB_ORCH")
+    if chosen:
+        return chosen
     beside = Path(sys.executable).parent / "orch"
     if beside.exists():
         return str(beside)
@@ -672,7 +675,17 @@ class Lab:
 
     # -- what subclasses provide ---------------------------------------------------
 
-    def up(self) -> None:
+    def up(self, timeout: float = 60) -> None:
+        """Build everything; on any failure, tear down what was built and re-raise."""
+        started = time.monotonic()
+        try:
+            self._up(timeout)
+        except BaseException:
+            self.down()
+            raise
+        self.progress(f"lab ready in {time.monotonic() - started:.1f}s")
+
+    def _up(self, timeout: float) -> None:
         raise NotImplementedError
 
     def down(self) -> None:
