@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 from orchestrator.lab import mariadb
 from orchestrator.lab.sandbox import (
     APP_CREDENTIALS, CONF_DIR, HOOKS_DIR, NAMES, Host, Lab, LabError, Narrator, Proc, Sampler, Writer, create_app_schema,
-    log_size, orch_bin, orch_outcomes, run, spawn, tail, wait_for, write_host_files,
+    log_size, orch_bin, orch_outcomes, run, spawn, tail, wait_for, who_repointed, write_host_files,
 )
 
 T = TypeVar("T")
@@ -244,7 +244,7 @@ class NetnsLab(Lab):
                  lambda: self.keepalived_state(h2) == "BACKUP" and self.servers()["server2"].replicating, timeout,
                  detail=lambda: f"keepalived: {self.keepalived_state(h2)}; {self.servers()['server2'].describe()}; "
                                 f"notify.log: {tail(h2.file('notify.log'), 4)}")
-        self.progress("server2 is BACKUP and replicates from server1 (orch notify BACKUP pointed it there)")
+        self.progress(f"server2 is BACKUP and replicates from server1 ({who_repointed(h2)})")
         create_app_schema(self.dbs["server1"])
         for host in self.hosts.values():
             self.start_maintainer(host)
@@ -413,7 +413,7 @@ class NetnsLab(Lab):
             wait_for(f"{old} to replicate from {new}",
                      lambda: self.servers()[old].replicating and self.servers()[old].source == nh.backend, timeout,
                      detail=lambda: self.servers()[old].describe())
-            n.say(f"{old} replicates from {new}: orch notify BACKUP pointed it there (GTID auto-positioning)")
+            n.say(f"{old} replicates from {new}: {who_repointed(oh)} (GTID auto-positioning)")
             writer.stop()
             acked = [a[0] for a in writer.acked()]
             self.wait_healthy(timeout, acked, sampler)

@@ -860,6 +860,19 @@ def orch_outcomes(log: Path, offset: int) -> List[str]:
     return out
 
 
+def who_repointed(host: "Host") -> str:
+    """Which orch run last pointed this host's server at its peer, from its journal."""
+    from ..journal import Journal
+
+    for record in reversed(Journal(str(host.file("state"))).tail(50)):
+        steps = record.get("steps") or []
+        if record.get("phase") == "end" and any(s.get("step") == "ChangeSource" and s.get("result") == "ok" for s in steps):
+            if record.get("event") == "REJOIN":
+                return "orch maintain pointed it there, completing a rejoin its BACKUP event could not finish yet"
+            return f"orch notify {record.get('event')} pointed it there"
+    return "it already replicated from there"
+
+
 def log_size(path: Path) -> int:
     try:
         return path.stat().st_size
