@@ -407,3 +407,12 @@ def test_notify_path_stays_light(cluster):
     assert "pymysql" in imported and "orchestrator.decide" in imported, "import tracing did not work"
     for heavy in ("apscheduler", "tenacity", "orchestrator.atlas.client", "orchestrator.commands.maintain"):
         assert heavy not in imported, f"{heavy} is imported on the notify path"
+
+
+def test_check_command_answers_for_this_node_only(cluster):
+    s1, s2, cfg, _ = cluster
+    assert t.orch(cfg, "server1", "check").code == 0
+    s1.kill()
+    r = t.orch(cfg, "server1", "check", "--timeout", "0.5")
+    assert r.code == 1 and "server1" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+    assert t.orch(cfg, "server2", "check").code == 0
