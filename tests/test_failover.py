@@ -416,3 +416,15 @@ def test_check_command_answers_for_this_node_only(cluster):
     r = t.orch(cfg, "server1", "check", "--timeout", "0.5")
     assert r.code == 1 and "server1" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
     assert t.orch(cfg, "server2", "check").code == 0
+
+
+def test_status_flags_an_unfinished_run(cluster):
+    from orchestrator.journal import Journal
+
+    s1, s2, cfg, state = cluster
+    Path(state).mkdir(parents=True, exist_ok=True)
+    Journal(state).append({"id": "r1", "node": "server2", "event": "MASTER", "phase": "begin", "reason": "promoting server2"})
+    r = t.orch(cfg, "server1", "status")
+    assert "r1 server2 MASTER: UNFINISHED" in r.stdout, r
+    Journal(state).append({"id": "r1", "node": "server2", "event": "MASTER", "phase": "end", "result": "act"})
+    assert "UNFINISHED" not in t.orch(cfg, "server1", "status").stdout

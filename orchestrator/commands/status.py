@@ -72,8 +72,12 @@ def render_table(nodes: List[Dict[str, Any]], journal: List[Dict[str, Any]], clu
         lines.append(f"{label:<{width}}  " + "  ".join(f"{c:<{col}}" for c in row).rstrip())
     lines.append("")
     lines.append("journal (last entries):" if journal else "journal: empty")
+    ended = {e.get("id") for e in journal if e.get("phase") == "end"}
     for e in journal:
-        if e.get("phase") == "end":
+        if e.get("phase") == "begin" and e.get("id") not in ended:
+            lines.append(f"  {e.get('time')} {e.get('id')} {e.get('node')} {e.get('event')}: UNFINISHED (still running, or "
+                         f"the run died mid-plan: the next event or orch promote/demote re-observes and completes it): {e.get('reason')}")
+        elif e.get("phase") == "end":
             lines.append(f"  {e.get('time')} {e.get('id')} {e.get('node')} {e.get('event')}: {e.get('result')}" + (f" ({e['error']})" if e.get("error") else ""))
         else:
             lines.append(f"  {e.get('time')} {e.get('id')} {e.get('node')} {e.get('event')}: {e.get('reason')}")
