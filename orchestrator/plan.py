@@ -108,7 +108,6 @@ class AddBackend:
 
 Step = Union[Fence, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp, SetWritable, RemoveBackend, AddBackend]
 
-DB_STEPS = (Fence, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp, SetWritable)
 ATLAS_STEPS = (RemoveBackend, AddBackend)
 
 

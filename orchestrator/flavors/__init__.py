@@ -5,7 +5,7 @@ No code outside this package asks which flavor it is talking to.
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional, Protocol, Sequence, Tuple
+from typing import Any, List, Mapping, Optional, Protocol, Tuple
 
 from ..model import NodeState, ReplicaStatus
 
@@ -82,7 +82,3 @@ def version_tuple(version: str) -> Tuple[int, ...]:
     while len(out) < 3:
         out.append(0)
     return tuple(out)
-
-
-def names(row: Mapping[str, Any], keys: Sequence[str]) -> Tuple[Any, ...]:
-    return tuple(row.get(k) for k in keys)

@@ -100,11 +100,7 @@ class LoopbackLab(Lab):
         h1, h2 = self.hosts["server1"], self.hosts["server2"]
         write_host_files(h1, h2, rw_backend=h1.backend)  # no VIP: Atlas's writer backend is the first master
         write_host_files(h2, h1, rw_backend=h1.backend)
-        for db in self.dbs.values():
-            db.initialize(template)
-            db.launch()
-        for db in self.dbs.values():
-            db.wait_until_ready()
+        mariadb.start_together(self.dbs.values(), template)
         self.save()
         self.progress(f"mariadbd running: server1 on 127.0.0.1:{h1.port}, server2 on 127.0.0.1:{h2.port}, both read-only")
         for host in self.hosts.values():

@@ -220,11 +220,7 @@ class NetnsLab(Lab):
         template = self.template or mariadb.create_template(str(self.workdir / "template" / "data"))
         for host in self.hosts.values():
             write_host_files(host, self.hosts[self.peer_of(host.name)], vip=VIP)
-        for db in self.dbs.values():
-            db.initialize(template)
-            db.launch()
-        for db in self.dbs.values():
-            db.wait_until_ready()
+        mariadb.start_together(self.dbs.values(), template)
         self.save()
         self.progress("mariadbd running on both hosts, both read-only")
         for host in self.hosts.values():
