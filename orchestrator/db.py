@@ -38,8 +38,10 @@ class Server:
                 **_tls_options(self.account),
                 host=self.node.host,
                 port=self.node.port,
-                user=self.account.user,
-                password=self.account.password,
+                # bytes: PyMySQL would encode a str password as latin-1, and a UTF-8
+                # password (what the mysql client sends) would never authenticate.
+                user=self.account.user.encode("utf-8"),
+                password=self.account.password.encode("utf-8"),
                 connect_timeout=self.account.connect_timeout,
                 read_timeout=self.read_timeout,
                 write_timeout=self.read_timeout,
