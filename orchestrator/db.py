@@ -10,29 +10,39 @@ import logging
 from typing import Any, Dict, List, Optional, Sequence
 
 from .config import Account, Node
-from .errors import DatabaseError
+from .errors import ALIVE, DOWN, LOST, DatabaseError
 
 log = logging.getLogger(__name__)
 
 
 class Server:
-    """A connection to one node, opened lazily, with the orch account."""
+    """A connection to one node, opened lazily, with the orch account.
 
-    def __init__(self, node: Node, account: Account, read_timeout: float = 10.0) -> None:
+    Every deadline has its purpose: the handshake gets ``connect_timeout`` (a hung server
+    accepts TCP and then says nothing), statements get ``read_timeout`` (observation) unless
+    a call names its own (the fence, the catch-up wait).
+    """
+
+    def __init__(self, node: Node, account: Account, read_timeout: Optional[float] = None) -> None:
         self.node = node
         self.account = account
-        self.read_timeout = read_timeout
+        self.read_timeout = read_timeout if read_timeout is not None else getattr(account, "read_timeout", 2.0)
         self._conn: Any = None
 
     @property
     def label(self) -> str:
         return f"{self.node.name} ({self.node.host}:{self.node.port})"
 
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
     def connect(self) -> None:
         if self._conn is not None:
             return
         import pymysql  # deferred: keeps `orch --help` and config errors fast
 
+        handshake = self.account.connect_timeout
         try:
             self._conn = _connection_class()(
                 **_tls_options(self.account),
@@ -42,44 +52,67 @@ class Server:
                 # password (what the mysql client sends) would never authenticate.
                 user=self.account.user.encode("utf-8"),
                 password=self.account.password.encode("utf-8"),
-                connect_timeout=self.account.connect_timeout,
-                read_timeout=self.read_timeout,
-                write_timeout=self.read_timeout,
+                connect_timeout=handshake,
+                read_timeout=handshake,  # PyMySQL reads the handshake with the read timeout
+                write_timeout=handshake,
                 autocommit=True,
                 charset="utf8mb4",
                 cursorclass=pymysql.cursors.DictCursor,
             )
         except pymysql.err.MySQLError as exc:
-            raise DatabaseError(f"{self.label}: cannot connect: {_describe(exc)}") from None
+            code = _code(exc)
+            if code is not None and code < 2000:  # the server answered: alive
+                raise DatabaseError(f"{self.label}: alive but unusable: {_describe(exc)}", ALIVE, code) from None
+            if code == 2013:
+                raise DatabaseError(f"{self.label}: no handshake within {handshake:g}s (hung or overloaded)", DOWN, code) from None
+            raise DatabaseError(f"{self.label}: cannot connect: {_describe(exc)}", DOWN, code or 0) from None
         except (OSError, ValueError) as exc:
-            raise DatabaseError(f"{self.label}: cannot connect: {exc}") from None
+            raise DatabaseError(f"{self.label}: cannot connect: {exc}", DOWN) from None
+        self._set_timeout(self.read_timeout)
 
-    def query(self, sql: str, args: Sequence[Any] = ()) -> List[Dict[str, Any]]:
+    def _set_timeout(self, seconds: float) -> None:
+        # PyMySQL applies _read_timeout/_write_timeout to the socket before each read/write.
+        self._conn._read_timeout = seconds
+        self._conn._write_timeout = seconds
+
+    def query(self, sql: str, args: Sequence[Any] = (), timeout: Optional[float] = None) -> List[Dict[str, Any]]:
         """Run one statement; return its rows as dicts keyed by column name."""
         import pymysql
 
         self.connect()
+        if timeout is not None:
+            self._set_timeout(timeout)
         try:
             with self._conn.cursor() as cur:
                 cur.execute(sql, tuple(args) if args else None)
-                return list(cur.fetchall() or [])
+                rows = list(cur.fetchall() or [])
+            if timeout is not None:
+                self._set_timeout(self.read_timeout)
+            return rows
         except pymysql.err.MySQLError as exc:
             self.close()
-            raise DatabaseError(f"{self.label}: {sql.split(' = %s')[0][:80]}: {_describe(exc)}") from None
+            code = _code(exc)
+            what = f"{self.label}: {sql.split(' = %s')[0][:80]}"
+            if code in (2006, 2013, 2014, 2055):
+                if "timed out" in str(exc):
+                    spent = timeout if timeout is not None else self.read_timeout
+                    raise DatabaseError(f"{what}: no answer within {spent:g}s", ALIVE, code) from None
+                raise DatabaseError(f"{what}: {_describe(exc)}", LOST, code) from None
+            raise DatabaseError(f"{what}: {_describe(exc)}", ALIVE, code or 0) from None
         except OSError as exc:
             self.close()
-            raise DatabaseError(f"{self.label}: {sql[:80]}: {exc}") from None
+            raise DatabaseError(f"{self.label}: {sql[:80]}: {exc}", LOST) from None
 
-    def value(self, sql: str, args: Sequence[Any] = ()) -> Any:
-        rows = self.query(sql, args)
+    def value(self, sql: str, args: Sequence[Any] = (), timeout: Optional[float] = None) -> Any:
+        rows = self.query(sql, args, timeout)
         if not rows:
             return None
         return next(iter(rows[0].values()))
 
-    def execute(self, sql: str, args: Sequence[Any] = (), why: str = "") -> None:
+    def execute(self, sql: str, args: Sequence[Any] = (), why: str = "", timeout: Optional[float] = None) -> None:
         """Run a state-changing statement and log it (statement text only, never values)."""
         log.info("%s: %s%s", self.node.name, sql, f"  -- {why}" if why else "")
-        self.query(sql, args)
+        self.query(sql, args, timeout)
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -137,6 +170,11 @@ def _connection_class() -> Any:
     return _CONNECTION_CLASS
 
 
+def _code(exc: Exception) -> Optional[int]:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
 def _describe(exc: Exception) -> str:
     args = getattr(exc, "args", ())
     if len(args) >= 2 and isinstance(args[0], int):
@@ -145,5 +183,5 @@ def _describe(exc: Exception) -> str:
 
 
 def open_servers(cfg: Any, read_timeout: Optional[float] = None) -> Dict[str, Server]:
-    timeout = read_timeout if read_timeout is not None else max(10.0, cfg.failover.catchup_timeout + 5.0)
-    return {n.name: Server(n, cfg.mysql, timeout) for n in cfg.nodes}
+    """One lazily connected Server per node; statements default to the short observation timeout."""
+    return {n.name: Server(n, cfg.mysql, read_timeout) for n in cfg.nodes}

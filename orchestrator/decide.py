@@ -13,8 +13,8 @@ from . import flavors
 from .config import Config
 from .model import ClusterView, NodeState, ThreadState
 from .plan import (
-    ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, Plan, RemoveBackend, ResetReplica, SetWritable,
-    StartReplica, StartSqlThread, Step, StopReplica, StopSqlThread,
+    ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, Plan, PreserveRelayLog, Recheck, RemoveBackend,
+    ResetReplica, SetWritable, StartReplica, StartSqlThread, Step, StopReplica, StopSqlThread,
 )
 
 MASTER = "MASTER"
@@ -35,8 +35,15 @@ class Health:
     reason: str
 
 
-def replica_health(view: ClusterView, node: NodeState, peer: NodeState, cfg: Config) -> Health:
-    """Is ``node`` a replica of ``peer`` safe to serve reads (an Atlas read-only backend)?"""
+def replica_health(view: ClusterView, node: NodeState, peer: NodeState, cfg: Config, *, in_atlas: bool = False) -> Health:
+    """Is ``node`` a replica of ``peer`` safe to serve reads (an Atlas read-only backend)?
+
+    Hysteresis: ``in_atlas=False`` asks whether it may be (re-)added, which also needs
+    everything it received applied (its relay log drained). ``in_atlas=True`` asks whether
+    it may stay: under write load there is nearly always something received but not yet
+    applied, so staying needs only both threads running, lag within max_lag, no errant
+    GTIDs, read-only and replicating from the peer.
+    """
     if not node.reachable:
         return Health(False, f"{node.name} is not reachable")
     if node.writable:
@@ -51,7 +58,7 @@ def replica_health(view: ClusterView, node: NodeState, peer: NodeState, cfg: Con
     if r.sql is not ThreadState.RUNNING:
         return Health(False, f"{node.name}'s SQL thread is {r.sql.value}" + (f": {r.last_sql_error}" if r.last_sql_error else ""))
     flavor = flavor_of(node, cfg)
-    unapplied = flavor.unapplied(node)
+    unapplied = "" if in_atlas else flavor.unapplied(node)
     if unapplied:
         return Health(False, f"{node.name} has not applied its relay log ({unapplied})")
     if r.lag is None:
@@ -89,52 +96,100 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
             return Plan(f"no action: stale MASTER event, {me.name} does not hold VIP {cfg.keepalived.vip}", outcome=NOOP)
         warnings += (f"{me.name} does not hold VIP {cfg.keepalived.vip}: clients will not reach it until keepalived moves it",)
     if not me.reachable:
-        return Plan(f"refusing to promote {me.name}: its server is not reachable ({me.error})", outcome=REFUSED, warnings=warnings)
+        state = "answers, but unusably" if me.alive else "is not reachable"
+        return Plan(f"refusing to promote {me.name}: its server {state} ({me.error})", outcome=REFUSED, warnings=warnings)
     flavor = flavor_of(me, cfg)
-    peer_writable = peer.reachable and peer.writable
+    # Fenced means every read-only switch the flavor has (MySQL: super_read_only too).
+    peer_open = peer.reachable and not flavor_of(peer, cfg).is_fenced(peer)
     r = me.replica
-    if me.writable and not peer_writable and (r is None or not r.configured):
+    configured = r is not None and r.configured
+    if me.writable and not peer_open and not configured:
         return Plan(f"no action: {me.name} is already the writable master", outcome=NOOP, warnings=warnings)
+    if peer.alive:
+        # Not even --force: a server that answers may still take writes, and orch cannot fence it.
+        return Plan(
+            f"refusing to promote {me.name}: {peer.name} is alive but cannot be fenced ({peer.error}); "
+            f"it may still take writes, and two writable masters fork the data",
+            outcome=REFUSED, warnings=warnings,
+        )
 
     steps: List[Step] = []
-    if not me.writable:
-        # Refusals come before any step: a refused promotion changes nothing.
-        if r is not None and r.sql_error:
-            text = f"{me.name}'s SQL thread stopped on error {r.last_sql_errno}: {r.last_sql_error}"
+    if peer_open:
+        steps.append(Fence(peer.name))
+    if me.writable:
+        if configured:
+            steps += [StopReplica(me.name), ResetReplica(me.name)]
+        steps += _remove_own_backend(cfg, f"{me.name} is the master now")
+        if peer_open:
+            return Plan(f"both servers are writable: fencing {peer.name}, {me.name} stays the master", tuple(steps), ACT, warnings)
+        return Plan(f"{me.name} is writable but still has replication configured: removing it", tuple(steps), ACT, warnings)
+
+    # Refusals come before any step: a refused promotion changes nothing.
+    if r is not None and r.sql_error:
+        text = f"{me.name}'s SQL thread stopped on error {r.last_sql_errno}: {r.last_sql_error}"
+        if not force:
+            return Plan(
+                f"refusing to promote {me.name}: {text}; its data may be incomplete (orch promote --force overrides)",
+                outcome=REFUSED, warnings=warnings,
+            )
+        warnings += (f"--force: promoting although {text}",)
+    errant = lacking = ""
+    if peer.reachable:
+        errant = flavor.errant(me, peer)
+        lacking = flavor.lacking(peer.binlog_pos, me)
+        if errant and lacking:
+            text = f"{me.name} and {peer.name} have diverged: {me.name} has {errant} that {peer.name} lacks, and lacks {lacking}"
             if not force:
                 return Plan(
-                    f"refusing to promote {me.name}: {text}; its data may be incomplete (orch promote --force overrides)",
+                    f"refusing to promote {me.name}: {text}; either way one side's transactions would be lost "
+                    f"(reconcile by hand; orch promote --force keeps only {me.name}'s)",
                     outcome=REFUSED, warnings=warnings,
                 )
-            warnings += (f"--force: promoting although {text}",)
-        if peer.reachable:
-            errant = flavor.errant(me, peer)
-            if errant:
-                warnings += (f"{me.name} has transactions {peer.name} lacks (errant GTIDs {errant}); they become part of the new master's history",)
-    if peer_writable:
-        steps.append(Fence(peer.name))
-    if not me.writable:
-        if r is not None and r.configured:
-            if peer.reachable and (r.io is ThreadState.STOPPED or r.sql is ThreadState.STOPPED):
-                steps.append(StartReplica(me.name))
-            elif r.sql is ThreadState.STOPPED:
-                steps.append(StartSqlThread(me.name))
-        steps.append(CatchUp(me.name, peer.name if peer.reachable else None, cfg.failover.catchup_timeout, force))
-    if not me.writable:
+            warnings += (f"--force: promoting although {text}; {peer.name}'s {lacking} will not be on the new master",)
+        elif errant:
+            warnings += (f"{me.name} has transactions {peer.name} lacks (errant GTIDs {errant}); they become part of the new master's history",)
+
+    unapplied = flavor.unapplied(me) if configured else ""
+    timeout = cfg.failover.catchup_timeout
+    preserved = False
+    if configured and r is not None and r.sql is ThreadState.STOPPED and unapplied:
+        if r.io is ThreadState.STOPPED:
+            steps.append(PreserveRelayLog(me.name))
+            preserved = True
+        steps.append(StartSqlThread(me.name))
+    # Follow the peer when it has (or, fenced just now, may still get) transactions this node lacks.
+    follow = peer.reachable and not errant and bool(lacking or peer_open)
+    pointed = configured and r is not None and r.auto_position and me.replicates_from(peer.host, peer.port) and not preserved
+    following = pointed and r is not None and r.io in (ThreadState.RUNNING, ThreadState.CONNECTING) and r.sql is ThreadState.RUNNING
+    if follow and not following:
+        if unapplied:
+            # Drained first: re-pointing (or a GTID-mode START SLAVE) drops the relay log.
+            steps.append(CatchUp(me.name, None, timeout, force))
+        if pointed:
+            steps.append(StartReplica(me.name))
+        else:
+            if configured:
+                steps.append(StopReplica(me.name))
+            steps += [ChangeSource(me.name, peer.name, peer.host, peer.port), StartReplica(me.name)]
+        configured = True
+    steps.append(CatchUp(me.name, peer.name if peer.reachable else None, timeout, force))
+    # Writes open only on a state read just now (the VIP and the peer may have changed
+    # during a long catch-up); a failed re-check leaves replication as it was.
+    recheck = Recheck(me.name, peer.name if peer.reachable else None, cfg.keepalived.vip if view.holds_vip else "")
+    if recheck.peer or recheck.vip:
+        steps.append(recheck)
+    if configured:
         # Applying stops before writes open; the IO thread is stopped after, because
         # stopping it can take seconds when the old master vanished with a live socket.
-        if r is not None and r.configured:  # also when it was started above to drain
-            steps.append(StopSqlThread(me.name))
-        steps.append(SetWritable(me.name))
-    if r is not None and r.configured:
+        steps.append(StopSqlThread(me.name))
+    steps.append(SetWritable(me.name))
+    if configured:
         steps += [StopReplica(me.name), ResetReplica(me.name)]
     steps += _remove_own_backend(cfg, f"{me.name} is the master now")
-    if peer_writable and me.writable:
-        reason = f"both servers are writable: fencing {peer.name}, {me.name} stays the master"
-    elif me.writable:
-        reason = f"{me.name} is writable but still has replication configured: removing it"
-    elif peer_writable:
+    if peer_open:
         reason = f"promoting {me.name}: fencing {peer.name} (still writable) first, then applying everything received"
+    elif lacking and follow:
+        reason = f"promoting {me.name}: {peer.name} is read-only but has {lacking} that {me.name} lacks: replicating it first"
     elif peer.reachable:
         reason = f"promoting {me.name}: {peer.name} is read-only, applying everything received first"
     else:
@@ -146,6 +201,11 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False) -> Pla
     me, peer = view.me, view.peer
     if view.holds_vip is True and not operator:
         return Plan(f"no action: stale BACKUP event, {me.name} holds VIP {cfg.keepalived.vip}", outcome=NOOP)
+    if me.alive:
+        return Plan(
+            f"cannot fence {me.name}: its server answers, but unusably ({me.error}); it may still take writes",
+            tuple(_remove_own_backend(cfg, f"{me.name} cannot be observed")), REFUSED,
+        )
     if not me.reachable:
         return Plan(
             f"nothing to fence: {me.name}'s server is not reachable ({me.error}); the next BACKUP or orch demote completes this",
@@ -163,8 +223,9 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False) -> Pla
         return _remove_own_backend(cfg, f"{me.name} is not a healthy replica")
 
     if not peer.reachable:
+        state = "answers, but unusably" if peer.alive else "is not reachable"
         return Plan(
-            f"{fenced} {me.name}; {peer.name} is not reachable ({peer.error}): staying read-only until it is back",
+            f"{fenced} {me.name}; {peer.name} {state} ({peer.error}): staying read-only until it is back",
             tuple(steps + own_backend()), INCOMPLETE,
         )
     if not peer.writable:
@@ -210,6 +271,11 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False) -> Pla
 
 def decide_fault(view: ClusterView, cfg: Config, event: str) -> Plan:
     me = view.me
+    if me.alive:
+        return Plan(
+            f"{event}: cannot fence {me.name}: its server answers, but unusably ({me.error}); it may still take writes",
+            tuple(_remove_own_backend(cfg, f"{me.name} cannot be observed")), REFUSED,
+        )
     if not me.reachable:
         return Plan(
             f"{event}: {me.name}'s server is not reachable ({me.error}): nothing to fence",

@@ -22,8 +22,19 @@ class ConfigError(OrchError):
         super().__init__("; ".join(self.problems))
 
 
+# How a server failed to answer (DatabaseError.kind): only DOWN means it cannot take writes.
+DOWN = "down"  # refused, unroutable, or no handshake within connect_timeout
+ALIVE = "alive"  # it answered, but unusably: access denied, too many connections, a slow statement
+LOST = "lost"  # an open connection broke mid-statement: connect again to tell which
+
+
 class DatabaseError(OrchError):
     """A MySQL/MariaDB server could not be reached or rejected a statement."""
+
+    def __init__(self, message: str, kind: str = ALIVE, code: int = 0) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
 
 
 class AtlasError(OrchError):

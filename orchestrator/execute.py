@@ -7,25 +7,45 @@ best effort: their failures are logged and journaled, and the maintainer retries
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import flavors
 from .config import Config
-from .errors import DatabaseError, OrchError, Refused
+from .errors import DOWN, DatabaseError, OrchError, Refused
+from .flavors import BLOCKERS_QUERY, KILL_CONNECTION, LOCK_WAIT_TIMEOUT
 from .model import ClusterView, ThreadState
-from .observe import read_node
+from .observe import holds_address, observe_node, read_node
 from .plan import (
-    ATLAS_STEPS, CatchUp, ChangeSource, Fence, Plan, ResetReplica, SetWritable, StartReplica, StartSqlThread, Step,
-    StopReplica, StopSqlThread,
+    ATLAS_STEPS, CatchUp, ChangeSource, Fence, Plan, PreserveRelayLog, Recheck, ResetReplica, SetWritable, StartReplica,
+    StartSqlThread, Step, StopReplica, StopSqlThread,
 )
 from .db import Server
 
 log = logging.getLogger(__name__)
 
 WAIT_SLICE = 1.0  # seconds per wait call, so a replication error is noticed within a second
+# A fence that waited too long: lock wait timeout (server side) or no answer (client side).
+BLOCKED_CODES = (1205, 2013)
+
+
+def statement_digest(info: Any) -> str:
+    """A statement's shape without its values (literals become ?), and a short hash of it."""
+    text = str(info or "")
+    text = re.sub(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", "?", text)
+    text = re.sub(r"\b\d+(?:\.\d+)?\b", "?", text)
+    text = " ".join(text.split())
+    return f"{hashlib.sha1(text.encode()).hexdigest()[:12]} {text[:100]!r}"
+
+
+def session_text(row: Dict[str, Any]) -> str:
+    """id, user, host and statement digest of a processlist row (never the statement's values)."""
+    return f"id {row.get('id')} user {row.get('user')!r} host {row.get('host')!r} ({row.get('command')} for {row.get('time')}s) digest {statement_digest(row.get('info'))}"
 
 
 @dataclass
@@ -88,10 +108,16 @@ class Executor:
     # ------------------------------------------------------------------ steps
 
     def _do(self, step: Step) -> str:
-        if isinstance(step, (Fence, SetWritable)):
-            return self._set_read_only(step.node, fenced=isinstance(step, Fence))
+        if isinstance(step, Fence):
+            return self._fence(step.node)
+        if isinstance(step, SetWritable):
+            return self._set_read_only(step.node, fenced=False)
         if isinstance(step, CatchUp):
             return self._catch_up(step)
+        if isinstance(step, PreserveRelayLog):
+            return self._preserve_relay_log(step.node)
+        if isinstance(step, Recheck):
+            return self._recheck(step)
         if isinstance(step, ChangeSource):
             server = self.servers[step.node]
             acct = self.cfg.replication
@@ -118,17 +144,84 @@ class Executor:
             self._flavors[name] = flavors.get(self.cfg.flavor, str(server.value("SELECT VERSION()")))
         return self._flavors[name]
 
-    def _set_read_only(self, name: str, fenced: bool) -> str:
+    def _set_read_only(self, name: str, fenced: bool, timeout: Optional[float] = None) -> str:
         """Fence (read_only on) or open (off) a server, then re-read and verify it."""
         server = self.servers[name]
         flavor = self._flavor(server)
         statements = flavor.fence_statements if fenced else flavor.unfence_statements
         for sql in statements:
-            server.execute(sql, why=f"fence {name}" if fenced else f"{name} is the master")
+            server.execute(sql, why=f"fence {name}" if fenced else f"{name} is the master", timeout=timeout)
         state = read_node(server, flavor.name)
         if flavor.is_fenced(state) != fenced or state.read_only != fenced:
             raise DatabaseError(f"{server.label}: read_only={int(state.read_only)} after {'; '.join(statements)}")
         return f"read_only={int(fenced)} verified"
+
+    def _fence(self, name: str) -> str:
+        """Fence within failover.fence_timeout; past it, kill the client sessions it waits behind, once.
+
+        SET GLOBAL read_only waits for running writes (a 60 s UPDATE holds it 60 s): the
+        session's lock_wait_timeout bounds that wait on the server, the read timeout bounds
+        a server that does not answer at all.
+        """
+        server = self.servers[name]
+        seconds = self.cfg.failover.fence_timeout
+        try:
+            return self._fence_once(server, seconds)
+        except DatabaseError as exc:
+            if exc.kind == DOWN or exc.code not in BLOCKED_CODES:
+                raise
+            log.warning("fence %s: not done within %gs (%s): killing the client sessions it waits behind", name, seconds, exc)
+        killed = self._kill_blockers(server)
+        detail = self._fence_once(server, seconds)
+        return f"{detail} after killing {len(killed)} blocking session(s): " + "; ".join(killed) if killed else detail
+
+    def _fence_once(self, server: Server, seconds: float) -> str:
+        server.execute(LOCK_WAIT_TIMEOUT, (max(1, math.ceil(seconds)),), why="bound the fence's wait for running writes",
+                       timeout=seconds + 1)
+        return self._set_read_only(server.node.name, fenced=True, timeout=seconds + 1)
+
+    def _kill_blockers(self, server: Server) -> List[str]:
+        """Kill every client session running a statement (never replication or system threads)."""
+        killed = []
+        for row in server.query(BLOCKERS_QUERY):
+            text = session_text(row)
+            try:
+                server.execute(KILL_CONNECTION, (int(row["id"]),), why=f"it blocks fencing {server.node.name}: {text}")
+            except DatabaseError as exc:
+                if exc.code == 1094:  # "Unknown thread id": it ended by itself
+                    continue
+                raise
+            log.warning("fence %s: killed session %s", server.node.name, text)
+            killed.append(text)
+        return killed
+
+    def _preserve_relay_log(self, name: str) -> str:
+        server = self.servers[name]
+        flavor = self._flavor(server)
+        me = read_node(server, flavor.name)
+        r = me.replica
+        if r is None or not r.configured or r.io is not ThreadState.STOPPED or r.sql is not ThreadState.STOPPED:
+            return "a replication thread runs: the relay log is not at risk"
+        statements = flavor.preserve_relay_log(r)
+        for sql, args in statements:
+            server.execute(sql, args, why=f"keep {name}'s relay log ({r.relay_log_file}:{r.relay_log_pos}, unapplied {flavor.unapplied(me)})")
+        return f"applying from {r.relay_log_file}:{r.relay_log_pos}" if statements else "the relay log survives START SQL_THREAD here"
+
+    def _recheck(self, step: Recheck) -> str:
+        """Open writes only on a state just read: the VIP is still here, the peer still read-only."""
+        if step.vip and not holds_address(step.vip):
+            raise Refused(f"VIP {step.vip} left this host while {step.node} caught up; {step.node} stays read-only")
+        if not step.peer:
+            return "VIP still here"
+        server = self.servers[step.peer]
+        peer = observe_node(server, self.cfg.flavor)
+        if peer.down:
+            return f"{step.peer} went down meanwhile ({peer.error})"
+        if not peer.reachable:
+            raise Refused(f"cannot re-check {step.peer} ({peer.error}); {step.node} stays read-only")
+        if not flavors.get(peer.flavor, peer.version).is_fenced(peer):
+            raise Refused(f"{step.peer} was opened for writes meanwhile; {step.node} stays read-only")
+        return f"{step.peer} still read-only" + (", VIP still here" if step.vip else "")
 
     def _catch_up(self, step: CatchUp) -> str:
         server = self.servers[step.node]
@@ -156,6 +249,8 @@ class Executor:
                     problem = f"{step.node}'s SQL thread stopped on error {r.last_sql_errno}: {r.last_sql_error}"
                 elif r.sql is not ThreadState.RUNNING:
                     problem = f"{step.node}'s SQL thread is {r.sql.value}"
+                elif step.peer and r.io is ThreadState.STOPPED and r.last_io_error:
+                    problem = f"{step.node}'s IO thread stopped: {r.last_io_error}"
                 remaining = deadline - time.monotonic()
                 if not problem and remaining <= 0:
                     problem = f"catch-up timed out after {step.timeout:g}s"
@@ -165,8 +260,9 @@ class Executor:
                         log.warning("--force: promoting anyway although %s", text)
                         return f"warning: forced although {text}"
                     raise Refused(f"{text}; {step.node} stays read-only (orch promote --force overrides)")
-                sql, args = flavor.wait_statement(missing, min(WAIT_SLICE, max(remaining, 0.01)))
-                server.value(sql, args)
+                wait = min(WAIT_SLICE, max(remaining, 0.01))
+                sql, args = flavor.wait_statement(missing, wait)
+                server.value(sql, args, timeout=wait + server.read_timeout)
                 me = read_node(server, flavor.name)
             waited.append(label)
         return "applied " + " and ".join(waited) if waited else "nothing to apply"

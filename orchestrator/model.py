@@ -37,6 +37,11 @@ class ReplicaStatus:
     last_io_error: str = ""
     last_sql_errno: int = 0
     last_sql_error: str = ""
+    relay_log_file: str = ""  # where the SQL thread stands in the relay log
+    relay_log_pos: int = 0
+    # Moves while the IO thread receives anything (events or heartbeats): proof its source is alive.
+    io_marker: Tuple[Any, ...] = ()
+    heartbeat_period: Optional[float] = None
 
     @property
     def configured(self) -> bool:
@@ -75,18 +80,36 @@ def replica_status_from_row(row: Optional[Mapping[str, Any]], retrieved_columns:
         last_io_error=str(pick(row, ("Last_IO_Error",), "") or ""),
         last_sql_errno=int(pick(row, ("Last_SQL_Errno",), 0) or 0),
         last_sql_error=str(pick(row, ("Last_SQL_Error",), "") or ""),
+        relay_log_file=str(pick(row, ("Relay_Log_File",), "") or ""),
+        relay_log_pos=int(pick(row, ("Relay_Log_Pos",), 0) or 0),
+        io_marker=(
+            pick(row, ("Source_Log_File", "Master_Log_File")), pick(row, ("Read_Source_Log_Pos", "Read_Master_Log_Pos")),
+            pick(row, ("Slave_received_heartbeats",)),
+        ),
+        heartbeat_period=_float(pick(row, ("Slave_heartbeat_period",))),
     )
+
+
+def _float(value: Any) -> Optional[float]:
+    try:
+        return None if value is None or value == "" else float(value)
+    except (TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True)
 class NodeState:
-    """One server as observed. ``reachable=False`` means nothing else is known."""
+    """One server as observed. ``reachable=False`` means nothing else is known; then
+    ``alive`` tells a server that answered unusably (access denied, too many connections,
+    a statement timing out, its replica still receiving from it: it may still take
+    writes) from one that is down (refused, unroutable, no handshake)."""
 
     name: str
     host: str
     port: int
     reachable: bool
     error: str = ""
+    alive: bool = False
     version: str = ""
     flavor: str = ""
     server_id: int = 0
@@ -100,6 +123,10 @@ class NodeState:
     @property
     def writable(self) -> bool:
         return self.reachable and not self.read_only
+
+    @property
+    def down(self) -> bool:
+        return not self.reachable and not self.alive
 
     def replicates_from(self, host: str, port: int) -> bool:
         r = self.replica
@@ -123,6 +150,10 @@ class AtlasState:
     reachable: bool
     error: str = ""
     backends: Tuple[Backend, ...] = ()
+    # The read-only backends its config file lists (persist: rewrite); None when not read.
+    config_file: str = ""
+    config_ro: Optional[Tuple[str, ...]] = None
+    config_error: str = ""  # why the config file could not be read
 
     def ro_addresses(self) -> Tuple[str, ...]:
         return tuple(b.address for b in self.backends if b.type == "ro")

@@ -6,25 +6,33 @@ import errno
 import logging
 import socket
 import threading
-from typing import Dict, Optional, Tuple
+import time
+from dataclasses import replace
+from typing import Any, Dict, List, Optional, Tuple
 
 from . import flavors
 from .config import Config, Node
 from .db import Server
-from .errors import DatabaseError
-from .model import AtlasState, ClusterView, NodeState
+from .errors import DOWN, LOST, DatabaseError
+from .model import AtlasState, ClusterView, NodeState, ThreadState
+
+PROBE_MAX = 1.5  # seconds: the longest watch of an IO thread for signs of its source's life
 
 log = logging.getLogger(__name__)
 
 
 def read_node(server: Server, flavor_name: str = "auto") -> NodeState:
-    """Read one server's role, fencing and GTID state (three queries)."""
+    """Read one server's role, fencing and GTID state (three queries).
+
+    Replica status comes before the executed GTIDs: what was received is then never
+    ahead of what is counted as applied merely because the two were read apart.
+    """
     node = server.node
     head = server.query("SELECT VERSION() AS version, @@global.server_id AS server_id, @@global.read_only AS read_only")[0]
     version = str(head["version"])
     flavor = flavors.get(flavor_name, version)
-    gtids = server.query(flavor.gtid_query)[0]
     status_rows = server.query(flavor.replica_status_query)
+    gtids = server.query(flavor.gtid_query)[0]
     return NodeState(
         name=node.name,
         host=node.host,
@@ -38,20 +46,60 @@ def read_node(server: Server, flavor_name: str = "auto") -> NodeState:
         executed=str(gtids.get("executed") or "").replace("\n", ""),
         binlog_pos=str(gtids.get("binlog_pos") or "").replace("\n", ""),
         binlog_state=str(gtids.get("binlog_state") or "").replace("\n", ""),
-        replica=flavor.parse_replica_status(status_rows[0] if status_rows else None),
+        replica=flavor.parse_replica_status(_default_channel(status_rows)),
     )
 
 
-def unreachable(node: Node, error: str) -> NodeState:
-    return NodeState(name=node.name, host=node.host, port=node.port, reachable=False, error=error)
+def _default_channel(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The unnamed replication connection (MariaDB's SHOW ALL SLAVES STATUS lists every one)."""
+    for row in rows:
+        if not (row.get("Connection_name") or row.get("Channel_Name") or row.get("Channel_name")):
+            return row
+    return None
+
+
+def unreachable(node: Node, error: str, alive: bool = False) -> NodeState:
+    return NodeState(name=node.name, host=node.host, port=node.port, reachable=False, error=error, alive=alive)
 
 
 def observe_node(server: Server, flavor_name: str) -> NodeState:
+    for attempt in (1, 2):
+        try:
+            return read_node(server, flavor_name)
+        except DatabaseError as exc:
+            if exc.kind == LOST and attempt == 1:
+                continue  # a connection kept from an earlier pass broke: a new one tells down from alive
+            # The label is already in the message; keep only what went wrong.
+            return unreachable(server.node, str(exc).split(": ", 1)[-1], alive=exc.kind != DOWN)
+    raise AssertionError("unreachable")
+
+
+def receiving_window(me: NodeState) -> float:
+    """How long the IO thread's progress must be watched to prove its source alive."""
+    period = me.replica.heartbeat_period if me.replica is not None else None
+    return min(PROBE_MAX, 1.5 * period) if period else PROBE_MAX
+
+
+def prove_alive(server: Server, me: NodeState, peer: NodeState, first_read: float, flavor_name: str) -> NodeState:
+    """A peer orch cannot reach is still alive if this node's IO thread keeps receiving from it.
+
+    The IO thread says Yes for slave_net_timeout after its source froze or vanished, so
+    "running" proves nothing; its position or heartbeat count moving does.
+    """
+    r = me.replica
+    if not peer.down or r is None or r.io is not ThreadState.RUNNING or not me.replicates_from(peer.host, peer.port):
+        return peer
+    remaining = receiving_window(me) - (time.monotonic() - first_read)
+    if remaining > 0:
+        time.sleep(remaining)
     try:
-        return read_node(server, flavor_name)
-    except DatabaseError as exc:
-        # The label is already in the message; keep only what went wrong.
-        return unreachable(server.node, str(exc).split(": ", 1)[-1])
+        again = read_node(server, flavor_name)
+    except DatabaseError:
+        return peer
+    r2 = again.replica
+    if r2 is not None and r2.io is ThreadState.RUNNING and r2.io_marker != r.io_marker:
+        return replace(peer, alive=True, error=f"{peer.error}; but {me.name}'s IO thread is still receiving from it, so it is alive")
+    return peer
 
 
 def holds_address(address: str) -> bool:
@@ -70,7 +118,7 @@ def holds_address(address: str) -> bool:
             raise
 
 
-def observe(cfg: Config, servers: Dict[str, Server], atlas: bool = False) -> ClusterView:
+def observe(cfg: Config, servers: Dict[str, Server], atlas: bool = False, admins: Optional[Dict[str, Any]] = None) -> ClusterView:
     """Observe both servers at once (a dead peer costs one connect timeout, not two)."""
     results: Dict[str, NodeState] = {}
 
@@ -79,12 +127,22 @@ def observe(cfg: Config, servers: Dict[str, Server], atlas: bool = False) -> Clu
 
     peer_thread = threading.Thread(target=run, args=(cfg.peer.name,), daemon=True)
     peer_thread.start()
+    first_read = time.monotonic()
     run(cfg.self_name)
     atlas_states: Tuple[AtlasState, ...] = ()
     if atlas:
         from .atlas.observe import observe_atlas
 
-        atlas_states = observe_atlas(cfg)
+        atlas_states = observe_atlas(cfg, admins)
     peer_thread.join()
-    holds_vip: Optional[bool] = holds_address(cfg.keepalived.vip) if cfg.keepalived.vip else None
-    return ClusterView(me=results[cfg.self_name], peer=results[cfg.peer.name], holds_vip=holds_vip, atlas=atlas_states)
+    me, peer = results[cfg.self_name], results[cfg.peer.name]
+    if me.reachable:
+        peer = prove_alive(servers[cfg.self_name], me, peer, first_read, cfg.flavor)
+    return ClusterView(me=me, peer=peer, holds_vip=vip_held(cfg), atlas=atlas_states)
+
+
+def vip_held(cfg: Config) -> Optional[bool]:
+    """Whether this host holds keepalived.vip; None when no VIP is checked."""
+    if not cfg.keepalived.vip or not getattr(cfg.keepalived, "vip_check", True):
+        return None
+    return holds_address(cfg.keepalived.vip)

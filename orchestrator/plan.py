@@ -31,6 +31,13 @@ class Fence(NodeStep):
     template = "fence {node}: set read_only on and verify it"
 
 
+class PreserveRelayLog(NodeStep):
+    """Keep what was received: the flavor's statements (if any) so that starting the SQL
+    thread with both threads stopped applies the relay log instead of discarding it."""
+
+    template = "keep {node}'s relay log: apply it from the SQL thread's relay position (file/position mode)"
+
+
 class StartSqlThread(NodeStep):
     template = "start the SQL thread on {node} to apply its relay log"
 
@@ -80,6 +87,21 @@ class CatchUp:
         return f"wait up to {self.timeout:g}s until {self.node} has applied {what}{tail}"
 
 
+@dataclass(frozen=True)
+class Recheck:
+    """Right before writes open: this host still holds the VIP, and the peer is still read-only."""
+
+    node: str
+    peer: Optional[str]
+    vip: str = ""
+
+    def describe(self) -> str:
+        what = [f"this host still holds VIP {self.vip}"] if self.vip else []
+        if self.peer:
+            what.append(f"{self.peer} is still read-only")
+        return "re-check that " + " and ".join(what) + f"; otherwise {self.node} stays read-only" if what else "re-check: nothing to check"
+
+
 class SetWritable(NodeStep):
     template = "make {node} writable (read_only off)"
 
@@ -106,7 +128,10 @@ class AddBackend:
         return f"add read-only backend {self.address} to Atlas {self.atlas}" + (f" ({self.why})" if self.why else "")
 
 
-Step = Union[Fence, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp, SetWritable, RemoveBackend, AddBackend]
+Step = Union[
+    Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
+    Recheck, SetWritable, RemoveBackend, AddBackend,
+]
 
 ATLAS_STEPS = (RemoveBackend, AddBackend)
 

@@ -15,8 +15,8 @@ from orchestrator.config import parse
 from orchestrator.decide import BACKUP, FAULT, MASTER, STOP, decide
 from orchestrator.model import ClusterView, NodeState, ReplicaStatus, ThreadState
 from orchestrator.plan import (
-    ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, RemoveBackend, ResetReplica, SetWritable,
-    StartReplica, StartSqlThread, StopReplica, StopSqlThread,
+    ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, PreserveRelayLog, Recheck, RemoveBackend, ResetReplica,
+    SetWritable, StartReplica, StartSqlThread, StopReplica, StopSqlThread,
 )
 
 RUN, CONN, STOPPED = ThreadState.RUNNING, ThreadState.CONNECTING, ThreadState.STOPPED
@@ -30,6 +30,7 @@ def cfg(atlas: bool = False, **extra):
         "mysql": {"user": "orch", "password": "x"},
         "replication": {"user": "repl", "password": "y"},
         "failover": {"catchup_timeout": 30},
+        "keepalived": {"vip_check": False},
     }
     if atlas:
         raw["atlas"] = [{"name": "local", "admin": {"host": "127.0.0.1", "port": 2345, "user": "u", "password": "p"}}]
@@ -73,14 +74,42 @@ SCENARIOS = [
      "promoting server1: server2 is not reachable", (CatchUp("server1", None, T), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
     ("master: peer alive and writable is fenced first", view(REPLICA1, MASTER2), MASTER, ACT,
      "promoting server1: fencing server2 (still writable) first",
-     (Fence("server2"), CatchUp("server1", "server2", T), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
+     (Fence("server2"), CatchUp("server1", "server2", T), Recheck("server1", "server2"), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
     ("master: peer alive read-only", view(REPLICA1, node("server2", ro=True)), MASTER, ACT,
      "server2 is read-only, applying everything received first",
-     (CatchUp("server1", "server2", T), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
-    ("master: stopped SQL thread is started to drain", view(replace(REPLICA1, replica=repl(io=CONN, sql=STOPPED)), down("server2")), MASTER, ACT,
+     (CatchUp("server1", "server2", T), Recheck("server1", "server2"), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
+    ("master: stopped SQL thread is started to drain", view(replace(REPLICA1, replica=repl(io=CONN, sql=STOPPED, retrieved="0-2-12")), down("server2")), MASTER, ACT,
      "promoting server1", (StartSqlThread("server1"), CatchUp("server1", None, T), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
     ("master: stopped replication restarted when the peer answers", view(replace(REPLICA1, replica=repl(io=STOPPED, sql=STOPPED)), MASTER2), MASTER, ACT,
-     "fencing server2", (Fence("server2"), StartReplica("server1"), CatchUp("server1", "server2", T), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
+     "fencing server2", (Fence("server2"), StartReplica("server1"), CatchUp("server1", "server2", T), Recheck("server1", "server2"), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
+    ("master: both threads stopped, peer dead: the relay log is kept and applied",
+     view(replace(REPLICA1, replica=repl(io=STOPPED, sql=STOPPED, retrieved="0-2-60")), down("server2")), MASTER, ACT,
+     "applying the relay log first",
+     (PreserveRelayLog("server1"), StartSqlThread("server1"), CatchUp("server1", None, T), StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
+    ("master: both threads stopped, peer alive: relay log kept, drained, then re-pointed with GTIDs",
+     view(replace(REPLICA1, replica=repl(io=STOPPED, sql=STOPPED, retrieved="0-2-60")), node("server2", ro=True, executed="0-2-70", binlog_state="0-1-10,0-2-70")), MASTER, ACT,
+     "server2 is read-only but has 0-2-70 that server1 lacks",
+     (PreserveRelayLog("server1"), StartSqlThread("server1"), CatchUp("server1", None, T), StopReplica("server1"),
+      ChangeSource("server1", "server2", "10.0.0.2", 3306), StartReplica("server1"), CatchUp("server1", "server2", T), Recheck("server1", "server2"),
+      StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
+    ("master: read-only peer ahead, no replication: replicate from it first (the VIP on the stale node)",
+     view(node("server1", ro=True, executed="0-1-10"), node("server2", ro=True, executed="0-2-40", binlog_state="0-1-10,0-2-40"), holds_vip=True), MASTER, ACT,
+     "server2 is read-only but has 0-2-40 that server1 lacks: replicating it first",
+     (ChangeSource("server1", "server2", "10.0.0.2", 3306), StartReplica("server1"), CatchUp("server1", "server2", T), Recheck("server1", "server2"),
+      StopSqlThread("server1"), SetWritable("server1"), StopReplica("server1"), ResetReplica("server1"))),
+    ("master: diverged from a read-only peer refuses, nothing touched",
+     view(node("server1", ro=True, executed="0-1-11"), node("server2", ro=True, executed="0-2-40", binlog_state="0-1-10,0-2-40")), MASTER, REFUSED,
+     "server1 and server2 have diverged: server1 has 0-1-11 that server2 lacks, and lacks 0-2-40", ()),
+    ("master: peer alive but unusable refuses", view(REPLICA1, replace(down("server2"), alive=True, error="(1040) Too many connections")), MASTER, REFUSED,
+     "server2 is alive but cannot be fenced ((1040) Too many connections)", ()),
+    ("master: own server alive but unusable refuses", view(replace(down("server1"), alive=True, error="(1045) Access denied"), MASTER2), MASTER, REFUSED,
+     "its server answers, but unusably ((1045) Access denied)", ()),
+    ("backup: own server alive but unusable refuses (it may still take writes)", view(replace(down("server1"), alive=True, error="(1040) Too many connections"), MASTER2), BACKUP, REFUSED,
+     "cannot fence server1: its server answers, but unusably", ()),
+    ("backup: peer alive but unusable stays fenced", view(MASTER1, replace(down("server2"), alive=True, error="(1045) Access denied")), BACKUP, INCOMPLETE,
+     "server2 answers, but unusably", (Fence("server1"),)),
+    ("fault: own server alive but unusable refuses", view(replace(down("server1"), alive=True, error="(1045) Access denied"), MASTER2), FAULT, REFUSED,
+     "cannot fence server1", ()),
     ("master: SQL error refuses, nothing touched", view(replace(REPLICA1, replica=repl(io=CONN, sql=STOPPED, errno=1062, error="Duplicate entry")), down("server2")), MASTER, REFUSED,
      "refusing to promote server1: server1's SQL thread stopped on error 1062: Duplicate entry", ()),
     ("master: already master is a no-op", view(MASTER1, REPLICA2), MASTER, NOOP, "no action: server1 is already the writable master", ()),
@@ -219,3 +248,54 @@ def test_interrupted_plan_converges(name, v, event, outcome, reason, steps):
 def test_master_end_state_has_one_writer():
     final, _ = converge(view(REPLICA1, MASTER2), MASTER)
     assert not final.me.read_only and final.peer.read_only and final.me.replica is None
+
+
+# --------------------------------------------------------------------------- MySQL flavor
+
+MYSQL = "8.0.36"
+UA = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
+UB = "4e11fa47-71ca-11e1-9e33-c80aa9429562"
+
+
+def mnode(name, ro=True, sro=None, executed=f"{UA}:1-10", replica: Optional[ReplicaStatus] = None) -> NodeState:
+    n = int(name[-1])
+    return NodeState(
+        name=name, host=f"10.0.0.{n}", port=3306, reachable=True, version=MYSQL, flavor="mysql", server_id=n,
+        read_only=ro, super_read_only=ro if sro is None else sro, executed=executed, binlog_pos=executed,
+        binlog_state=executed, replica=replica,
+    )
+
+
+M_REPLICA1 = mnode("server1", replica=repl("10.0.0.2", retrieved=f"{UA}:1-10"))
+
+MYSQL_SCENARIOS = [
+    ("mysql master: read_only=1 but super_read_only=0 is not fenced: fence it", view(M_REPLICA1, mnode("server2", ro=True, sro=False)), MASTER, ACT,
+     "fencing server2 (still writable) first",
+     (Fence("server2"), CatchUp("server1", "server2", T), Recheck("server1", "server2"), StopSqlThread("server1"), SetWritable("server1"),
+      StopReplica("server1"), ResetReplica("server1"))),
+    ("mysql master: fenced peer is not fenced again", view(M_REPLICA1, mnode("server2", ro=True, sro=True)), MASTER, ACT,
+     "server2 is read-only, applying everything received first",
+     (CatchUp("server1", "server2", T), Recheck("server1", "server2"), StopSqlThread("server1"), SetWritable("server1"),
+      StopReplica("server1"), ResetReplica("server1"))),
+    ("mysql master: both threads stopped, peer dead: START SQL_THREAD keeps the relay log, so the flavor has no switch statements",
+     view(replace(M_REPLICA1, executed=f"{UA}:1-5", replica=repl(io=STOPPED, sql=STOPPED, retrieved=f"{UA}:1-10")), down("server2")), MASTER, ACT,
+     "applying the relay log first",
+     (PreserveRelayLog("server1"), StartSqlThread("server1"), CatchUp("server1", None, T), StopSqlThread("server1"), SetWritable("server1"),
+      StopReplica("server1"), ResetReplica("server1"))),
+    ("mysql master: diverged GTID sets refuse", view(mnode("server1", executed=f"{UA}:1-10,{UB}:1"), mnode("server2", executed=f"{UA}:1-12")), MASTER, REFUSED,
+     f"have diverged: server1 has {UB}:1 that server2 lacks, and lacks {UA}:11-12", ()),
+    ("mysql backup: old master with super_read_only off is fenced and rejoins", view(mnode("server1", ro=False, sro=False), mnode("server2", ro=False, executed=f"{UA}:1-12")), BACKUP, ACT,
+     "replicating from it", (Fence("server1"), ChangeSource("server1", "server2", "10.0.0.2", 3306), StartReplica("server1"))),
+    ("mysql backup: read_only without super_read_only is fenced again", view(replace(M_REPLICA1, super_read_only=False), mnode("server2", ro=False)), BACKUP, ACT,
+     "fencing server1", (Fence("server1"),)),
+    ("mysql backup: errant GTIDs refuse", view(mnode("server1", ro=False, sro=False, executed=f"{UA}:1-10,{UB}:1-2"), mnode("server2", ro=False, executed=f"{UA}:1-12")), BACKUP, REFUSED,
+     f"errant GTIDs {UB}:1-2", (Fence("server1"),)),
+]
+
+
+@pytest.mark.parametrize("name, v, event, outcome, reason, steps", MYSQL_SCENARIOS, ids=[s[0] for s in MYSQL_SCENARIOS])
+def test_decide_mysql_scenarios(name, v, event, outcome, reason, steps):
+    plan = decide(v, event, cfg())
+    assert plan.outcome == outcome, plan.render()
+    assert reason in plan.reason, plan.render()
+    assert plan.steps == steps, plan.render()

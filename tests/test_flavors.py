@@ -3,7 +3,7 @@
 import pytest
 
 from orchestrator import flavors
-from orchestrator.model import NodeState, ThreadState
+from orchestrator.model import NodeState, ReplicaStatus, ThreadState
 
 A = "3e11fa47-71ca-11e1-9e33-c80aa9429562"
 B = "4f22ab58-82db-22f2-af44-d91bba53a673"
@@ -41,8 +41,9 @@ def test_mysql_statements_by_version(version, status, stop, start, reset, change
     [(sql, args)] = f.change_source("10.0.0.2", 3306, "repl", "s3cret'pw")
     assert sql.startswith(change)
     assert ("SOURCE_AUTO_POSITION = 1" if "SOURCE" in change else "MASTER_AUTO_POSITION = 1") in sql
-    assert "s3cret" not in sql and args == ("10.0.0.2", 3306, "repl", "s3cret'pw")
-    assert sql.count("%s") == 4
+    assert "s3cret" not in sql and args == ("10.0.0.2", 3306, "repl", "s3cret'pw", 1.0)
+    assert "HEARTBEAT_PERIOD = %s" in sql  # a source's heartbeats prove it alive
+    assert sql.count("%s") == 5
     # old spellings are gone in 8.4; the new ones do not exist before 8.0.22/23
     if version.startswith(("8.4", "9.")):
         assert "SLAVE" not in sql + f.stop_replica + f.replica_status_query and "MASTER_" not in sql
@@ -90,11 +91,12 @@ def test_mysql_status_read_by_column_name_both_spellings():
 
 def test_mariadb_statements():
     f = flavors.get("mariadb", "10.11.6-MariaDB")
-    assert f.replica_status_query == "SHOW SLAVE STATUS" and f.fence_statements == ("SET GLOBAL read_only = 1",)
+    assert f.replica_status_query == "SHOW ALL SLAVES STATUS" and f.fence_statements == ("SET GLOBAL read_only = 1",)
     stmts = f.change_source("10.0.0.1", 3306, "repl", "pw")
     assert stmts[0][0] == "SET GLOBAL gtid_slave_pos = @@global.gtid_current_pos"
     sql, args = stmts[1]
-    assert "MASTER_USE_GTID = slave_pos" in sql and args == ("10.0.0.1", 3306, "repl", "pw") and "pw" not in sql
+    assert "MASTER_USE_GTID = slave_pos" in sql and args == ("10.0.0.1", 3306, "repl", "pw", 1.0) and "pw" not in sql
+    assert "MASTER_HEARTBEAT_PERIOD = %s" in sql
     assert f.wait_statement("0-1-5", 1.0) == ("SELECT MASTER_GTID_WAIT(%s, %s)", ("0-1-5", 1.0))
     assert f.wait_succeeded(0) and not f.wait_succeeded(-1)
     assert "gtid_binlog_state" in f.gtid_query
@@ -112,3 +114,38 @@ def test_mariadb_status_and_gtid_logic():
     assert f.missing("0-1-19,1-1-4", me) == "0-1-19,1-1-4"
     peer = NodeState("b", "h", 2, True, flavor="mariadb", executed="0-2-18", binlog_pos="0-2-18", binlog_state="0-2-18")
     assert f.errant(me, peer) == "0-1-18"  # same seq, other server id: divergence
+
+
+def test_mariadb_keeps_the_relay_log_by_switching_to_file_position_mode():
+    """Both threads stopped, GTID mode: START SLAVE [SQL_THREAD] would delete the relay log."""
+    f = flavors.get("mariadb", "10.11.6-MariaDB")
+    r = ReplicaStatus("10.0.0.1", 3306, ThreadState.STOPPED, ThreadState.STOPPED, None, "0-1-51", True,
+                      relay_log_file="server2-relay-bin.000002", relay_log_pos=785)
+    assert f.preserve_relay_log(r) == [(
+        "CHANGE MASTER TO MASTER_USE_GTID = no, RELAY_LOG_FILE = %s, RELAY_LOG_POS = %s", ("server2-relay-bin.000002", 785),
+    )]
+    me = NodeState("a", "h", 1, True, flavor="mariadb", executed="0-1-1", binlog_pos="0-1-1", binlog_state="0-1-1", replica=r)
+    assert f.lacking("0-1-60", me) == "0-1-60" and f.lacking("0-1-51", me) == ""
+
+
+@pytest.mark.parametrize("version", ["5.7.44-log", "8.0.36", "8.4.3"])
+def test_mysql_keeps_the_relay_log_without_extra_statements(version):
+    """MySQL: START REPLICA SQL_THREAD resumes the applier inside the kept relay log (auto-position
+    or not); only relay_log_recovery at a server restart discards it. So nothing is switched."""
+    f = flavors.get("mysql", version)
+    r = ReplicaStatus("10.0.0.1", 3306, ThreadState.STOPPED, ThreadState.STOPPED, None, f"{A}:1-12", True,
+                      relay_log_file="relay.000002", relay_log_pos=785)
+    assert f.preserve_relay_log(r) == []
+    assert f.start_sql_thread.endswith("SQL_THREAD")
+    me = mysql_node(f"{A}:1-10", retrieved=f"{A}:1-12")
+    assert f.lacking(f"{A}:1-15", me) == f"{A}:13-15" and f.lacking(f"{A}:1-12", me) == ""
+
+
+def test_status_row_keeps_relay_position_and_io_progress():
+    f = flavors.get("mariadb", "10.11.6-MariaDB")
+    row = {"Slave_IO_Running": "Yes", "Slave_SQL_Running": "No", "Master_Host": "10.0.0.1", "Master_Port": 3306,
+           "Relay_Log_File": "r.000003", "Relay_Log_Pos": "4", "Master_Log_File": "b.000001", "Read_Master_Log_Pos": 900,
+           "Slave_received_heartbeats": 7, "Slave_heartbeat_period": "1.000", "Using_Gtid": "Slave_Pos"}
+    r = f.parse_replica_status(row)
+    assert (r.relay_log_file, r.relay_log_pos, r.io_marker, r.heartbeat_period) == ("r.000003", 4, ("b.000001", 900, 7), 1.0)
+    assert f.parse_replica_status({**row, "Slave_received_heartbeats": 8}).io_marker != r.io_marker

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
 from typing import TextIO
 
+from ..config import Config
 from ..decide import BACKUP, MASTER, decide
-from ..errors import UsageError
+from ..errors import LockBusy, UsageError
 from ..lock import RunLock
 from ..plan import NOOP
 from .common import ensure_state_dir, execute_plan, load_config, new_run
@@ -29,7 +31,13 @@ def _run(args: argparse.Namespace, event: str, out: TextIO, stdin: "TextIO | Non
     ensure_state_dir(cfg)
     dry_run = getattr(args, "dry_run", False)
     lock = RunLock(cfg.state_dir, cfg.failover.lock_timeout)
-    with lock:
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(lock)
+        except LockBusy as exc:
+            if operator:
+                raise
+            return _hand_over(cfg, event, run_id, exc)
         if lock.waited > 0.05:
             log.info("waited %.2fs for another orch run to finish", lock.waited)
         servers = open_servers(cfg)
@@ -56,6 +64,20 @@ def _run(args: argparse.Namespace, event: str, out: TextIO, stdin: "TextIO | Non
                 s.close()
 
 
+def _hand_over(cfg: Config, event: str, run_id: str, exc: LockBusy) -> int:
+    """keepalived sends an event once: one that cannot get the run lock is never dropped."""
+    from ..pending import hand_over
+
+    try:
+        where = hand_over(cfg.state_dir, event, run_id)
+    except OSError as oexc:
+        log.critical("%s; and the %s event could not be handed to the maintainer (%s): run orch %s by hand",
+                     exc, event, oexc, "promote" if event == MASTER else "demote")
+        return 1
+    log.error("%s: the %s event is handed to the maintainer (%s), which decides it on its next pass", exc, event, where)
+    return 3
+
+
 def notify(args: argparse.Namespace, out: TextIO) -> int:
     """keepalived's generic notify: TYPE NAME STATE [PRIORITY]."""
     return _run(args, args.state, out, None, operator=False)
@@ -65,3 +87,4 @@ def operator(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     """orch promote / orch demote: the MASTER / BACKUP plans, confirmed by a person."""
     event = MASTER if args.command == "promote" else BACKUP
     return _run(args, event, out, stdin, operator=True)
+

@@ -29,8 +29,8 @@ class Maintainer:
         from ..db import open_servers
 
         self.cfg = cfg
-        # Short reads: a peer behind a dead link must not stall a pass for long.
-        self.servers = open_servers(cfg, read_timeout=max(3.0, cfg.mysql.connect_timeout))
+        # Short reads (mysql.read_timeout): a peer behind a dead link must not stall a pass for long.
+        self.servers = open_servers(cfg)
         self.admins: Dict[str, object] = {a.name: admin_for(a) for a in cfg.atlas}
         self.last_reason = ""
         self.pending = False  # something to re-check soon: the loop runs every FAST_INTERVAL
@@ -43,16 +43,11 @@ class Maintainer:
             a.close()  # type: ignore[attr-defined]
 
     def observe(self):
-        """Both servers and every Atlas, without the run lock (a notify must never wait
-        for a maintainer talking to an unreachable peer)."""
-        from ..atlas.observe import observe_atlas
-        from ..model import ClusterView
-        from ..observe import holds_address, observe_node
+        """Both servers (at once) and every Atlas, without the run lock (a notify must never
+        wait for a maintainer talking to an unreachable peer)."""
+        from ..observe import observe
 
-        me = observe_node(self.servers[self.cfg.self_name], self.cfg.flavor)
-        peer = observe_node(self.servers[self.cfg.peer.name], self.cfg.flavor)
-        vip = holds_address(self.cfg.keepalived.vip) if self.cfg.keepalived.vip else None
-        return ClusterView(me=me, peer=peer, holds_vip=vip, atlas=observe_atlas(self.cfg, self.admins))
+        return observe(self.cfg, self.servers, atlas=True, admins=self.admins)
 
     def _say(self, reason: str, acting: bool) -> None:
         if reason != self.last_reason or acting:
@@ -61,31 +56,53 @@ class Maintainer:
             log.debug("maintain: %s", reason)
         self.last_reason = reason
 
-    def run_pass(self, dry_run: bool = False, out: "TextIO | None" = None) -> int:
-        """One reconcile pass; returns the number of changes made (or planned)."""
-        from ..journal import Journal
-        from ..plan import ACT
-        from ..reconcile import decide_maintain, decide_rejoin, replica_out
-
-        journal = Journal(self.cfg.state_dir)
-        marker = journal.marker()
-        view = self.observe()
-        rejoin = decide_rejoin(view, self.cfg)
-        plan = decide_maintain(view, self.cfg)
-        pending = replica_out(view, self.cfg) or (rejoin is not None and rejoin.outcome == ACT)
+    def _set_pending(self, pending: bool) -> None:
         if pending != self.pending:
             self.pending = pending
             if self.on_pending_change is not None:
                 self.on_pending_change(pending)
+
+    def run_pass(self, dry_run: bool = False, out: "TextIO | None" = None) -> int:
+        """One reconcile pass; returns the number of changes made (or planned).
+
+        In order, the first that applies: a keepalived event handed over by a notify that
+        could not get the run lock; the invariants (the VIP holder is the writable master,
+        nobody else writes); an unfinished rejoin of this node; Atlas's read-only backends.
+        """
+        from ..invariants import decide_invariant
+        from ..journal import Journal
+        from ..pending import waiting
+        from ..plan import ACT, REFUSED
+        from ..reconcile import decide_maintain, decide_rejoin, replica_out
+
+        journal = Journal(self.cfg.state_dir)
+        marker = journal.marker()
+        if waiting(self.cfg.state_dir) and not dry_run:
+            return self._run_handed_over()
+        view = self.observe()
+        repair = decide_invariant(view, self.cfg)
+        rejoin = decide_rejoin(view, self.cfg) if repair is None else None
+        plan = decide_maintain(view, self.cfg)
+        action = None  # (event, plan) taking precedence over the Atlas plan
+        if repair is not None:
+            action = repair
+        elif rejoin is not None and rejoin.outcome == ACT:
+            action = ("REJOIN", rejoin)
+        self._set_pending(replica_out(view, self.cfg) or action is not None)
         for w in plan.warnings:
             log.warning("%s", w)
-        acting = rejoin is not None and rejoin.outcome == ACT
-        self._say(rejoin.reason if rejoin is not None else plan.reason, acting or plan.outcome != NOOP)
+        if action is not None and action[1].outcome == REFUSED:
+            # Refused on every pass while it lasts: loud each time, never silently dropped.
+            log.error("maintain: %s", action[1].reason)
+        else:
+            self._say(action[1].reason if action is not None else (rejoin.reason if rejoin is not None else plan.reason),
+                      action is not None or plan.outcome != NOOP)
+        chosen = action[1] if action is not None else plan
         if dry_run:
             if out is not None:
-                out.write((rejoin or plan).render() + "\ndry run: nothing changed\n")
-            return len((rejoin or plan).steps)
-        if not acting and not plan.steps:
+                out.write(chosen.render() + "\ndry run: nothing changed\n")
+            return len(chosen.steps)
+        if action is None and not plan.steps:
             return 0
         try:
             lock = RunLock(self.cfg.state_dir, timeout=0.5)
@@ -97,9 +114,32 @@ class Maintainer:
             if journal.marker() != marker:
                 log.info("pass skipped: another orch run acted since this pass observed; observing again next pass")
                 return 0
-            if acting:
-                return self._execute(rejoin, view, "REJOIN")
+            if action is not None:
+                return self._execute(action[1], view, action[0])
             return self._execute(plan, view, "MAINTAIN")
+        finally:
+            lock.__exit__(None, None, None)
+
+    def _run_handed_over(self) -> int:
+        """Decide and run a handed-over keepalived event under the run lock, on a fresh view."""
+        from ..invariants import decide_pending
+        from ..pending import take
+
+        try:
+            lock = RunLock(self.cfg.state_dir, timeout=0.5)
+            lock.__enter__()
+        except LockBusy as exc:
+            log.info("handed-over event waits: %s", exc)
+            self._set_pending(True)
+            return 0
+        try:
+            record = take(self.cfg.state_dir)
+            if record is None:
+                return 0
+            event = record["event"]
+            log.warning("maintain: running the %s event a notify handed over (run %s)", event, record.get("run", "?"))
+            view = self.observe()
+            return self._execute(decide_pending(view, self.cfg, event), view, event)
         finally:
             lock.__exit__(None, None, None)
 

@@ -30,7 +30,8 @@ def node_summary(view: ClusterView, node: NodeState, other: NodeState, cfg: Conf
         "read_only": node.read_only,
         "executed_gtids": node.executed,
         "replication": None,
-        "errant_gtids": flavor.errant(node, other) if other.reachable else None,
+        # Only a replica can have errant GTIDs: a master is ahead of its lagging replica by design.
+        "errant_gtids": (flavor.errant(node, other) if other.reachable else None) if role != "master" else "",
     }
     if r is not None and r.configured:
         out["replication"] = {

@@ -11,6 +11,20 @@ from ..model import NodeState, ReplicaStatus
 
 Statement = Tuple[str, Tuple[Any, ...]]  # SQL with %s placeholders, parameters
 
+# Seconds between the source's heartbeats to an idle replica (set by change_source): the
+# replica's heartbeat count then proves within a second or two that its source is alive.
+HEARTBEAT_PERIOD = 1.0
+
+# Both flavors: the sessions a fence may wait behind, and how a fence gets a deadline.
+# Replication, binlog dump and system threads are never candidates.
+BLOCKERS_QUERY = (
+    "SELECT ID AS id, USER AS user, HOST AS host, COMMAND AS command, TIME AS time, INFO AS info "
+    "FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND COMMAND IN ('Query', 'Execute') "
+    "AND USER NOT IN ('system user', 'event_scheduler')"
+)
+LOCK_WAIT_TIMEOUT = "SET SESSION lock_wait_timeout = %s"
+KILL_CONNECTION = "KILL CONNECTION %s"
+
 
 class Flavor(Protocol):
     name: str
@@ -36,6 +50,12 @@ class Flavor(Protocol):
 
     def wait_statement(self, target: str, timeout: float) -> Statement:
         """A SELECT returning one value: waits until ``target`` GTIDs are applied."""
+
+    def preserve_relay_log(self, replica: ReplicaStatus) -> List[Statement]:
+        """Statements that keep the relay log when the SQL thread is started with both threads stopped."""
+
+    def lacking(self, target: str, node: NodeState) -> str:
+        """GTIDs of ``target`` node has neither applied nor received."""
 
     def wait_succeeded(self, value: Any) -> bool:
         """Interpret the wait function's result."""

@@ -6,7 +6,7 @@ from typing import Any, List, Mapping, Optional
 
 from ..gtid import BinlogState, GtidPos, mariadb_errant
 from ..model import NodeState, ReplicaStatus, replica_status_from_row
-from . import Statement
+from . import HEARTBEAT_PERIOD, Statement
 
 
 class MariaDB:
@@ -15,7 +15,8 @@ class MariaDB:
         "SELECT @@global.gtid_current_pos AS executed, @@global.gtid_binlog_pos AS binlog_pos, "
         "@@global.gtid_binlog_state AS binlog_state, 0 AS super_read_only"
     )
-    replica_status_query = "SHOW SLAVE STATUS"
+    # ALL: the same columns plus Slave_received_heartbeats, which prove a live source.
+    replica_status_query = "SHOW ALL SLAVES STATUS"
     fence_statements = ("SET GLOBAL read_only = 1",)
     unfence_statements = ("SET GLOBAL read_only = 0",)
     stop_replica = "STOP SLAVE"
@@ -40,10 +41,26 @@ class MariaDB:
             ("SET GLOBAL gtid_slave_pos = @@global.gtid_current_pos", ()),
             (
                 "CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %s, MASTER_USER = %s, "
-                "MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1",
-                (host, int(port), user, password),
+                "MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1, "
+                "MASTER_HEARTBEAT_PERIOD = %s",
+                (host, int(port), user, password, HEARTBEAT_PERIOD),
             ),
         ]
+
+    def preserve_relay_log(self, replica: ReplicaStatus) -> List[Statement]:
+        # With both threads stopped, START SLAVE [SQL_THREAD] in GTID mode deletes the relay
+        # log and re-fetches from gtid_slave_pos: with the source dead, everything received
+        # and not applied is lost. File/position mode at the applier's relay position keeps it.
+        if not replica.relay_log_file:
+            return []
+        return [(
+            "CHANGE MASTER TO MASTER_USE_GTID = no, RELAY_LOG_FILE = %s, RELAY_LOG_POS = %s",
+            (replica.relay_log_file, int(replica.relay_log_pos)),
+        )]
+
+    def lacking(self, target: str, node: NodeState) -> str:
+        received = node.replica.retrieved if node.replica is not None else ""
+        return str(GtidPos.parse(target).missing_from(GtidPos.parse(node.executed)).missing_from(GtidPos.parse(received)))
 
     def wait_statement(self, target: str, timeout: float) -> Statement:
         return ("SELECT MASTER_GTID_WAIT(%s, %s)", (target, float(timeout)))

@@ -10,7 +10,7 @@ from typing import Any, List, Mapping, Optional
 
 from ..gtid import GtidSet
 from ..model import NodeState, ReplicaStatus, replica_status_from_row
-from . import Statement, version_tuple
+from . import HEARTBEAT_PERIOD, Statement, version_tuple
 
 
 class MySQL:
@@ -46,7 +46,8 @@ class MySQL:
         if self.source_words:
             sql = (
                 "CHANGE REPLICATION SOURCE TO SOURCE_HOST = %s, SOURCE_PORT = %s, SOURCE_USER = %s, "
-                "SOURCE_PASSWORD = %s, SOURCE_AUTO_POSITION = 1, SOURCE_CONNECT_RETRY = 1, GET_SOURCE_PUBLIC_KEY = 1"
+                "SOURCE_PASSWORD = %s, SOURCE_AUTO_POSITION = 1, SOURCE_CONNECT_RETRY = 1, GET_SOURCE_PUBLIC_KEY = 1, "
+                "SOURCE_HEARTBEAT_PERIOD = %s"
             )
         else:
             sql = (
@@ -55,7 +56,19 @@ class MySQL:
             )
             if self.public_key:
                 sql += ", GET_MASTER_PUBLIC_KEY = 1"
-        return [(sql, (host, int(port), user, password))]
+            sql += ", MASTER_HEARTBEAT_PERIOD = %s"
+        return [(sql, (host, int(port), user, password, HEARTBEAT_PERIOD))]
+
+    def preserve_relay_log(self, replica: ReplicaStatus) -> List[Statement]:
+        # MySQL keeps the relay log across STOP/START REPLICA [SQL_THREAD], auto-position or
+        # not: the applier resumes where it stopped. Only relay_log_recovery=ON at a server
+        # restart discards it (and the retrieved set with it), before orch can see anything.
+        return []
+
+    def lacking(self, target: str, node: NodeState) -> str:
+        received = node.replica.retrieved if node.replica is not None else ""
+        return str(GtidSet.parse(target).subtract(GtidSet.parse(node.executed)).subtract(GtidSet.parse(received)))
+
 
     def wait_statement(self, target: str, timeout: float) -> Statement:
         return ("SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)", (target, float(timeout)))

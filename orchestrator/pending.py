@@ -1,0 +1,53 @@
+"""A keepalived event that could not get the run lock in time, handed to the maintainer.
+
+Only the newest event matters (it is keepalived's current state), so the file holds one.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Dict, Optional
+
+PENDING = "pending-event.json"
+
+
+def path(state_dir: str) -> str:
+    return os.path.join(state_dir, PENDING)
+
+
+def hand_over(state_dir: str, event: str, run_id: str) -> str:
+    """Record the event for the maintainer (atomically); returns the file written."""
+    import json
+
+    target = path(state_dir)
+    tmp = f"{target}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump({"event": event, "run": run_id, "time": time.time()}, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, target)
+    return target
+
+
+def take(state_dir: str) -> Optional[Dict[str, Any]]:
+    """The handed-over event, removed from disk; None when there is none (or it is unreadable)."""
+    import json
+
+    target = path(state_dir)
+    try:
+        with open(target, encoding="utf-8") as fh:
+            record = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        record = None
+    try:
+        os.unlink(target)
+    except OSError:
+        pass
+    return record if isinstance(record, dict) and isinstance(record.get("event"), str) else None
+
+
+def waiting(state_dir: str) -> bool:
+    return os.path.exists(path(state_dir))
