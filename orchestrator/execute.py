@@ -171,8 +171,16 @@ class Executor:
             if exc.kind == DOWN or exc.code not in BLOCKED_CODES:
                 raise
             log.warning("fence %s: not done within %gs (%s): killing the client sessions it waits behind", name, seconds, exc)
-        killed = self._kill_blockers(server)
-        detail = self._fence_once(server, seconds)
+        hint = "(the orch account needs PROCESS to see other users' sessions and CONNECTION ADMIN to kill them)"
+        try:
+            killed = self._kill_blockers(server)
+        except DatabaseError as exc:
+            raise DatabaseError(f"{exc} {hint}", exc.kind, exc.code) from None
+        try:
+            detail = self._fence_once(server, seconds)
+        except DatabaseError as exc:
+            what = f"after killing {len(killed)} session(s)" if killed else f"no blocking client session was visible to kill {hint}"
+            raise DatabaseError(f"{exc}; {what}", exc.kind, exc.code) from None
         return f"{detail} after killing {len(killed)} blocking session(s): " + "; ".join(killed) if killed else detail
 
     def _fence_once(self, server: Server, seconds: float) -> str:

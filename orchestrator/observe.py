@@ -16,7 +16,7 @@ from .db import Server
 from .errors import DOWN, LOST, DatabaseError
 from .model import AtlasState, ClusterView, NodeState, ThreadState
 
-PROBE_MAX = 1.5  # seconds: the longest watch of an IO thread for signs of its source's life
+PROBE_MAX = 1.2  # seconds: the longest watch of an IO thread for signs of its source's life
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def observe_node(server: Server, flavor_name: str) -> NodeState:
 def receiving_window(me: NodeState) -> float:
     """How long the IO thread's progress must be watched to prove its source alive."""
     period = me.replica.heartbeat_period if me.replica is not None else None
-    return min(PROBE_MAX, 1.5 * period) if period else PROBE_MAX
+    return min(PROBE_MAX, 1.2 * period) if period else PROBE_MAX
 
 
 def prove_alive(server: Server, me: NodeState, peer: NodeState, first_read: float, flavor_name: str) -> NodeState:

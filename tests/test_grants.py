@@ -1,6 +1,8 @@
 """The orch account needs only the privileges README.md lists (MariaDB 10.11)."""
 
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,61 @@ def test_failed_fence_of_live_peer_refuses_promotion_even_forced(mariadb_pair, t
         assert "fence server1" in r.output and "READ_ONLY ADMIN" in r.output
         assert t.read_only(s2) and not t.read_only(s1), "never two writable masters"
     assert t.journal(str(tmp_path / "state"))[-1]["result"] == "failed"
+
+
+def _least_privilege(servers, grant_for):
+    for s in servers:
+        conn = s.connect()
+        with conn.cursor() as cur:
+            cur.execute("SET sql_log_bin = 0")
+            cur.execute("CREATE USER 'orchmin'@'%' IDENTIFIED BY 'orchmin-pw'")
+            cur.execute(f"GRANT {grant_for(s)} ON *.* TO 'orchmin'@'%'")
+            # The application's account: no privilege that read_only would not stop.
+            cur.execute("CREATE USER 'app'@'%' IDENTIFIED BY 'app-pw'")
+            cur.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON test.* TO 'app'@'%'")
+        conn.close()
+
+
+def _long_app_update(server, errors):
+    import pymysql
+
+    conn = pymysql.connect(host=server.host, port=server.port, user="app", password="app-pw", autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("UPDATE test.t SET id = id WHERE SLEEP(30) = 0")
+    except Exception as exc:
+        errors.append(exc)
+
+
+@pytest.mark.parametrize("missing", [None, "CONNECTION ADMIN", "PROCESS"])
+def test_fence_behind_a_long_write_needs_process_and_connection_admin(mariadb_pair, tmp_path, missing):
+    """The README grant fences a master busy with another user's long write (by killing it);
+    without PROCESS the blocker is invisible, without CONNECTION ADMIN it cannot be killed."""
+    s1, s2 = mariadb_pair
+    privileges = readme_grant()
+    reduced = privileges.replace(f"{missing}, ", "") if missing else privileges
+    _least_privilege((s1, s2), lambda s: reduced if s is s1 else privileges)
+    s1.sql("CREATE TABLE test.t (id INT PRIMARY KEY)")
+    s1.sql("INSERT INTO test.t VALUES (1)")
+    lab.wait_gtid_equal(s1, s2)
+    d = t.config_dict(s1, s2, str(tmp_path / "state"))
+    d["mysql"] = {"user": "orchmin", "password": "orchmin-pw", "connect_timeout": 1}
+    d["failover"] = {"catchup_timeout": 5, "fence_timeout": 1}
+    cfg = t.write_config(tmp_path / "orch.yaml", d)
+    errors = []
+    th = threading.Thread(target=_long_app_update, args=(s1, errors), daemon=True)
+    th.start()
+    time.sleep(0.5)
+    r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100", timeout=60)
+    if missing is None:
+        assert r.code == 0, r
+        assert t.read_only(s1) and not t.read_only(s2)
+        th.join(10)
+        assert errors, "the application's long write was not killed"
+    else:
+        assert r.code == 1, r
+        assert t.read_only(s2) and not t.read_only(s1), "never two writable masters"
+        assert "killing the client sessions" in r.output and "CONNECTION ADMIN to kill them" in r.output, r.output
+        for row in s1.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'"):
+            s1.sql(f"KILL {int(row['ID'])}")
+        th.join(10)
