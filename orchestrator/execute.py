@@ -43,6 +43,20 @@ def statement_digest(info: Any) -> str:
     return f"{hashlib.sha1(text.encode()).hexdigest()[:12]} {text[:100]!r}"
 
 
+_READS = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(SELECT|SHOW|EXPLAIN|DESCRIBE|DESC|HELP)\b", re.I | re.S)
+_WRITING_SELECT = re.compile(r"\b(INTO\s+(OUTFILE|DUMPFILE|@)|FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE)\b", re.I)
+
+
+def may_block_fence(info: Any) -> bool:
+    """Whether a running statement can hold SET GLOBAL read_only back (a write may; a plain read cannot)."""
+    text = str(info or "")
+    if not text.strip():
+        return True  # between statements of a transaction, or not shown: it may be committing
+    if _READS.match(text) and not _WRITING_SELECT.search(text):
+        return False
+    return True
+
+
 def session_text(row: Dict[str, Any]) -> str:
     """id, user, host and statement digest of a processlist row (never the statement's values)."""
     return f"id {row.get('id')} user {row.get('user')!r} host {row.get('host')!r} ({row.get('command')} for {row.get('time')}s) digest {statement_digest(row.get('info'))}"
@@ -192,6 +206,8 @@ class Executor:
         """Kill every client session running a statement (never replication or system threads)."""
         killed = []
         for row in server.query(BLOCKERS_QUERY):
+            if not may_block_fence(row.get("info")):
+                continue
             text = session_text(row)
             try:
                 server.execute(KILL_CONNECTION, (int(row["id"]),), why=f"it blocks fencing {server.node.name}: {text}")
