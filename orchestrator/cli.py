@@ -118,6 +118,7 @@ def main(argv: Optional[List[str]] = None, stdout: TextIO = sys.stdout, stdin: T
     except OrchError as exc:
         text = logs.redact(str(exc), logs.current_secrets())
         print(f"orch: error: {text}" if not isinstance(exc, UsageError) else f"{text} (see orch --help)", file=sys.stderr)
+        logs.to_syslog(logging.ERROR, f"orch: error: {text}")  # stderr may go nowhere (keepalived)
         logging.getLogger("orchestrator").debug("error", exc_info=True)
         return exc.exit_code
     except KeyboardInterrupt:

@@ -28,6 +28,7 @@ class Account:
     connect_timeout: float = 2.0
     tls: str = "preferred"  # like the mysql client: TLS when the server offers it
     tls_ca: str = ""  # verify the server's certificate (and host name) against this CA
+    read_timeout: float = 2.0  # observation statements; the handshake uses connect_timeout
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class Node:
 class Failover:
     catchup_timeout: float = 30.0
     lock_timeout: float = 120.0  # how long a hook waits for another run to finish
+    fence_timeout: float = 3.0  # how long fencing a live peer may wait for its running writes
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,8 @@ class Maintainer:
 @dataclass(frozen=True)
 class Keepalived:
     instance: str = ""  # act only on notify events for this VRRP instance/group name
-    vip: str = ""  # when set, notify checks whether this host holds it (the real state)
+    vip: str = ""  # notify checks whether this host holds it (the real state)
+    vip_check: bool = True  # false: no VIP to check (moved by other means, or a one-host test pair)
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,13 @@ def _mapping(raw: Any, path: str, problems: _Problems) -> Mapping[str, Any]:
         problems.add(path, "expected a mapping")
         return {}
     return raw
+
+
+def _unknown_keys(m: Mapping[str, Any], path: str, known: Tuple[str, ...], problems: _Problems) -> None:
+    """A misspelt key must not silently fall back to its default."""
+    for key in m:
+        if key not in known:
+            problems.add(f"{path}.{key}" if path else str(key), "unknown key")
 
 
 def _str(raw: Mapping[str, Any], key: str, path: str, problems: _Problems, default: Optional[str] = None) -> str:
@@ -202,11 +212,13 @@ def _account(raw: Any, path: str, problems: _Problems, base_dir: str, with_timeo
     if raw is None:
         problems.add(path, "missing")
         return Account("", "")
+    _unknown_keys(m, path, MYSQL_KEYS if with_timeout else REPLICATION_KEYS, problems)
     user = _str(m, "user", path, problems)
     password = _password(m, path, problems, base_dir)
     if not with_timeout:
         return Account(user, password)
     timeout = _number(m, "connect_timeout", path, problems, 2.0, 0.1, 60)
+    read_timeout = _number(m, "read_timeout", path, problems, 2.0, 0.1, 600)
     tls = m.get("tls", "preferred")
     if tls not in TLS_MODES:
         problems.add(f"{path}.tls", f"expected one of {', '.join(TLS_MODES)}")
@@ -221,7 +233,7 @@ def _account(raw: Any, path: str, problems: _Problems, base_dir: str, with_timeo
             problems.add(f"{path}.tls_ca", f"{tls_ca} does not exist")
         if tls == "preferred":
             tls = "required"  # a CA to verify against means TLS is wanted
-    return Account(user, password, timeout, tls, tls_ca)
+    return Account(user, password, timeout, tls, tls_ca, read_timeout)
 
 
 def _nodes(raw: Any, problems: _Problems) -> Tuple[Node, ...]:
@@ -235,6 +247,7 @@ def _nodes(raw: Any, problems: _Problems) -> Tuple[Node, ...]:
     for name, spec in m.items():
         path = f"nodes.{name}"
         spec = _mapping(spec, path, problems)
+        _unknown_keys(spec, path, NODE_KEYS, problems)
         host = _str(spec, "host", path, problems)
         port = _int(spec, "port", path, problems, 3306, 1, 65535)
         atlas_address = spec.get("atlas_address")
@@ -266,6 +279,7 @@ def _atlas(raw: Any, problems: _Problems, base_dir: str) -> Tuple[AtlasInstance,
     for i, item in enumerate(raw):
         path = f"atlas[{i}]"
         m = _mapping(item, path, problems)
+        _unknown_keys(m, path, ATLAS_KEYS, problems)
         name = _str(m, "name", path, problems, default=f"atlas{i + 1}")
         if name in names:
             problems.add(f"{path}.name", f"duplicate name {name!r}")
@@ -274,6 +288,7 @@ def _atlas(raw: Any, problems: _Problems, base_dir: str) -> Tuple[AtlasInstance,
         if m.get("admin") is None:
             problems.add(f"{path}.admin", "missing")
         apath = f"{path}.admin"
+        _unknown_keys(admin, apath, ATLAS_ADMIN_KEYS, problems)
         host = _str(admin, "host", apath, problems, default="127.0.0.1") if admin else ""
         port = _int(admin, "port", apath, problems, 2345, 1, 65535) if admin else 0
         user = _str(admin, "user", apath, problems) if admin else ""
@@ -292,10 +307,46 @@ def _atlas(raw: Any, problems: _Problems, base_dir: str) -> Tuple[AtlasInstance,
     return tuple(out)
 
 
-KNOWN_KEYS = {
+def _keepalived(raw: Any, problems: _Problems) -> Keepalived:
+    ka = _mapping(raw, "keepalived", problems)
+    _unknown_keys(ka, "keepalived", KEEPALIVED_KEYS, problems)
+    vip_check = ka.get("vip_check", True)
+    if not isinstance(vip_check, bool):
+        problems.add("keepalived.vip_check", "expected true or false")
+        vip_check = True
+    vip = ka.get("vip") or ""
+    if vip and not vip_check:
+        problems.add("keepalived.vip", "set while keepalived.vip_check is false: give one or the other")
+        vip = ""
+    elif vip:
+        try:
+            vip = str(ipaddress.ip_address(str(vip).split("/")[0]))
+        except ValueError:
+            problems.add("keepalived.vip", "expected an IP address")
+            vip = ""
+    elif vip_check:
+        problems.add("keepalived.vip", "missing: notify needs it to tell stale keepalived events from the real state "
+                     "(opt out with keepalived.vip_check: false where something else moves the VIP, or both nodes run on one host)")
+    instance = ka.get("instance", "")
+    if not isinstance(instance, str):
+        problems.add("keepalived.instance", "expected a string")
+        instance = ""
+    return Keepalived(instance=instance, vip=vip, vip_check=vip_check)
+
+
+KNOWN_KEYS = (
     "cluster", "flavor", "self", "nodes", "mysql", "replication", "failover", "state_dir",
     "atlas", "maintainer", "keepalived", "log",
-}
+)
+NODE_KEYS = ("host", "port", "atlas_address")
+MYSQL_KEYS = ("user", "password", "password_file", "connect_timeout", "read_timeout", "tls", "tls_ca")
+REPLICATION_KEYS = ("user", "password", "password_file")
+FAILOVER_KEYS = ("catchup_timeout", "lock_timeout", "fence_timeout")
+ATLAS_KEYS = ("name", "admin", "config_file", "persist")
+ATLAS_ADMIN_KEYS = ("host", "port", "user", "password", "password_file", "timeout")
+MAINTAINER_KEYS = ("interval", "max_lag")
+KEEPALIVED_KEYS = ("instance", "vip", "vip_check")
+LOG_KEYS = ("syslog",)
 
 
 def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None) -> Config:
@@ -304,9 +355,7 @@ def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None)
     base_dir = os.path.dirname(os.path.abspath(path)) if path and not path.startswith("<") else os.getcwd()
     if not isinstance(raw, Mapping):
         raise ConfigError([f"{path}: expected a YAML mapping at the top level"])
-    for key in raw:
-        if key not in KNOWN_KEYS:
-            problems.add(str(key), "unknown key")
+    _unknown_keys(raw, "", KNOWN_KEYS, problems)
     cluster = _str(raw, "cluster", "", problems, default="atlas-ha")
     flavor = raw.get("flavor", "auto")
     if flavor not in FLAVORS:
@@ -320,9 +369,11 @@ def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None)
     mysql = _account(raw.get("mysql"), "mysql", problems, base_dir, with_timeout=True)
     replication = _account(raw.get("replication"), "replication", problems, base_dir, with_timeout=False)
     fo = _mapping(raw.get("failover"), "failover", problems)
+    _unknown_keys(fo, "failover", FAILOVER_KEYS, problems)
     failover = Failover(
         catchup_timeout=_number(fo, "catchup_timeout", "failover", problems, 30.0, 0, 3600),
         lock_timeout=_number(fo, "lock_timeout", "failover", problems, 120.0, 0, 3600),
+        fence_timeout=_number(fo, "fence_timeout", "failover", problems, 3.0, 0.1, 600),
     )
     state_dir = raw.get("state_dir", "/var/lib/orch")
     if not isinstance(state_dir, str) or not state_dir:
@@ -336,24 +387,14 @@ def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None)
             except ValueError:
                 problems.add(f"nodes.{n.name}.atlas_address", f"{n.host!r} is not an IPv4 address; set atlas_address to IPv4:port")
     mt = _mapping(raw.get("maintainer"), "maintainer", problems)
+    _unknown_keys(mt, "maintainer", MAINTAINER_KEYS, problems)
     maintainer = Maintainer(
         interval=_number(mt, "interval", "maintainer", problems, 5.0, 0.1, 3600),
         max_lag=_int(mt, "max_lag", "maintainer", problems, 10, 0, 86400),
     )
-    ka = _mapping(raw.get("keepalived"), "keepalived", problems)
-    vip = ka.get("vip", "")
-    if vip:
-        try:
-            vip = str(ipaddress.ip_address(str(vip).split("/")[0]))
-        except ValueError:
-            problems.add("keepalived.vip", "expected an IP address")
-            vip = ""
-    instance = ka.get("instance", "")
-    if not isinstance(instance, str):
-        problems.add("keepalived.instance", "expected a string")
-        instance = ""
-    keepalived = Keepalived(instance=instance, vip=vip)
+    keepalived = _keepalived(raw.get("keepalived"), problems)
     lg = _mapping(raw.get("log"), "log", problems)
+    _unknown_keys(lg, "log", LOG_KEYS, problems)
     syslog = lg.get("syslog", False)
     if not isinstance(syslog, bool):
         problems.add("log.syslog", "expected true or false")

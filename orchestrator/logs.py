@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Iterable
+from typing import Iterable, Optional
 
 FORMAT = "%(asctime)s orch[%(process)d] %(levelname)s %(run_id)s %(name)s: %(message)s"
 
@@ -28,6 +28,11 @@ class RunContext(logging.Filter):
 
 
 _context = RunContext()
+_syslog: Optional[logging.Handler] = None
+SYSLOG_ADDRESS = "/dev/log"
+# Set by hooks/keepalived-notify when its log file cannot be opened: log to syslog too.
+SYSLOG_ENV = "ORCH_SYSLOG"
+UNOPENED_LOG_ENV = "ORCH_NOTIFY_LOG_UNOPENED"
 
 
 def setup(verbose: bool = False) -> None:
@@ -40,18 +45,43 @@ def setup(verbose: bool = False) -> None:
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     root._orch_configured = True  # type: ignore[attr-defined]
+    if os.environ.get(SYSLOG_ENV) == "1":
+        _add_syslog()
+    unopened = os.environ.get(UNOPENED_LOG_ENV)
+    if unopened:
+        logging.getLogger("orchestrator").warning(
+            "keepalived-notify could not open its log %s: orch logs to syslog and stderr instead", unopened)
+
+
+def _add_syslog() -> None:
+    global _syslog
+    if _syslog is not None or not os.path.exists(SYSLOG_ADDRESS):
+        return
+    import logging.handlers  # deferred: pulls in pickle and socket, ~7 ms of hook start-up
+
+    try:
+        handler = logging.handlers.SysLogHandler(address=SYSLOG_ADDRESS)
+    except OSError as exc:  # no syslog daemon listening: stderr is all there is
+        logging.getLogger("orchestrator").warning("syslog %s unusable: %s", SYSLOG_ADDRESS, exc.strerror or exc)
+        return
+    handler.setFormatter(logging.Formatter("orch[%(process)d]: %(levelname)s %(run_id)s %(message)s"))
+    handler.addFilter(_context)
+    logging.getLogger().addHandler(handler)
+    _syslog = handler
 
 
 def configure_run(run_id: str, secrets: Iterable[str], syslog: bool = False) -> None:
     _context.run_id = run_id
     _context.secrets = tuple(s for s in secrets if s and len(s) >= 3)
-    if syslog and os.path.exists("/dev/log"):
-        import logging.handlers  # deferred: pulls in pickle and socket, ~7 ms of hook start-up
+    if syslog or os.environ.get(SYSLOG_ENV) == "1":
+        _add_syslog()
 
-        handler = logging.handlers.SysLogHandler(address="/dev/log")
-        handler.setFormatter(logging.Formatter("orch[%(process)d]: %(levelname)s %(run_id)s %(message)s"))
-        handler.addFilter(_context)
-        logging.getLogger().addHandler(handler)
+
+def to_syslog(level: int, message: str) -> None:
+    """Send one message to syslog only (when it is on): for what the CLI prints to stderr itself."""
+    if _syslog is None:
+        return
+    _syslog.handle(logging.LogRecord("orchestrator", level, __file__, 0, message, None, None))  # its filter adds the run id
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:

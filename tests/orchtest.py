@@ -46,7 +46,11 @@ def config_dict(server1: lab.MariaDBInstance, server2: lab.MariaDBInstance, stat
         "replication": {"user": lab.REPL_CREDENTIALS.user, "password": lab.REPL_CREDENTIALS.password},
         "failover": {"catchup_timeout": 5},
         "state_dir": state_dir,
+        # both servers share this host: there is no VIP to tell stale events by
+        "keepalived": {"vip_check": False},
     }
+    if isinstance(extra.get("keepalived"), dict) and "vip" not in extra["keepalived"]:
+        extra = {**extra, "keepalived": {**cfg["keepalived"], **extra["keepalived"]}}
     cfg.update(extra)
     return cfg
 

@@ -12,6 +12,7 @@ GOOD = {
     "nodes": {"server1": {"host": "10.0.0.1", "port": 3306}, "server2": {"host": "10.0.0.2"}},
     "mysql": {"user": "orch", "password": "pw1"},
     "replication": {"user": "repl", "password": "pw2"},
+    "keepalived": {"vip": "10.0.0.100"},
 }
 
 
@@ -28,6 +29,8 @@ def test_defaults():
     assert c.peer.atlas_address == "10.0.0.2:3306"
     assert c.mysql.connect_timeout == 2.0 and c.mysql.tls == "preferred"
     assert c.maintainer.interval == 5.0 and c.maintainer.max_lag == 10
+    assert c.failover.fence_timeout == 3.0 and c.mysql.read_timeout == 2.0
+    assert c.keepalived.vip_check is True and c.keepalived.vip == "10.0.0.100"
     assert "pw1" not in repr(c) and set(c.secrets) == {"pw1", "pw2"}
 
 
@@ -46,6 +49,75 @@ def test_every_problem_reported_with_its_path():
         "replication: missing", "failover.catchup_timeout: expected a number",
     ]:
         assert expected in got, got
+
+
+def test_unknown_keys_at_every_level_are_errors_with_their_path():
+    atlas = [{"name": "local", "admin": {"host": "127.0.0.1", "user": "u", "password": "p", "timeuot": 2}, "persits": "none"}]
+    raw = {
+        **GOOD,
+        "nodes": {"server1": {"host": "10.0.0.1", "prot": 3306}, "server2": {"host": "10.0.0.2"}},
+        "mysql": {"user": "orch", "password": "pw1", "read_timout": 1},
+        "replication": {"user": "repl", "password": "pw2", "tls": "required"},
+        "failover": {"catchup_timout": 5},
+        "atlas": atlas,
+        "maintainer": {"intervall": 5},
+        "keepalived": {"vip": "10.0.0.100", "instnace": "VI_1"},
+        "log": {"sylog": True},
+        "statedir": "/tmp",
+    }
+    got = problems(raw)
+    expected = [
+        "statedir: unknown key", "nodes.server1.prot: unknown key", "mysql.read_timout: unknown key",
+        "replication.tls: unknown key", "failover.catchup_timout: unknown key", "atlas[0].persits: unknown key",
+        "atlas[0].admin.timeuot: unknown key", "maintainer.intervall: unknown key", "keepalived.instnace: unknown key",
+        "log.sylog: unknown key",
+    ]
+    assert sorted(got) == sorted(expected), got
+
+
+def test_timeouts_and_their_ranges():
+    c = parse({**GOOD, "failover": {"fence_timeout": 0.5}, "mysql": {"user": "o", "password": "p", "read_timeout": 7}})
+    assert c.failover.fence_timeout == 0.5 and c.mysql.read_timeout == 7.0 and c.mysql.connect_timeout == 2.0
+    got = problems({**GOOD, "failover": {"fence_timeout": 0}, "mysql": {"user": "o", "password": "p", "read_timeout": 601}})
+    assert "failover.fence_timeout: expected a number from 0.1 to 600" in got
+    assert "mysql.read_timeout: expected a number from 0.1 to 600" in got
+    got = problems({**GOOD, "failover": {"fence_timeout": "3s"}, "mysql": {"user": "o", "password": "p", "read_timeout": True}})
+    assert "failover.fence_timeout: expected a number" in got and "mysql.read_timeout: expected a number" in got
+    # the replication account has no timeouts of its own: they are orch's, not the replica's
+    assert "replication.read_timeout: unknown key" in problems({**GOOD, "replication": {"user": "r", "password": "p", "read_timeout": 1}})
+
+
+def test_vip_is_required_unless_vip_check_is_false():
+    raw = {k: v for k, v in GOOD.items() if k != "keepalived"}
+    for missing in (raw, {**raw, "keepalived": {"instance": "VI_1"}}, {**raw, "keepalived": {"vip": ""}},
+                    {**raw, "keepalived": {"vip_check": True}}):
+        got = problems(missing)
+        assert len(got) == 1 and got[0].startswith("keepalived.vip: missing: notify needs it to tell stale keepalived events"), got
+        assert "keepalived.vip_check: false" in got[0]
+    c = parse({**raw, "keepalived": {"vip_check": False, "instance": "VI_1"}})
+    assert (c.keepalived.vip, c.keepalived.vip_check) == ("", False)
+    assert "keepalived.vip_check: expected true or false" in problems({**raw, "keepalived": {"vip_check": "no"}})
+    assert any(p.startswith("keepalived.vip: set while keepalived.vip_check is false")
+               for p in problems({**raw, "keepalived": {"vip": "10.0.0.100", "vip_check": False}}))
+
+
+def test_check_config_reports_every_problem(tmp_path, capsys):
+    import yaml
+
+    from orchestrator.cli import main
+
+    p = tmp_path / "orch.yaml"
+    raw = {k: v for k, v in GOOD.items() if k != "keepalived"}
+    p.write_text(yaml.safe_dump({**raw, "failover": {"catchup_timout": 5, "fence_timeout": 0}}))
+    os.chmod(p, 0o600)
+    assert main(["-c", str(p), "check-config"]) == 1
+    err = capsys.readouterr().err
+    for expected in ("failover.catchup_timout: unknown key", "failover.fence_timeout: expected a number from 0.1 to 600",
+                     "keepalived.vip: missing"):
+        assert f"orch: config error: {expected}" in err, err
+    p.write_text(yaml.safe_dump({**raw, "keepalived": {"vip_check": False}}))
+    assert main(["-c", str(p), "check-config"]) == 0
+    assert "config OK" in capsys.readouterr().out
 
 
 def test_node_override_and_node_count():
@@ -137,3 +209,7 @@ def test_example_config_is_valid():
 
     c = parse(inline(raw))
     assert c.atlas[0].persist == "rewrite" and c.keepalived.instance == "VI_1"
+    assert c.keepalived.vip_check and c.keepalived.vip == "10.0.0.100"
+    text = open(path).read()
+    for key in ("fence_timeout:", "read_timeout:", "vip_check:"):
+        assert key in text, f"conf/orch.yaml does not show {key}"

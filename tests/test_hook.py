@@ -43,3 +43,25 @@ def test_hook_passes_bad_arguments_through(tmp_path):
                           env={}, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 2
     assert "STATE must be one of" in log.read_text()
+
+
+@pytest.mark.mariadb
+def test_hook_promotes_with_an_unopenable_log_and_an_unwritable_journal(cluster, tmp_path):  # noqa: F811
+    """Bookkeeping never blocks the failover: the log and the journal fail, the promotion happens."""
+    s1, s2, cfg, state = cluster
+    os.makedirs(os.path.join(state, "journal.jsonl"))  # unwritable even for root
+    log = tmp_path / "notify.log"
+    log.mkdir()  # cannot be opened for appending
+    s1.kill()
+    proc = subprocess.run(
+        [str(HOOK), "-c", cfg, "--node", "server2", "--orch", t.ORCH, "--log", str(log), "INSTANCE", "VI_1", "MASTER", "100"],
+        env={}, capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert not t.read_only(s2)
+    err = proc.stderr
+    assert f"keepalived-notify: WARNING: cannot open log {log}; orch logs to syslog and stderr instead" in err
+    assert f"keepalived-notify could not open its log {log}" in err, "orch repeats it, so syslog has it too"
+    assert "decision (MASTER on server2): promoting server2" in err and "MASTER act in" in err
+    assert err.count("journal unwritable") == 2 and "the failover goes on" in err
+    t.assert_no_secrets(err)

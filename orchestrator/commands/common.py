@@ -9,7 +9,7 @@ from typing import Any, Dict, Optional, TextIO, Tuple
 
 from .. import logs
 from ..config import Config, load
-from ..errors import OrchError, Refused
+from ..errors import Refused
 from ..journal import Journal, new_run_id
 from ..plan import NOOP, Plan
 
@@ -24,11 +24,33 @@ def load_config(args: Any) -> Config:
     return cfg
 
 
-def ensure_state_dir(cfg: Config) -> None:
+def ensure_state_dir(cfg: Config) -> bool:
+    """Create state_dir; when that fails say so loudly and go on (False).
+
+    Bookkeeping never blocks a failover: the run lock then falls back to a lock
+    file outside state_dir and journal records go to the log.
+    """
     try:
         os.makedirs(cfg.state_dir, mode=0o700, exist_ok=True)
     except OSError as exc:
-        raise OrchError(f"state_dir {cfg.state_dir}: {exc.strerror}") from None
+        log.critical("state_dir %s unusable: %s; the run lock falls back elsewhere and the journal goes to this log; "
+                     "the failover goes on", cfg.state_dir, exc.strerror or exc)
+        return False
+    return True
+
+
+def journal_append(journal: Journal, record: Dict[str, Any]) -> bool:
+    """Append a journal record; when that fails, log it instead (False) and go on."""
+    try:
+        journal.append(record)
+        return True
+    except OSError as exc:
+        import json
+
+        goes_on = "the failover goes on" if record.get("event") not in ("MAINTAIN", "REJOIN") else "the run goes on"
+        log.critical("journal unwritable: %s: %s; %s; the %s record follows: %s", journal.path, exc.strerror or exc,
+                     goes_on, record.get("phase", "?"), json.dumps(record, default=str))
+        return False
 
 
 def execute_plan(
@@ -45,7 +67,7 @@ def execute_plan(
     journal = Journal(cfg.state_dir)
     base = {"id": run_id, "node": cfg.self_name, "event": event}
     if plan.outcome != NOOP:
-        journal.append({**base, "phase": "begin", "reason": plan.reason, "outcome": plan.outcome,
+        journal_append(journal, {**base, "phase": "begin", "reason": plan.reason, "outcome": plan.outcome,
                         "warnings": list(plan.warnings), "plan": [s.describe() for s in plan.steps]})
     for w in plan.warnings:
         log.warning("%s", w)
@@ -59,7 +81,7 @@ def execute_plan(
         status = "partial"
     elapsed = int((time.monotonic() - started) * 1000)
     if plan.outcome != NOOP:
-        journal.append({**base, "phase": "end", "result": status, "exit": exit_code, "ms": elapsed,
+        journal_append(journal, {**base, "phase": "end", "result": status, "exit": exit_code, "ms": elapsed,
                         "error": str(result.error) if result.error else "",
                         "steps": [r.as_dict() for r in result.results]})
     if result.error is not None:
