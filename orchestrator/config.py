@@ -19,6 +19,7 @@ PERSIST_MODES = ("rewrite", "save_config", "none")
 
 
 TLS_MODES = ("disabled", "preferred", "required")
+MAX_REPLICATION_PASSWORD = 96  # bytes MariaDB keeps of MASTER_PASSWORD
 
 
 @dataclass(frozen=True)
@@ -368,6 +369,9 @@ def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None)
         problems.add("self", f"{self_name!r} is not one of nodes: {', '.join(n.name for n in nodes)}")
     mysql = _account(raw.get("mysql"), "mysql", problems, base_dir, with_timeout=True)
     replication = _account(raw.get("replication"), "replication", problems, base_dir, with_timeout=False)
+    if len(replication.password.encode("utf-8")) > MAX_REPLICATION_PASSWORD:
+        # MariaDB keeps at most 96 bytes of MASTER_PASSWORD (MySQL: 32 characters).
+        problems.add("replication.password", f"longer than {MAX_REPLICATION_PASSWORD} bytes of UTF-8: the server would not keep it whole")
     fo = _mapping(raw.get("failover"), "failover", problems)
     _unknown_keys(fo, "failover", FAILOVER_KEYS, problems)
     failover = Failover(

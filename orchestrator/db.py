@@ -7,12 +7,15 @@ server's name. Parameter values are never logged (one of them may be a password)
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Dict, List, Optional, Sequence
 
 from .config import Account, Node
 from .errors import ALIVE, DOWN, LOST, DatabaseError
 
 log = logging.getLogger(__name__)
+
+TOO_MANY_RETRY = 0.05  # seconds between connects refused with 1040 (within connect_timeout)
 
 
 class Server:
@@ -40,9 +43,23 @@ class Server:
     def connect(self) -> None:
         if self._conn is not None:
             return
+        handshake = self.account.connect_timeout
+        deadline = time.monotonic() + handshake
+        while True:
+            try:
+                self._connect_once(handshake)
+                return
+            except DatabaseError as exc:
+                # One connection beyond max_connections is reserved for CONNECTION ADMIN,
+                # shared by every such account: a health check holding it for a moment
+                # must not make a live master look unfenceable.
+                if exc.code != 1040 or time.monotonic() + TOO_MANY_RETRY > deadline:
+                    raise
+                time.sleep(TOO_MANY_RETRY)
+
+    def _connect_once(self, handshake: float) -> None:
         import pymysql  # deferred: keeps `orch --help` and config errors fast
 
-        handshake = self.account.connect_timeout
         try:
             self._conn = _connection_class()(
                 **_tls_options(self.account),
@@ -98,7 +115,9 @@ class Server:
                     spent = timeout if timeout is not None else self.read_timeout
                     raise DatabaseError(f"{what}: no answer within {spent:g}s", ALIVE, code) from None
                 raise DatabaseError(f"{what}: {_describe(exc)}", LOST, code) from None
-            raise DatabaseError(f"{what}: {_describe(exc)}", ALIVE, code or 0) from None
+            # A server error may quote a value it was given (error 1470 quotes a too long
+            # MASTER_PASSWORD): with parameters bound, quoted text is never repeated.
+            raise DatabaseError(f"{what}: {_describe(exc, quoted_values=bool(args))}", ALIVE, code or 0) from None
         except OSError as exc:
             self.close()
             raise DatabaseError(f"{self.label}: {sql[:80]}: {exc}", LOST) from None
@@ -175,10 +194,15 @@ def _code(exc: Exception) -> Optional[int]:
     return args[0] if args and isinstance(args[0], int) else None
 
 
-def _describe(exc: Exception) -> str:
+def _describe(exc: Exception, quoted_values: bool = False) -> str:
     args = getattr(exc, "args", ())
     if len(args) >= 2 and isinstance(args[0], int):
-        return f"({args[0]}) {args[1]}"
+        message = str(args[1])
+        if quoted_values:
+            import re
+
+            message = re.sub(r"'.*'", "'***'", message, flags=re.S)
+        return f"({args[0]}) {message}"
     return str(exc) or exc.__class__.__name__
 
 

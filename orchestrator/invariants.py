@@ -21,7 +21,12 @@ SPLIT_BRAIN = "SPLIT-BRAIN"
 def decide_invariant(view: ClusterView, cfg: Config) -> Optional[Tuple[str, Plan]]:
     """(event, plan) repairing a broken invariant on this node, or None when both hold.
 
-    Needs the VIP check: without it, this host cannot tell which node should write.
+    Needs the VIP check: without it, this host cannot tell which node should write. A
+    host can hold the VIP without being keepalived's MASTER (a killed keepalived leaves
+    its addresses behind; two partitioned ones both hold it), so the VIP holder never
+    takes writes away from a peer that has them: it promotes itself only while the peer
+    is read-only or down (the peer's own notify or maintainer handles the rest), and a
+    writable server that does not hold the VIP fences itself only next to a writable peer.
     """
     me, peer = view.me, view.peer
     if view.holds_vip is None or not me.reachable:
@@ -29,16 +34,15 @@ def decide_invariant(view: ClusterView, cfg: Config) -> Optional[Tuple[str, Plan
     peer_open = peer.reachable and not flavor_of(peer, cfg).is_fenced(peer)
     if view.holds_vip:
         replicating = me.replica is not None and me.replica.configured
-        if me.writable and not peer_open and not replicating:
+        if peer_open or peer.alive or (me.writable and not replicating):
             return None
         plan = decide(view, MASTER, cfg)
         if plan.outcome == NOOP:
             return None
-        why = f"{me.name} holds VIP {cfg.keepalived.vip}"
-        why += " but is read-only" if not me.writable else (f" and {peer.name} is writable too" if peer_open else " but still replicates")
+        why = f"{me.name} holds VIP {cfg.keepalived.vip}" + (" but is read-only" if not me.writable else " but still replicates")
         return MASTER, Plan(f"{why}: {plan.reason}", plan.steps, plan.outcome, plan.warnings)
     if me.writable and peer_open:
-        # Two writers, and the VIP is elsewhere: this one must stop taking writes now.
+        # Two writers, and the VIP is not here: this one must stop taking writes now.
         plan = decide_fault(view, cfg, SPLIT_BRAIN)
         return SPLIT_BRAIN, Plan(
             f"both servers are writable and {me.name} does not hold VIP {cfg.keepalived.vip}: {plan.reason}",

@@ -94,7 +94,9 @@ def test_mariadb_statements():
     assert f.replica_status_query == "SHOW ALL SLAVES STATUS" and f.fence_statements == ("SET GLOBAL read_only = 1",)
     stmts = f.change_source("10.0.0.1", 3306, "repl", "pw")
     assert stmts[0][0] == "SET GLOBAL gtid_slave_pos = @@global.gtid_current_pos"
-    sql, args = stmts[1]
+    assert stmts[1][0] == "SET SESSION character_set_client = @@global.character_set_system"  # 4-byte UTF-8 passwords
+    assert stmts[3][0] == "SET SESSION character_set_client = utf8mb4"
+    sql, args = stmts[2]
     assert "MASTER_USE_GTID = slave_pos" in sql and args == ("10.0.0.1", 3306, "repl", "pw", 1.0) and "pw" not in sql
     assert "MASTER_HEARTBEAT_PERIOD = %s" in sql
     assert f.wait_statement("0-1-5", 1.0) == ("SELECT MASTER_GTID_WAIT(%s, %s)", ("0-1-5", 1.0))

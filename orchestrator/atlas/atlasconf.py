@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 import socket
 from dataclasses import dataclass, field
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, TypeVar
 
 GROUP = "mysql-proxy"
-_ASCII_WS = " \t\n\v\f\r"
+T = TypeVar("T")
+# g_ascii_isspace(): space, \t, \n, \f and \r, but not \v.
+_ASCII_WS = " \t\n\f\r"
 
 
 class AtlasConfigError(ValueError):
@@ -144,27 +146,35 @@ def _valid_key_name(key: str) -> bool:
 _ESCAPES = {"s": " ", "n": "\n", "t": "\t", "r": "\r", "\\": "\\"}
 
 
+class _InvalidValue(ValueError):
+    """A value g_key_file_get_string() / _get_string_list() refuses to interpret."""
+
+
 def _unescape(value: str) -> str:
-    """GKeyFile string escapes; unknown escapes are kept as written."""
+    """GKeyFile string escapes (\\s \\n \\t \\r \\\\); any other escape is an error."""
     return _split_escaped(value, separator=None)[0]
 
 
 def _split_escaped(value: str, separator: Optional[str]) -> List[str]:
     # One pass like g_key_file_parse_value_as_string(): unescape, and split on
-    # separators that are not escaped ("\," is a literal comma inside an item).
+    # separators that are not escaped ("\," is a literal comma inside an item). An
+    # unknown escape or a backslash at the end makes GKeyFile report the whole value
+    # as one "that cannot be interpreted", and Atlas then refuses to start.
     pieces: List[str] = []
     current = ""
     i = 0
     while i < len(value):
         char = value[i]
-        if char == "\\" and i + 1 < len(value):
+        if char == "\\":
+            if i + 1 == len(value):
+                raise _InvalidValue("escape character at end of line")
             nxt = value[i + 1]
             if nxt in _ESCAPES:
                 current += _ESCAPES[nxt]
             elif separator is not None and nxt == separator:
                 current += nxt
             else:
-                current += char + nxt
+                raise _InvalidValue(f"invalid escape sequence \\{nxt}")
             i += 2
             continue
         if separator is not None and char == separator:
@@ -183,6 +193,54 @@ def _split_list(value: Optional[str]) -> List[str]:
         return []
     items = (item.strip(_ASCII_WS) for item in _split_escaped(value, separator=","))
     return [item for item in items if item]
+
+
+def escape_value(value: str) -> str:
+    """``value`` written as a GKeyFile string value, the way g_key_file_set_string() does.
+
+    For hand-written Atlas configs: ``admin-password = <escape_value(password)>`` makes
+    Atlas read back exactly ``password`` (a backslash becomes ``\\\\``, leading blanks
+    ``\\s``/``\\t``). Atlas strips trailing whitespace from every string option after
+    unescaping (g_strchomp), so a value ending in whitespace cannot be configured at all:
+    ValueError.
+    """
+    if value != value.rstrip(_ASCII_WS):
+        raise ValueError("Atlas strips trailing whitespace from string options: "
+                         "such a value cannot be configured")
+    if "\0" in value:
+        raise ValueError("a GKeyFile value cannot hold a NUL character")
+    out = []
+    leading = True
+    for char in value:
+        if char == " " and leading:
+            out.append("\\s")
+        elif char == "\t" and leading:
+            out.append("\\t")
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\r":
+            out.append("\\r")
+        elif char == "\\":
+            out.append("\\\\")
+            leading = False
+        else:
+            out.append(char)
+            leading = False
+    return "".join(out)
+
+
+def read_keyfile(path: str) -> KeyFile:
+    """Parse the file at ``path``; bytes that are not UTF-8 survive as surrogate escapes.
+
+    GKeyFile parses bytes: comments and values that nobody reads may be in any encoding.
+    Write the text back with ``encoding="utf-8", errors="surrogateescape"``.
+    """
+    with open(path, "rb") as handle:
+        return KeyFile.parse(handle.read().decode("utf-8", "surrogateescape"))
+
+
+def _is_utf8(text: str) -> bool:
+    return not any("\udc80" <= char <= "\udcff" for char in text)
 
 
 # --------------------------------------------------------------------------------------
@@ -207,16 +265,36 @@ class AtlasConfig:
 def load_config(path: str) -> AtlasConfig:
     """Read the ``[mysql-proxy]`` group of an Atlas config file."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            keyfile = KeyFile.parse(handle.read())
-    except (OSError, UnicodeDecodeError) as exc:
+        keyfile = read_keyfile(path)
+    except OSError as exc:
         raise AtlasConfigError(f"cannot read {path}: {exc}") from exc
     if not keyfile.has_group(GROUP):
         raise AtlasConfigError(f"{path}: no [{GROUP}] group")
 
-    def string(key: str) -> Optional[str]:
+    def interpreted(key: str, parse: Callable[[str], T]) -> Optional[T]:
         raw = keyfile.get(GROUP, key)
-        return None if raw is None else _unescape(raw)
+        if raw is None:
+            return None
+        if not _is_utf8(raw):
+            # GKeyFile checks the encoding of a value only when it is read as a string.
+            shown = raw.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+            raise AtlasConfigError(
+                f"Key file contains key \u201c{key}\u201d with value \u201c{shown}\u201d which is not UTF-8"
+            )
+        try:
+            return parse(raw)
+        except _InvalidValue:
+            # Atlas logs this GKeyFile message and exits.
+            raise AtlasConfigError(
+                f"Key file contains key \u201c{key}\u201d which has a value that cannot be interpreted."
+            ) from None
+
+    def string(key: str) -> Optional[str]:
+        # chassis_keyfile_to_options(): g_key_file_get_string(), then g_strchomp().
+        return interpreted(key, lambda raw: _unescape(raw).rstrip(_ASCII_WS))
+
+    def string_list(key: str) -> List[str]:
+        return interpreted(key, _split_list) or []
 
     username = string("admin-username")
     password = string("admin-password")
@@ -225,14 +303,15 @@ def load_config(path: str) -> AtlasConfig:
     if password is None:
         raise AtlasConfigError("--admin-password needs to be set")
     admin = string("admin-address")
-    wait_raw = string("wait-timeout")
+    # An integer option: g_key_file_get_integer() reads the raw value, no unescaping.
+    wait_raw = keyfile.get(GROUP, "wait-timeout")
     wait_timeout = None
     if wait_raw is not None:
         match = re.fullmatch(r"[ \t]*([+-]?[0-9]+)[ \t]*", wait_raw)
         if not match:
             raise AtlasConfigError(f"wait-timeout: '{wait_raw}' is not a number")
         wait_timeout = int(match.group(1)) if int(match.group(1)) > 0 else None
-    pwds = _split_list(keyfile.get(GROUP, "pwds"))
+    pwds = string_list("pwds")
     for entry in pwds:
         if ":" not in entry:
             raise AtlasConfigError("incorrect password settings")
@@ -240,12 +319,10 @@ def load_config(path: str) -> AtlasConfig:
         admin_address=None if admin is None else _parse_admin_address(admin),
         admin_username=username,
         admin_password=password,
-        rw_backends=tuple(_split_list(keyfile.get(GROUP, "proxy-backend-addresses"))),
-        ro_backends=tuple(
-            _split_list(keyfile.get(GROUP, "proxy-read-only-backend-addresses"))
-        ),
+        rw_backends=tuple(string_list("proxy-backend-addresses")),
+        ro_backends=tuple(string_list("proxy-read-only-backend-addresses")),
         pwds=tuple(pwds),
-        client_ips=tuple(_split_list(keyfile.get(GROUP, "client-ips"))),
+        client_ips=tuple(string_list("client-ips")),
         wait_timeout=wait_timeout,
     )
 

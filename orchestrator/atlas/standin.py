@@ -79,6 +79,7 @@ HELP_ROWS: Tuple[Tuple[str, str], ...] = (
 
 from orchestrator.atlas.atlasconf import (  # noqa: E402  re-exported for callers and tests
     GROUP, AtlasConfig, AtlasConfigError, KeyFile, _is_decimal, load_config, normalize_backend_address,
+    read_keyfile,
 )
 
 
@@ -425,9 +426,8 @@ class AdminState:
         try:
             # Atlas re-loads the file here (so hand edits to other keys survive), but
             # never applies it to its running state.
-            with open(path, encoding="utf-8") as handle:
-                keyfile = KeyFile.parse(handle.read())
-        except (OSError, UnicodeDecodeError, AtlasConfigError) as exc:
+            keyfile = read_keyfile(path)
+        except (OSError, AtlasConfigError) as exc:
             logger.critical("SAVE CONFIG: cannot load %s: %s", path, exc)
             return
         keyfile.set(GROUP, "proxy-backend-addresses",
@@ -437,7 +437,7 @@ class AdminState:
         keyfile.set(GROUP, "client-ips", ",".join(self._clients))
         keyfile.set(GROUP, "pwds", ",".join(self._pwds))
         try:
-            _replace_file(path, keyfile.to_text().encode("utf-8"))
+            _replace_file(path, keyfile.to_text().encode("utf-8", "surrogateescape"))
         except OSError as exc:
             logger.critical("SAVE CONFIG: cannot write %s: %s", path, exc)
             return
@@ -729,6 +729,9 @@ class AtlasStandin:
             # mysql-proxy sends this raw (no SQL state) and closes.
             stream.write_packet(b"\xff\xd7\x07" + b"4.0 protocol is not supported")
             return False
+        # Atlas compares and hashes the bytes of the config values (after GKeyFile
+        # unescaping and g_strchomp): UTF-8, whatever the client's charset. No
+        # normalisation and no case folding; the handshake's charset byte is ignored.
         if response.username != self._config.admin_username.encode("utf-8"):
             stream.write_packet(wire.err_packet(1045, "28000", "unknown user"))
             return False

@@ -39,12 +39,17 @@ class MariaDB:
         # start from everything it has (the errant check ran before this).
         return [
             ("SET GLOBAL gtid_slave_pos = @@global.gtid_current_pos", ()),
+            # CHANGE MASTER converts its strings to the system charset (utf8mb3): a 4-byte
+            # UTF-8 character in the password would be stored as '?'. With the client
+            # charset equal to it, the password's bytes pass unchanged.
+            ("SET SESSION character_set_client = @@global.character_set_system", ()),
             (
                 "CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = %s, MASTER_USER = %s, "
                 "MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, MASTER_CONNECT_RETRY = 1, "
                 "MASTER_HEARTBEAT_PERIOD = %s",
                 (host, int(port), user, password, HEARTBEAT_PERIOD),
             ),
+            ("SET SESSION character_set_client = utf8mb4", ()),  # what orch connects with
         ]
 
     def preserve_relay_log(self, replica: ReplicaStatus) -> List[Statement]:

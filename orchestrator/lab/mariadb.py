@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -117,6 +118,10 @@ def create_template(datadir: str, timeout: float = 120) -> str:
         log.debug("datadir %s already initialized", target)
         return str(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    # A starting mariadbd deletes every #sql* file in its tmpdir: never share /tmp with
+    # servers started by others (their temporary tables vanish).
+    tmpdir = target.parent / f"{target.name}-tmp"
+    tmpdir.mkdir(exist_ok=True)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", prefix="lab-template-") as sql:
         sql.write(_template_sql())
         sql.flush()
@@ -127,6 +132,7 @@ def create_template(datadir: str, timeout: float = 120) -> str:
             "--auth-root-authentication-method=normal",
             "--skip-test-db",
             f"--extra-file={sql.name}",
+            f"--tmpdir={tmpdir}",
             *(f"--{name}={value}" for name, value in INNODB_SIZES.items()),
         ]
         if os.geteuid() == 0:
@@ -178,6 +184,7 @@ class MariaDBInstance:
         self.socket = str(base / "mariadbd.sock")
         self.pid_file = str(base / "mariadbd.pid")
         self.log_file = str(base / "error.log")
+        self.tmpdir = str(base / "tmp")
         self.config_file = str(base / "my.cnf")
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
@@ -207,6 +214,7 @@ class MariaDBInstance:
             log.debug("%s: datadir %s already initialized", self.name, self.datadir)
             return
         Path(self.basedir).mkdir(parents=True, exist_ok=True)
+        Path(self.tmpdir).mkdir(exist_ok=True)
         if template is None:
             create_template(self.datadir)
         else:
@@ -220,6 +228,7 @@ class MariaDBInstance:
             "socket": self.socket,
             "pid_file": self.pid_file,
             "log_error": self.log_file,
+            "tmpdir": self.tmpdir,  # its own: a starting mariadbd deletes every #sql* file in it
             "bind_address": self.host,
             "port": str(self.port),
             "server_id": str(self.server_id),
@@ -280,6 +289,7 @@ class MariaDBInstance:
             raise CommandError(f"{self.name}: already running as pid {self.pid}")
         if not self.is_initialized():
             raise CommandError(f"{self.name}: datadir {self.datadir} is not initialized")
+        Path(self.tmpdir).mkdir(parents=True, exist_ok=True)
         self.write_config()
         self._log_offset = _file_size(self.log_file)
         self._launched_at = time.monotonic()
@@ -450,13 +460,45 @@ class MariaDBInstance:
         self, credentials: Credentials = ORCH_CREDENTIALS, **kw: Any
     ) -> pymysql.connections.Connection:
         """Connect over TCP to ``host:port`` with ``credentials`` (the orch account by default)."""
-        return self.connect(
-            unix_socket=None,
-            host=self.host,
-            port=self.port,
-            user=credentials.user,
-            password=credentials.password,
-            **kw,
+        params: dict[str, Any] = {
+            "unix_socket": None,
+            "host": self.host,
+            "port": self.port,
+            # bytes: PyMySQL encodes a str password as latin-1; the server hashed UTF-8.
+            "user": credentials.user.encode("utf-8"),
+            "password": credentials.password.encode("utf-8"),
+        }
+        params.update(kw)
+        return self.connect(**params)
+
+    def create_account(
+        self, credentials: Credentials, privileges: str = "", host: str = "%"
+    ) -> None:
+        """CREATE USER on this server only (not binlogged), with ``GRANT privileges ON *.*``.
+
+        ``privileges`` is a list of privilege names as in a GRANT statement (README's
+        line, say); empty grants nothing beyond USAGE. The password may be any text: it
+        reaches the server as UTF-8, as the mariadb client sends it.
+        """
+        if privileges and not re.fullmatch(r"[A-Z][A-Z_ ]*(, *[A-Z][A-Z_ ]*)*", privileges):
+            raise ValueError(f"not a list of privilege names: {privileges!r}")
+        with closing(self.connect()) as conn, conn.cursor() as cursor:
+            cursor.execute("SET sql_log_bin = 0")  # accounts are local to each server
+            cursor.execute(
+                "CREATE USER %s@%s IDENTIFIED BY %s", (credentials.user, host, credentials.password)
+            )
+            if privileges:
+                cursor.execute(f"GRANT {privileges} ON *.* TO %s@%s", (credentials.user, host))
+
+    def client_defaults(self, credentials: Credentials = ORCH_CREDENTIALS, connect_timeout: int = 1) -> str:
+        """A ``[client]`` option file for ``mariadb --defaults-file`` over TCP (hooks/check-mysql)."""
+        return (
+            "[client]\n"
+            f"host={self.host}\n"
+            f"port={self.port}\n"
+            f"user={option_value(credentials.user)}\n"
+            f"password={option_value(credentials.password)}\n"
+            f"connect_timeout={int(connect_timeout)}\n"
         )
 
     def sql(self, statement: str, args: Any = None) -> list[dict[str, Any]]:
@@ -472,6 +514,20 @@ class MariaDBInstance:
         if not rows:
             return None
         return next(iter(rows[0].values()))
+
+
+def option_value(value: str) -> str:
+    """``value`` quoted for a MariaDB/MySQL option file (my.cnf, a --defaults-file).
+
+    Unquoted, the client drops leading and trailing blanks, where "blank" is a latin1
+    space (so a UTF-8 password ending in "à", bytes C3 A0, loses its last byte), cuts
+    at a "#" and reads backslash escapes. Inside double quotes only the escapes apply.
+    """
+    escaped = (
+        value.replace("\\", "\\\\").replace('"', '\\"')
+        .replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    )
+    return f'"{escaped}"'
 
 
 def start_replication(

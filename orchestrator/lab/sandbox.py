@@ -321,7 +321,7 @@ def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = ""
     check.write_text(
         "[client]\n"
         f"host={host.address}\nport={host.port}\n"
-        f"user={mariadb.ORCH_CREDENTIALS.user}\npassword={mariadb.ORCH_CREDENTIALS.password}\n"
+        f"user={mariadb.ORCH_CREDENTIALS.user}\npassword={mariadb.option_value(mariadb.ORCH_CREDENTIALS.password)}\n"
         "connect_timeout=1\n"
     )
     os.chmod(check, 0o600)
@@ -557,7 +557,7 @@ def writer_main(argv: Sequence[str]) -> int:
         next_id += 1
         try:
             if conn is None:
-                conn = pymysql.connect(host=args.host, port=args.port, user=args.user, password=password, autocommit=True,
+                conn = pymysql.connect(host=args.host, port=args.port, user=args.user.encode("utf-8"), password=password.encode("utf-8"), autocommit=True,
                                        connect_timeout=args.connect_timeout, read_timeout=1, write_timeout=1)
             with conn.cursor() as cur:
                 if args.select:
