@@ -17,6 +17,7 @@ from .errors import DOWN, LOST, DatabaseError
 from .model import AtlasState, ClusterView, NodeState, ThreadState
 
 PROBE_MAX = 1.2  # seconds: the longest watch of an IO thread for signs of its source's life
+PROBE_POLL = 0.1  # seconds between looks: a killed source shows as Connecting within one
 
 log = logging.getLogger(__name__)
 
@@ -89,33 +90,20 @@ def prove_alive(server: Server, me: NodeState, peer: NodeState, first_read: floa
     r = me.replica
     if not peer.down or r is None or r.io is not ThreadState.RUNNING or not me.replicates_from(peer.host, peer.port):
         return peer
-    remaining = receiving_window(me) - (time.monotonic() - first_read)
-    if remaining > 0:
-        time.sleep(remaining)
-    try:
-        again = read_node(server, flavor_name)
-    except DatabaseError:
-        return peer
-    r2 = again.replica
-    if r2 is not None and r2.io is ThreadState.RUNNING and r2.io_marker != r.io_marker:
-        return replace(peer, alive=True, error=f"{peer.error}; but {me.name}'s IO thread is still receiving from it, so it is alive")
-    return peer
-
-
-def holds_address(address: str) -> bool:
-    """Whether ``address`` is assigned to an interface of this host (network namespace).
-
-    Binding succeeds only for a local address (no IP_FREEBIND): one syscall, no netlink.
-    """
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
+    deadline = first_read + receiving_window(me)
+    while True:
+        time.sleep(max(0.0, min(PROBE_POLL, deadline - time.monotonic())))
         try:
-            s.bind((address, 0))
-            return True
-        except OSError as exc:
-            if exc.errno == errno.EADDRNOTAVAIL:
-                return False
-            raise
+            again = read_node(server, flavor_name)
+        except DatabaseError:
+            return peer
+        r2 = again.replica
+        if r2 is None or r2.io is not ThreadState.RUNNING:
+            return peer  # the IO thread noticed its source is gone: down, as observed
+        if r2.io_marker != r.io_marker:
+            return replace(peer, alive=True, error=f"{peer.error}; but {me.name}'s IO thread is still receiving from it, so it is alive")
+        if time.monotonic() >= deadline:
+            return peer
 
 
 def observe(cfg: Config, servers: Dict[str, Server], atlas: bool = False, admins: Optional[Dict[str, Any]] = None) -> ClusterView:
