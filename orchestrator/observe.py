@@ -106,6 +106,22 @@ def prove_alive(server: Server, me: NodeState, peer: NodeState, first_read: floa
             return peer
 
 
+def holds_address(address: str) -> bool:
+    """Whether ``address`` is assigned to an interface of this host (network namespace).
+
+    Binding succeeds only for a local address (no IP_FREEBIND): one syscall, no netlink.
+    """
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind((address, 0))
+            return True
+        except OSError as exc:
+            if exc.errno == errno.EADDRNOTAVAIL:
+                return False
+            raise
+
+
 def observe(cfg: Config, servers: Dict[str, Server], atlas: bool = False, admins: Optional[Dict[str, Any]] = None) -> ClusterView:
     """Observe both servers at once (a dead peer costs one connect timeout, not two)."""
     results: Dict[str, NodeState] = {}
