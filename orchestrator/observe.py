@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import flavors
 from .config import Config, Node
 from .db import Server
-from .errors import DOWN, LOST, DatabaseError
+from .errors import ALIVE, DOWN, LOST, DatabaseError
 from .model import AtlasState, ClusterView, NodeState, ThreadState
 
 PROBE_MAX = 1.2  # seconds: the longest watch of an IO thread for signs of its source's life
@@ -65,11 +65,15 @@ def unreachable(node: Node, error: str, alive: bool = False) -> NodeState:
 
 def observe_node(server: Server, flavor_name: str) -> NodeState:
     for attempt in (1, 2):
+        reused = server.connected
         try:
             return read_node(server, flavor_name)
         except DatabaseError as exc:
-            if exc.kind == LOST and attempt == 1:
-                continue  # a connection kept from an earlier pass broke: a new one tells down from alive
+            # A connection kept from an earlier pass broke, or its server stopped answering
+            # (frozen since): a new handshake tells down from alive.
+            if attempt == 1 and (exc.kind == LOST or (reused and exc.kind == ALIVE and exc.code == 2013)):
+                server.close()
+                continue
             # The label is already in the message; keep only what went wrong.
             return unreachable(server.node, str(exc).split(": ", 1)[-1], alive=exc.kind != DOWN)
     raise AssertionError("unreachable")

@@ -441,3 +441,30 @@ def test_status_shows_no_errant_gtids_for_a_master_ahead_of_its_replica(cluster)
     assert nodes["server1"]["role"] == "master" and not nodes["server1"]["errant_gtids"]
     assert nodes["server2"]["errant_gtids"] in ("", None) or nodes["server2"]["errant_gtids"] == "none"
     s2.sql("START SLAVE")
+
+
+def test_server_frozen_behind_a_kept_connection_is_down_not_alive(cluster):
+    """The maintainer keeps connections between passes: a statement that times out on one
+    is retried over a new handshake, so a frozen server counts as down (its handshake times
+    out), not as alive-but-unusable (which would block every promotion)."""
+    from orchestrator import config as config_mod
+    from orchestrator.db import open_servers
+    from orchestrator.observe import observe_node
+
+    s1, s2, cfg, _ = cluster
+    c = config_mod.load(cfg, "server2")
+    servers = open_servers(c)
+    try:
+        assert observe_node(servers["server1"], "auto").reachable
+        assert servers["server1"].connected
+        s1.pause()
+        try:
+            state = observe_node(servers["server1"], "auto")
+        finally:
+            s1.resume()
+        assert state.down, state
+        assert "no handshake" in state.error, state.error
+        assert observe_node(servers["server1"], "auto").reachable  # and back once it answers
+    finally:
+        for s in servers.values():
+            s.close()
