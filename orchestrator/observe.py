@@ -146,7 +146,26 @@ def observe(cfg: Config, servers: Dict[str, Server], atlas: bool = False, admins
     me, peer = results[cfg.self_name], results[cfg.peer.name]
     if me.reachable:
         peer = prove_alive(servers[cfg.self_name], me, peer, first_read, cfg.flavor)
+    if me.reachable and peer.reachable:
+        me, peer = settle_errant(cfg, servers, me, peer)
     return ClusterView(me=me, peer=peer, holds_vip=vip_held(cfg), atlas=atlas_states)
+
+
+def settle_errant(cfg: Config, servers: Dict[str, Server], me: NodeState, peer: NodeState) -> Tuple[NodeState, NodeState]:
+    """Read again, in order, a pair that looks errant.
+
+    The two servers are read at once: a replica read after its source may already have
+    applied what the source committed after it was read, and so look errant. The
+    errant-GTID check compares a node with what its peer had at least as late.
+    """
+    flavor = flavors.get(me.flavor, me.version)
+    if flavor.errant(me, peer):
+        again = observe_node(servers[cfg.peer.name], cfg.flavor)
+        return me, again if again.reachable else peer
+    if flavor.errant(peer, me):
+        again = observe_node(servers[cfg.self_name], cfg.flavor)
+        return again if again.reachable else me, peer
+    return me, peer
 
 
 def vip_held(cfg: Config) -> Optional[bool]:
