@@ -247,7 +247,7 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False) -> Pla
     pointed = r is not None and r.configured and r.auto_position and me.replicates_from(peer.host, peer.port)
     if pointed and r is not None:
         if r.running or r.io is ThreadState.CONNECTING and r.sql is ThreadState.RUNNING:
-            health = replica_health(view, me, peer, cfg)
+            health = replica_health(view, me, peer, cfg, in_atlas=True)  # removal only: the staying check
             return Plan(
                 f"{fenced} {me.name}; it already replicates from {peer.name}" + ("" if steps else ": nothing to do"),
                 tuple(steps + own_backend(health)), ACT if steps or own_backend(health) else NOOP,
@@ -285,7 +285,7 @@ def decide_fault(view: ClusterView, cfg: Config, event: str) -> Plan:
     fencing = not flavor_of(me, cfg).is_fenced(me)
     if fencing:
         steps.append(Fence(me.name))
-    health = replica_health(view, me, view.peer, cfg)
+    health = replica_health(view, me, view.peer, cfg, in_atlas=True)  # removal only: the staying check
     if health.healthy is not True:
         steps += _remove_own_backend(cfg, health.reason)
     if fencing:

@@ -128,12 +128,28 @@ class AddBackend:
         return f"add read-only backend {self.address} to Atlas {self.atlas}" + (f" ({self.why})" if self.why else "")
 
 
+@dataclass(frozen=True)
+class PersistBackends:
+    """Rewrite an Atlas's config file so that it lists the runtime read-only backends."""
+
+    atlas: str
+    config_file: str = ""
+    runtime: Tuple[str, ...] = ()  # Atlas's read-only backends as observed
+    listed: Tuple[str, ...] = ()  # what the file lists
+
+    def describe(self) -> str:
+        return (
+            f"rewrite {self.config_file} so that Atlas {self.atlas} restarts with read-only backends "
+            f"{','.join(self.runtime) or '(none)'} (the file lists {','.join(self.listed) or '(none)'})"
+        )
+
+
 Step = Union[
     Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
-    Recheck, SetWritable, RemoveBackend, AddBackend,
+    Recheck, SetWritable, RemoveBackend, AddBackend, PersistBackends,
 ]
 
-ATLAS_STEPS = (RemoveBackend, AddBackend)
+ATLAS_STEPS = (RemoveBackend, AddBackend, PersistBackends)
 
 
 @dataclass(frozen=True)

@@ -1,66 +1,136 @@
 """Pure reconcile decision for `orch maintain`: which read-only backends every Atlas should list.
 
-The desired set holds the replica, and only while it is a healthy replica (both
-threads running, everything received applied, lag within bounds, no errant GTIDs,
-read-only). Only our two servers' addresses are managed; read/write backends and
-foreign read-only backends are never touched. What cannot be observed is not changed:
-an unreachable server's entry stays as it is, and a reachable server whose verdict
-needs the unreachable peer (the errant-GTID check) is neither added nor removed; one
-that is unhealthy on its own (writable, threads stopped, lagging) is removed.
+Each Atlas's own list is the state, and the verdict has hysteresis: a server that an
+Atlas lists stays while it is a healthy replica (both threads running, lag within
+bounds, no errant GTIDs, read-only, replicating from the peer); one it does not list is
+(re-)added only when, on top of that, everything it received is applied. Under write
+load a replica that keeps up nearly always has something received but not yet applied,
+so requiring that to stay would flap it in and out.
+
+Only our two servers' addresses are managed; read/write backends and foreign read-only
+backends are never touched. What cannot be observed is not changed: an unreachable
+server's entry stays as it is, and a reachable server whose verdict needs the
+unreachable peer (the errant-GTID check) is neither added nor removed; one that is
+unhealthy on its own (writable, threads stopped, lagging) is removed.
+
+An Atlas whose config file (persist: rewrite) lists other read-only backends than its
+runtime list, with nothing else to change on it, gets a PersistBackends step: a rewrite
+that failed after an earlier change is done again on the next pass.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
 
 from .config import Config
-from .decide import decide_backup, flavor_of, replica_health
-from .model import ClusterView
-from .plan import ACT, NOOP, AddBackend, Plan, RemoveBackend, Step
+from .decide import Health, decide_backup, flavor_of, replica_health
+from .model import AtlasState, ClusterView, NodeState
+from .plan import ACT, NOOP, AddBackend, PersistBackends, Plan, RemoveBackend, Step
+
+
+def _addresses(addresses: Sequence[str]) -> str:
+    return ",".join(addresses) or "(none)"
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    """One reachable server's verdict for an Atlas that lists it, and for one that does not."""
+
+    name: str
+    address: str
+    staying: Health
+    joining: Health
+
+    def for_atlas(self, atlas: AtlasState) -> Health:
+        return self.staying if self.address in atlas.ro_addresses() else self.joining
+
+
+def _verdicts(view: ClusterView, cfg: Config) -> Tuple[List[_Verdict], List[str]]:
+    verdicts: List[_Verdict] = []
+    reasons: List[str] = []
+    atlases = [a for a in view.atlas if a.reachable]
+    for node, other in ((view.me, view.peer), (view.peer, view.me)):
+        if not node.reachable:
+            reasons.append(f"cannot observe {node.name} ({node.error}): its entry is left as it is")
+            continue
+        verdict = _Verdict(
+            node.name, cfg.node(node.name).atlas_address,
+            replica_health(view, node, other, cfg, in_atlas=True), replica_health(view, node, other, cfg),
+        )
+        verdicts.append(verdict)
+        if not _is_master(node) or not other.reachable:
+            reasons.append(_say(verdict, atlases))
+    return verdicts, reasons
+
+
+def _is_master(node: NodeState) -> bool:
+    return node.writable and (node.replica is None or not node.replica.configured)
+
+
+def _say(verdict: _Verdict, atlases: Sequence[AtlasState]) -> str:
+    """The verdict that applies, or both with the Atlas each applies to when they differ."""
+
+    def text(health: Health) -> str:
+        return health.reason + ("" if health.healthy is not None else ": its entry is left as it is")
+
+    listing = [a.name for a in atlases if verdict.address in a.ro_addresses()]
+    lacking = [a.name for a in atlases if verdict.address not in a.ro_addresses()]
+    if not listing:
+        return text(verdict.joining)
+    if not lacking or verdict.staying == verdict.joining:
+        return text(verdict.staying)
+    return f"{text(verdict.staying)} (listed by {', '.join(listing)}); not listed by {', '.join(lacking)}: {text(verdict.joining)}"
 
 
 def decide_maintain(view: ClusterView, cfg: Config) -> Plan:
-    me, peer = view.me, view.peer
-    wanted: Dict[str, Optional[bool]] = {}  # None: leave this server's entry as it is
-    reasons = []
-    for node, other in ((me, peer), (peer, me)):
-        if not node.reachable:
-            wanted[node.name] = None
-            reasons.append(f"cannot observe {node.name} ({node.error}): its entry is left as it is")
-            continue
-        health = replica_health(view, node, other, cfg)
-        wanted[node.name] = health.healthy
-        is_master = node.writable and (node.replica is None or not node.replica.configured)
-        if not is_master or not other.reachable:
-            reasons.append(health.reason + ("" if health.healthy is not None else ": its entry is left as it is"))
+    verdicts, reasons = _verdicts(view, cfg)
     steps: List[Step] = []
-    unreachable = []
+    warnings: List[str] = []
     for atlas in view.atlas:
         if not atlas.reachable:
-            unreachable.append(f"Atlas {atlas.name} unreachable ({atlas.error}): not changed")
+            warnings.append(f"Atlas {atlas.name} unreachable ({atlas.error}): not changed")
             continue
-        present = set(atlas.ro_addresses())
-        for name, healthy in wanted.items():
-            address = cfg.node(name).atlas_address
-            if healthy is True and address not in present:
-                steps.append(AddBackend(atlas.name, address, f"{name} is a healthy replica"))
-            elif healthy is False and address in present:
-                steps.append(RemoveBackend(atlas.name, address, f"{name} is not a healthy replica"))
+        present = atlas.ro_addresses()
+        mine: List[Step] = []
+        for verdict in verdicts:
+            healthy = verdict.for_atlas(atlas).healthy
+            if healthy is True and verdict.address not in present:
+                mine.append(AddBackend(atlas.name, verdict.address, f"{verdict.name} is a healthy replica"))
+            elif healthy is False and verdict.address in present:
+                mine.append(RemoveBackend(atlas.name, verdict.address, f"{verdict.name} is not a healthy replica"))
+        if atlas.config_error:
+            warnings.append(f"Atlas {atlas.name}: {atlas.config_error}: its config file is not checked")
+        elif not mine and atlas.config_ro is not None and set(atlas.config_ro) != set(present):
+            # A change persists itself; with none due, only a stale file is left to fix.
+            mine.append(PersistBackends(atlas.name, config_file=atlas.config_file, runtime=present, listed=atlas.config_ro))
+        steps += mine
     summary = "; ".join(reasons) or "no replica"
     if steps:
-        verb = ", ".join(
-            f"add {s.address} to {s.atlas}" if isinstance(s, AddBackend) else f"remove {s.address} from {s.atlas}" for s in steps
-        )
-        return Plan(f"{summary}: {verb}", tuple(steps), ACT, tuple(unreachable))
-    return Plan(f"no change: {summary}", outcome=NOOP, warnings=tuple(unreachable))
+        return Plan(f"{summary}: {', '.join(_verb(s) for s in steps)}", tuple(steps), ACT, tuple(warnings))
+    return Plan(f"no change: {summary}", outcome=NOOP, warnings=tuple(warnings))
+
+
+def _verb(step: Step) -> str:
+    if isinstance(step, PersistBackends):
+        return f"rewrite {step.config_file} (it lists {_addresses(step.listed)}, Atlas {step.atlas} {_addresses(step.runtime)})"
+    if isinstance(step, AddBackend):
+        return f"add {step.address} to {step.atlas}"
+    assert isinstance(step, RemoveBackend)
+    return f"remove {step.address} from {step.atlas}"
 
 
 def replica_out(view: ClusterView, cfg: Config) -> bool:
-    """A replica exists but is not (yet) a healthy read backend: worth re-checking soon."""
-    for node, other in ((view.me, view.peer), (view.peer, view.me)):
-        if node.reachable and node.replica is not None and node.replica.configured:
-            if replica_health(view, node, other, cfg).healthy is False:
-                return True
+    """A replica exists but is not (yet) a read backend of every Atlas, or is about to be
+    removed from one: worth re-checking soon."""
+    atlases = [a for a in view.atlas if a.reachable]
+    for verdict in _verdicts(view, cfg)[0]:
+        node = view.me if verdict.name == view.me.name else view.peer
+        if node.replica is None or not node.replica.configured:
+            continue
+        healths = [verdict.for_atlas(a) for a in atlases] or [verdict.joining]
+        if any(h.healthy is False for h in healths):
+            return True
     return False
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -122,6 +123,8 @@ def test_maintainer_removes_unhealthy_replica(env):
 def test_unapplied_relay_log_is_not_added(env):
     s1, s2, standin, cfg, _, _ = env
     s2.sql("STOP SLAVE")
+    maintain(cfg, "server1")  # out of Atlas: only a replica that is not listed needs the drain
+    assert ro(standin) == []
     s2.sql("CHANGE MASTER TO MASTER_DELAY = 3600")
     s2.sql("START SLAVE")
     insert_rows(s1, 1, 3)
@@ -286,3 +289,36 @@ def test_maintainer_completes_an_unfinished_rejoin(env):
     assert [e["event"] for e in t.journal(state) if e["phase"] == "end"][-1] == "REJOIN"
     maintain(cfg, "server1")
     assert ro(standin) == [addr(s1)]
+
+
+def test_failed_config_rewrite_is_redone_by_a_later_pass(env):
+    import shutil
+
+    s1, s2, standin, cfg, conf, state = env
+    # A directory where the rewrite's backup goes: the rewrite fails (root included) while
+    # the file itself stays readable, as after a full disk or a read-only remount.
+    os.makedirs(conf + ".orch.bak/in-the-way")
+    s2.sql("STOP SLAVE SQL_THREAD")
+    r = maintain(cfg, "server1")
+    assert ro(standin) == [] and "persisting the backends failed" in r.stderr, r
+    assert f"proxy-read-only-backend-addresses = {addr(s2)}@2\n" in Path(conf).read_text()
+    last = [e for e in t.journal(state) if e["phase"] == "end"][-1]
+    assert last["result"] == "partial" and [(s["step"], s["result"]) for s in last["steps"]] == [("RemoveBackend", "ok"), ("Persist", "failed")]
+
+    r = maintain(cfg, "server1")  # Atlas is right, the file is not: a step of its own, failing again
+    assert f"rewrite {conf} (it lists {addr(s2)}, Atlas local (none))" in r.stderr, r
+    last = [e for e in t.journal(state) if e["phase"] == "end"][-1]
+    assert [(s["step"], s["result"]) for s in last["steps"]] == [("PersistBackends", "failed")]
+
+    shutil.rmtree(conf + ".orch.bak")
+    r = maintain(cfg, "server1")
+    text = Path(conf).read_text()
+    assert "proxy-read-only-backend-addresses = \n" in text and "# keep me\n" in text, r
+    begin, end = [e for e in t.journal(state) if e["event"] == "MAINTAIN"][-2:]
+    assert begin["plan"] == [f"rewrite {conf} so that Atlas local restarts with read-only backends (none) (the file lists {addr(s2)})"]
+    assert end["result"] == "act" and [(s["step"], s["result"], s["detail"]) for s in end["steps"]] == [
+        ("PersistBackends", "ok", f"{conf} rewritten")]
+
+    entries = len(t.journal(state))
+    r = maintain(cfg, "server1")
+    assert len(t.journal(state)) == entries and standin.mutating_commands() == ["REMOVE BACKEND 2"], r

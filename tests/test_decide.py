@@ -299,3 +299,13 @@ def test_decide_mysql_scenarios(name, v, event, outcome, reason, steps):
     assert plan.outcome == outcome, plan.render()
     assert reason in plan.reason, plan.render()
     assert plan.steps == steps, plan.render()
+
+
+def test_backup_keeps_a_replica_that_keeps_up_under_load_in_atlas():
+    """keepalived fires BACKUP at every start: a replica with a relay log never quite
+    drained under load (but both threads running, no lag) keeps its read backend."""
+    c = cfg(atlas=True)
+    busy = replace(REPLICA1, replica=repl(retrieved="0-1-15"))
+    assert decide(view(busy, MASTER2), BACKUP, c).steps == ()
+    stopped = replace(REPLICA1, replica=repl(sql=STOPPED, retrieved="0-1-15"))
+    assert RemoveBackend("local", "10.0.0.1:3306", "server1 is not a healthy replica") in decide(view(stopped, MASTER2), BACKUP, c).steps

@@ -2,7 +2,8 @@
 
 Best effort by design: Atlas being down must never block or fail a database failover.
 Failures are returned as failed step results (journaled by the caller) and the
-maintainer re-applies what is missing on its next pass.
+maintainer re-applies what is missing on its next pass; a config file left stale by a
+failed rewrite is rewritten by the maintainer's PersistBackends step.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ def persist(admin, atlas: AtlasInstance) -> str:
 
 def run_atlas_steps(cfg: Config, steps: Sequence[Step], admins: Optional[Dict[str, object]] = None) -> List[StepResult]:
     """Apply steps grouped by Atlas, one connection each; never raises for Atlas failures."""
+    from ..plan import PersistBackends
     from .observe import admin_for
 
     results: List[StepResult] = []
@@ -59,6 +61,8 @@ def run_atlas_steps(cfg: Config, steps: Sequence[Step], admins: Optional[Dict[st
         mine = [s for s in steps if s.atlas == name]  # type: ignore[union-attr]
         admin = admins[name] if admins is not None else admin_for(atlas)
         changed = False
+        rewrite = [s for s in mine if isinstance(s, PersistBackends)]
+        mine = [s for s in mine if not isinstance(s, PersistBackends)]
         try:
             _connect(admin)
             for step in mine:
@@ -66,6 +70,8 @@ def run_atlas_steps(cfg: Config, steps: Sequence[Step], admins: Optional[Dict[st
                     if isinstance(step, RemoveBackend):
                         done = admin.remove_backend(step.address, "ro")
                         detail = "removed" if done else "was not a backend"
+                        if admin.last_incidents:
+                            detail += "; " + "; ".join(admin.last_incidents)
                     elif isinstance(step, AddBackend):
                         done = admin.add_slave(step.address)
                         detail = "added" if done else "already a backend"
@@ -77,17 +83,20 @@ def run_atlas_steps(cfg: Config, steps: Sequence[Step], admins: Optional[Dict[st
                 except (AtlasError, ValueError) as exc:
                     log.error("atlas %s: %s failed: %s (the maintainer retries)", name, step.describe(), exc)
                     results.append(StepResult(type(step).__name__, step.describe(), "failed", str(exc)))
-            if changed:
+            if changed or rewrite:
+                kind, what = (type(rewrite[0]).__name__, rewrite[0].describe()) if rewrite else (
+                    "Persist", f"persist Atlas {name}'s read-only backends")
                 try:
                     detail = persist(admin, atlas)
-                    if detail:
-                        results.append(StepResult("Persist", f"persist Atlas {name}'s read-only backends", "ok", detail))
-                except (AtlasError, OSError) as exc:
-                    log.error("atlas %s: persisting the backends failed: %s", name, exc)
-                    results.append(StepResult("Persist", f"persist Atlas {name}'s read-only backends", "failed", str(exc)))
+                    if detail or rewrite:
+                        results.append(StepResult(kind, what, "ok", detail or "nothing to persist (persist: none)"))
+                except (AtlasError, OSError, ValueError) as exc:
+                    retry = " (the maintainer rewrites it on its next pass)" if atlas.persist == "rewrite" else ""
+                    log.error("atlas %s: persisting the backends failed: %s%s", name, exc, retry)
+                    results.append(StepResult(kind, what, "failed", str(exc)))
         except AtlasError as exc:
             log.error("atlas %s: %s (its steps are left to the maintainer)", name, exc)
-            results += [StepResult(type(s).__name__, s.describe(), "failed", str(exc)) for s in mine]
+            results += [StepResult(type(s).__name__, s.describe(), "failed", str(exc)) for s in mine + rewrite]
         finally:
             if admins is None:
                 admin.close()

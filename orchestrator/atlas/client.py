@@ -11,6 +11,9 @@ commands built here.
 
 Backend numbers shift on every REMOVE and ADD MASTER, so every operation on one backend
 looks its number up by address right before the command and re-reads the list after it.
+Another admin (a person, or orch on the other host) can still shift them in between:
+a REMOVE BACKEND n then removes the wrong backend. `remove_backend` therefore puts back
+at once anything else that vanished, says so at ERROR level, and tries again.
 """
 
 from __future__ import annotations
@@ -35,16 +38,20 @@ BACKEND_TYPES = ("rw", "ro")
 _ADMIN_COMMAND = re.compile(
     r"SELECT \* FROM backends"
     r"|SELECT VERSION"
-    r"|ADD SLAVE [0-9]{1,3}(\.[0-9]{1,3}){3}:[0-9]{1,5}"
+    r"|ADD (SLAVE|MASTER) [0-9]{1,3}(\.[0-9]{1,3}){3}:[0-9]{1,5}"
     r"|REMOVE BACKEND [1-9][0-9]*"
     r"|SET (OFFLINE|ONLINE) [1-9][0-9]*"
     r"|SAVE CONFIG",
     re.ASCII,
 )
 # Commands that can be sent again after a lost connection: reads, SAVE CONFIG (rewrites
-# the file from the runtime state) and ADD SLAVE (Atlas ignores a known address). Never
-# REMOVE BACKEND n or SET ... n: the numbers may mean another backend by then.
-_RETRYABLE = re.compile(r"SELECT .*|SAVE CONFIG|ADD SLAVE .*")
+# the file from the runtime state) and ADD SLAVE/MASTER (Atlas ignores a known address of
+# the same type). Never REMOVE BACKEND n or SET ... n: the numbers may mean another
+# backend by then.
+_RETRYABLE = re.compile(r"SELECT .*|SAVE CONFIG|ADD (SLAVE|MASTER) .*")
+
+REMOVE_ATTEMPTS = 3  # a REMOVE that hit another backend (numbers shifted) is tried again
+_ADD_COMMAND = {"ro": "ADD SLAVE", "rw": "ADD MASTER"}
 
 _ADDRESS = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+):([0-9]+)", re.ASCII)
 
@@ -153,6 +160,7 @@ class AtlasAdmin:
         self.timeout = timeout
         self.name = name
         self._conn: _AdminConnection | None = None
+        self.last_incidents: list[str] = []  # what the last remove_backend logged as ERROR
 
     def __repr__(self) -> str:
         return f"AtlasAdmin(name={self.name!r}, host={self.host!r}, port={self.port})"
@@ -251,30 +259,127 @@ class AtlasAdmin:
     def remove_backend(self, address: str, type: str = "ro") -> bool:
         """Remove the backend `address` of `type` ('ro' unless 'rw' is asked for).
 
-        Looks its ndx up right before `REMOVE BACKEND n` and verifies afterwards that
-        exactly that backend went away and no other. Returns False, sending nothing, if
-        it was not listed."""
+        Looks its ndx up right before `REMOVE BACKEND n` and re-reads the list after it.
+        Another admin may have shifted the numbers in between, so that n meant another
+        backend: that one is put back at once (ADD SLAVE or ADD MASTER, by its type, with
+        weight 1) and logged as an ERROR naming it, and the removal is tried again while
+        `address` is still listed (at most REMOVE_ATTEMPTS times). Every such ERROR is
+        also in `last_incidents`. See `_hit` for how the backend our command took is told
+        apart from what the other admin removed.
+
+        Returns True once it is gone, or False, sending nothing, if it was not listed.
+        Raises AtlasError if it is still listed after every attempt, or if a backend our
+        command took could not be put back.
+        """
         address = parse_address(address)
         type = _backend_type(type)
-        before = self.backends()
-        target = self._find(before, address, type)
-        if target is None:
-            log.info("%s: %s (%s) is not a backend; nothing to remove",
-                     self._where, address, type)
-            return False
-        command = f"REMOVE BACKEND {target.ndx}"
-        log.info("%s: %s (%s, %s)", self._where, command, address, type)
-        self._execute(command)
-        after = self.backends()
-        if self._find(after, address, type) is not None:
-            raise AtlasError(f"{self._where}: after {command} {address} ({type}) is still listed")
-        missing = Counter((b.address, b.type) for b in before)
-        missing -= Counter((b.address, b.type) for b in after)
-        missing -= Counter([(address, type)])
-        if missing:
-            lost = ", ".join(f"{a} ({t})" for a, t in sorted(missing))
-            raise AtlasError(f"{self._where}: after {command} also missing: {lost}")
-        return True
+        self.last_incidents = []
+        for attempt in range(1, REMOVE_ATTEMPTS + 1):
+            before = self.backends()
+            target = self._find(before, address, type)
+            if target is None:
+                if attempt == 1:
+                    log.info("%s: %s (%s) is not a backend; nothing to remove", self._where, address, type)
+                    return False
+                return True  # gone meanwhile: another admin removed it too
+            command = f"REMOVE BACKEND {target.ndx}"
+            log.info("%s: %s (%s, %s)", self._where, command, address, type)
+            try:
+                self._execute(command)
+            except _Rejected as exc:
+                # `invalid backend_id`: the list shrank since the lookup; nothing was removed.
+                log.warning("%s: %s: %s; looking %s (%s) up again", self._where, command, exc.message, address, type)
+                continue
+            after = self.backends()
+            meant = (address, type)
+            hit, others = self._hit(before, after, target.ndx, meant)
+            for lost_address, lost_type in others:
+                log.warning("%s: %s (%s) vanished while we removed %s (%s), not by our %s: another admin removed it; "
+                            "left as it is", self._where, lost_address, lost_type, address, type, command)
+            if hit is None:
+                self._incident(
+                    f"{command} (meant for {address} ({type})) took none of the backends listed before it: either it "
+                    f"removed one another admin added after our lookup (its address cannot be known here; Atlas's log "
+                    f"names it), or {address} was added back at once; add back by hand whatever is missing")
+            elif hit:
+                self._put_back(hit, command, address, type)
+            if self._find(after, address, type) is None:
+                return True
+            log.warning("%s: after %s %s (%s) is still listed: the backend numbers shifted; trying again",
+                        self._where, command, address, type)
+        raise AtlasError(
+            f"{self._where}: {address} ({type}) is still listed after {REMOVE_ATTEMPTS} attempts to remove it "
+            f"(the backend numbers keep shifting: another admin is changing the list)"
+        )
+
+    @staticmethod
+    def _hit(before: tuple[Backend, ...], after: tuple[Backend, ...], ndx: int,
+             meant: tuple[str, str]) -> tuple[list[tuple[str, str]] | None, list[tuple[str, str]]]:
+        """Which backends (other than `meant`) our `REMOVE BACKEND ndx` may have taken,
+        and which vanished by another admin's hand: (to put back, to leave alone).
+
+        When the list after is `before` with some entries gone, in the same order (others
+        only removed meanwhile), our command took an entry of `before` that lay between
+        the two entries now around position `ndx`: those are put back, the rest of what
+        vanished is the other admin's doing. None as the first value: our command took
+        nothing `before` listed, so a backend added after the lookup. When entries were
+        added or moved (ADD MASTER swaps), nothing can be told: everything that vanished
+        is put back, as a loud undone removal beats a healthy backend silently lost.
+        """
+        keys = [(b.address, b.type) for b in before]
+        now = [(b.address, b.type) for b in after]
+        lost = Counter(keys) - Counter(now)
+        lost -= Counter([meant])
+        position = {key: i for i, key in enumerate(keys)}
+        order = [position.get(key, -1) for key in now]
+        if len(set(keys)) != len(keys) or -1 in order or order != sorted(order) or ndx > len(order) + 1:
+            gone = sorted(lost.elements())
+            still_listed = meant in now
+            return (None if still_listed and not gone else gone), []
+        low = order[ndx - 2] if ndx >= 2 else -1
+        high = order[ndx - 1] if ndx - 1 < len(order) else len(keys)
+        between = keys[low + 1:high]
+        if not between:
+            return None, sorted(lost.elements())
+        hit = [key for key in between if key != meant]
+        return hit, sorted(key for key in lost.elements() if key not in hit)
+
+    def _put_back(self, lost: list[tuple[str, str]], command: str, address: str, type: str) -> None:
+        """Re-add what vanished with our REMOVE (the numbers shifted), then verify it is back."""
+        problems = []
+        added = []
+        for lost_address, lost_type in lost:
+            what = f"{lost_address} ({lost_type})"
+            try:
+                add = f"{_ADD_COMMAND[lost_type]} {parse_address(lost_address)}"
+            except (KeyError, ValueError):
+                problems.append(f"{what}, which cannot be added through the admin port")
+                continue
+            try:
+                self._execute(add)
+            except AtlasError as exc:
+                problems.append(f"{what} ({add} failed: {exc})")
+                continue
+            added.append((lost_address, lost_type, add))
+        now = self.backends()
+        for lost_address, lost_type, add in added:
+            what = f"{lost_address} ({lost_type})"
+            if self._find(now, lost_address, lost_type) is None:
+                problems.append(f"{what} (not listed after {add})")
+                continue
+            text = (f"{what} vanished with {command} (meant for {address} ({type})): the backend numbers "
+                    f"shifted under another admin's change, so it may have been removed by mistake; put it back "
+                    f"with {add} (weight 1, state unknown until Atlas's checker probes it)")
+            self._incident(text)
+        if problems:
+            text = (f"{command} (meant for {address} ({type})) also removed {', '.join(problems)}: the backend "
+                    f"numbers shifted under another admin's change; add it back by hand")
+            self._incident(text)
+            raise AtlasError(f"{self._where}: {text}")
+
+    def _incident(self, text: str) -> None:
+        log.error("%s: %s", self._where, text)
+        self.last_incidents.append(text)
 
     def set_offline(self, address: str, type: str = "ro") -> None:
         """Take a backend out of service (`SET OFFLINE n`); a no-op if already offline."""
@@ -371,8 +476,8 @@ class AtlasAdmin:
             code, message = self._describe(exc)
             if code is not None and 1000 <= code < 2000:
                 # Atlas rejected the command; the connection stays usable.
-                raise AtlasError(
-                    f"{self._where}: {command} rejected: {message} ({code})"
+                raise _Rejected(
+                    f"{self._where}: {command} rejected: {message} ({code})", message
                 ) from None
             self.close()
             raise _LostConnection(message) from None
@@ -404,6 +509,14 @@ class AtlasAdmin:
             f"{self._where}: refusing to send {what}: the admin port accepts only admin "
             f"commands (PyMySQL {pymysql.VERSION_STRING})"
         )
+
+
+class _Rejected(AtlasError):
+    """Atlas answered the command with an error: nothing changed, the connection is usable."""
+
+    def __init__(self, text: str, message: str):
+        super().__init__(text)
+        self.message = message
 
 
 class _LostConnection(Exception):

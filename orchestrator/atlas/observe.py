@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Tuple
 
 from ..config import AtlasInstance, Config
@@ -27,13 +28,27 @@ def read_atlas(admin, name: str) -> AtlasState:
     return AtlasState(name=name, reachable=True, backends=tuple(rows))
 
 
+def read_config_file(state: AtlasState, atlas: AtlasInstance) -> AtlasState:
+    """Add what Atlas's config file lists as read-only backends (persist: rewrite only),
+    so that a rewrite that failed after an earlier change is noticed and done again."""
+    if not state.reachable or atlas.persist != "rewrite" or not atlas.config_file:
+        return state
+    from .configfile import read_ro_backends
+
+    try:
+        listed = tuple(address for address, _ in read_ro_backends(atlas.config_file))
+    except AtlasError as exc:
+        return replace(state, config_file=atlas.config_file, config_error=str(exc))
+    return replace(state, config_file=atlas.config_file, config_ro=listed)
+
+
 def observe_atlas(cfg: Config, admins=None) -> Tuple[AtlasState, ...]:
     """One state per configured Atlas; an unreachable one is marked, not raised."""
     out = []
     for atlas in cfg.atlas:
         admin = admins[atlas.name] if admins is not None else admin_for(atlas)
         try:
-            out.append(read_atlas(admin, atlas.name))
+            out.append(read_config_file(read_atlas(admin, atlas.name), atlas))
         finally:
             if admins is None:
                 admin.close()

@@ -169,6 +169,8 @@ def maintain(args: argparse.Namespace, out: TextIO) -> int:
             return 0
         from apscheduler.schedulers.blocking import BlockingScheduler
 
+        logging.getLogger("apscheduler").setLevel(logging.WARNING)  # two lines a pass otherwise
+
         scheduler = BlockingScheduler()
         job = scheduler.add_job(m.run_pass, "interval", seconds=cfg.maintainer.interval, max_instances=1, coalesce=True,
                                 next_run_time=_now())
