@@ -11,26 +11,35 @@ import logging
 import math
 import re
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from . import flavors
 from .config import Config
+from .db import Server
 from .errors import DOWN, DatabaseError, OrchError, Refused
 from .flavors import BLOCKERS_QUERY, KILL_CONNECTION, LOCK_WAIT_TIMEOUT
 from .model import ClusterView, ThreadState
 from .observe import holds_address, observe_node, read_node
 from .plan import (
-    ATLAS_STEPS, CatchUp, ChangeSource, Fence, Plan, PreserveRelayLog, Recheck, ResetReplica, SetWritable, StartReplica,
-    StartSqlThread, Step, StopReplica, StopSqlThread,
+    ATLAS_STEPS, AtlasStep, CatchUp, ChangeSource, Fence, NodeStep, Plan, PreserveRelayLog, Recheck, ResetReplica,
+    RunResult, SetWritable, StartReplica, StartSqlThread, Step, StepResult, StopReplica, StopSqlThread,
 )
-from .db import Server
 
 log = logging.getLogger(__name__)
 
 WAIT_SLICE = 1.0  # seconds per wait call, so a replication error is noticed within a second
 # A fence that waited too long: lock wait timeout (server side) or no answer (client side).
 BLOCKED_CODES = (1205, 2013)
+# Runs a plan's Atlas steps (atlas/apply.py unless the caller brings its own connections).
+AtlasRunner = Callable[[Config, Sequence[AtlasStep]], List[StepResult]]
+# Steps that are one statement of the node's flavor.
+ONE_STATEMENT: Dict[type, Callable[[flavors.Flavor], str]] = {
+    StartSqlThread: lambda f: f.start_sql_thread,
+    StartReplica: lambda f: f.start_replica,
+    StopSqlThread: lambda f: f.stop_sql_thread,
+    StopReplica: lambda f: f.stop_replica,
+    ResetReplica: lambda f: f.reset_replica,
+}
 
 
 def statement_digest(info: Any) -> str:
@@ -63,32 +72,10 @@ def session_text(row: Dict[str, Any]) -> str:
     return f"id {row.get('id')} user {row.get('user')!r} host {row.get('host')!r} ({row.get('command')} for {row.get('time')}s) digest {statement_digest(row.get('info'))}"
 
 
-@dataclass
-class StepResult:
-    step: str
-    description: str
-    result: str  # ok | failed | skipped | warning
-    detail: str = ""
-    ms: int = 0
-
-    def as_dict(self) -> Dict[str, Any]:
-        return {"step": self.step, "description": self.description, "result": self.result, "detail": self.detail, "ms": self.ms}
-
-
-@dataclass
-class RunResult:
-    results: List[StepResult]
-    error: Optional[OrchError] = None
-
-    @property
-    def failed(self) -> bool:
-        return self.error is not None
-
-
 class Executor:
     def __init__(
-        self, cfg: Config, servers: Dict[str, Server], view: Optional[ClusterView] = None,
-        atlas_runner: Optional[Callable[[Config, Sequence[Step]], List[StepResult]]] = None,
+        self, cfg: Config, servers: Mapping[str, Server], view: Optional[ClusterView] = None,
+        atlas_runner: Optional[AtlasRunner] = None,
     ) -> None:
         self.cfg = cfg
         self.servers = servers
@@ -139,18 +126,11 @@ class Executor:
             for sql, args in self._flavor(server).change_source(step.host, step.port, acct.user, acct.password):
                 server.execute(sql, args, why=f"replicate from {step.source} ({step.host}:{step.port}) as {acct.user}")
             return ""
-        simple = {
-            StartSqlThread: lambda f: f.start_sql_thread,
-            StartReplica: lambda f: f.start_replica,
-            StopSqlThread: lambda f: f.stop_sql_thread,
-            StopReplica: lambda f: f.stop_replica,
-            ResetReplica: lambda f: f.reset_replica,
-        }
-        for kind, statement in simple.items():
-            if isinstance(step, kind):
-                server = self.servers[step.node]  # type: ignore[attr-defined]
-                server.execute(statement(self._flavor(server)), why=step.describe())
-                return ""
+        statement = ONE_STATEMENT.get(type(step))
+        if statement is not None and isinstance(step, NodeStep):
+            server = self.servers[step.node]
+            server.execute(statement(self._flavor(server)), why=step.describe())
+            return ""
         raise OrchError(f"unknown step {step!r}")
 
     def _flavor(self, server: Server) -> flavors.Flavor:
@@ -292,7 +272,7 @@ class Executor:
             waited.append(label)
         return "applied " + " and ".join(waited) if waited else "nothing to apply"
 
-    def _atlas(self, steps: Sequence[Step]) -> List[StepResult]:
+    def _atlas(self, steps: Sequence[AtlasStep]) -> List[StepResult]:
         if self.atlas_runner is None:
             from .atlas.apply import run_atlas_steps
 

@@ -95,13 +95,6 @@ class GtidSet:
             out.append(f"{key}:{spans}")
         return ",".join(out)
 
-    def union(self, other: "GtidSet") -> "GtidSet":
-        acc: Dict[str, List[Interval]] = {}
-        for s in (self, other):
-            for key, ivs in s.sources:
-                acc.setdefault(key, []).extend(ivs)
-        return GtidSet._build(acc)
-
     def subtract(self, other: "GtidSet") -> "GtidSet":
         """Transactions in self and not in other (MySQL's ``GTID_SUBTRACT``)."""
         theirs = other.as_dict()
@@ -121,9 +114,6 @@ class GtidSet:
                 remaining = nxt
             acc[key] = remaining
         return GtidSet._build(acc)
-
-    def issubset(self, other: "GtidSet") -> bool:
-        return not self.subtract(other)
 
 
 # --------------------------------------------------------------------------- MariaDB

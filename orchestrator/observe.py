@@ -8,13 +8,16 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from . import flavors
 from .config import Config, Node
 from .db import Server
 from .errors import ALIVE, DOWN, LOST, DatabaseError
 from .model import AtlasState, ClusterView, NodeState, ThreadState
+
+if TYPE_CHECKING:
+    from .atlas.client import AtlasAdmin
 
 PROBE_MAX = 1.2  # seconds: the longest watch of an IO thread for signs of its source's life
 PROBE_POLL = 0.1  # seconds between looks: a killed source shows as Connecting within one
@@ -126,7 +129,9 @@ def holds_address(address: str) -> bool:
             raise
 
 
-def observe(cfg: Config, servers: Dict[str, Server], atlas: bool = False, admins: Optional[Dict[str, Any]] = None) -> ClusterView:
+def observe(
+    cfg: Config, servers: Dict[str, Server], atlas: bool = False, admins: Optional[Mapping[str, AtlasAdmin]] = None,
+) -> ClusterView:
     """Observe both servers at once (a dead peer costs one connect timeout, not two)."""
     results: Dict[str, NodeState] = {}
 

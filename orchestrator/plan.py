@@ -1,9 +1,17 @@
-"""A Plan is a reason sentence plus small frozen steps; the executor only interprets them."""
+"""A Plan is a reason sentence plus small frozen steps; the executor only interprets them,
+and reports a StepResult for each (journaled as they are).
+
+The results live here, not in execute.py, so that the Atlas steps (atlas/apply.py) can
+report theirs without importing the executor that calls them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Dict, List, Optional, Tuple, Union
+
+if TYPE_CHECKING:
+    from .errors import OrchError
 
 # Outcomes and the exit codes they map to.
 NOOP = "noop"  # nothing to do: the state is already right
@@ -149,6 +157,7 @@ Step = Union[
     Recheck, SetWritable, RemoveBackend, AddBackend, PersistBackends,
 ]
 
+AtlasStep = Union[RemoveBackend, AddBackend, PersistBackends]
 ATLAS_STEPS = (RemoveBackend, AddBackend, PersistBackends)
 
 
@@ -172,3 +181,25 @@ class Plan:
         for i, step in enumerate(self.steps, 1):
             lines.append(f"  {i}. {step.describe()}")
         return "\n".join(lines)
+
+
+@dataclass
+class StepResult:
+    step: str
+    description: str
+    result: str  # ok | failed | skipped | warning
+    detail: str = ""
+    ms: int = 0
+
+    def as_dict(self) -> Dict[str, Any]:
+        return {"step": self.step, "description": self.description, "result": self.result, "detail": self.detail, "ms": self.ms}
+
+
+@dataclass
+class RunResult:
+    results: List[StepResult]
+    error: Optional[OrchError] = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None

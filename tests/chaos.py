@@ -36,10 +36,10 @@ import pymysql
 
 from orchestrator.lab import mariadb
 from orchestrator.lab.netns import holds_address, in_netns
-from orchestrator.lab.sandbox import (
-    APP_CREDENTIALS, NAMES, Host, Proc, ServerState, Writer, create_app_schema, orch_bin, run, server_state,
-    write_secret,
-)
+from orchestrator.lab.hosts import APP_CREDENTIALS, NAMES, Host, write_secret
+from orchestrator.lab.probes import ServerState, server_state
+from orchestrator.lab.proc import Proc, orch_bin, run
+from orchestrator.lab.traffic import Writer, create_app_schema
 
 from . import orchtest
 

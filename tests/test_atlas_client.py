@@ -1,5 +1,5 @@
-"""AtlasAdmin against the Atlas stand-in (orchestrator.atlas.standin), which behaves like
-the measured admin port of Atlas 2.2.1 (/work/shared/atlas-admin.md)."""
+"""AtlasAdmin against the Atlas stand-in (orchestrator.lab.atlas_standin), which behaves
+like the measured admin port of Atlas 2.2.1 (/work/shared/atlas-admin.md)."""
 
 import re
 import socket
@@ -11,7 +11,7 @@ import pytest
 from orchestrator.atlas import client
 from orchestrator.atlas.client import AtlasAdmin, Backend, parse_address
 from orchestrator.atlas.configfile import read_ro_backends
-from orchestrator.atlas.standin import AtlasStandin
+from orchestrator.lab.atlas_standin.standin import AtlasStandin
 from orchestrator.errors import AtlasError
 
 USER = "admin"
@@ -84,10 +84,9 @@ def test_stock_pymysql_fails_where_atlas_admin_works(atlas, admin):
     assert atlas.commands  # the stock client did send something besides admin commands
     atlas.commands.clear()
 
-    assert admin.version() == "2.2.1"
     assert [b.address for b in admin.backends()] == [MASTER, R2, R3, R4]
     admin.close()
-    assert atlas.commands == ["SELECT VERSION", "SELECT * FROM backends"]
+    assert atlas.commands == ["SELECT * FROM backends"]
 
 
 def test_context_manager_connects_and_closes_without_sending_anything(atlas):
@@ -108,7 +107,7 @@ def test_only_com_query_packets_are_written_and_close_sends_no_quit(atlas, monke
     monkeypatch.setattr(client._AdminConnection, "_write_bytes", recording_write)
     admin = AtlasAdmin(*atlas.address, USER, PASSWORD)
     admin.backends()
-    admin.version()
+    admin.backends()
     before_close = len(written)
     admin.close()
     assert len(written) == before_close
@@ -349,56 +348,6 @@ def test_another_backend_vanishing_during_remove_is_left_to_the_other_admin(atla
     other.close()
 
 
-# --- set_offline / set_online -------------------------------------------------------
-
-
-def states(atlas):
-    return {(address, type_): state for _, address, state, type_ in atlas.backends()}
-
-
-def test_set_offline_and_online(atlas, admin):
-    atlas.set_state(R3, "up")
-    admin.set_offline(R3)
-    assert states(atlas)[(R3, "ro")] == "offline"
-    admin.set_offline(R3)  # already offline: nothing sent
-    admin.set_online(R3)
-    assert states(atlas)[(R3, "ro")] == "unknown"  # until the checker probes it
-    admin.set_online(R3)  # not offline: nothing sent
-    assert atlas.mutating_commands() == ["SET OFFLINE 3", "SET ONLINE 3"]
-
-
-def test_set_offline_after_renumbering_hits_the_right_backend(atlas, admin):
-    admin.remove_backend(R2)
-    admin.set_offline(R4)
-    assert states(atlas) == {(MASTER, "rw"): "unknown", (R3, "ro"): "unknown", (R4, "ro"): "offline"}
-    assert atlas.mutating_commands() == ["REMOVE BACKEND 2", "SET OFFLINE 3"]
-
-
-def test_set_offline_by_type(atlas, admin):
-    admin.add_slave(MASTER)
-    admin.set_offline(MASTER)  # the ro entry
-    assert states(atlas)[(MASTER, "ro")] == "offline"
-    assert states(atlas)[(MASTER, "rw")] == "unknown"
-    admin.set_offline(MASTER, type="rw")
-    assert states(atlas)[(MASTER, "rw")] == "offline"
-
-
-def test_set_state_of_absent_backend_is_an_atlas_error(atlas, admin):
-    with pytest.raises(AtlasError, match=f"cannot set {NEW} \\(ro\\) offline: not a backend"):
-        admin.set_offline(NEW)
-    with pytest.raises(AtlasError, match=f"cannot set {MASTER} \\(ro\\) online: not a backend"):
-        admin.set_online(MASTER)
-    assert atlas.mutating_commands() == []
-
-
-def test_set_offline_on_a_renumbered_backend_is_detected(atlas, admin, monkeypatch):
-    other = AtlasAdmin(*atlas.address, USER, PASSWORD)
-    concurrently_before_next_command(monkeypatch, lambda: other.remove_backend(R2))
-    with pytest.raises(AtlasError, match=f"SET OFFLINE 3 changed .*{R4}.* instead of {R3}"):
-        admin.set_offline(R3)
-    other.close()
-
-
 # --- save_config --------------------------------------------------------------------
 
 
@@ -436,10 +385,8 @@ BAD_ADDRESSES = [
     [
         lambda a, address: a.add_slave(address),
         lambda a, address: a.remove_backend(address),
-        lambda a, address: a.set_offline(address),
-        lambda a, address: a.set_online(address),
     ],
-    ids=["add_slave", "remove_backend", "set_offline", "set_online"],
+    ids=["add_slave", "remove_backend"],
 )
 def test_invalid_address_is_a_value_error_before_anything_is_sent(atlas, admin, bad, call):
     with pytest.raises(ValueError, match="invalid backend address"):

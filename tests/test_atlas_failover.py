@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.atlas.standin import AtlasStandin
+from orchestrator.lab.atlas_standin.standin import AtlasStandin
 from orchestrator.lab import mariadb as lab
 
 from . import orchtest as t

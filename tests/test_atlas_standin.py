@@ -1,5 +1,9 @@
 """The Atlas admin stand-in checked against /work/shared/atlas-admin.md.
 
+Only what the real Atlas was measured to do: each documented reply and error text, the
+grammar, the numbering rules, the health checker and the config file. The other tests
+trust the stand-in because of these; its own helpers are not tested here.
+
 Plain clients only: a raw-socket MySQL client written here (so greeting bytes and the
 odd commands can be checked), PyMySQL, mysql-connector-python and the mariadb CLI.
 """
@@ -19,17 +23,12 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import pymysql
 import pytest
 
-from orchestrator.atlas.standin import (
-    AtlasConfigError,
-    AtlasStandin,
-    decrypt_password,
-    encrypt_password,
-)
+from orchestrator.lab.atlas_standin.standin import AtlasStandin, decrypt_password, encrypt_password
 
 REPO = Path(__file__).resolve().parent.parent
 USER = "admin"
@@ -358,7 +357,6 @@ def test_login_ok_and_database_name_ignored(standin: AtlasStandin) -> None:
         ("nobody", PASSWORD, "unknown user"),
         ("Admin", PASSWORD, "unknown user"),  # user names are case-sensitive
         (USER, "wrong", "password doesn't match"),
-        (USER, "", "password doesn't match"),
     ],
 )
 def test_auth_failures_close(
@@ -373,8 +371,8 @@ def test_auth_failures_close(
 
 @pytest.mark.parametrize(
     "command, data",
-    [(0x0E, b""), (0x02, b"somedb"), (0x01, b""), (0x09, b""), (0x04, b"t\x00")],
-    ids=["COM_PING", "COM_INIT_DB", "COM_QUIT", "COM_STATISTICS", "COM_FIELD_LIST"],
+    [(0x0E, b""), (0x02, b"somedb"), (0x01, b"")],
+    ids=["COM_PING", "COM_INIT_DB", "COM_QUIT"],
 )
 def test_only_com_query_is_handled(client: RawClient, command: int, data: bytes) -> None:
     assert_error(client.command(command, data), NOT_QUERY_MSG)
@@ -382,20 +380,8 @@ def test_only_com_query_is_handled(client: RawClient, command: int, data: bytes)
     assert rows_of(client.query("SELECT VERSION")) == [("2.2.1",)]
 
 
-def test_empty_packet_is_not_a_query(client: RawClient) -> None:
-    client.send(b"", 0)
-    assert_error(client.read_reply(), NOT_QUERY_MSG)
-    assert rows_of(client.query("SELECT VERSION")) == [("2.2.1",)]
-
-
 def test_empty_query_errors_then_closes(client: RawClient) -> None:
     assert_error(client.query(""), CLOSE_MSG)
-    assert client.is_closed()
-
-
-def test_load_prefix_errors_then_closes(client: RawClient) -> None:
-    # Beyond the document: mysql-proxy's admin plugin never hands "LOAD ..." to Atlas.
-    assert_error(client.query("load data infile '/x' into table t"), CLOSE_MSG)
     assert client.is_closed()
 
 
@@ -407,18 +393,19 @@ def test_load_prefix_errors_then_closes(client: RawClient) -> None:
 @pytest.mark.parametrize(
     "query",
     [
+        # anchored: no trailing ";", no leading or trailing whitespace, one statement
         "SELECT * FROM backends;",
         "SELECT * FROM backends ",
         " SELECT * FROM backends",
-        "SELECT * FROM backends\n",
+        "SELECT * FROM backends; SELECT VERSION",
+        # whitespace between tokens is required
         "SELECT *FROM backends",
+        # no column lists, WHERE, LIMIT or backticks
         "SELECT backend_ndx FROM backends",
         "SELECT * FROM backends WHERE backend_ndx = 1",
         "SELECT * FROM backends LIMIT 1",
         "SELECT * FROM `backends`",
-        "SELECT * FROM backends; SELECT VERSION",
-        "SELECT VERSION()",
-        "SELECT 1",
+        # what drivers send after login
         "SET NAMES utf8mb4",
         "SET AUTOCOMMIT = 0",
         "SET @@session.autocommit = 1",
@@ -426,28 +413,17 @@ def test_load_prefix_errors_then_closes(client: RawClient) -> None:
         "SELECT @@version_comment LIMIT 1",
         "COMMIT",
         "SHOW WARNINGS",
+        # ADD: an unquoted dotted IPv4 address and a 1-5 digit port only
         "ADD SLAVE '10.0.0.4:3306'",
-        "ADD SLAVE `10.0.0.4:3306`",
         "ADD SLAVE db4:3306",
         "ADD SLAVE 10.0.0.4:3306@2",
         "ADD SLAVE 10.0.0.4:3306,10.0.0.5:3306",
-        "ADD SLAVE 10.0.0.4:3306, 10.0.0.5:3306",
         "ADD SLAVE 10.0.0.4",
         "ADD SLAVE 10.0.0.4:123456",
-        "ADD SLAVE 1000.0.0.4:3306",
-        "ADD MASTER 10.0.0.4:3306;",
-        "ADD MASTER 10.0.4:3306",
-        "ADD MASTER10.0.0.4:3306",
+        # REMOVE BACKEND: -1, words or a missing n
         "REMOVE BACKEND -1",
         "REMOVE BACKEND one",
         "REMOVE BACKEND",
-        "REMOVE BACKEND 1;",
-        "REMOVE BACKEND '1'",
-        "SET OFFLINE",
-        "SET OFFLINE -1",
-        "SET OFFLINE '1'",
-        "SAVE CONFIG;",
-        "SAVE  CONFIGS",
     ],
 )
 def test_unknown_commands(standin: AtlasStandin, client: RawClient, query: str) -> None:
@@ -460,9 +436,7 @@ def test_unknown_commands(standin: AtlasStandin, client: RawClient, query: str) 
 @pytest.mark.parametrize(
     "query",
     [
-        "select * from backends",
         "SeLeCt * FrOm BaCkEnDs",
-        "SELECT   *   FROM\tbackends",
         "SELECT\n*\r\nFROM \t backends",
     ],
 )
@@ -470,17 +444,6 @@ def test_case_and_whitespace_runs_accepted(client: RawClient, query: str) -> Non
     reply = client.query(query)
     assert isinstance(reply, Rows) and reply.columns == BACKEND_COLUMNS
     assert len(reply.rows) == 3
-
-
-def test_commands_with_odd_spacing_and_case(standin: AtlasStandin, client: RawClient) -> None:
-    assert_status(client.query("add\tslave  10.0.0.7:3306"))
-    assert_status(client.query("Add\nMaster 10.0.0.8:3306"))
-    assert rows_of(client.query("set  offline\t1"))[0][2] == "offline"
-    assert_status(client.query("remove   backend 3"))
-    assert rows_of(client.query("select\tversion")) == [("2.2.1",)]
-    assert [b[1] for b in standin.backends()] == [
-        "10.0.0.1:3306", "10.0.0.8:3306", "10.0.0.7:3306", "10.0.0.2:3306"
-    ]
 
 
 # --------------------------------------------------------------------------------------
@@ -559,7 +522,7 @@ def test_add_master_without_slaves_appends(make_standin: Callable[..., AtlasStan
 def test_duplicates_ignored_other_type_added(
     standin: AtlasStandin, client: RawClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="orchestrator.atlas.standin")
+    caplog.set_level(logging.INFO, logger="orchestrator.lab.atlas_standin.standin")
     before = standin.backends()
     assert_status(client.query("ADD SLAVE 10.0.0.2:3306"))
     assert_status(client.query("ADD MASTER 10.0.0.1:3306"))
@@ -573,18 +536,6 @@ def test_duplicates_ignored_other_type_added(
         (3, "10.0.0.3:3306", "unknown", "ro"),
         (4, "10.0.0.2:3306", "unknown", "ro"),
     ]
-
-
-def test_add_with_impossible_address_changes_nothing(
-    standin: AtlasStandin, client: RawClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The grammar lets these through (1-3 digit octets, 1-5 digit port); Atlas then
-    # fails to parse the address, adds nothing and still answers the empty status set.
-    before = standin.backends()
-    assert_status(client.query("ADD SLAVE 300.0.0.1:3306"))
-    assert_status(client.query("ADD MASTER 10.0.0.4:99999"))
-    assert standin.backends() == before
-    assert "invalid address" in caplog.text
 
 
 def test_remove_backend_shifts_and_checks_range(
@@ -618,11 +569,9 @@ def test_set_offline_and_online(standin: AtlasStandin, client: RawClient) -> Non
 @pytest.mark.parametrize(
     "query, message",
     [
-        ("SET OFFLINE 0", "backend id is not exsit"),
         ("SET OFFLINE 4", "backend id is not exsit"),
         ("SET ONLINE 99", "backend id is not exsit"),
         ("SET DOWN 1", "invalid operation"),
-        ("SET up 3", "invalid operation"),
         ("SET DOWN 9", "backend id is not exsit"),  # the number is checked first
     ],
 )
@@ -678,16 +627,6 @@ def test_pwds(make_standin: Callable[..., AtlasStandin]) -> None:
         assert [r[0] for r in rows_of(raw.query("SELECT * FROM pwds"))] == ["Bob", "carol"]
 
 
-def test_password_cipher() -> None:
-    encrypted = encrypt_password("mysql")
-    assert encrypted == encrypt_password("mysql") != encrypt_password("mysqL")
-    assert len(encrypted) == 12 and encrypted != "mysql"
-    assert decrypt_password(encrypted) == "mysql"
-    assert decrypt_password(encrypt_password("")) == ""
-    for bad in ("", "not base64!", "QUJD", "QUJDREVGR0g="):
-        assert decrypt_password(bad) is None
-
-
 # --------------------------------------------------------------------------------------
 # Health checker
 # --------------------------------------------------------------------------------------
@@ -726,16 +665,6 @@ def test_health_checker(make_standin: Callable[..., AtlasStandin]) -> None:
             fake.close()
 
 
-def test_health_checker_disabled(make_standin: Callable[..., AtlasStandin]) -> None:
-    alive = FakeMySQL()
-    try:
-        standin = make_standin(BASE_CONFIG.replace("10.0.0.1:3306", alive.address))
-        time.sleep(0.3)
-        assert standin.backends()[0][2] == "unknown" and alive.connections == 0
-    finally:
-        alive.close()
-
-
 # --------------------------------------------------------------------------------------
 # Connections: wait-timeout, concurrency, stop, logs
 # --------------------------------------------------------------------------------------
@@ -752,11 +681,6 @@ def test_wait_timeout_closes_idle_connections(make_standin: Callable[..., AtlasS
         started = time.monotonic()
         assert raw.is_closed(timeout=3.0)
         assert 0.7 < time.monotonic() - started < 2.5
-
-
-def test_no_wait_timeout_by_default(standin: AtlasStandin, client: RawClient) -> None:
-    assert not client.is_closed(timeout=1.2)
-    assert rows_of(client.query("SELECT VERSION")) == [("2.2.1",)]
 
 
 def test_concurrent_connections(standin: AtlasStandin) -> None:
@@ -787,50 +711,6 @@ def test_concurrent_connections(standin: AtlasStandin) -> None:
     finally:
         for raw in clients:
             raw.close()
-
-
-def test_stop_closes_clients_and_listener(make_standin: Callable[..., AtlasStandin]) -> None:
-    standin = make_standin()
-    port = standin.address[1]
-    with RawClient(port) as idle, RawClient(port) as logged_in:
-        logged_in.login()
-        standin.stop()
-        assert idle.is_closed(timeout=2) and logged_in.is_closed(timeout=2)
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", port), timeout=2)
-    assert not [t for t in threading.enumerate() if t.name.startswith("atlas-standin")]
-
-
-def test_command_log(standin: AtlasStandin, client: RawClient) -> None:
-    queries = [
-        "SELECT * FROM backends",
-        "ADD SLAVE 10.0.0.5:3306",
-        "SET NAMES utf8",
-        "REMOVE BACKEND 99",
-        "set offline 1",
-        "ADD CLIENT 10.9.9.9",
-        "SAVE CONFIG",
-    ]
-    for query in queries:
-        client.query(query)
-    client.command(0x0E)
-    assert standin.commands == queries
-    assert standin.mutating_commands() == [
-        "ADD SLAVE 10.0.0.5:3306",
-        "REMOVE BACKEND 99",
-        "set offline 1",
-        "ADD CLIENT 10.9.9.9",
-        "SAVE CONFIG",
-    ]
-
-
-def test_set_state_hook(standin: AtlasStandin) -> None:
-    standin.set_state("10.0.0.2:3306", "down")
-    assert standin.backends()[1] == (2, "10.0.0.2:3306", "down", "ro")
-    with pytest.raises(ValueError):
-        standin.set_state("10.0.0.2:3306", "sideways")
-    with pytest.raises(KeyError):
-        standin.set_state("10.9.9.9:3306", "up")
 
 
 # --------------------------------------------------------------------------------------
@@ -906,15 +786,6 @@ def test_save_config_appends_empty_keys_and_keeps_other_groups(
     assert "admin-username=admin" in proxy and "@" not in text and " = " not in text
 
 
-def test_save_config_failure_still_answers(
-    standin: AtlasStandin, client: RawClient, caplog: pytest.LogCaptureFixture
-) -> None:
-    os.unlink(standin.config_path)
-    assert_status(client.query("SAVE CONFIG"))
-    assert not os.path.exists(standin.config_path)
-    assert "SAVE CONFIG" in caplog.text
-
-
 def test_config_is_never_reread(standin: AtlasStandin) -> None:
     path = Path(standin.config_path)
     path.write_text(
@@ -932,27 +803,6 @@ def test_config_is_never_reread(standin: AtlasStandin) -> None:
     # Hand edits to the four saved keys are overwritten; other hand edits survive.
     assert "proxy-backend-addresses=10.0.0.1:3306\n" in text
     assert "admin-password=changed\n" in text and "log-level=debug\n" in text
-
-
-@pytest.mark.parametrize(
-    "config",
-    [
-        BASE_CONFIG + "this line is nonsense\n",
-        "admin-username = x\n" + BASE_CONFIG,
-        BASE_CONFIG.replace(f"admin-username = {USER}\n", ""),
-        BASE_CONFIG.replace("[mysql-proxy]", "[other]"),
-        BASE_CONFIG + "pwds = app\n",
-        BASE_CONFIG + "wait-timeout = soon\n",
-        BASE_CONFIG.replace("10.0.0.1:3306", "10.0.0.1:99999"),
-    ],
-    ids=["garbage", "key-before-group", "no-username", "no-group", "bad-pwds",
-         "bad-wait-timeout", "bad-backend"],
-)
-def test_bad_config_refused(tmp_path: Path, config: str) -> None:
-    path = tmp_path / "atlas.cnf"
-    path.write_text(config)
-    with pytest.raises(AtlasConfigError):
-        AtlasStandin(str(path), host="127.0.0.1", port=0, check_interval=None)
 
 
 def test_defaults_come_from_admin_address(tmp_path: Path) -> None:
@@ -1065,7 +915,7 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
     pid_file = tmp_path / "atlas.pid"
     port = int(closed_port().rsplit(":", 1)[1])
     proc = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.atlas.standin", "--config", str(config),
+        [sys.executable, "-m", "orchestrator.lab.atlas_standin.standin", "--config", str(config),
          "--host", "127.0.0.1", "--port", str(port), "--pid-file", str(pid_file)],
         cwd=REPO,
         stderr=subprocess.PIPE,
@@ -1088,11 +938,3 @@ def test_cli_serves_until_sigterm(tmp_path: Path) -> None:
         proc.stderr.close()
 
 
-def test_cli_bad_config_exits_1(tmp_path: Path) -> None:
-    config = tmp_path / "atlas.cnf"
-    config.write_text("[mysql-proxy]\nadmin-address = 127.0.0.1:0\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "orchestrator.atlas.standin", "--config", str(config)],
-        cwd=REPO, capture_output=True, text=True, timeout=20,
-    )
-    assert result.returncode == 1 and "admin-username" in result.stderr

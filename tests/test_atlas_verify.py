@@ -15,7 +15,7 @@ from orchestrator.atlas.apply import run_atlas_steps
 from orchestrator.atlas.client import REMOVE_ATTEMPTS, AtlasAdmin
 from orchestrator.atlas.configfile import read_ro_backends
 from orchestrator.atlas.observe import observe_atlas
-from orchestrator.atlas.standin import AtlasStandin
+from orchestrator.lab.atlas_standin.standin import AtlasStandin
 from orchestrator.config import parse
 from orchestrator.errors import AtlasError
 from orchestrator.model import ClusterView

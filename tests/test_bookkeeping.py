@@ -151,7 +151,7 @@ def test_concurrent_appenders_in_separate_processes_lose_and_tear_nothing(tmp_pa
 
 def run_plan(monkeypatch, tmp_path, plan, fail_on):
     """execute_plan with a journal whose appends number ``fail_on`` (1 = begin, 2 = end) fail."""
-    from orchestrator.commands.common import execute_plan
+    from orchestrator.commands.common import RunContext, execute_plan
 
     calls = []
     real = Journal.append
@@ -164,7 +164,7 @@ def run_plan(monkeypatch, tmp_path, plan, fail_on):
 
     monkeypatch.setattr(Journal, "append", append)
     cfg = parse({**RAW, "state_dir": str(tmp_path)})
-    code, _ = execute_plan(cfg, plan, "MASTER", "run-1", {}, None, None, 0.0)
+    code, _ = execute_plan(RunContext(cfg, "MASTER", "run-1", {}, None, 0.0), plan)
     return code, calls
 
 

@@ -74,7 +74,8 @@ from typing import List, Optional, Tuple
 
 import pytest
 
-from orchestrator.lab.sandbox import Sampler, row_ids, tail
+from orchestrator.lab.probes import Sampler, row_ids
+from orchestrator.lab.proc import tail
 
 from . import chaos
 from .chaos import MAINTAINER_INTERVAL, Chaos, ChaosLab, History

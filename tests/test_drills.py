@@ -24,8 +24,10 @@ from typing import Callable, List, Optional
 
 import pytest
 
-from orchestrator.lab import netns
-from orchestrator.lab.sandbox import LabError, Sampler, Writer, gtids_beyond, row_ids, tail, wait_for
+from orchestrator.lab import LabError, netns
+from orchestrator.lab.probes import Sampler, gtids_beyond, row_ids
+from orchestrator.lab.proc import tail, wait_for
+from orchestrator.lab.traffic import Writer
 
 pytestmark = pytest.mark.netns
 

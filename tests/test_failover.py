@@ -398,15 +398,16 @@ def test_config_readable_by_others_warns(cluster, tmp_path):
 
 
 def test_notify_path_stays_light(cluster):
-    """No scheduler (nor retry library, nor Atlas code without Atlas) on keepalived's path."""
+    """No scheduler (nor retry library, nor Atlas code without Atlas, nor the lab) on keepalived's path."""
     s1, s2, cfg, _ = cluster
     s1.kill()
     r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100", env={"PYTHONPROFILEIMPORTTIME": "1"})
     assert r.code == 0, r
     imported = {line.split("|")[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
     assert "pymysql" in imported and "orchestrator.decide" in imported, "import tracing did not work"
-    for heavy in ("apscheduler", "tenacity", "orchestrator.atlas.client", "orchestrator.commands.maintain"):
+    for heavy in ("apscheduler", "tenacity", "orchestrator.atlas.client", "orchestrator.commands.maintain", "orchestrator.lab"):
         assert heavy not in imported, f"{heavy} is imported on the notify path"
+    assert not [m for m in imported if m.startswith("orchestrator.lab.")], "the lab is imported on the notify path"
 
 
 def test_check_command_answers_for_this_node_only(cluster):

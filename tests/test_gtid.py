@@ -46,13 +46,6 @@ def test_gtid_subtract(a, b, expected):
     assert str(GtidSet.parse(a).subtract(GtidSet.parse(b))) == expected
 
 
-def test_gtid_union_and_subset():
-    u = GtidSet.parse(f"{A}:1-3").union(GtidSet.parse(f"{A}:4-6,{B}:2"))
-    assert str(u) == f"{A}:1-6,{B}:2"
-    assert GtidSet.parse(f"{A}:2-3").issubset(u)
-    assert not GtidSet.parse(f"{B}:1").issubset(u)
-
-
 def test_mariadb_position_parse():
     pos = GtidPos.parse("1-2-5, 0-1-100")
     assert str(pos) == "0-1-100,1-2-5"

@@ -22,7 +22,8 @@ from typing import Optional
 import pytest
 
 from orchestrator.lab import mariadb, netns
-from orchestrator.lab.sandbox import CONF_DIR, HOOKS_DIR, Host, Proc, run, write_host_files
+from orchestrator.lab.hosts import CONF_DIR, HOOKS_DIR, Host, write_host_files
+from orchestrator.lab.proc import Proc, run
 
 from . import orchtest as t
 

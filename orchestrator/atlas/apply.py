@@ -9,12 +9,14 @@ failed rewrite is rewritten by the maintainer's PersistBackends step.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Mapping, Optional, Sequence
 
 from ..config import AtlasInstance, Config
 from ..errors import AtlasError, OrchError
-from ..execute import StepResult
-from ..plan import AddBackend, RemoveBackend, Step
+from ..plan import AddBackend, AtlasStep, PersistBackends, RemoveBackend, StepResult
+
+if TYPE_CHECKING:
+    from .client import AtlasAdmin
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +24,7 @@ CONNECT_ATTEMPTS = 3  # Atlas restarting: a few quick tries, bounded so a hook n
 CONNECT_WAIT = 0.2
 
 
-def _connect(admin) -> None:
+def _connect(admin: AtlasAdmin) -> None:
     from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
     retry(
@@ -33,7 +35,7 @@ def _connect(admin) -> None:
     )(admin.connect)()
 
 
-def persist(admin, atlas: AtlasInstance) -> str:
+def persist(admin: AtlasAdmin, atlas: AtlasInstance) -> str:
     """Make Atlas's next start come back with the runtime read-only backends."""
     if atlas.persist == "none":
         return ""
@@ -49,16 +51,17 @@ def persist(admin, atlas: AtlasInstance) -> str:
     return f"{atlas.config_file} rewritten" if changed else f"{atlas.config_file} already right"
 
 
-def run_atlas_steps(cfg: Config, steps: Sequence[Step], admins: Optional[Dict[str, object]] = None) -> List[StepResult]:
+def run_atlas_steps(
+    cfg: Config, steps: Sequence[AtlasStep], admins: Optional[Mapping[str, AtlasAdmin]] = None,
+) -> List[StepResult]:
     """Apply steps grouped by Atlas, one connection each; never raises for Atlas failures."""
-    from ..plan import PersistBackends
     from .observe import admin_for
 
     results: List[StepResult] = []
     by_name = {a.name: a for a in cfg.atlas}
-    for name in dict.fromkeys(s.atlas for s in steps):  # type: ignore[union-attr]
+    for name in dict.fromkeys(s.atlas for s in steps):
         atlas = by_name[name]
-        mine = [s for s in steps if s.atlas == name]  # type: ignore[union-attr]
+        mine = [s for s in steps if s.atlas == name]
         admin = admins[name] if admins is not None else admin_for(atlas)
         changed = False
         rewrite = [s for s in mine if isinstance(s, PersistBackends)]

@@ -37,17 +37,14 @@ BACKEND_TYPES = ("rw", "ro")
 # a PyMySQL version sends on its own, a ping, COM_INIT_DB) is refused before it is sent.
 _ADMIN_COMMAND = re.compile(
     r"SELECT \* FROM backends"
-    r"|SELECT VERSION"
     r"|ADD (SLAVE|MASTER) [0-9]{1,3}(\.[0-9]{1,3}){3}:[0-9]{1,5}"
     r"|REMOVE BACKEND [1-9][0-9]*"
-    r"|SET (OFFLINE|ONLINE) [1-9][0-9]*"
     r"|SAVE CONFIG",
     re.ASCII,
 )
 # Commands that can be sent again after a lost connection: reads, SAVE CONFIG (rewrites
 # the file from the runtime state) and ADD SLAVE/MASTER (Atlas ignores a known address of
-# the same type). Never REMOVE BACKEND n or SET ... n: the numbers may mean another
-# backend by then.
+# the same type). Never REMOVE BACKEND n: the number may mean another backend by then.
 _RETRYABLE = re.compile(r"SELECT .*|SAVE CONFIG|ADD (SLAVE|MASTER) .*")
 
 REMOVE_ATTEMPTS = 3  # a REMOVE that hit another backend (numbers shifted) is tried again
@@ -233,13 +230,6 @@ class AtlasAdmin:
         columns, rows = self._execute("SELECT * FROM backends")
         return tuple(self._backend(columns, row) for row in rows)
 
-    def version(self) -> str:
-        """Atlas's version, e.g. `2.2.1`."""
-        columns, rows = self._execute("SELECT VERSION")
-        if not rows or "version" not in columns:
-            raise AtlasError(f"{self._where}: SELECT VERSION returned no version")
-        return str(rows[0][columns.index("version")])
-
     # -- changing ---------------------------------------------------------------------
 
     def add_slave(self, address: str) -> bool:
@@ -381,47 +371,12 @@ class AtlasAdmin:
         log.error("%s: %s", self._where, text)
         self.last_incidents.append(text)
 
-    def set_offline(self, address: str, type: str = "ro") -> None:
-        """Take a backend out of service (`SET OFFLINE n`); a no-op if already offline."""
-        self._set_state(address, type, "OFFLINE")
-
-    def set_online(self, address: str, type: str = "ro") -> None:
-        """Put an offline backend back (`SET ONLINE n`; it shows `unknown` until Atlas's
-        checker probes it); a no-op unless it is offline."""
-        self._set_state(address, type, "ONLINE")
-
     def save_config(self) -> None:
         """`SAVE CONFIG`: Atlas rewrites its config file from the runtime state."""
         log.info("%s: SAVE CONFIG", self._where)
         self._execute("SAVE CONFIG")
 
     # -- internals --------------------------------------------------------------------
-
-    def _set_state(self, address: str, type: str, word: str) -> None:
-        address = parse_address(address)
-        type = _backend_type(type)
-        target = self._find(self.backends(), address, type)
-        if target is None:
-            raise AtlasError(f"{self._where}: cannot set {address} ({type}) "
-                             f"{word.lower()}: not a backend")
-        going_offline = word == "OFFLINE"
-        if (target.state == "offline") == going_offline:
-            log.info("%s: %s (%s) is already %s", self._where, address, type,
-                     "offline" if going_offline else f"online ({target.state})")
-            return
-        command = f"SET {word} {target.ndx}"
-        log.info("%s: %s (%s, %s)", self._where, command, address, type)
-        columns, rows = self._execute(command)
-        if rows:
-            changed = self._backend(columns, rows[0])
-        else:
-            changed = self._find(self.backends(), address, type)
-        if changed is None or (changed.address, changed.type) != (address, type):
-            raise AtlasError(f"{self._where}: {command} changed {changed} instead of "
-                             f"{address} ({type})")
-        if (changed.state == "offline") != going_offline:
-            raise AtlasError(f"{self._where}: after {command} {address} ({type}) is "
-                             f"{changed.state}")
 
     @staticmethod
     def _find(backends: tuple[Backend, ...], address: str, type: str) -> Backend | None:

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from typing import Tuple
+from typing import TYPE_CHECKING, Mapping, Optional, Tuple
 
 from ..config import AtlasInstance, Config
 from ..errors import AtlasError
 from ..model import AtlasState
 
+if TYPE_CHECKING:
+    from .client import AtlasAdmin
+
 log = logging.getLogger(__name__)
 
 
-def admin_for(atlas: AtlasInstance):  # -> AtlasAdmin; typed loosely to keep pymysql off import paths
+def admin_for(atlas: AtlasInstance) -> AtlasAdmin:
+    # The client (and pymysql with it) is imported only when an Atlas is configured.
     from .client import AtlasAdmin
 
     return AtlasAdmin(atlas.host, atlas.port, atlas.user, atlas.password, timeout=atlas.timeout, name=atlas.name)
 
 
-def read_atlas(admin, name: str) -> AtlasState:
+def read_atlas(admin: AtlasAdmin, name: str) -> AtlasState:
     try:
         rows = admin.backends()
     except AtlasError as exc:
@@ -42,7 +46,7 @@ def read_config_file(state: AtlasState, atlas: AtlasInstance) -> AtlasState:
     return replace(state, config_file=atlas.config_file, config_ro=listed)
 
 
-def observe_atlas(cfg: Config, admins=None) -> Tuple[AtlasState, ...]:
+def observe_atlas(cfg: Config, admins: Optional[Mapping[str, AtlasAdmin]] = None) -> Tuple[AtlasState, ...]:
     """One state per configured Atlas; an unreachable one is marked, not raised."""
     out = []
     for atlas in cfg.atlas:

@@ -5,13 +5,19 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any, Dict, Optional, TextIO, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, TextIO, Tuple
 
 from .. import logs
 from ..config import Config, load
 from ..errors import Refused
 from ..journal import Journal, new_run_id
-from ..plan import NOOP, Plan
+from ..plan import NOOP, Plan, RunResult
+
+if TYPE_CHECKING:
+    from ..db import Server
+    from ..execute import AtlasRunner
+    from ..model import ClusterView
 
 log = logging.getLogger("orchestrator")
 
@@ -53,10 +59,21 @@ def journal_append(journal: Journal, record: Dict[str, Any]) -> bool:
         return False
 
 
-def execute_plan(
-    cfg: Config, plan: Plan, event: str, run_id: str, servers: Dict[str, Any], view: Any, out: Optional[TextIO],
-    started: float, atlas_runner: Any = None,
-) -> Tuple[int, Any]:
+@dataclass(frozen=True)
+class RunContext:
+    """One run's setting for executing its plan: who runs it, on what it observed, where it reports."""
+
+    cfg: Config
+    event: str
+    run_id: str
+    servers: Mapping[str, Server]
+    view: Optional[ClusterView]
+    started: float  # time.monotonic() at the run's start: the journal's and the log's milliseconds
+    out: Optional[TextIO] = None  # a person's terminal: each step's result is written there too
+    atlas_runner: Optional[AtlasRunner] = None  # the maintainer brings its open Atlas connections
+
+
+def execute_plan(run: RunContext, plan: Plan) -> Tuple[int, RunResult]:
     """Run a decided plan, journal it (begin before any step, end after).
 
     Returns the exit code and the RunResult. A run whose best-effort (Atlas) steps
@@ -64,14 +81,15 @@ def execute_plan(
     """
     from ..execute import Executor
 
+    cfg, event, out = run.cfg, run.event, run.out
     journal = Journal(cfg.state_dir)
-    base = {"id": run_id, "node": cfg.self_name, "event": event}
+    base = {"id": run.run_id, "node": cfg.self_name, "event": event}
     if plan.outcome != NOOP:
         journal_append(journal, {**base, "phase": "begin", "reason": plan.reason, "outcome": plan.outcome,
                         "warnings": list(plan.warnings), "plan": [s.describe() for s in plan.steps]})
     for w in plan.warnings:
         log.warning("%s", w)
-    result = Executor(cfg, servers, view, atlas_runner).run(plan)
+    result = Executor(cfg, run.servers, run.view, run.atlas_runner).run(plan)
     exit_code = plan.exit_code
     status = plan.outcome
     if result.error is not None:
@@ -79,7 +97,7 @@ def execute_plan(
         status = "refused" if isinstance(result.error, Refused) else "failed"
     elif any(r.result == "failed" for r in result.results):
         status = "partial"
-    elapsed = int((time.monotonic() - started) * 1000)
+    elapsed = int((time.monotonic() - run.started) * 1000)
     if plan.outcome != NOOP:
         journal_append(journal, {**base, "phase": "end", "result": status, "exit": exit_code, "ms": elapsed,
                         "error": str(result.error) if result.error else "",

@@ -13,7 +13,7 @@ from ..decide import BACKUP, MASTER, decide
 from ..errors import LockBusy, UsageError
 from ..lock import RunLock
 from ..plan import NOOP
-from .common import ensure_state_dir, execute_plan, load_config, new_run
+from .common import RunContext, ensure_state_dir, execute_plan, load_config, new_run
 
 log = logging.getLogger("orchestrator")
 
@@ -58,7 +58,8 @@ def _run(args: argparse.Namespace, event: str, out: TextIO, stdin: "TextIO | Non
                 if stdin.readline().strip().lower() not in ("y", "yes"):
                     out.write("aborted: nothing changed\n")
                     return 1
-            return execute_plan(cfg, plan, event, run_id, servers, view, out if operator else None, started)[0]
+            run = RunContext(cfg, event, run_id, servers, view, started, out=out if operator else None)
+            return execute_plan(run, plan)[0]
         finally:
             for s in servers.values():
                 s.close()

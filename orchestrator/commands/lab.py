@@ -19,7 +19,8 @@ DEFAULT_DIR = "/tmp/orch-lab"
 
 
 def lab(args: argparse.Namespace, out: TextIO) -> int:
-    from ..lab.sandbox import LabError, load_lab
+    from ..lab import LabError
+    from ..lab.sandbox import load_lab
 
     if not getattr(args, "verbose", False):
         logging.getLogger("orchestrator.lab").setLevel(logging.WARNING)
@@ -72,8 +73,9 @@ def choose_mode(requested: str) -> Tuple[str, str]:
 
 def _up(workdir: str, requested: str, hint: str, out: TextIO) -> int:
     from ..lab import netns
+    from ..lab.base import Lab
     from ..lab.loopback import LoopbackLab
-    from ..lab.sandbox import Lab, load_lab
+    from ..lab.sandbox import load_lab
 
     existing = load_lab(workdir)
     if existing is not None:

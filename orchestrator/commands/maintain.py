@@ -8,15 +8,21 @@ difference. `--once` runs one pass (cron); otherwise APScheduler runs a pass eve
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
-from typing import Dict, TextIO
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, TextIO
 
 from ..config import Config
 from ..errors import LockBusy
 from ..lock import RunLock
 from ..plan import NOOP
 from .common import ensure_state_dir, load_config, new_run
+
+if TYPE_CHECKING:
+    from ..atlas.client import AtlasAdmin
+    from ..model import ClusterView
+    from ..plan import AtlasStep, Plan, StepResult
 
 log = logging.getLogger("orchestrator.maintain")
 
@@ -31,18 +37,18 @@ class Maintainer:
         self.cfg = cfg
         # Short reads (mysql.read_timeout): a peer behind a dead link must not stall a pass for long.
         self.servers = open_servers(cfg)
-        self.admins: Dict[str, object] = {a.name: admin_for(a) for a in cfg.atlas}
+        self.admins: Dict[str, AtlasAdmin] = {a.name: admin_for(a) for a in cfg.atlas}
         self.last_reason = ""
         self.pending = False  # something to re-check soon: the loop runs every FAST_INTERVAL
-        self.on_pending_change = None
+        self.on_pending_change: Optional[Callable[[bool], None]] = None
 
     def close(self) -> None:
         for s in self.servers.values():
             s.close()
         for a in self.admins.values():
-            a.close()  # type: ignore[attr-defined]
+            a.close()
 
-    def observe(self):
+    def observe(self) -> ClusterView:
         """Both servers (at once) and every Atlas, without the run lock (a notify must never
         wait for a maintainer talking to an unreachable peer)."""
         from ..observe import observe
@@ -104,35 +110,31 @@ class Maintainer:
             return len(chosen.steps)
         if action is None and not plan.steps:
             return 0
-        try:
-            lock = RunLock(self.cfg.state_dir, timeout=0.5)
-            lock.__enter__()
-        except LockBusy as exc:
-            log.info("pass skipped: %s", exc)
-            return 0
-        try:
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(RunLock(self.cfg.state_dir, timeout=0.5))
+            except LockBusy as exc:
+                log.info("pass skipped: %s", exc)
+                return 0
             if journal.marker() != marker:
                 log.info("pass skipped: another orch run acted since this pass observed; observing again next pass")
                 return 0
             if action is not None:
                 return self._execute(action[1], view, action[0])
             return self._execute(plan, view, "MAINTAIN")
-        finally:
-            lock.__exit__(None, None, None)
 
     def _run_handed_over(self) -> int:
         """Decide and run a handed-over keepalived event under the run lock, on a fresh view."""
         from ..invariants import decide_pending
         from ..pending import take
 
-        try:
-            lock = RunLock(self.cfg.state_dir, timeout=0.5)
-            lock.__enter__()
-        except LockBusy as exc:
-            log.info("handed-over event waits: %s", exc)
-            self._set_pending(True)
-            return 0
-        try:
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(RunLock(self.cfg.state_dir, timeout=0.5))
+            except LockBusy as exc:
+                log.info("handed-over event waits: %s", exc)
+                self._set_pending(True)
+                return 0
             record = take(self.cfg.state_dir)
             if record is None:
                 return 0
@@ -140,19 +142,18 @@ class Maintainer:
             log.warning("maintain: running the %s event a notify handed over (run %s)", event, record.get("run", "?"))
             view = self.observe()
             return self._execute(decide_pending(view, self.cfg, event), view, event)
-        finally:
-            lock.__exit__(None, None, None)
 
-    def _execute(self, plan, view, event: str) -> int:
+    def _execute(self, plan: Plan, view: ClusterView, event: str) -> int:
         """Run a plan through the shared executor and journal; the number of changes made."""
         from ..atlas.apply import run_atlas_steps
         from ..journal import new_run_id
-        from .common import execute_plan
+        from .common import RunContext, execute_plan
 
-        def atlas_runner(cfg, steps):
+        def atlas_runner(cfg: Config, steps: Sequence[AtlasStep]) -> List[StepResult]:
             return run_atlas_steps(cfg, steps, self.admins)
 
-        _, result = execute_plan(self.cfg, plan, event, new_run_id(), self.servers, view, None, time.monotonic(), atlas_runner)
+        run = RunContext(self.cfg, event, new_run_id(), self.servers, view, time.monotonic(), atlas_runner=atlas_runner)
+        _, result = execute_plan(run, plan)
         return sum(1 for r in result.results if r.result == "ok" and r.step != "Persist")
 
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Dict, List, TextIO
+from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 from ..config import Config
 from ..decide import flavor_of, replica_health
 from ..journal import Journal
 from ..model import ClusterView, NodeState
 from .common import load_config
+
+READ_ONLY_CELL: Dict[Optional[bool], str] = {True: "ON", False: "off"}
 
 
 def node_summary(view: ClusterView, node: NodeState, other: NodeState, cfg: Config) -> Dict[str, Any]:
@@ -49,27 +51,50 @@ def node_summary(view: ClusterView, node: NodeState, other: NodeState, cfg: Conf
     return out
 
 
-def render_table(nodes: List[Dict[str, Any]], journal: List[Dict[str, Any]], cluster: str) -> str:
-    rows = [
-        ("address", lambda n: n["address"]),
-        ("reachable", lambda n: "yes" if n["reachable"] else f"NO: {n['error']}"),
-        ("version", lambda n: n.get("version", "")),
-        ("role", lambda n: n.get("role", "")),
-        ("read_only", lambda n: {True: "ON", False: "off"}.get(n.get("read_only"), "")),
-        ("replicates from", lambda n: (n.get("replication") or {}).get("source", "-")),
-        ("IO / SQL thread", lambda n: "{io_thread} / {sql_thread}".format(**n["replication"]) if n.get("replication") else "-"),
-        ("relay log applied", lambda n: ("yes" if n["replication"]["relay_log_applied"] else f"no ({n['replication']['unapplied_gtids']})") if n.get("replication") else "-"),
-        ("lag", lambda n: "-" if not n.get("replication") else ("unknown" if n["replication"]["lag"] is None else f"{n['replication']['lag']}s")),
-        ("executed GTIDs", lambda n: n.get("executed_gtids", "")),
-        ("errant GTIDs", lambda n: "unknown" if n.get("errant_gtids") is None else (n["errant_gtids"] or "none")),
-        ("last error", lambda n: ((n.get("replication") or {}).get("last_sql_error") or (n.get("replication") or {}).get("last_io_error") or "-")),
+def table_rows(n: Dict[str, Any]) -> List[Tuple[str, str]]:
+    """One node's column of the status table: (label, cell) per row."""
+    replication = n.get("replication")
+    if replication:
+        source = replication.get("source", "-")
+        threads = f"{replication['io_thread']} / {replication['sql_thread']}"
+        if replication["relay_log_applied"]:
+            applied = "yes"
+        else:
+            applied = f"no ({replication['unapplied_gtids']})"
+        lag = "unknown" if replication["lag"] is None else f"{replication['lag']}s"
+        last_error = replication.get("last_sql_error") or replication.get("last_io_error") or "-"
+    else:
+        source = threads = applied = lag = last_error = "-"
+    if n.get("errant_gtids") is None:
+        errant = "unknown"
+    else:
+        errant = n["errant_gtids"] or "none"
+    cells = [
+        ("address", n["address"]),
+        ("reachable", "yes" if n["reachable"] else f"NO: {n['error']}"),
+        ("version", n.get("version", "")),
+        ("role", n.get("role", "")),
+        ("read_only", READ_ONLY_CELL.get(n.get("read_only"), "")),
+        ("replicates from", source),
+        ("IO / SQL thread", threads),
+        ("relay log applied", applied),
+        ("lag", lag),
+        ("executed GTIDs", n.get("executed_gtids", "")),
+        ("errant GTIDs", errant),
+        ("last error", last_error),
     ]
-    width = max(len(label) for label, _ in rows)
+    return [(label, str(cell)) for label, cell in cells]
+
+
+def render_table(nodes: List[Dict[str, Any]], journal: List[Dict[str, Any]], cluster: str) -> str:
+    columns = [table_rows(n) for n in nodes]
+    labels = [label for label, _ in columns[0]]
+    cells = [[column[i][1] for column in columns] for i in range(len(labels))]
+    width = max(len(label) for label in labels)
     col = max(12, *(len(n["name"]) for n in nodes))
-    cells = [[str(fn(n)) for n in nodes] for _, fn in rows]
     col = max(col, *(len(c) for row in cells for c in row[:-1])) if len(nodes) > 1 else col
     lines = [f"cluster {cluster}", f"{'':<{width}}  " + "  ".join(f"{n['name']:<{col}}" for n in nodes)]
-    for (label, _), row in zip(rows, cells):
+    for label, row in zip(labels, cells):
         lines.append(f"{label:<{width}}  " + "  ".join(f"{c:<{col}}" for c in row).rstrip())
     lines.append("")
     lines.append("journal (last entries):" if journal else "journal: empty")

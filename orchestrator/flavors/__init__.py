@@ -8,12 +8,7 @@ from __future__ import annotations
 from typing import Any, List, Mapping, Optional, Protocol, Tuple
 
 from ..model import NodeState, ReplicaStatus
-
-Statement = Tuple[str, Tuple[Any, ...]]  # SQL with %s placeholders, parameters
-
-# Seconds between the source's heartbeats to an idle replica (set by change_source): the
-# replica's heartbeat count then proves within a second or two that its source is alive.
-HEARTBEAT_PERIOD = 1.0
+from .common import Statement
 
 # Both flavors: the sessions a fence may wait behind, and how a fence gets a deadline.
 # Replication, binlog dump and system threads are never candidates.
@@ -57,9 +52,6 @@ class Flavor(Protocol):
     def lacking(self, target: str, node: NodeState) -> str:
         """GTIDs of ``target`` node has neither applied nor received."""
 
-    def wait_succeeded(self, value: Any) -> bool:
-        """Interpret the wait function's result."""
-
     def unapplied(self, node: NodeState) -> str:
         """GTIDs received by the replica but not yet applied ('' when drained)."""
 
@@ -91,14 +83,3 @@ def get(name: str, version: str) -> Flavor:
 
         return mysql.MySQL(version)
     raise ValueError(f"unknown flavor {name!r}")
-
-
-def version_tuple(version: str) -> Tuple[int, ...]:
-    head = version.split("-")[0]
-    out = []
-    for part in head.split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits or 0))
-    while len(out) < 3:
-        out.append(0)
-    return tuple(out)

@@ -6,7 +6,7 @@ from typing import Any, List, Mapping, Optional
 
 from ..gtid import BinlogState, GtidPos, mariadb_errant
 from ..model import NodeState, ReplicaStatus, replica_status_from_row
-from . import HEARTBEAT_PERIOD, Statement
+from .common import HEARTBEAT_PERIOD, Statement
 
 
 class MariaDB:
@@ -69,9 +69,6 @@ class MariaDB:
 
     def wait_statement(self, target: str, timeout: float) -> Statement:
         return ("SELECT MASTER_GTID_WAIT(%s, %s)", (target, float(timeout)))
-
-    def wait_succeeded(self, value: Any) -> bool:
-        return value is not None and int(value) == 0
 
     def unapplied(self, node: NodeState) -> str:
         if node.replica is None:

@@ -10,7 +10,7 @@ from typing import Any, List, Mapping, Optional
 
 from ..gtid import GtidSet
 from ..model import NodeState, ReplicaStatus, replica_status_from_row
-from . import HEARTBEAT_PERIOD, Statement, version_tuple
+from .common import HEARTBEAT_PERIOD, Statement, version_tuple
 
 
 class MySQL:
@@ -72,9 +72,6 @@ class MySQL:
 
     def wait_statement(self, target: str, timeout: float) -> Statement:
         return ("SELECT WAIT_FOR_EXECUTED_GTID_SET(%s, %s)", (target, float(timeout)))
-
-    def wait_succeeded(self, value: Any) -> bool:
-        return value is not None and int(value) == 0
 
     def unapplied(self, node: NodeState) -> str:
         if node.replica is None:

@@ -10,16 +10,16 @@ VIP" means "the lab delivered MASTER to it last".
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from orchestrator.lab import mariadb
-from orchestrator.lab.sandbox import (
-    HOOKS_DIR, NAMES, VRRP_INSTANCE, Host, Lab, LabError, Narrator, Sampler, Writer, create_app_schema, orch_bin, tail,
-    wait_for, write_host_files,
-)
+from orchestrator.lab import LabError, mariadb
+from orchestrator.lab.base import Lab, Narrator
+from orchestrator.lab.hosts import ATLAS_ADMIN, HOOKS_DIR, NAMES, VRRP_INSTANCE, Host, write_host_files
+from orchestrator.lab.probes import Sampler
+from orchestrator.lab.proc import CommandTimeout, orch_bin, run, tail, wait_for
+from orchestrator.lab.traffic import Writer, create_app_schema
 
 CHECK_INTERVAL = 1.0  # what keepalived's vrrp_script uses: interval 1, fall 2, rise 2
 FALL = 2
@@ -59,9 +59,8 @@ class LoopbackLab(Lab):
     def check(self, host: Host) -> bool:
         """hooks/check-mysql with this host's client defaults: what keepalived's vrrp_script runs."""
         try:
-            return subprocess.run([str(HOOKS_DIR / "check-mysql"), str(host.file("check.cnf"))], stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=2).returncode == 0
-        except subprocess.TimeoutExpired:
+            return run([str(HOOKS_DIR / "check-mysql"), str(host.file("check.cnf"))], timeout=2, check=False).returncode == 0
+        except CommandTimeout:
             return False
 
     def wait_check(self, host: Host, passing: bool, timeout: float = 30) -> float:
@@ -83,7 +82,7 @@ class LoopbackLab(Lab):
         offset = log.stat().st_size if log.exists() else 0
         argv = [str(HOOKS_DIR / "keepalived-notify"), "-c", str(host.file("orch.yaml")), "--node", host.name,
                 "--log", str(log), "--orch", orch_bin(), "INSTANCE", VRRP_INSTANCE, state, str(PRIORITY[host.name])]
-        code = subprocess.run(argv, stdin=subprocess.DEVNULL, timeout=120).returncode
+        code = run(argv, timeout=120, check=False, capture=False).returncode
         if state == "MASTER":
             self.vrrp_master = host.name
             self.save()
@@ -180,7 +179,6 @@ class LoopbackLab(Lab):
     def atlas_backends(self, host: Host) -> Optional[List[Tuple[int, str, str, str]]]:
         from orchestrator.atlas.client import AtlasAdmin
         from orchestrator.errors import AtlasError
-        from orchestrator.lab.sandbox import ATLAS_ADMIN
 
         try:
             with AtlasAdmin(host.atlas_host, host.atlas_port, ATLAS_ADMIN.user, ATLAS_ADMIN.password, timeout=2.0) as admin:

@@ -35,6 +35,7 @@ import pymysql.converters
 import pymysql.cursors
 
 from orchestrator.errors import CommandError, DatabaseError
+from orchestrator.lab.proc import background, run
 
 log = logging.getLogger(__name__)
 
@@ -138,15 +139,7 @@ def create_template(datadir: str, timeout: float = 120) -> str:
         if os.geteuid() == 0:
             argv.append("--user=root")
         started = time.monotonic()
-        try:
-            result = subprocess.run(
-                argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise CommandError(f"{' '.join(argv)}: timed out after {timeout}s") from exc
-    if result.returncode != 0:
-        output = _tail((result.stdout + result.stderr).splitlines())
-        raise CommandError(f"{' '.join(argv)}: exit code {result.returncode}: {output}")
+        run(argv, timeout=timeout)
     log.info("created MariaDB datadir %s in %.2fs", target, time.monotonic() - started)
     return str(target)
 
@@ -293,14 +286,7 @@ class MariaDBInstance:
         self.write_config()
         self._log_offset = _file_size(self.log_file)
         self._launched_at = time.monotonic()
-        with open(Path(self.basedir) / "mariadbd.out", "ab") as output:
-            self._proc = subprocess.Popen(
-                self.mariadbd_argv(),
-                stdin=subprocess.DEVNULL,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self._proc = background(self.mariadbd_argv(), Path(self.basedir) / "mariadbd.out")
         self.pid = self._proc.pid
 
     def wait_until_ready(self, timeout: float = 30) -> None:

@@ -30,11 +30,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
-from orchestrator.lab import mariadb
-from orchestrator.lab.sandbox import (
-    APP_CREDENTIALS, CONF_DIR, HOOKS_DIR, NAMES, Host, Lab, LabError, Narrator, Proc, Sampler, Writer, create_app_schema,
-    log_size, orch_bin, orch_outcomes, run, spawn, tail, wait_for, who_repointed, write_host_files,
-)
+from orchestrator.lab import LabError, mariadb
+from orchestrator.lab.base import Lab, Narrator, orch_outcomes, who_repointed
+from orchestrator.lab.hosts import APP_CREDENTIALS, ATLAS_ADMIN, CONF_DIR, HOOKS_DIR, NAMES, Host, write_host_files
+from orchestrator.lab.probes import Sampler
+from orchestrator.lab.proc import Proc, log_size, orch_bin, run, spawn, tail, wait_for
+from orchestrator.lab.traffic import Writer, create_app_schema
 
 T = TypeVar("T")
 
@@ -349,7 +350,6 @@ class NetnsLab(Lab):
     def atlas_backends(self, host: Host) -> Optional[List[Tuple[int, str, str, str]]]:
         from orchestrator.atlas.client import AtlasAdmin
         from orchestrator.errors import AtlasError
-        from orchestrator.lab.sandbox import ATLAS_ADMIN
 
         def query() -> Optional[List[Tuple[int, str, str, str]]]:
             try:
@@ -486,9 +486,7 @@ def cleanup_stale(verbose: Callable[[str], None] = lambda text: None) -> List[st
             continue
         if state.get("persistent") or _pid_alive(int(state.get("owner", 0))):
             continue
-        from orchestrator.lab.sandbox import Host as _Host
-
-        lab = NetnsLab.from_state(state, [_Host(**h) for h in state["hosts"]])
+        lab = NetnsLab.from_state(state, [Host(**h) for h in state["hosts"]])
         lab.adopt(state)
         verbose(f"removing stale lab {lab.lab_id} (creator pid {state.get('owner')} is gone)")
         try:

@@ -1,7 +1,7 @@
 """Atlas's config file as Atlas reads it: the subset of glib's GKeyFile format it uses.
 
-Used by the Atlas stand-in (orchestrator/atlas/standin.py) to load its config and to
-rewrite it on SAVE CONFIG the way Atlas does.
+Used by the Atlas stand-in (standin.py beside it) to load its config and to rewrite it
+on SAVE CONFIG the way Atlas does.
 """
 
 from __future__ import annotations

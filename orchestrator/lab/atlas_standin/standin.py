@@ -15,7 +15,7 @@ Deliberate differences, all documented where they live:
 
 Python API: :class:`AtlasStandin`. Foreground use (one process per lab host)::
 
-    python -m orchestrator.atlas.standin --config FILE [--host H] [--port P] [--pid-file F]
+    python -m orchestrator.lab.atlas_standin.standin --config FILE [--host H] [--port P] [--pid-file F]
 """
 
 from __future__ import annotations
@@ -32,7 +32,10 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from orchestrator.atlas import mysqlwire as wire
+from orchestrator.lab.atlas_standin import mysqlwire as wire
+from orchestrator.lab.atlas_standin.atlasconf import (
+    GROUP, AtlasConfig, AtlasConfigError, _is_decimal, load_config, normalize_backend_address, read_keyfile,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +76,6 @@ HELP_ROWS: Tuple[Tuple[str, str], ...] = (
     ("REMOVE PWD $pwd", 'example: "remove pwd user", ...'),
     ("SAVE CONFIG", "save the backends to config file"),
     ("SELECT VERSION", "display the version of Atlas"),
-)
-
-
-
-from orchestrator.atlas.atlasconf import (  # noqa: E402  re-exported for callers and tests
-    GROUP, AtlasConfig, AtlasConfigError, KeyFile, _is_decimal, load_config, normalize_backend_address,
-    read_keyfile,
 )
 
 
@@ -775,7 +771,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(
-        prog="python -m orchestrator.atlas.standin",
+        prog="python -m orchestrator.lab.atlas_standin.standin",
         description="Stand-in for the Atlas 2.2.1 admin port.",
     )
     parser.add_argument("--config", required=True, help="Atlas config file")
