@@ -22,7 +22,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import subprocess
 import threading
 import time
@@ -35,10 +34,10 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import pymysql
 
 from orchestrator.lab import mariadb
-from orchestrator.lab.netns import holds_address, in_netns
+from orchestrator.lab.netns import holds_address, in_netns, remove_namespace
 from orchestrator.lab.hosts import APP_CREDENTIALS, NAMES, Host, write_secret
 from orchestrator.lab.probes import ServerState, server_state
-from orchestrator.lab.proc import Proc, orch_bin, run
+from orchestrator.lab.proc import orch_bin, run
 from orchestrator.lab.traffic import Writer, create_app_schema
 
 from . import orchtest
@@ -85,30 +84,6 @@ def unavailable_reason() -> Optional[str]:
     finally:
         run(["ip", "netns", "del", probe], timeout=10, check=False)
     return None
-
-
-def namespace_pids(ns: str) -> List[int]:
-    return [int(p) for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()]
-
-
-def remove_namespace(ns: str) -> List[str]:
-    """SIGKILL what still runs inside ``ns`` (only this test starts processes there), then delete it."""
-    problems = []
-    deadline = time.monotonic() + 10
-    while True:
-        strays = [p for p in (Proc.of(pid) for pid in namespace_pids(ns)) if p is not None]
-        if not strays:
-            break
-        if time.monotonic() > deadline:
-            problems.append(f"processes {[p.pid for p in strays]} survive in {ns}")
-            break
-        for p in strays:
-            p.send(signal.SIGKILL)
-        time.sleep(0.05)
-    result = run(["ip", "netns", "del", ns], check=False)
-    if result.returncode != 0:
-        problems.append(f"ip netns del {ns}: {result.stderr.strip()}")
-    return problems
 
 
 def cleanup_stale() -> List[str]:

@@ -32,3 +32,17 @@ def mariadb_pair(
     # mktemp keeps the socket path short; tmp_path carries the test's name.
     with lab.running_pair(str(tmp_path_factory.mktemp("pair")), mariadb_template) as pair:
         yield pair
+
+
+@pytest.fixture
+def cluster(mariadb_pair, tmp_path):
+    """(server1, server2, config path, state dir): server1 master, server2 its replica,
+    a table test.t (id, v), and an orch config for both (no VIP check)."""
+    from . import orchtest as t
+
+    s1, s2 = mariadb_pair
+    state = tmp_path / "state"
+    cfg = t.write_config(tmp_path / "orch.yaml", t.config_dict(s1, s2, str(state)))
+    s1.sql("CREATE TABLE test.t (id INT PRIMARY KEY, v VARCHAR(40))")
+    lab.wait_gtid_equal(s1, s2)
+    return s1, s2, cfg, str(state)

@@ -24,7 +24,6 @@ from orchestrator.lock import RunLock
 from orchestrator.plan import INCOMPLETE, Plan
 
 from . import orchtest as t
-from .test_failover import cluster  # noqa: F401  (fixture)
 
 RAW = {
     "self": "server1",

@@ -20,17 +20,6 @@ pytestmark = pytest.mark.mariadb
 N_ROWS = 200
 
 
-@pytest.fixture
-def cluster(mariadb_pair, tmp_path):
-    """(server1, server2, config path, state dir): server1 master, server2 its replica."""
-    s1, s2 = mariadb_pair
-    state = tmp_path / "state"
-    cfg = t.write_config(tmp_path / "orch.yaml", t.config_dict(s1, s2, str(state)))
-    s1.sql("CREATE TABLE test.t (id INT PRIMARY KEY, v VARCHAR(40))")
-    lab.wait_gtid_equal(s1, s2)
-    return s1, s2, cfg, str(state)
-
-
 class Sampler:
     """Samples (read_only, row count) on servers every few ms while a command runs."""
 

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from . import orchtest as t
-from .test_failover import cluster  # noqa: F401  (fixture)
 
 HOOK = Path(__file__).resolve().parent.parent / "hooks" / "keepalived-notify"
 

@@ -16,7 +16,6 @@ import threading
 import time
 from pathlib import Path
 
-import pymysql
 import pytest
 
 from orchestrator.lab import mariadb as lab
@@ -28,16 +27,6 @@ pytestmark = pytest.mark.mariadb
 
 HELD_VIP = "127.0.0.77"  # every 127/8 address is local: "this host holds the VIP"
 ELSEWHERE_VIP = "192.0.2.77"  # TEST-NET-1, never local: "the VIP is on the other host"
-
-
-@pytest.fixture
-def cluster(mariadb_pair, tmp_path):
-    s1, s2 = mariadb_pair
-    state = tmp_path / "state"
-    cfg = t.write_config(tmp_path / "orch.yaml", t.config_dict(s1, s2, str(state)))
-    s1.sql("CREATE TABLE test.t (id INT PRIMARY KEY, v VARCHAR(40))")
-    lab.wait_gtid_equal(s1, s2)
-    return s1, s2, cfg, str(state)
 
 
 def vip_config(tmp_path: Path, s1, s2, node: str, vip: str, **failover) -> tuple:
@@ -56,6 +45,15 @@ def wait_received(replica, master, timeout: float = 10) -> None:
     while t.slave_status(replica)["Gtid_IO_Pos"] != target:
         assert time.monotonic() < deadline, "the replica did not receive everything"
         time.sleep(0.05)
+
+
+def hold_row(server, row_id: int):
+    """A session holding a row lock on ``server``: replicated changes to that row wait for it."""
+    conn = server.connect()
+    with conn.cursor() as cur:
+        cur.execute("BEGIN")
+        cur.execute("SELECT * FROM test.t WHERE id = %s FOR UPDATE", (row_id,))
+    return conn
 
 
 def writable_samples(sampler: Sampler, index: int = 0):
@@ -295,11 +293,7 @@ def test_refused_master_is_retried_by_the_maintainer(cluster, tmp_path):
     c2, state2 = vip_config(tmp_path, s1, s2, "server2", HELD_VIP, catchup_timeout=0.5)
     insert_rows(s1, 1, 3)
     lab.wait_gtid_equal(s1, s2)
-    # A session on server2 holds the row the next replicated UPDATE needs: the catch-up cannot finish.
-    holder = s2.connect()
-    with holder.cursor() as cur:
-        cur.execute("BEGIN")
-        cur.execute("SELECT * FROM test.t WHERE id = 1 FOR UPDATE")
+    holder = hold_row(s2, 1)  # the next replicated UPDATE waits: the catch-up cannot finish
     s1.sql("UPDATE test.t SET v = 'late' WHERE id = 1")
     insert_rows(s1, 4, 200)
     wait_received(s2, s1)
@@ -379,11 +373,7 @@ def test_peer_opened_during_the_catch_up_aborts_the_promotion(cluster, tmp_path)
     s1, s2, cfg, _ = cluster
     insert_rows(s1, 1, 3)
     lab.wait_gtid_equal(s1, s2)
-    # Hold the row the next replicated UPDATE needs: server2's SQL thread waits, and so the catch-up.
-    holder = s2.connect()
-    with holder.cursor() as cur:
-        cur.execute("BEGIN")
-        cur.execute("SELECT * FROM test.t WHERE id = 1 FOR UPDATE")
+    holder = hold_row(s2, 1)  # server2's SQL thread waits for the row, and so the catch-up
     s1.sql("UPDATE test.t SET v = 'late' WHERE id = 1")
     s1.sql("SET GLOBAL read_only = 1")  # read-only when orch observes it
     result = {}
@@ -458,6 +448,7 @@ def test_server_frozen_behind_a_kept_connection_is_down_not_alive(cluster):
         assert observe_node(servers["server1"], "auto").reachable
         assert servers["server1"].connected
         s1.pause()
+        time.sleep(0.2)  # SIGSTOP reaches every thread of it
         try:
             state = observe_node(servers["server1"], "auto")
         finally:

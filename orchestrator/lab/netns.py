@@ -446,21 +446,7 @@ class NetnsLab(Lab):
             if ns not in existing:
                 continue
             # Anything still inside a namespace of ours was started by this lab (a notify run, a client).
-            deadline = time.monotonic() + 10
-            while True:
-                pids = [int(p) for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()]
-                strays = [p for p in (Proc.of(pid) for pid in pids) if p is not None]
-                if not strays:
-                    break
-                if time.monotonic() > deadline:
-                    problems.append(f"processes {[p.pid for p in strays]} survive in {ns}")
-                    break
-                for p in strays:
-                    p.send(signal.SIGKILL)
-                time.sleep(0.05)
-            result = run(["ip", "netns", "del", ns], check=False)
-            if result.returncode != 0:
-                problems.append(f"ip netns del {ns}: {result.stderr.strip()}")
+            problems += remove_namespace(ns)
         shutil.rmtree(self.run_dir, ignore_errors=True)
         self.procs = {}
         if (self.workdir / "lab.json").exists():
@@ -506,3 +492,27 @@ def _parent_pid(pid: int) -> int:
 
 def _pid_alive(pid: int) -> bool:
     return pid > 0 and Path(f"/proc/{pid}").exists()
+
+
+def remove_namespace(ns: str) -> List[str]:
+    """SIGKILL what still runs inside ``ns`` (only we start processes there), then delete it.
+
+    Returns the problems met (empty when it is gone).
+    """
+    problems = []
+    deadline = time.monotonic() + 10
+    while True:
+        pids = [int(p) for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()]
+        strays = [p for p in (Proc.of(pid) for pid in pids) if p is not None]
+        if not strays:
+            break
+        if time.monotonic() > deadline:
+            problems.append(f"processes {[p.pid for p in strays]} survive in {ns}")
+            break
+        for p in strays:
+            p.send(signal.SIGKILL)
+        time.sleep(0.05)
+    result = run(["ip", "netns", "del", ns], check=False)
+    if result.returncode != 0:
+        problems.append(f"ip netns del {ns}: {result.stderr.strip()}")
+    return problems
