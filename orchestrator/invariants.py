@@ -13,7 +13,7 @@ from typing import Optional, Tuple
 from .config import Config
 from .decide import BACKUP, MASTER, decide, decide_fault, flavor_of
 from .model import ClusterView
-from .plan import NOOP, Plan
+from .plan import NOOP, REFUSED, Plan
 
 SPLIT_BRAIN = "SPLIT-BRAIN"
 
@@ -34,9 +34,20 @@ def decide_invariant(view: ClusterView, cfg: Config) -> Optional[Tuple[str, Plan
     peer_open = peer.reachable and not flavor_of(peer, cfg).is_fenced(peer)
     if view.holds_vip:
         replicating = me.replica is not None and me.replica.configured
-        if peer_open or peer.alive or (me.writable and not replicating):
+        if me.writable and not replicating:
             return None
         plan = decide(view, MASTER, cfg)
+        if (peer_open or peer.alive) and not me.writable:
+            if plan.outcome == REFUSED:  # refused before any step: said (and journaled) on every pass
+                return MASTER, Plan(f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only: {plan.reason}", (), REFUSED, plan.warnings)
+            # A VIP left behind (keepalived killed) must not take writes from a live master.
+            return MASTER, Plan(
+                f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only while {peer.name} "
+                f"{'is writable' if peer_open else 'answers unusably'}: not taking writes away from it "
+                f"(keepalived's MASTER event or orch promote decides)", outcome=NOOP,
+            )
+        if peer_open or peer.alive:
+            return None
         if plan.outcome == NOOP:
             return None
         why = f"{me.name} holds VIP {cfg.keepalived.vip}" + (" but is read-only" if not me.writable else " but still replicates")

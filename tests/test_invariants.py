@@ -7,7 +7,7 @@ import pytest
 from orchestrator.invariants import SPLIT_BRAIN, decide_invariant
 from orchestrator.plan import REFUSED, ChangeSource, Fence, SetWritable
 
-from .test_decide import MASTER1, MASTER2, REPLICA1, REPLICA2, cfg, down, node, repl, view
+from .test_decide import MASTER1, MASTER2, REPLICA1, REPLICA2, STOPPED, cfg, down, node, repl, view
 
 
 @pytest.mark.parametrize("name, v, event, first", [
@@ -32,7 +32,6 @@ def test_repairs(name, v, event, first):
     ("healthy: VIP holder is the master", view(MASTER1, REPLICA2, holds_vip=True)),
     ("healthy: the replica does not hold the VIP", view(REPLICA1, MASTER2, holds_vip=False)),
     # A leftover VIP (keepalived killed -9) on a node fenced by the real new master: leave it.
-    ("VIP holder read-only next to a writable peer: never take writes away", view(REPLICA1, MASTER2, holds_vip=True)),
     ("both writable and this one holds the VIP: the other fences itself", view(MASTER1, MASTER2, holds_vip=True)),
     ("writable without the VIP, peer read-only: the VIP holder's repair fences this one", view(MASTER1, REPLICA2, holds_vip=False)),
     ("own server down", view(down("server1"), MASTER2, holds_vip=True)),
@@ -45,3 +44,15 @@ def test_refusals_stay_refusals():
     v = view(node("server1", executed="0-1-11"), node("server2", executed="0-2-20", binlog_state="0-1-10,0-2-20"), holds_vip=True)
     event, plan = decide_invariant(v, cfg())
     assert event == "MASTER" and plan.outcome == REFUSED and "diverged" in plan.reason
+
+
+def test_vip_holder_next_to_a_writable_peer_takes_no_writes_away():
+    """A VIP left behind by a killed keepalived, on the node the new master fenced."""
+    event, plan = decide_invariant(view(REPLICA1, MASTER2, holds_vip=True), cfg())
+    assert (event, plan.outcome, plan.steps) == ("MASTER", "noop", ()) and "not taking writes away" in plan.reason
+
+
+def test_a_refusal_next_to_a_writable_peer_is_still_said_every_pass():
+    sql_error = replace(REPLICA1, replica=repl(sql=STOPPED, errno=1062, error="Duplicate entry"))
+    event, plan = decide_invariant(view(sql_error, MASTER2, holds_vip=True), cfg())
+    assert (event, plan.outcome, plan.steps) == ("MASTER", REFUSED, ()) and "error 1062" in plan.reason

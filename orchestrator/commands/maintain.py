@@ -90,6 +90,10 @@ class Maintainer:
         rejoin = decide_rejoin(view, self.cfg) if repair is None else None
         plan = decide_maintain(view, self.cfg)
         action = None  # (event, plan) taking precedence over the Atlas plan
+        if repair is not None and repair[1].outcome == NOOP:
+            log.warning("maintain: %s", repair[1].reason)  # an anomaly left alone on purpose
+            repair = None
+            rejoin = decide_rejoin(view, self.cfg)
         if repair is not None:
             action = repair
         elif rejoin is not None and rejoin.outcome == ACT:
