@@ -157,20 +157,27 @@ def observe(
 
 
 def settle_errant(cfg: Config, servers: Dict[str, Server], me: NodeState, peer: NodeState) -> Tuple[NodeState, NodeState]:
-    """Read again, in order, a pair that looks errant.
+    """Read a replica's source again when the replica looks errant.
 
     The two servers are read at once: a replica read after its source may already have
-    applied what the source committed after it was read, and so look errant. The
-    errant-GTID check compares a node with what its peer had at least as late.
+    applied what the source committed after it was read, and so look errant. Only a
+    replica (read-only, or replicating) can have errant GTIDs, and its source's set only
+    grows: read again after the replica, the source has everything the replica applied.
     """
     flavor = flavors.get(me.flavor, me.version)
-    if flavor.errant(me, peer):
-        again = observe_node(servers[cfg.peer.name], cfg.flavor)
-        return me, again if again.reachable else peer
-    if flavor.errant(peer, me):
-        again = observe_node(servers[cfg.self_name], cfg.flavor)
-        return again if again.reachable else me, peer
-    return me, peer
+    names = {me.name: cfg.self_name, peer.name: cfg.peer.name}
+    nodes = {me.name: me, peer.name: peer}
+    for replica, source in ((me, peer), (peer, me)):
+        if not _replica_like(replica) or not flavor.errant(replica, nodes[source.name]):
+            continue
+        again = observe_node(servers[names[source.name]], cfg.flavor)
+        if again.reachable:
+            nodes[source.name] = again
+    return nodes[me.name], nodes[peer.name]
+
+
+def _replica_like(node: NodeState) -> bool:
+    return node.read_only or (node.replica is not None and node.replica.configured)
 
 
 def vip_held(cfg: Config) -> Optional[bool]:

@@ -23,6 +23,22 @@ def test_a_replica_ahead_of_an_earlier_read_of_its_source_is_read_again(monkeypa
     assert reads == ["s2"] and got_peer is fresh_peer and got_me is me
 
 
+def test_a_master_ahead_of_its_replica_is_not_what_is_read_again(monkeypatch):
+    """Only a replica can have errant GTIDs: the master's normal lead reads nobody again,
+    and a replica read after the master's first read is settled by reading the master."""
+    master = mnode("server2", "0-1-30", "0-1-30")
+    master = NodeState(**{**master.__dict__, "read_only": False})
+    replica = mnode("server1", "0-1-31", "0-1-31")  # applied 0-1-31 after server2 was read
+    fresh_master = NodeState(**{**mnode("server2", "0-1-32", "0-1-32").__dict__, "read_only": False})
+    reads = []
+    monkeypatch.setattr(obs, "observe_node", lambda server, flavor: reads.append(server) or fresh_master)
+    c = cfg()
+    # this host is the master's (self server2): me=master, peer=replica
+    c2 = type(c)(**{**c.__dict__, "self_name": "server2"})
+    got_me, got_peer = obs.settle_errant(c2, {"server1": "s1", "server2": "s2"}, master, replica)
+    assert reads == ["s2"] and got_me is fresh_master and got_peer is replica
+
+
 def test_a_real_divergence_stays(monkeypatch):
     me = mnode("server1", "0-1-11", "0-1-11")
     peer = mnode("server2", "0-2-20", "0-1-10,0-2-20")
