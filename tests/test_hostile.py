@@ -357,6 +357,9 @@ def test_notify_that_cannot_get_the_lock_is_handed_to_the_maintainer(cluster, tm
         pending = json.loads(Path(state2, "pending-event.json").read_text())
         assert pending["event"] == "MASTER"
         assert t.read_only(s2)
+        st = t.orch(c2, None, "status", "--format", "json")
+        assert json.loads(st.stdout)["pending_event"]["event"] == "MASTER", st
+        assert "pending: a MASTER event" in t.orch(c2, None, "status").stdout
     finally:
         os.close(fd)
     r = t.orch(c2, None, "maintain", "--once")

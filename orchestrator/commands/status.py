@@ -128,11 +128,16 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
          "backends": [{"ndx": b.ndx, "address": b.address, "state": b.state, "type": b.type} for b in a.backends]}
         for a in view.atlas
     ]
+    pending = _pending_event(cfg.state_dir)
     if args.format == "json":
-        doc = {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "nodes": nodes, "atlas": atlas, "journal": journal}
+        doc = {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "nodes": nodes, "atlas": atlas,
+               "journal": journal, "pending_event": pending}
         out.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         out.write(render_table(nodes, journal, cfg.cluster) + "\n")
+        if pending is not None:
+            out.write(f"pending: a {pending.get('event')} event (run {pending.get('run')}) could not get the run lock; "
+                      f"the maintainer decides it on its next pass\n")
         for a in atlas:
             if not a["reachable"]:
                 out.write(f"atlas {a['name']}: UNREACHABLE: {a['error']}\n")
@@ -140,3 +145,15 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
             listed = ", ".join(f"{b['address']} ({b['type']}, {b['state']})" for b in a["backends"]) or "no backends"
             out.write(f"atlas {a['name']}: {listed}\n")
     return 0 if view.me.reachable and view.peer.reachable else 1
+
+
+def _pending_event(state_dir: str) -> "Dict[str, Any] | None":
+    """A keepalived event a notify handed to the maintainer, not yet taken (read, not removed)."""
+    from ..pending import path
+
+    try:
+        with open(path(state_dir), encoding="utf-8") as fh:
+            record = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
