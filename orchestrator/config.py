@@ -24,6 +24,8 @@ MAX_REPLICATION_PASSWORD = 96  # bytes MariaDB keeps of MASTER_PASSWORD
 
 @dataclass(frozen=True)
 class Account:
+    """A MySQL account orch logs in with (mysql) or hands to the replica (replication)."""
+
     user: str
     password: str = field(repr=False)
     connect_timeout: float = 2.0
@@ -34,6 +36,8 @@ class Account:
 
 @dataclass(frozen=True)
 class Node:
+    """One of the two servers."""
+
     name: str
     host: str
     port: int = 3306
@@ -42,6 +46,8 @@ class Node:
 
 @dataclass(frozen=True)
 class Failover:
+    """The failover's deadlines."""
+
     catchup_timeout: float = 30.0
     lock_timeout: float = 120.0  # how long a hook waits for another run to finish
     fence_timeout: float = 3.0  # how long fencing a live peer may wait for its running writes
@@ -49,6 +55,8 @@ class Failover:
 
 @dataclass(frozen=True)
 class AtlasInstance:
+    """One Atlas proxy and how orch reaches its admin port."""
+
     name: str
     host: str
     port: int
@@ -61,12 +69,16 @@ class AtlasInstance:
 
 @dataclass(frozen=True)
 class Maintainer:
+    """The maintainer's pace and its replica lag limit."""
+
     interval: float = 5.0
     max_lag: int = 10
 
 
 @dataclass(frozen=True)
 class Keepalived:
+    """Which keepalived events are ours, and the VIP they move."""
+
     instance: str = ""  # act only on notify events for this VRRP instance/group name
     vip: str = ""  # notify checks whether this host holds it (the real state)
     vip_check: bool = True  # false: no VIP to check (moved by other means, or a one-host test pair)
@@ -74,6 +86,8 @@ class Keepalived:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole validated configuration."""
+
     path: str
     cluster: str
     flavor: str
@@ -440,18 +454,102 @@ def load(path: Optional[str] = None, node: Optional[str] = None) -> Config:
             text = fh.read()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
-    import yaml  # deferred: only commands that need config pay for it
+    cached = _read_compiled(path, text)
+    raw = cached[0] if cached else _parse_yaml(path, text)
+    cfg = parse(raw, path, node)
+    if not cached:
+        _write_compiled(path, text, raw)
+    warnings = _permission_warnings(path, raw)
+    if warnings:
+        cfg = replace(cfg, warnings=warnings)
+    return cfg
+
+
+def _parse_yaml(path: str, text: str) -> Any:
+    import yaml  # deferred: importing PyYAML costs the notify hook ~15 ms, which the compiled copy saves
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:
-        raw = yaml.load(text, Loader=loader)
+        return yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError([f"{path}:{where}: {problem}"]) from None
-    cfg = parse(raw, path, node)
-    warnings = _permission_warnings(path, raw)
-    if warnings:
-        cfg = replace(cfg, warnings=warnings)
-    return cfg
+
+
+# The compiled copy: the parsed YAML as JSON, next to the file (".orch.yaml.compiled"),
+# together with the exact text it was parsed from. It is used only when that text equals
+# the file's text now (exact invalidation: no clock or size heuristics), and only when
+# root wrote it in a root-owned directory nobody else can write: it holds what the
+# config holds (passwords), so it is mode 600, and whoever could plant one could
+# configure orch.
+COMPILED_FORMAT = 1
+
+
+def compiled_path(path: str) -> str:
+    directory, name = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{name}.compiled")
+
+
+def _trusted_directory(directory: str) -> bool:
+    try:
+        st = os.stat(directory)
+    except OSError:
+        return False
+    return os.geteuid() == 0 and st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def _read_compiled(path: str, text: str) -> Optional[Tuple[Any]]:
+    """(raw,) from the compiled copy of exactly ``text``, or None (absent, stale or untrusted)."""
+    compiled = compiled_path(path)
+    if not _trusted_directory(os.path.dirname(compiled)):
+        return None
+    try:
+        fd = os.open(compiled, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    import json  # the journal needs it on the notify path anyway
+
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = json.loads(fh.read())
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    if not isinstance(data, dict) or data.get("format") != COMPILED_FORMAT or data.get("source") != text or "raw" not in data:
+        return None
+    return (data["raw"],)
+
+
+def _write_compiled(path: str, text: str, raw: Any) -> None:
+    """Save the parse of a valid config for the next run; quietly nothing when that cannot be done exactly."""
+    compiled = compiled_path(path)
+    directory = os.path.dirname(compiled)
+    if not _trusted_directory(directory):
+        return
+    import json
+
+    try:
+        data = json.dumps({"format": COMPILED_FORMAT, "source": text, "raw": raw}, allow_nan=False)
+        if json.loads(data)["raw"] != raw:
+            return  # YAML that JSON does not keep as it is (non-string keys...): always parse it
+    except (TypeError, ValueError):
+        return  # dates, binary...: always parse it
+    tmp = os.path.join(directory, f".{os.path.basename(compiled)}.{os.getpid()}.{os.urandom(4).hex()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, data.encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, compiled)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass

@@ -31,6 +31,8 @@ def flavor_of(node: NodeState, cfg: Config) -> flavors.Flavor:
 
 @dataclass(frozen=True)
 class Health:
+    """Whether a replica may serve reads, and why (not)."""
+
     healthy: Optional[bool]  # None: cannot be told (the errant-GTID check needs the peer)
     reason: str
 

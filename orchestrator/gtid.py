@@ -121,6 +121,8 @@ class GtidSet:
 
 @dataclass(frozen=True, order=True)
 class MariaGtid:
+    """One MariaDB GTID: domain-server_id-seq."""
+
     domain: int
     server_id: int
     seq: int

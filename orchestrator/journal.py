@@ -43,7 +43,8 @@ class Journal:
         return f"{self.path}.{n}"
 
     def append(self, record: Dict[str, Any]) -> None:
-        """Write one line (and fsync it); rotate first when it would overflow the file.
+        """Write one line (and fdatasync it: one flush per record, the file's size included
+        but not its timestamps); rotate first when it would overflow the file.
 
         Raises OSError when the journal cannot be written: callers decide whether
         that matters (a failover goes on).
@@ -62,7 +63,7 @@ class Journal:
                     # O_APPEND keeps the line whole; at worst it lands in a just-rotated file.
                     log.warning("journal %s: %s; appending without the lock", self.path, unlocked)
                     _write_all(fd, line)
-                    os.fsync(fd)
+                    os.fdatasync(fd)
                     return
                 if not _is_current(fd, self.path):
                     continue  # rotated while we waited: append to the new file
@@ -74,7 +75,7 @@ class Journal:
                     except OSError as exc:  # growing beats losing the record
                         log.warning("journal %s: cannot rotate (%s); appending to it as it is", self.path, exc.strerror or exc)
                 _write_all(fd, line)
-                os.fsync(fd)
+                os.fdatasync(fd)
                 return
             finally:
                 os.close(fd)  # closing releases the flock

@@ -146,6 +146,8 @@ class Backend:
 
 @dataclass(frozen=True)
 class AtlasState:
+    """One Atlas proxy as observed: its backends and, when read, its config file's."""
+
     name: str
     reachable: bool
     error: str = ""

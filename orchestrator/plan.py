@@ -70,6 +70,8 @@ class ResetReplica(NodeStep):
 
 @dataclass(frozen=True)
 class ChangeSource:
+    """Point a server's replication at its peer (GTID auto-positioning)."""
+
     node: str
     source: str
     host: str
@@ -128,6 +130,8 @@ class RemoveBackend:
 
 @dataclass(frozen=True)
 class AddBackend:
+    """Add a read-only backend to one Atlas (best effort)."""
+
     atlas: str
     address: str
     why: str = ""
@@ -163,6 +167,8 @@ ATLAS_STEPS = (RemoveBackend, AddBackend, PersistBackends)
 
 @dataclass(frozen=True)
 class Plan:
+    """What a run decided: why (one sentence), the steps in order, and the outcome."""
+
     reason: str
     steps: Tuple[Step, ...] = ()
     outcome: str = ACT
@@ -185,6 +191,8 @@ class Plan:
 
 @dataclass
 class StepResult:
+    """How one step went: ok, failed, skipped or warning, with its milliseconds."""
+
     step: str
     description: str
     result: str  # ok | failed | skipped | warning
@@ -197,6 +205,8 @@ class StepResult:
 
 @dataclass
 class RunResult:
+    """Every step's result, and the error that stopped the plan (if one did)."""
+
     results: List[StepResult]
     error: Optional[OrchError] = None
 

@@ -213,3 +213,72 @@ def test_example_config_is_valid():
     text = open(path).read()
     for key in ("fence_timeout:", "read_timeout:", "vip_check:"):
         assert key in text, f"conf/orch.yaml does not show {key}"
+
+
+root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the compiled copy is root's alone")
+
+
+@root_only
+def test_compiled_copy_is_used_only_for_exactly_the_text_it_was_parsed_from(tmp_path):
+    import yaml
+
+    from orchestrator.config import compiled_path
+
+    p = tmp_path / "orch.yaml"
+    p.write_text(yaml.safe_dump(GOOD))
+    os.chmod(p, 0o600)
+    first = load(str(p))
+    compiled = compiled_path(str(p))
+    assert os.stat(compiled).st_mode & 0o777 == 0o600
+    assert load(str(p)) == first
+    # Same size, same mtime, one byte changed: parsed again, not taken from the copy.
+    st = os.stat(p)
+    p.write_text(p.read_text().replace("pw1", "pw9"))
+    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(p).st_size == st.st_size
+    assert load(str(p)).mysql.password == "pw9"
+
+
+@root_only
+def test_compiled_copy_must_be_roots_alone(tmp_path):
+    import json
+
+    import yaml
+
+    from orchestrator.config import compiled_path
+
+    p = tmp_path / "orch.yaml"
+    p.write_text(yaml.safe_dump(GOOD))
+    load(str(p))
+    compiled = compiled_path(str(p))
+    data = json.loads(open(compiled).read())
+    data["raw"]["mysql"]["password"] = "planted"
+    with open(compiled, "w") as fh:
+        json.dump(data, fh)
+    os.chmod(compiled, 0o600)
+    assert load(str(p)).mysql.password == "planted"  # the test's forgery reads as a copy
+    os.chmod(compiled, 0o644)
+    assert load(str(p)).mysql.password == "pw1", "a copy readable by others is ignored (and replaced)"
+    assert os.stat(compiled).st_mode & 0o777 == 0o600
+    os.chown(compiled, 65534, 65534)
+    assert load(str(p)).mysql.password == "pw1", "a copy owned by another user is ignored"
+    with open(compiled, "w") as fh:
+        json.dump(data, fh)
+    os.chmod(compiled, 0o600)
+    os.chmod(tmp_path, 0o777)
+    try:
+        assert load(str(p)).mysql.password == "pw1", "a copy in a directory others can write is ignored"
+    finally:
+        os.chmod(tmp_path, 0o700)
+
+
+@root_only
+def test_no_compiled_copy_of_what_json_does_not_keep(tmp_path):
+    import datetime
+
+    from orchestrator.config import _write_compiled, compiled_path
+
+    p = tmp_path / "orch.yaml"
+    for raw in ({"when": datetime.date(2024, 1, 1)}, {1: "x"}, {"x": float("nan")}):
+        _write_compiled(str(p), "text", raw)
+        assert not os.path.exists(compiled_path(str(p))), raw
