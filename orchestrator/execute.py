@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 WAIT_SLICE = 1.0  # seconds per wait call, so a replication error is noticed within a second
 # A fence that waited too long: lock wait timeout (server side) or no answer (client side).
 BLOCKED_CODES = (1205, 2013)
+UNREADABLE_REPLICA_METADATA = 1201  # "Could not initialize master info structure" (a torn master.info)
 # Runs a plan's Atlas steps (atlas/apply.py unless the caller brings its own connections).
 AtlasRunner = Callable[[Config, Sequence[AtlasStep]], List[StepResult]]
 # Steps that are one statement of the node's flavor.
@@ -121,17 +122,34 @@ class Executor:
         if isinstance(step, Recheck):
             return self._recheck(step)
         if isinstance(step, ChangeSource):
-            server = self.servers[step.node]
-            acct = self.cfg.replication
-            for sql, args in self._flavor(server).change_source(step.host, step.port, acct.user, acct.password):
-                server.execute(sql, args, why=f"replicate from {step.source} ({step.host}:{step.port}) as {acct.user}")
-            return ""
+            return self._change_source(step)
         statement = ONE_STATEMENT.get(type(step))
         if statement is not None and isinstance(step, NodeStep):
             server = self.servers[step.node]
             server.execute(statement(self._flavor(server)), why=step.describe())
             return ""
         raise OrchError(f"unknown step {step!r}")
+
+    def _change_source(self, step: ChangeSource) -> str:
+        server = self.servers[step.node]
+        flavor = self._flavor(server)
+        acct = self.cfg.replication
+        why = f"replicate from {step.source} ({step.host}:{step.port}) as {acct.user}"
+        try:
+            for sql, args in flavor.change_source(step.host, step.port, acct.user, acct.password):
+                server.execute(sql, args, why=why)
+            return ""
+        except DatabaseError as exc:
+            if exc.code != UNREADABLE_REPLICA_METADATA:
+                raise
+            # A crash while the server wrote master.info leaves it torn: SHOW SLAVE STATUS
+            # shows nothing and every CHANGE MASTER fails until the metadata is reset.
+            # Nothing is lost: the node is being (re-)pointed anyway, with GTIDs.
+            log.warning("%s: replication metadata unreadable (%s): resetting it and pointing again", step.node, exc)
+        server.execute(flavor.reset_replica, why=f"{step.node}'s replication metadata is unreadable")
+        for sql, args in flavor.change_source(step.host, step.port, acct.user, acct.password):
+            server.execute(sql, args, why=why)
+        return "replication metadata was unreadable: reset, then pointed"
 
     def _flavor(self, server: Server) -> flavors.Flavor:
         name = server.node.name

@@ -462,3 +462,23 @@ def test_server_frozen_behind_a_kept_connection_is_down_not_alive(cluster):
     finally:
         for s in servers.values():
             s.close()
+
+
+def test_torn_replication_metadata_after_a_crash_is_reset_and_the_node_rejoins(cluster):
+    """Found by the randomized fault test: a replica killed while it wrote master.info comes
+    back with the file torn; every CHANGE MASTER then fails (1201) until it is reset."""
+    s1, s2, cfg, _ = cluster
+    insert_rows(s1, 1, 5)
+    lab.wait_gtid_equal(s1, s2)
+    s2.stop()
+    info = Path(s2.datadir) / "master.info"
+    info.write_text(info.read_text()[:7])  # what a kill -9 mid-write leaves
+    s2.start()
+    assert t.slave_status(s2) is None, "precondition: the server cannot read its replication metadata"
+    insert_rows(s1, 6, 5)
+    r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "BACKUP", "90")
+    assert r.code == 0, r
+    assert "metadata unreadable" in r.output
+    lab.wait_gtid_equal(s1, s2)
+    st = t.slave_status(s2)
+    assert st["Slave_IO_Running"] == "Yes" and st["Slave_SQL_Running"] == "Yes" and count(s2) == 10
