@@ -71,6 +71,7 @@ class RunContext:
     started: float  # time.monotonic() at the run's start: the journal's and the log's milliseconds
     out: Optional[TextIO] = None  # a person's terminal: each step's result is written there too
     atlas_runner: Optional[AtlasRunner] = None  # the maintainer brings its open Atlas connections
+    by: str = ""  # which command runs it, when not the event's own ("maintain")
 
 
 def execute_plan(run: RunContext, plan: Plan) -> Tuple[int, RunResult]:
@@ -83,7 +84,7 @@ def execute_plan(run: RunContext, plan: Plan) -> Tuple[int, RunResult]:
 
     cfg, event, out = run.cfg, run.event, run.out
     journal = Journal(cfg.state_dir)
-    base = {"id": run.run_id, "node": cfg.self_name, "event": event}
+    base = {"id": run.run_id, "node": cfg.self_name, "event": event, **({"by": run.by} if run.by else {})}
     if plan.outcome != NOOP:
         journal_append(journal, {**base, "phase": "begin", "reason": plan.reason, "outcome": plan.outcome,
                         "warnings": list(plan.warnings), "plan": [s.describe() for s in plan.steps]})

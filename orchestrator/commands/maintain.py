@@ -156,7 +156,7 @@ class Maintainer:
         def atlas_runner(cfg: Config, steps: Sequence[AtlasStep]) -> List[StepResult]:
             return run_atlas_steps(cfg, steps, self.admins)
 
-        run = RunContext(self.cfg, event, new_run_id(), self.servers, view, time.monotonic(), atlas_runner=atlas_runner)
+        run = RunContext(self.cfg, event, new_run_id(), self.servers, view, time.monotonic(), atlas_runner=atlas_runner, by="maintain")
         _, result = execute_plan(run, plan)
         return sum(1 for r in result.results if r.result == "ok" and r.step != "Persist")
 

@@ -299,6 +299,19 @@ def orch_outcomes(log: Path, offset: int) -> List[str]:
     return out
 
 
+def who_promoted(host: "Host") -> str:
+    """Which orch run last opened this host's server for writes, from its journal."""
+    from orchestrator.journal import Journal
+
+    # The begin record: when the server turns writable the run may not have ended yet.
+    for record in reversed(Journal(str(host.file("state"))).tail(50)):
+        if record.get("phase") == "begin" and any("writable (read_only off)" in step for step in record.get("plan") or []):
+            if record.get("by") == "maintain":
+                return f"orch maintain (the VIP holder must be the writable master; it ran the {record.get('event')} plan first)"
+            return f"orch notify {record.get('event')}"
+    return "orch"
+
+
 def who_repointed(host: "Host") -> str:
     """Which orch run last pointed this host's server at its peer, from its journal."""
     from orchestrator.journal import Journal

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from orchestrator.lab import LabError, mariadb
-from orchestrator.lab.base import Lab, Narrator, orch_outcomes, who_repointed
+from orchestrator.lab.base import Lab, Narrator, orch_outcomes, who_promoted, who_repointed
 from orchestrator.lab.hosts import APP_CREDENTIALS, ATLAS_ADMIN, CONF_DIR, HOOKS_DIR, NAMES, Host, write_host_files
 from orchestrator.lab.probes import Sampler
 from orchestrator.lab.proc import Proc, log_size, orch_bin, run, spawn, tail, wait_for
@@ -396,7 +396,7 @@ class NetnsLab(Lab):
             n.say(f"keepalived on {new}: MASTER, VIP {VIP} is on {new} now; keepalived runs the notify hook", t_vip)
             wait_for(f"{new} to become writable", lambda: self.servers()[new].read_only is False, timeout, interval=0.01,
                      detail=lambda: tail(nh.file("notify.log"), 3))
-            n.say(f"{new} is writable: orch notify MASTER applied its relay log, reset replication, set read_only=0")
+            n.say(f"{new} is writable: {who_promoted(nh)} applied its relay log, reset replication, set read_only=0")
             first = wait_for("writes through the VIP to succeed again", lambda: writer.acked_since(t_vip), timeout, interval=0.01,
                              detail=lambda: tail(writer.log_path, 3))
             before = [a for a in writer.acked() if a[1] < t0]
