@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Optional, Tuple
 
 from .config import Config
-from .decide import BACKUP, MASTER, decide, decide_fault, flavor_of
+from .decide import MASTER, decide, decide_fault, flavor_of
 from .model import ClusterView
 from .plan import NOOP, REFUSED, Plan
 
@@ -64,7 +64,5 @@ def decide_invariant(view: ClusterView, cfg: Config) -> Optional[Tuple[str, Plan
 
 def decide_pending(view: ClusterView, cfg: Config, event: str) -> Plan:
     """A notify event that could not get the run lock, decided on today's state."""
-    if event not in (MASTER, BACKUP):
-        return decide(view, event, cfg)
     plan = decide(view, event, cfg)
     return Plan(f"handed-over {event} event: {plan.reason}", plan.steps, plan.outcome, plan.warnings)

@@ -30,23 +30,26 @@ def hand_over(state_dir: str, event: str, run_id: str) -> str:
     return target
 
 
-def take(state_dir: str) -> Optional[Dict[str, Any]]:
-    """The handed-over event, removed from disk; None when there is none (or it is unreadable)."""
+def peek(state_dir: str) -> Optional[Dict[str, Any]]:
+    """The handed-over event, left on disk; None when there is none (or it is unreadable)."""
     import json
 
-    target = path(state_dir)
     try:
-        with open(target, encoding="utf-8") as fh:
+        with open(path(state_dir), encoding="utf-8") as fh:
             record = json.load(fh)
-    except FileNotFoundError:
-        return None
     except (OSError, ValueError):
-        record = None
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("event"), str) else None
+
+
+def take(state_dir: str) -> Optional[Dict[str, Any]]:
+    """The handed-over event, removed from disk (an unreadable one too); None when there is none."""
+    record = peek(state_dir)
     try:
-        os.unlink(target)
+        os.unlink(path(state_dir))
     except OSError:
         pass
-    return record if isinstance(record, dict) and isinstance(record.get("event"), str) else None
+    return record
 
 
 def waiting(state_dir: str) -> bool:

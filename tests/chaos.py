@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import pymysql
 
 from orchestrator.lab import mariadb
-from orchestrator.lab.netns import holds_address, in_netns, remove_namespace
+from orchestrator.lab.netns import holds_address, in_netns, namespace_unavailable, remove_namespace
 from orchestrator.lab.hosts import APP_CREDENTIALS, NAMES, Host, write_secret
 from orchestrator.lab.probes import ServerState, server_state
 from orchestrator.lab.proc import orch_bin, run
@@ -72,18 +72,7 @@ def unavailable_reason() -> Optional[str]:
         return "the ip command is missing (apt-get install iproute2)"
     if not os.access(mariadb.MARIADBD, os.X_OK):
         return f"{mariadb.MARIADBD} not found (apt-get install mariadb-server)"
-    probe = f"{PREFIX}-{os.getpid()}-probe"
-    try:
-        run(["ip", "netns", "add", probe], timeout=10)
-    except Exception as exc:  # no CAP_SYS_ADMIN in a container, for instance
-        return f"cannot create a network namespace: {exc}"
-    try:
-        run(["ip", "-n", probe, "link", "set", "lo", "up"], timeout=10)
-    except Exception as exc:
-        return f"cannot configure a network namespace: {exc}"
-    finally:
-        run(["ip", "netns", "del", probe], timeout=10, check=False)
-    return None
+    return namespace_unavailable(f"{PREFIX}-{os.getpid()}-probe")
 
 
 def cleanup_stale() -> List[str]:

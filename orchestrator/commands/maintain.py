@@ -87,13 +87,12 @@ class Maintainer:
             return self._run_handed_over()
         view = self.observe()
         repair = decide_invariant(view, self.cfg)
-        rejoin = decide_rejoin(view, self.cfg) if repair is None else None
-        plan = decide_maintain(view, self.cfg)
-        action = None  # (event, plan) taking precedence over the Atlas plan
         if repair is not None and repair[1].outcome == NOOP:
             log.warning("maintain: %s", repair[1].reason)  # an anomaly left alone on purpose
             repair = None
-            rejoin = decide_rejoin(view, self.cfg)
+        rejoin = decide_rejoin(view, self.cfg) if repair is None else None
+        plan = decide_maintain(view, self.cfg)
+        action = None  # (event, plan) taking precedence over the Atlas plan
         if repair is not None:
             action = repair
         elif rejoin is not None and rejoin.outcome == ACT:

@@ -128,7 +128,9 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
          "backends": [{"ndx": b.ndx, "address": b.address, "state": b.state, "type": b.type} for b in a.backends]}
         for a in view.atlas
     ]
-    pending = _pending_event(cfg.state_dir)
+    from ..pending import peek
+
+    pending = peek(cfg.state_dir)
     if args.format == "json":
         doc = {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "nodes": nodes, "atlas": atlas,
                "journal": journal, "pending_event": pending}
@@ -145,15 +147,3 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
             listed = ", ".join(f"{b['address']} ({b['type']}, {b['state']})" for b in a["backends"]) or "no backends"
             out.write(f"atlas {a['name']}: {listed}\n")
     return 0 if view.me.reachable and view.peer.reachable else 1
-
-
-def _pending_event(state_dir: str) -> "Dict[str, Any] | None":
-    """A keepalived event a notify handed to the maintainer, not yet taken (read, not removed)."""
-    from ..pending import path
-
-    try:
-        with open(path(state_dir), encoding="utf-8") as fh:
-            record = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return record if isinstance(record, dict) else None

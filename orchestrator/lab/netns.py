@@ -69,12 +69,14 @@ def unavailable_reason() -> Optional[str]:
         return "the ip command is missing (apt-get install iproute2)"
     if not os.access(mariadb.MARIADBD, os.X_OK):
         return f"{mariadb.MARIADBD} not found (apt-get install mariadb-server)"
-    probe = f"{PREFIX}-probe-{os.getpid()}"
+    return namespace_unavailable(f"{PREFIX}-probe-{os.getpid()}")
+
+
+def namespace_unavailable(probe: str) -> Optional[str]:
+    """Why no network namespace can be made here, or None: creates ``probe``, configures it, deletes it."""
     try:
         run(["ip", "netns", "add", probe], timeout=10)
-    except LabError as exc:
-        return f"cannot create a network namespace: {exc}"
-    except Exception as exc:  # CommandError: no permission (a container without CAP_SYS_ADMIN)
+    except Exception as exc:  # no permission: a container without CAP_SYS_ADMIN, for instance
         return f"cannot create a network namespace: {exc}"
     try:
         run(["ip", "-n", probe, "link", "set", "lo", "up"], timeout=10)
