@@ -55,6 +55,13 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
+def port_number(text: str) -> int:
+    """A TCP port (0: off) for argparse."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> Parser:
     p = Parser(prog="orch", description="Failover orchestrator for a two-node MySQL/MariaDB + keepalived + Atlas pair.")
     p.add_argument("-c", "--config", help="config file (default $ORCH_CONFIG or /etc/orch/orch.yaml)")
@@ -79,6 +86,7 @@ def build_parser() -> Parser:
     d = sub.add_parser("demote", help="fence this node and replicate from the peer (what BACKUP does)")
     d.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     d.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    d.add_argument("--rewind", action="store_true", help="roll back this node's errant GTIDs (saved first under state_dir/rewind/), then rejoin (MariaDB)")
 
     s = sub.add_parser("status", help="both nodes' role, replication and GTIDs, and the last journal entries")
     s.add_argument("--format", choices=("table", "json"), default="table")
@@ -91,6 +99,21 @@ def build_parser() -> Parser:
     m = sub.add_parser("maintain", help="reconcile Atlas read-only backends with the replica's health")
     m.add_argument("--once", action="store_true", help="one pass, then exit (for cron)")
     m.add_argument("--dry-run", action="store_true", help="print what a pass would do, change nothing")
+    m.add_argument("--metrics-port", type=port_number, metavar="PORT", default=None,
+                   help="serve Prometheus metrics on this TCP port (default maintainer.metrics_port; 0: off)")
+
+    nf = sub.add_parser("notify-fifo", help="read keepalived's notify_fifo: events in order, each as notify handles it")
+    nf.add_argument("fifo", metavar="FIFO", help="the FIFO keepalived's notify_fifo writes (created, mode 0600, if missing)")
+
+    dr = sub.add_parser("doctor", help="check everything this pair needs to fail over safely: pass / warn / fail")
+    dr.add_argument("--format", choices=("table", "json"), default="table")
+    dr.add_argument("--keepalived-config", metavar="PATH", default=None, help="also check this keepalived.conf")
+
+    bs = sub.add_parser("bootstrap", help="make an empty server the read-only GTID replica of the server with the data")
+    bs.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    bs.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    bs.add_argument("--repl-host", metavar="HOST", default=None,
+                    help="host part of the replication account it creates (default: the peer's address)")
 
     lab = sub.add_parser("lab", help="a local sandbox cluster: up, status, failover, down")
     lab.add_argument("action", choices=("up", "status", "failover", "down"))
@@ -140,6 +163,18 @@ def main(argv: Optional[List[str]] = None, stdout: TextIO = sys.stdout, stdin: T
             from .commands.maintain import maintain
 
             return maintain(args, stdout)
+        if args.command == "notify-fifo":
+            from .commands.fifo import notify_fifo
+
+            return notify_fifo(args, stdout)
+        if args.command == "doctor":
+            from .commands.doctor import doctor
+
+            return doctor(args, stdout)
+        if args.command == "bootstrap":
+            from .commands.bootstrap import bootstrap
+
+            return bootstrap(args, stdout, stdin)
         if args.command == "lab":
             from .commands.lab import lab
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import stat
 from dataclasses import dataclass, field, replace
 from typing import Any, List, Mapping, Optional, Tuple
@@ -51,6 +52,9 @@ class Failover:
     catchup_timeout: float = 30.0
     lock_timeout: float = 120.0  # how long a hook waits for another run to finish
     fence_timeout: float = 3.0  # how long fencing a live peer may wait for its running writes
+    semi_sync: bool = False  # semi-synchronous replication without asynchronous fallback (orch manages the wait)
+    witness: str = ""  # an address both hosts reach (the gateway): tells "my replica died" from "I am isolated"
+    auto_rewind: bool = True  # roll back a divergent tail automatically when it is proven never acknowledged
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class Maintainer:
 
     interval: float = 5.0
     max_lag: int = 10
+    metrics_port: int = 0  # Prometheus metrics on this port (0: off)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,8 @@ class Keepalived:
     instance: str = ""  # act only on notify events for this VRRP instance/group name
     vip: str = ""  # notify checks whether this host holds it (the real state)
     vip_check: bool = True  # false: no VIP to check (moved by other means, or a one-host test pair)
+    track_file: str = ""  # keepalived vrrp_track_file (weight 0) orch writes to hand the VIP over
+    interface: str = ""  # the VRRP interface: the duplicate-VIP (ARP) check runs on it
 
 
 @dataclass(frozen=True)
@@ -179,6 +186,25 @@ def _number(raw: Mapping[str, Any], key: str, path: str, problems: _Problems, de
         problems.add(f"{path}.{key}", f"expected a number from {lo:g} to {hi:g}")
         return default
     return float(value)
+
+
+def _bool(raw: Mapping[str, Any], key: str, path: str, problems: _Problems, default: bool) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        problems.add(f"{path}.{key}", "expected true or false")
+        return default
+    return value
+
+
+def _witness(raw: Mapping[str, Any], problems: _Problems) -> str:
+    value = raw.get("witness", "")
+    if value in ("", None):
+        return ""
+    try:
+        return str(ipaddress.IPv4Address(str(value)))
+    except ValueError:
+        problems.add("failover.witness", f"{value!r} is not an IPv4 address")
+        return ""
 
 
 def _password(raw: Mapping[str, Any], path: str, problems: _Problems, base_dir: str) -> str:
@@ -346,7 +372,15 @@ def _keepalived(raw: Any, problems: _Problems) -> Keepalived:
     if not isinstance(instance, str):
         problems.add("keepalived.instance", "expected a string")
         instance = ""
-    return Keepalived(instance=instance, vip=vip, vip_check=vip_check)
+    track_file = ka.get("track_file", "")
+    if not isinstance(track_file, str) or (track_file and not os.path.isabs(track_file)):
+        problems.add("keepalived.track_file", "expected an absolute file path")
+        track_file = ""
+    interface = ka.get("interface", "")
+    if not isinstance(interface, str) or (interface and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", interface)):
+        problems.add("keepalived.interface", "expected a network interface name")
+        interface = ""
+    return Keepalived(instance=instance, vip=vip, vip_check=vip_check, track_file=track_file, interface=interface)
 
 
 KNOWN_KEYS = (
@@ -356,11 +390,11 @@ KNOWN_KEYS = (
 NODE_KEYS = ("host", "port", "atlas_address")
 MYSQL_KEYS = ("user", "password", "password_file", "connect_timeout", "read_timeout", "tls", "tls_ca")
 REPLICATION_KEYS = ("user", "password", "password_file")
-FAILOVER_KEYS = ("catchup_timeout", "lock_timeout", "fence_timeout")
+FAILOVER_KEYS = ("catchup_timeout", "lock_timeout", "fence_timeout", "semi_sync", "witness", "auto_rewind")
 ATLAS_KEYS = ("name", "admin", "config_file", "persist")
 ATLAS_ADMIN_KEYS = ("host", "port", "user", "password", "password_file", "timeout")
-MAINTAINER_KEYS = ("interval", "max_lag")
-KEEPALIVED_KEYS = ("instance", "vip", "vip_check")
+MAINTAINER_KEYS = ("interval", "max_lag", "metrics_port")
+KEEPALIVED_KEYS = ("instance", "vip", "vip_check", "track_file", "interface")
 LOG_KEYS = ("syslog",)
 
 
@@ -392,7 +426,12 @@ def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None)
         catchup_timeout=_number(fo, "catchup_timeout", "failover", problems, 30.0, 0, 3600),
         lock_timeout=_number(fo, "lock_timeout", "failover", problems, 120.0, 0, 3600),
         fence_timeout=_number(fo, "fence_timeout", "failover", problems, 3.0, 0.1, 600),
+        semi_sync=_bool(fo, "semi_sync", "failover", problems, False),
+        witness=_witness(fo, problems),
+        auto_rewind=_bool(fo, "auto_rewind", "failover", problems, True),
     )
+    if failover.semi_sync and not failover.witness:
+        problems.add("failover.witness", "missing: with semi_sync the maintainer needs it to tell a dead replica from an isolated master")
     state_dir = raw.get("state_dir", "/var/lib/orch")
     if not isinstance(state_dir, str) or not state_dir:
         problems.add("state_dir", "expected a directory path")
@@ -409,6 +448,7 @@ def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None)
     maintainer = Maintainer(
         interval=_number(mt, "interval", "maintainer", problems, 5.0, 0.1, 3600),
         max_lag=_int(mt, "max_lag", "maintainer", problems, 10, 0, 86400),
+        metrics_port=_int(mt, "metrics_port", "maintainer", problems, 0, 0, 65535),
     )
     keepalived = _keepalived(raw.get("keepalived"), problems)
     lg = _mapping(raw.get("log"), "log", problems)

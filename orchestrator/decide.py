@@ -14,7 +14,8 @@ from .config import Config
 from .model import ClusterView, NodeState, ThreadState
 from .plan import (
     ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, Plan, PreserveRelayLog, Recheck, RemoveBackend,
-    ResetReplica, SetWritable, StartReplica, StartSqlThread, Step, StopReplica, StopSqlThread,
+    ResetReplica, Rewind, SemiSyncWait, SetRwOffline, SetRwOnline, SetWritable, StartReplica, StartSqlThread, Step,
+    StopReplica, StopSqlThread,
 )
 
 MASTER = "MASTER"
@@ -44,7 +45,9 @@ def replica_health(view: ClusterView, node: NodeState, peer: NodeState, cfg: Con
     everything it received applied (its relay log drained). ``in_atlas=True`` asks whether
     it may stay: under write load there is nearly always something received but not yet
     applied, so staying needs only both threads running, lag within max_lag, no errant
-    GTIDs, read-only and replicating from the peer.
+    GTIDs, read-only and replicating from the peer. A listed replica whose source died (IO
+    thread connecting, SQL thread running) stays while it received something at most
+    max_lag seconds ago (``received_ago``, measured by the maintainer) and applied it all.
     """
     if not node.reachable:
         return Health(False, f"{node.name} is not reachable")
@@ -55,11 +58,16 @@ def replica_health(view: ClusterView, node: NodeState, peer: NodeState, cfg: Con
         return Health(False, f"{node.name} is not replicating")
     if not node.replicates_from(peer.host, peer.port):
         return Health(False, f"{node.name} replicates from {r.source_host}:{r.source_port}, not from {peer.name}")
-    if r.io is not ThreadState.RUNNING:
+    # Its source gone (the IO thread reconnects): a listed replica still serves what it has
+    # while that is at most max_lag old, until it is promoted.
+    sourceless = in_atlas and r.io is ThreadState.CONNECTING and r.sql is ThreadState.RUNNING
+    if r.io is not ThreadState.RUNNING and not sourceless:
         return Health(False, f"{node.name}'s IO thread is {r.io.value}" + (f": {r.last_io_error}" if r.last_io_error else ""))
     if r.sql is not ThreadState.RUNNING:
         return Health(False, f"{node.name}'s SQL thread is {r.sql.value}" + (f": {r.last_sql_error}" if r.last_sql_error else ""))
     flavor = flavor_of(node, cfg)
+    if sourceless:
+        return _sourceless_health(node, peer, flavor, cfg.maintainer.max_lag)
     unapplied = "" if in_atlas else flavor.unapplied(node)
     if unapplied:
         return Health(False, f"{node.name} has not applied its relay log ({unapplied})")
@@ -75,16 +83,59 @@ def replica_health(view: ClusterView, node: NodeState, peer: NodeState, cfg: Con
     return Health(True, f"{node.name} is a healthy replica of {peer.name} (lag {r.lag}s)")
 
 
-def _remove_own_backend(cfg: Config, why: str) -> List[Step]:
-    return [RemoveBackend(a.name, cfg.me.atlas_address, why) for a in cfg.atlas]
+def _sourceless_health(node: NodeState, peer: NodeState, flavor: flavors.Flavor, max_lag: int) -> Health:
+    """A listed replica whose IO thread reconnects: staleness is the seconds since it last
+    received anything (Seconds_Behind_Master is NULL without a source connection)."""
+    r = node.replica
+    assert r is not None
+    stale = r.received_ago
+    if stale is None:
+        return Health(False, f"{node.name}'s IO thread is connecting and when it last received from its source is not known")
+    if stale > max_lag:
+        return Health(False, f"{node.name}'s IO thread is connecting: nothing received for {stale:.0f}s (> max_lag {max_lag}s)")
+    unapplied = flavor.unapplied(node)
+    if unapplied:
+        return Health(None, f"{node.name}'s IO thread is connecting and it still applies what it received ({unapplied})")
+    if peer.reachable:
+        errant = flavor.errant(node, peer)
+        if errant:
+            return Health(False, f"{node.name} has errant GTIDs {errant}")
+    return Health(True, f"{node.name} keeps serving reads: its IO thread is connecting, and it applied everything it "
+                        f"received {stale:.0f}s ago (at most max_lag {max_lag}s)")
 
 
-def decide(view: ClusterView, event: str, cfg: Config, force: bool = False, operator: bool = False) -> Plan:
+def _remove_own_backend(cfg: Config, why: str, after_rw_up: bool = False) -> List[Step]:
+    """This node's read-only entry out of every Atlas. ``after_rw_up`` (a new master): only
+    once that Atlas's read/write backend is up again, as until then this node is the only
+    server that Atlas can send reads to (the maintainer removes it later otherwise)."""
+    return [RemoveBackend(a.name, cfg.me.atlas_address, why, after_rw_up) for a in cfg.atlas]
+
+
+def _rw_offline(cfg: Config, why: str) -> List[Step]:
+    """No safe writer: every Atlas's read/write backend offline, so that Atlas's checker cannot
+    mark a still read-only server `up` as the writer (clients would get error 1290)."""
+    return [SetRwOffline(a.name, "", why) for a in cfg.atlas]
+
+
+def _rw_online(cfg: Config, why: str) -> List[Step]:
+    return [SetRwOnline(a.name, "", why) for a in cfg.atlas]
+
+
+def _no_writer_after_fault(view: ClusterView) -> bool:
+    """FAULT/STOP here: is there no safe writer now? Not while the peer is writable; nor when
+    this node is a read-only replica of a reachable peer (it was not the writer)."""
+    me, peer = view.me, view.peer
+    if peer.writable:
+        return False
+    return not (me.reachable and me.read_only and peer.reachable and me.replicates_from(peer.host, peer.port))
+
+
+def decide(view: ClusterView, event: str, cfg: Config, force: bool = False, operator: bool = False, rewind: bool = False) -> Plan:
     """The plan for a keepalived event (or an operator's promote/demote) on this node."""
     if event == MASTER:
         return decide_master(view, cfg, force, operator)
     if event == BACKUP:
-        return decide_backup(view, cfg, operator)
+        return decide_backup(view, cfg, operator, rewind=rewind)
     if event in (FAULT, STOP, DELETED):
         return decide_fault(view, cfg, event)
     raise ValueError(f"unknown event {event!r}")
@@ -121,7 +172,7 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
     if me.writable:
         if configured:
             steps += [StopReplica(me.name), ResetReplica(me.name)]
-        steps += _remove_own_backend(cfg, f"{me.name} is the master now")
+        steps += _remove_own_backend(cfg, f"{me.name} is the master now", after_rw_up=True)
         if peer_open:
             return Plan(f"both servers are writable: fencing {peer.name}, {me.name} stays the master", tuple(steps), ACT, warnings)
         return Plan(f"{me.name} is writable but still has replication configured: removing it", tuple(steps), ACT, warnings)
@@ -136,12 +187,19 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
             )
         warnings += (f"--force: promoting although {text}",)
     errant = lacking = ""
+    rewind: Optional[Rewind] = None
     if peer.reachable:
         errant = flavor.errant(me, peer)
         lacking = flavor.lacking(peer.binlog_pos, me)
         if errant and lacking:
             text = f"{me.name} and {peer.name} have diverged: {me.name} has {errant} that {peer.name} lacks, and lacks {lacking}"
-            if not force:
+            if not force and _may_rewind_to_follow(me, cfg, flavor):
+                # The peer's transactions were acknowledged; this node's tail, if the Rewind
+                # step proves it, never was: roll it back, then take the peer's history.
+                rewind = Rewind(me.name, peer.name, errant, proven=True)
+                warnings += (f"{text}: rolling back {me.name}'s {errant} if proven never acknowledged (saved first), "
+                             f"then replicating {peer.name}'s {lacking}",)
+            elif not force:
                 return Plan(
                     f"refusing to promote {me.name}: {text}; either way one side's transactions would be lost "
                     f"(reconcile by hand; orch promote --force keeps only {me.name}'s)",
@@ -154,6 +212,12 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
     unapplied = flavor.unapplied(me) if configured else ""
     timeout = cfg.failover.catchup_timeout
     preserved = False
+    if rewind is not None:
+        if configured and r is not None and (r.io is not ThreadState.STOPPED or r.sql is not ThreadState.STOPPED):
+            steps.append(StopReplica(me.name))
+        steps.append(rewind)
+        errant = ""  # rolled back by the step (or the plan stops there)
+        preserved = True  # the GTID state is new: point replication afresh
     if configured and r is not None and r.sql is ThreadState.STOPPED and unapplied:
         if r.io is ThreadState.STOPPED:
             steps.append(PreserveRelayLog(me.name))
@@ -184,10 +248,15 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
         # Applying stops before writes open; the IO thread is stopped after, because
         # stopping it can take seconds when the old master vanished with a live socket.
         steps.append(StopSqlThread(me.name))
+    if cfg.failover.semi_sync and (me.semisync is None or me.semisync.error or me.semisync.enabled):
+        # The peer cannot replicate from this node yet: waiting for it would block every
+        # commit. The maintainer switches the wait back on once the peer has caught up.
+        steps.append(SemiSyncWait(me.name, False, f"{peer.name} does not replicate from {me.name} yet"))
     steps.append(SetWritable(me.name))
     if configured:
         steps += [StopReplica(me.name), ResetReplica(me.name)]
-    steps += _remove_own_backend(cfg, f"{me.name} is the master now")
+    steps[:0] = _rw_offline(cfg, f"no safe writer until {me.name} is open")
+    steps += _rw_online(cfg, f"{me.name} is the writable master") + _remove_own_backend(cfg, f"{me.name} is the master now", after_rw_up=True)
     if peer_open:
         reason = f"promoting {me.name}: fencing {peer.name} (still writable) first, then applying everything received"
     elif lacking and follow:
@@ -199,7 +268,22 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
     return Plan(reason, tuple(steps), ACT, warnings)
 
 
-def decide_backup(view: ClusterView, cfg: Config, operator: bool = False) -> Plan:
+def _may_rewind_to_follow(me: NodeState, cfg: Config, flavor: flavors.Flavor) -> bool:
+    """A diverged node may roll its own tail back (when the Rewind step proves it was never
+    acknowledged) and follow its peer: failover.auto_rewind with semi_sync, a flavor that
+    can rewind, and nothing received left to apply (the relay log would be lost)."""
+    from .plan import REWIND_UNSUPPORTED
+
+    if not (cfg.failover.auto_rewind and cfg.failover.semi_sync) or flavor.name in REWIND_UNSUPPORTED:
+        return False
+    return not (me.replica is not None and me.replica.configured and flavor.unapplied(me))
+
+
+def decide_backup(view: ClusterView, cfg: Config, operator: bool = False, rewind: bool = False) -> Plan:
+    """The BACKUP plan: fence this node, then replicate from the writable peer. Errant GTIDs
+    refuse, unless the tail is rolled back first: on the operator's word (``rewind``,
+    orch demote --rewind), or automatically (failover.auto_rewind with failover.semi_sync;
+    the Rewind step proves the tail was never acknowledged before it changes anything)."""
     me, peer = view.me, view.peer
     if view.holds_vip is True and not operator:
         return Plan(f"no action: stale BACKUP event, {me.name} holds VIP {cfg.keepalived.vip}", outcome=NOOP)
@@ -240,9 +324,25 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False) -> Pla
         )
     errant = flavor.errant(me, peer)
     if errant:
+        from .plan import REWIND_UNSUPPORTED
+
+        text = f"{me.name} has errant GTIDs {errant} that {peer.name} lacks"
+        automatic = cfg.failover.auto_rewind and cfg.failover.semi_sync
+        if flavor.name in REWIND_UNSUPPORTED:
+            return Plan(f"{fenced} {me.name}; refusing to replicate from {peer.name}: {text}; {REWIND_UNSUPPORTED[flavor.name]}",
+                        tuple(steps + own_backend()), REFUSED)
+        if rewind or automatic:
+            r = me.replica
+            if r is not None and r.configured:
+                steps.append(StopReplica(me.name))
+            steps += [Rewind(me.name, peer.name, errant, proven=not rewind), ChangeSource(me.name, peer.name, peer.host, peer.port),
+                      StartReplica(me.name)]
+            how = "on the operator's word" if rewind else "automatically, if proven never acknowledged"
+            return Plan(f"{fenced} {me.name}; {text}: rolling them back ({how}, saved first), then replicating from {peer.name}",
+                        tuple(steps + own_backend()))
         return Plan(
-            f"{fenced} {me.name}; refusing to replicate from {peer.name}: {me.name} has errant GTIDs {errant} that {peer.name} lacks "
-            f"(replicating would fork the data; reconcile by hand, then run orch demote)",
+            f"{fenced} {me.name}; refusing to replicate from {peer.name}: {text} "
+            f"(replicating would fork the data; orch demote --rewind rolls them back, saved first)",
             tuple(steps + own_backend()), REFUSED,
         )
     r = me.replica
@@ -273,17 +373,18 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False) -> Pla
 
 def decide_fault(view: ClusterView, cfg: Config, event: str) -> Plan:
     me = view.me
+    offline = _rw_offline(cfg, f"{event} on {me.name}: no safe writer") if _no_writer_after_fault(view) else []
     if me.alive:
         return Plan(
             f"{event}: cannot fence {me.name}: its server answers, but unusably ({me.error}); it may still take writes",
-            tuple(_remove_own_backend(cfg, f"{me.name} cannot be observed")), REFUSED,
+            tuple(offline + _remove_own_backend(cfg, f"{me.name} cannot be observed")), REFUSED,
         )
     if not me.reachable:
         return Plan(
             f"{event}: {me.name}'s server is not reachable ({me.error}): nothing to fence",
-            tuple(_remove_own_backend(cfg, f"{me.name} is down")), INCOMPLETE,
+            tuple(offline + _remove_own_backend(cfg, f"{me.name} is down")), INCOMPLETE,
         )
-    steps: List[Step] = []
+    steps: List[Step] = list(offline)
     fencing = not flavor_of(me, cfg).is_fenced(me)
     if fencing:
         steps.append(Fence(me.name))

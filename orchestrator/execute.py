@@ -3,6 +3,9 @@
 Database steps run in order and the first failure stops the plan (a failed fence must
 never be followed by SetWritable). Atlas steps run after the database steps and are
 best effort: their failures are logged and journaled, and the maintainer retries them.
+SET OFFLINE of the read/write backend (ATLAS_FIRST) runs before the database steps (one
+connection attempt per Atlas, bounded by its admin timeout); SET ONLINE runs once the
+master is writable, even when a later database step fails.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from .flavors import BLOCKERS_QUERY, KILL_CONNECTION, LOCK_WAIT_TIMEOUT
 from .model import ClusterView, ThreadState
 from .observe import holds_address, observe_node, read_node
 from .plan import (
-    ATLAS_STEPS, AtlasStep, CatchUp, ChangeSource, Fence, NodeStep, Plan, PreserveRelayLog, Recheck, ResetReplica,
-    RunResult, SetWritable, StartReplica, StartSqlThread, Step, StepResult, StopReplica, StopSqlThread,
+    ATLAS_FIRST, ATLAS_STEPS, AtlasStep, CatchUp, ChangeSource, Fence, HandOver, NodeStep, Plan, PreserveRelayLog, Recheck, ResetReplica,
+    Rewind, RunResult, SemiSyncReplica, SemiSyncWait, SetRwOnline, SetWritable, StartReplica, StartSqlThread, Step, StepResult,
+    StopReplica, StopSqlThread,
 )
 
 log = logging.getLogger(__name__)
@@ -91,18 +95,27 @@ class Executor:
     def run(self, plan: Plan) -> RunResult:
         results: List[StepResult] = []
         db_steps = [s for s in plan.steps if not isinstance(s, ATLAS_STEPS)]
-        atlas_steps = [s for s in plan.steps if isinstance(s, ATLAS_STEPS)]
+        atlas_steps = [s for s in plan.steps if isinstance(s, ATLAS_STEPS) and not isinstance(s, ATLAS_FIRST)]
+        first = [s for s in plan.steps if isinstance(s, ATLAS_FIRST)]
+        if first:
+            results += self._atlas(first)  # no safe writer from here on: Atlas must not find one by itself
+        opened = False
         for i, step in enumerate(db_steps):
             start = time.monotonic()
             try:
                 detail = self._do(step)
+                opened = opened or isinstance(step, SetWritable)
                 results.append(StepResult(type(step).__name__, step.describe(), "warning" if detail.startswith("warning") else "ok", detail, _ms(start)))
                 log.info("step %d/%d done: %s%s", i + 1, len(db_steps), step.describe(), f" ({detail})" if detail else "")
             except OrchError as exc:
                 results.append(StepResult(type(step).__name__, step.describe(), "failed", str(exc), _ms(start)))
                 log.error("step %d/%d failed: %s: %s", i + 1, len(db_steps), step.describe(), exc)
-                for rest in db_steps[i + 1:] + atlas_steps:
+                # Writes are open although a later step failed: Atlas must let them through.
+                online = [s for s in atlas_steps if isinstance(s, SetRwOnline)] if opened else []
+                for rest in db_steps[i + 1:] + [s for s in atlas_steps if s not in online]:
                     results.append(StepResult(type(rest).__name__, rest.describe(), "skipped", "an earlier step failed"))
+                if online:
+                    results += self._atlas(online)
                 return RunResult(results, exc)
         if atlas_steps:
             results += self._atlas(atlas_steps)
@@ -111,6 +124,10 @@ class Executor:
     # ------------------------------------------------------------------ steps
 
     def _do(self, step: Step) -> str:
+        if isinstance(step, Rewind):
+            from . import rewind  # only when a Rewind runs
+
+            return rewind.perform(self.cfg, self.servers, step, self._flavor(self.servers[step.node]))
         if isinstance(step, Fence):
             return self._fence(step.node)
         if isinstance(step, SetWritable):
@@ -123,12 +140,81 @@ class Executor:
             return self._recheck(step)
         if isinstance(step, ChangeSource):
             return self._change_source(step)
+        if isinstance(step, HandOver):
+            return write_track_file(step.path, step.give_up)
+        if isinstance(step, SemiSyncWait):
+            return self._semisync_wait(step)
+        if isinstance(step, SemiSyncReplica):
+            return self._semisync_replica(step.node)
+        if isinstance(step, StartReplica) and self.cfg.failover.semi_sync:
+            self._semisync_replica_setting(step.node)
         statement = ONE_STATEMENT.get(type(step))
         if statement is not None and isinstance(step, NodeStep):
             server = self.servers[step.node]
             server.execute(statement(self._flavor(server)), why=step.describe())
             return ""
         raise OrchError(f"unknown step {step!r}")
+
+    def _semisync_wait(self, step: SemiSyncWait) -> str:
+        """Switch a master's semi-sync wait. Best effort (a warning, never a failed plan): a
+        promotion must not stop short of opening writes because of it."""
+        from . import semisync
+
+        server = self.servers[step.node]
+        flavor = self._flavor(server)
+        recorded = ""
+        if not step.on:
+            # Recorded before it takes effect: a crash in between leaves "off" on record,
+            # which only ever makes a rewind more cautious.
+            recorded = self._semisync_record(step, semisync)
+        try:
+            for sql, args in flavor.semisync_wait(step.on, semisync.NO_FALLBACK_MS):
+                server.execute(sql, args, why=step.describe())
+        except DatabaseError as exc:
+            if exc.kind == DOWN:
+                raise
+            log.warning("%s: semi-sync wait not switched %s: %s", step.node, "on" if step.on else "off", exc)
+            return f"warning: not switched: {exc}"
+        if step.on:
+            recorded = self._semisync_record(step, semisync)
+        return f"wait {'on' if step.on else 'off'}" + (f"; {recorded}" if recorded else "")
+
+    def _semisync_record(self, step: SemiSyncWait, semisync: Any) -> str:
+        try:
+            semisync.write_record(self.cfg.state_dir, step.on, step.why, step.node)
+            return ""
+        except OSError as exc:
+            log.critical("%s: could not record the semi-sync switch in %s: %s; an automatic rewind cannot trust the record",
+                         step.node, self.cfg.state_dir, exc.strerror or exc)
+            return f"not recorded ({exc.strerror or exc})"
+
+    def _semisync_replica_setting(self, name: str) -> None:
+        """Before replication starts: acknowledge as a semi-sync replica, and do not wait as a
+        master (best effort). A replica's own master-side wait, with no replica of its own and
+        no fallback, would block its applier at the first replicated commit for good."""
+        from . import semisync
+
+        server = self.servers[name]
+        flavor = self._flavor(server)
+        try:
+            server.execute(flavor.semisync_replica_on, why=f"{name} acknowledges what it receives (failover.semi_sync)")
+            if str(server.query(flavor.semisync_query)[0].get("enabled")).upper() in ("1", "ON"):
+                step = SemiSyncWait(name, False, f"{name} becomes a replica: its own wait would block its applier")
+                self._semisync_record(step, semisync)
+                for sql, args in flavor.semisync_wait(False, semisync.NO_FALLBACK_MS):
+                    server.execute(sql, args, why=step.describe())
+        except DatabaseError as exc:
+            if exc.kind == DOWN:
+                raise
+            log.warning("%s: cannot set up the semi-sync replica side: %s", name, exc)
+
+    def _semisync_replica(self, name: str) -> str:
+        server = self.servers[name]
+        flavor = self._flavor(server)
+        server.execute(flavor.semisync_replica_on, why=f"{name} acknowledges what it receives (failover.semi_sync)")
+        for sql in flavor.restart_io_thread:
+            server.execute(sql, why=f"the semi-sync replica side takes effect when {name}'s IO thread starts")
+        return ""
 
     def _change_source(self, step: ChangeSource) -> str:
         server = self.servers[step.node]
@@ -178,8 +264,10 @@ class Executor:
         """
         server = self.servers[name]
         seconds = self.cfg.failover.fence_timeout
+        ended = self._end_semisync_waiters(server) if self.cfg.failover.semi_sync else []
+        waiters = f"; ended {len(ended)} commit(s) waiting for a semi-sync acknowledgement: " + "; ".join(ended) if ended else ""
         try:
-            return self._fence_once(server, seconds)
+            return self._fence_once(server, seconds) + waiters
         except DatabaseError as exc:
             if exc.kind == DOWN or exc.code not in BLOCKED_CODES:
                 raise
@@ -200,6 +288,43 @@ class Executor:
         server.execute(LOCK_WAIT_TIMEOUT, (max(1, math.ceil(seconds)),), why="bound the fence's wait for running writes",
                        timeout=seconds + 1)
         return self._set_read_only(server.node.name, fenced=True, timeout=seconds + 1)
+
+    def _end_semisync_waiters(self, server: Server) -> List[str]:
+        """When a commit waits for a semi-sync acknowledgement, kill the writing sessions before fencing.
+
+        SET GLOBAL read_only waits behind them, and a node being fenced must not have them
+        acknowledged afterwards: each client gets an error (its connection is closed), so no
+        such commit was ever acknowledged; the transactions stay in this node's binlog (a
+        replica applies them, or they are an unacknowledged tail a rewind may roll back).
+        """
+        from .flavors import SEMISYNC_WAIT_STATE
+
+        ended = []
+        try:
+            rows = server.query(BLOCKERS_QUERY, timeout=self.cfg.failover.fence_timeout + 1)
+        except DatabaseError as exc:
+            if exc.kind == DOWN:
+                raise
+            log.warning("fence %s: cannot list sessions waiting for a semi-sync acknowledgement: %s", server.node.name, exc)
+            return []
+        if not any(str(row.get("state") or "").startswith(SEMISYNC_WAIT_STATE) for row in rows):
+            return []
+        # One commit waits for the acknowledgement; the others of its group queue behind it
+        # in other states: every writing session goes, as the fence deadline would do anyway.
+        for row in rows:
+            if not may_block_fence(row.get("info")):
+                continue
+            text = session_text(row)
+            try:
+                server.execute(KILL_CONNECTION, (int(row["id"]),),
+                               why=f"its commit waits for a semi-sync acknowledgement while {server.node.name} is fenced: {text}")
+            except DatabaseError as exc:
+                if exc.code == 1094:
+                    continue
+                raise
+            log.warning("fence %s: ended session %s (its commit was never acknowledged)", server.node.name, text)
+            ended.append(text)
+        return ended
 
     def _kill_blockers(self, server: Server) -> List[str]:
         """Kill every client session running a statement (never replication or system threads)."""
@@ -300,6 +425,31 @@ class Executor:
         except Exception as exc:  # Atlas must never fail the database failover
             log.error("Atlas steps failed: %s (the maintainer retries)", exc)
             return [StepResult(type(s).__name__, s.describe(), "failed", str(exc)) for s in steps]
+
+
+def write_track_file(path: str, give_up: bool) -> str:
+    """Write keepalived's track file in place (keepalived re-reads it when it is modified)."""
+    import os
+
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, b"1\n" if give_up else b"0\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise OrchError(f"cannot write keepalived's track file {path}: {exc.strerror or exc}") from None
+    return "written"
+
+
+def read_track_file(path: str) -> str:
+    """The track file's value ("" when it does not exist or cannot be read)."""
+    try:
+        with open(path, encoding="ascii", errors="replace") as fh:
+            return fh.read(32).strip()
+    except OSError:
+        return ""
 
 
 def _ms(start: float) -> int:

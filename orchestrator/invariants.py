@@ -12,13 +12,15 @@ from typing import Optional, Tuple
 
 from .config import Config
 from .decide import MASTER, decide, decide_fault, flavor_of
-from .model import ClusterView
-from .plan import NOOP, REFUSED, Plan
+from .model import ClusterView, ThreadState
+from .plan import ACT, NOOP, REFUSED, HandOver, Plan
 
 SPLIT_BRAIN = "SPLIT-BRAIN"
+HANDOVER = "HANDOVER"
 
 
-def decide_invariant(view: ClusterView, cfg: Config) -> Optional[Tuple[str, Plan]]:
+def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tuple[str, ...]] = None,
+                     track: str = "") -> Optional[Tuple[str, Plan]]:
     """(event, plan) repairing a broken invariant on this node, or None when both hold.
 
     Needs the VIP check: without it, this host cannot tell which node should write. A
@@ -27,17 +29,52 @@ def decide_invariant(view: ClusterView, cfg: Config) -> Optional[Tuple[str, Plan
     takes writes away from a peer that has them: it promotes itself only while the peer
     is read-only or down (the peer's own notify or maintainer handles the rest), and a
     writable server that does not hold the VIP fences itself only next to a writable peer.
+
+    Split brain (both writable): the non-holder fences itself; the holder fences the peer
+    at once, but only when it is the only host answering for the VIP (``vip_elsewhere``
+    is (), from the ARP check on keepalived.interface). When the holder cannot be told
+    (another host answers too, or no check), it only alerts: two hosts that each believe
+    they hold the VIP must not fence each other.
+   
+    Hand-over (keepalived.track_file, whose value is ``track``): a read-only VIP holder next
+    to a writable peer that has transactions it lacks (acknowledged by that peer) gives the
+    VIP to it instead of winning by priority: it writes 1, keepalived puts it in FAULT and
+    the VIP moves; once the VIP has left it writes 0 and rejoins as the peer's replica.
     """
     me, peer = view.me, view.peer
     if view.holds_vip is None or not me.reachable:
         return None
+    path = cfg.keepalived.track_file
+    if path and track == "1" and view.holds_vip is False:
+        return HANDOVER, Plan(f"the VIP has left {me.name} (handed over): taking part in VRRP again",
+                              (HandOver(path, False, "the VIP has moved"),), ACT)
     peer_open = peer.reachable and not flavor_of(peer, cfg).is_fenced(peer)
     if view.holds_vip:
         replicating = me.replica is not None and me.replica.configured
         if me.writable and not replicating:
-            return None
+            if not peer_open:
+                return None
+            if vip_elsewhere == ():
+                plan = decide(view, MASTER, cfg)
+                return SPLIT_BRAIN, Plan(f"both servers are writable and {me.name} alone answers for VIP {cfg.keepalived.vip}: "
+                                         f"{plan.reason}", plan.steps, plan.outcome, plan.warnings)
+            who = (f"another host ({', '.join(vip_elsewhere)}) answers ARP for it too" if vip_elsewhere
+                   else "no ARP check tells whether another host holds it too (keepalived.interface)")
+            return SPLIT_BRAIN, Plan(
+                f"SPLIT BRAIN: both {me.name} and {peer.name} are writable; {me.name} holds VIP {cfg.keepalived.vip} but {who}: "
+                f"not fencing {peer.name} from here (its own maintainer fences it when it does not hold the VIP); operator attention needed",
+                outcome=NOOP)
         plan = decide(view, MASTER, cfg)
         if (peer_open or peer.alive) and not me.writable:
+            lacking = flavor_of(me, cfg).lacking(peer.binlog_pos, me) if peer_open else ""
+            if path and peer.writable and lacking:
+                if track == "1":
+                    return HANDOVER, Plan(f"handing VIP {cfg.keepalived.vip} over to {peer.name}: waiting for keepalived to move it",
+                                          outcome=NOOP)
+                return HANDOVER, Plan(
+                    f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only, and the writable {peer.name} has {lacking} that "
+                    f"{me.name} lacks: handing the VIP over to {peer.name} instead of winning by priority",
+                    (HandOver(path, True, f"{peer.name} is the writable master with the acknowledged history"),), ACT)
             if plan.outcome == REFUSED:  # refused before any step: said (and journaled) on every pass
                 return MASTER, Plan(f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only: {plan.reason}", (), REFUSED, plan.warnings)
             # A VIP left behind (keepalived killed) must not take writes from a live master.
@@ -66,3 +103,95 @@ def decide_pending(view: ClusterView, cfg: Config, event: str) -> Plan:
     """A notify event that could not get the run lock, decided on today's state."""
     plan = decide(view, event, cfg)
     return Plan(f"handed-over {event} event: {plan.reason}", plan.steps, plan.outcome, plan.warnings)
+
+
+SEMISYNC = "SEMISYNC"
+
+
+def semisync_replica_gone(view: ClusterView) -> bool:
+    """This master's peer does not receive from it (down, unreachable, not replicating from
+    it, or its IO thread not running). The master's own count of semi-sync clients is no
+    sign: a killed replica's dump thread lingers until the master next writes to it."""
+    me, peer = view.me, view.peer
+    s = me.semisync
+    if s is None or s.error:
+        return False
+    r = peer.replica if peer.reachable else None
+    receiving = r is not None and peer.replicates_from(me.host, me.port) and r.io is ThreadState.RUNNING
+    return not receiving
+
+
+def needs_witness(view: ClusterView, cfg: Config) -> bool:
+    """Whether decide_semisync needs to know if the witness answers (a ping costs up to 1 s)."""
+    me = view.me
+    s = me.semisync
+    return (cfg.failover.semi_sync and me.writable and view.holds_vip is not False and s is not None and s.enabled
+            and semisync_replica_gone(view))
+
+
+def decide_semisync(view: ClusterView, cfg: Config, witness: Optional[bool] = None) -> Optional[Plan]:
+    """Keep failover.semi_sync's policy: a master waits for its replica's acknowledgement,
+    without fallback, except while the replica is gone and the master is not isolated.
+
+    * The wait is off (a promotion switched it off, or it is misconfigured) and the peer
+      replicates from this master and has caught up: switch it on.
+    * The replica is gone (no semi-sync client, the peer not receiving) and the witness
+      answers: this master is not isolated, its replica died; waiting would block every
+      writer for good: switch it off. An isolated master (no witness) never does: its
+      writers wait, are never acknowledged, and its fence ends them.
+    * A replica of the peer that does not acknowledge: enable its replica side.
+    """
+    if not cfg.failover.semi_sync:
+        return None
+    me, peer = view.me, view.peer
+    s = me.semisync
+    if not me.reachable or s is None or s.error:
+        return None
+    from . import semisync
+    from .plan import SemiSyncReplica, SemiSyncWait
+
+    if not me.writable:
+        r = me.replica
+        if r is None or not r.configured or not me.replicates_from(peer.host, peer.port):
+            return None
+        if s.enabled:
+            return Plan(f"{me.name} replicates from {peer.name} but waits for acknowledgements as a master: its applier would block",
+                        (SemiSyncWait(me.name, False, f"{me.name} is a replica of {peer.name}"),), ACT)
+        if peer.writable and r.running and not s.replica_enabled:
+            return Plan(f"{me.name} replicates from {peer.name} without acknowledging (failover.semi_sync): enabling its replica side",
+                        (SemiSyncReplica(me.name),), ACT)
+        return None
+    if view.holds_vip is False:
+        return None  # not the master by the VIP: the split-brain watch handles a writable non-holder
+    if semisync_replica_gone(view):
+        if not s.enabled:
+            return None
+        if witness is True:
+            return Plan(
+                f"{me.name}'s replica is gone ({_replica_text(view)}) and the witness {cfg.failover.witness} answers: "
+                f"{me.name} is not isolated, so its writers stop waiting for an acknowledgement",
+                (SemiSyncWait(me.name, False, f"the replica is gone ({_replica_text(view)}) and witness {cfg.failover.witness} answers"),), ACT,
+            )
+        return Plan(
+            f"{me.name}'s replica is gone ({_replica_text(view)}) and the witness {cfg.failover.witness} does not answer: "
+            f"{me.name} may be isolated, so its commits keep waiting (never acknowledged without the replica)", outcome=NOOP,
+        )
+    r = peer.replica
+    caught_up = (s.clients > 0 and r is not None and r.running and r.lag is not None and r.lag <= 1
+                 and peer.replicates_from(me.host, me.port))
+    if caught_up and not s.no_fallback(semisync.NO_FALLBACK_MIN_MS):
+        return Plan(
+            f"{peer.name} replicates from {me.name} and has caught up: semi-sync wait back on, without fallback",
+            (SemiSyncWait(me.name, True, f"{peer.name} replicates and has caught up (lag {r.lag if r else '?'}s)"),), ACT,
+        )
+    return None
+
+
+def _replica_text(view: ClusterView) -> str:
+    peer = view.peer
+    if not peer.reachable:
+        return f"{peer.name} is not reachable"
+    r = peer.replica
+    if r is None or not r.configured or not peer.replicates_from(view.me.host, view.me.port):
+        return f"{peer.name} does not replicate from {view.me.name}"
+    return f"{peer.name}'s IO thread is {r.io.value}"

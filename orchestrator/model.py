@@ -42,6 +42,9 @@ class ReplicaStatus:
     # Moves while the IO thread receives anything (events or heartbeats): proof its source is alive.
     io_marker: Tuple[Any, ...] = ()
     heartbeat_period: Optional[float] = None
+    # Seconds since it last received anything (event or heartbeat) from its source, as the
+    # maintainer measured it across passes (orchestrator/receipts.py); None: not measured.
+    received_ago: Optional[float] = None
 
     @property
     def configured(self) -> bool:
@@ -98,6 +101,24 @@ def _float(value: Any) -> Optional[float]:
 
 
 @dataclass(frozen=True)
+class SemiSync:
+    """A server's semi-synchronous replication as observed (read only with failover.semi_sync)."""
+
+    enabled: bool = False  # the master side waits for an acknowledgement
+    timeout_ms: int = 0  # after which it falls back to asynchronous replication
+    wait_no_replica: bool = False  # waits even with no semi-sync replica connected
+    wait_point: str = ""  # AFTER_SYNC: nothing is visible or acknowledged before the replica has it
+    replica_enabled: bool = False  # the replica side acknowledges (takes effect at the IO thread's start)
+    clients: int = 0  # semi-sync replicas connected to it now
+    waiting: int = 0  # sessions waiting for an acknowledgement now
+    error: str = ""  # why it could not be read (then nothing else here is known)
+
+    def no_fallback(self, min_timeout_ms: int) -> bool:
+        """The wait is on and never gives up by itself."""
+        return self.enabled and self.wait_no_replica and self.timeout_ms >= min_timeout_ms and not self.error
+
+
+@dataclass(frozen=True)
 class NodeState:
     """One server as observed. ``reachable=False`` means nothing else is known; then
     ``alive`` tells a server that answered unusably (access denied, too many connections,
@@ -119,6 +140,8 @@ class NodeState:
     binlog_pos: str = ""  # MariaDB gtid_binlog_pos; MySQL: gtid_executed
     binlog_state: str = ""  # MariaDB gtid_binlog_state; MySQL: gtid_executed
     replica: Optional[ReplicaStatus] = None
+    semisync: Optional[SemiSync] = None
+    uptime: int = 0  # seconds since the server started (read with semisync)
 
     @property
     def writable(self) -> bool:

@@ -14,7 +14,7 @@ from . import flavors
 from .config import Config, Node
 from .db import Server
 from .errors import ALIVE, DOWN, LOST, DatabaseError
-from .model import AtlasState, ClusterView, NodeState, ThreadState
+from .model import AtlasState, ClusterView, NodeState, SemiSync, ThreadState
 
 if TYPE_CHECKING:
     from .atlas.client import AtlasAdmin
@@ -25,8 +25,8 @@ PROBE_POLL = 0.1  # seconds between looks: a killed source shows as Connecting w
 log = logging.getLogger(__name__)
 
 
-def read_node(server: Server, flavor_name: str = "auto") -> NodeState:
-    """Read one server's role, fencing and GTID state (three queries).
+def read_node(server: Server, flavor_name: str = "auto", semisync: bool = False) -> NodeState:
+    """Read one server's role, fencing and GTID state (three queries; a fourth for semi-sync).
 
     Replica status comes before the executed GTIDs: what was received is then never
     ahead of what is counted as applied merely because the two were read apart.
@@ -37,6 +37,7 @@ def read_node(server: Server, flavor_name: str = "auto") -> NodeState:
     flavor = flavors.get(flavor_name, version)
     status_rows = server.query(flavor.replica_status_query)
     gtids = server.query(flavor.gtid_query)[0]
+    semi, uptime = read_semisync(server, flavor) if semisync else (None, 0)
     return NodeState(
         name=node.name,
         host=node.host,
@@ -51,7 +52,35 @@ def read_node(server: Server, flavor_name: str = "auto") -> NodeState:
         binlog_pos=str(gtids.get("binlog_pos") or "").replace("\n", ""),
         binlog_state=str(gtids.get("binlog_state") or "").replace("\n", ""),
         replica=flavor.parse_replica_status(_default_channel(status_rows)),
+        semisync=semi,
+        uptime=uptime,
     )
+
+
+def read_semisync(server: Server, flavor: flavors.Flavor) -> Tuple[SemiSync, int]:
+    """The semi-sync settings and counters, and the server's uptime. A server without
+    semi-sync support (a MySQL without the plugin) gives SemiSync(error=...)."""
+    try:
+        row = server.query(flavor.semisync_query)[0]
+    except DatabaseError as exc:
+        if exc.kind == DOWN or exc.code in (2013, 2006):
+            raise
+        return SemiSync(error=str(exc).split(": ", 1)[-1]), 0
+
+    def on(value: Any) -> bool:
+        return str(value).upper() in ("1", "ON")
+
+    def number(value: Any) -> int:
+        try:
+            return int(value or 0)
+        except (TypeError, ValueError):
+            return 0
+
+    return SemiSync(
+        enabled=on(row.get("enabled")), timeout_ms=number(row.get("timeout_ms")), wait_no_replica=on(row.get("wait_no_replica")),
+        wait_point=str(row.get("wait_point") or ""), replica_enabled=on(row.get("replica_enabled")),
+        clients=number(row.get("clients")), waiting=number(row.get("waiting")),
+    ), number(row.get("uptime"))
 
 
 def _default_channel(rows: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
@@ -66,11 +95,11 @@ def unreachable(node: Node, error: str, alive: bool = False) -> NodeState:
     return NodeState(name=node.name, host=node.host, port=node.port, reachable=False, error=error, alive=alive)
 
 
-def observe_node(server: Server, flavor_name: str) -> NodeState:
+def observe_node(server: Server, flavor_name: str, semisync: bool = False) -> NodeState:
     for attempt in (1, 2):
         reused = server.connected
         try:
-            return read_node(server, flavor_name)
+            return read_node(server, flavor_name, semisync)
         except DatabaseError as exc:
             # A connection kept from an earlier pass broke, or its server stopped answering
             # (frozen since): a new handshake tells down from alive.
@@ -136,7 +165,7 @@ def observe(
     results: Dict[str, NodeState] = {}
 
     def run(name: str) -> None:
-        results[name] = observe_node(servers[name], cfg.flavor)
+        results[name] = observe_node(servers[name], cfg.flavor, cfg.failover.semi_sync)
 
     peer_thread = threading.Thread(target=run, args=(cfg.peer.name,), daemon=True)
     peer_thread.start()
@@ -170,7 +199,7 @@ def settle_errant(cfg: Config, servers: Dict[str, Server], me: NodeState, peer: 
     for replica, source in ((me, peer), (peer, me)):
         if not _replica_like(replica) or not flavor.errant(replica, nodes[source.name]):
             continue
-        again = observe_node(servers[names[source.name]], cfg.flavor)
+        again = observe_node(servers[names[source.name]], cfg.flavor, cfg.failover.semi_sync)
         if again.reachable:
             nodes[source.name] = again
     return nodes[me.name], nodes[peer.name]
@@ -178,6 +207,40 @@ def settle_errant(cfg: Config, servers: Dict[str, Server], me: NodeState, peer: 
 
 def _replica_like(node: NodeState) -> bool:
     return node.read_only or (node.replica is not None and node.replica.configured)
+
+
+def witness_reachable(address: str, timeout: float = 1.0) -> bool:
+    """One ICMP echo to the witness (the gateway), answered within ``timeout`` seconds."""
+    import subprocess
+
+    try:
+        done = subprocess.run(["ping", "-n", "-q", "-c", "1", "-W", str(max(1, int(timeout + 0.5))), address],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout + 1, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("witness %s: ping failed to run: %s", address, exc)
+        return False
+    return done.returncode == 0
+
+
+def vip_answered_elsewhere(interface: str, vip: str, source: str, timeout: float = 1.0) -> Optional[Tuple[str, ...]]:
+    """The MAC addresses of other hosts that answer ARP for ``vip`` on ``interface`` (this
+    host holds it, so its own kernel does not answer on the wire): () when none, None when
+    it cannot be told (arping missing or failing)."""
+    import subprocess
+
+    argv = ["arping", "-r", "-c", "2", "-w", str(max(1, int(timeout + 0.5))), "-i", interface]
+    if source:
+        argv += ["-S", source]
+    try:
+        done = subprocess.run(argv + [vip], capture_output=True, text=True, timeout=timeout + 2, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("duplicate-VIP check on %s failed to run: %s", interface, exc)
+        return None
+    macs = tuple(sorted({line.strip().lower() for line in done.stdout.splitlines() if line.count(":") == 5}))
+    if done.returncode not in (0, 1) or (done.returncode == 1 and done.stderr.strip() and not macs):
+        log.warning("duplicate-VIP check on %s: arping exit %d: %s", interface, done.returncode, done.stderr.strip()[:200])
+        return None
+    return macs
 
 
 def vip_held(cfg: Config) -> Optional[bool]:

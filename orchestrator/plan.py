@@ -112,20 +112,62 @@ class Recheck:
         return "re-check that " + " and ".join(what) + f"; otherwise {self.node} stays read-only" if what else "re-check: nothing to check"
 
 
+@dataclass(frozen=True)
+class SemiSyncWait:
+    """Switch a master's semi-sync wait on (no fallback) or off; recorded in state_dir first
+    when switched off, after when switched on (a rewind trusts the record)."""
+
+    node: str
+    on: bool
+    why: str = ""
+
+    def describe(self) -> str:
+        what = "on (commits wait for the replica, no fallback)" if self.on else "off (commits do not wait for a replica)"
+        return f"switch {self.node}'s semi-sync wait {what}" + (f": {self.why}" if self.why else "")
+
+
+class SemiSyncReplica(NodeStep):
+    """The replica side: acknowledge what it receives (restarts the IO thread to take effect)."""
+
+    template = "make {node} acknowledge as a semi-sync replica (restart its IO thread)"
+
+
 class SetWritable(NodeStep):
     template = "make {node} writable (read_only off)"
 
 
 @dataclass(frozen=True)
+class HandOver:
+    """Write keepalived's track file (keepalived.track_file, weight 0): 1 puts this node's
+    VRRP instance in FAULT, so the VIP moves to the peer; 0 lets it take part again."""
+
+    path: str
+    give_up: bool
+    why: str = ""
+
+    def describe(self) -> str:
+        what = ("write 1: keepalived puts this node in FAULT and the VIP moves to the peer" if self.give_up
+                else "write 0: this node takes part in VRRP again (as BACKUP)")
+        return f"{self.path}: {what}" + (f" ({self.why})" if self.why else "")
+
+
+@dataclass(frozen=True)
 class RemoveBackend:
-    """Remove a read-only backend from one Atlas (looked up by address, never by number)."""
+    """Remove a read-only backend from one Atlas (looked up by address, never by number).
+
+    ``after_rw_up``: only once that Atlas's read/write backend is ``up`` (a new master's own
+    entry: until then it is the only server that Atlas can send reads to); otherwise the
+    step is skipped and the maintainer removes it later.
+    """
 
     atlas: str
     address: str
     why: str = ""
+    after_rw_up: bool = False
 
     def describe(self) -> str:
-        return f"remove read-only backend {self.address} from Atlas {self.atlas}" + (f" ({self.why})" if self.why else "")
+        when = ", once its read/write backend is up" if self.after_rw_up else ""
+        return f"remove read-only backend {self.address} from Atlas {self.atlas}" + (f" ({self.why}{when})" if self.why else when)
 
 
 @dataclass(frozen=True)
@@ -156,13 +198,70 @@ class PersistBackends:
         )
 
 
+@dataclass(frozen=True)
+class SetRwOffline:
+    """SET OFFLINE an Atlas's read/write backend (every rw entry when ``address`` is empty)
+    while there is no safe writer, so that its checker cannot mark a read-only server
+    ``up`` as the writer. Runs before the database steps, best effort."""
+
+    atlas: str
+    address: str = ""
+    why: str = ""
+
+    def describe(self) -> str:
+        what = self.address or "read/write backend"
+        return f"set {what} offline in Atlas {self.atlas}" + (f" ({self.why})" if self.why else "")
+
+
+@dataclass(frozen=True)
+class SetRwOnline:
+    """SET ONLINE an Atlas's offline read/write backend (every offline rw entry when
+    ``address`` is empty): Atlas's checker takes it ``up`` within its cycle."""
+
+    atlas: str
+    address: str = ""
+    why: str = ""
+
+    def describe(self) -> str:
+        what = self.address or "read/write backend"
+        return f"set {what} online in Atlas {self.atlas}" + (f" ({self.why})" if self.why else "")
+
+
+# Flavors whose divergent tail orch cannot roll back, and what to do instead (README, Rewind).
+REWIND_UNSUPPORTED = {
+    "mysql": "MySQL: rewind is not supported; rebuild the node from the peer: stop writes to it, CLONE INSTANCE FROM "
+             "the peer (8.0.17+; or restore a fresh backup of the peer), then orch demote (README, Rewind)",
+}
+
+
+@dataclass(frozen=True)
+class Rewind:
+    """Roll back a fenced node's errant transactions (saved under state_dir/rewind/ first) and
+    put its GTID state at the last position it shares with ``peer``. ``proven``: the automatic
+    path, which checks at execution that the tail was never acknowledged and refuses otherwise;
+    False: an operator's ``orch demote --rewind``."""
+
+    node: str
+    peer: str
+    errant: str
+    proven: bool
+
+    def describe(self) -> str:
+        why = "proven never acknowledged (semi-sync without fallback), checked first" if self.proven else "on the operator's word"
+        return (f"rewind {self.node}: save, then roll back its errant transactions {self.errant} that {self.peer} lacks "
+                f"({why}), and reset its GTID state to the last position shared with {self.peer}")
+
+
 Step = Union[
-    Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
-    Recheck, SetWritable, RemoveBackend, AddBackend, PersistBackends,
+    Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
+    Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, RemoveBackend, AddBackend, PersistBackends,
+    SetRwOffline, SetRwOnline,
 ]
 
-AtlasStep = Union[RemoveBackend, AddBackend, PersistBackends]
-ATLAS_STEPS = (RemoveBackend, AddBackend, PersistBackends)
+AtlasStep = Union[RemoveBackend, AddBackend, PersistBackends, SetRwOffline, SetRwOnline]
+ATLAS_STEPS = (RemoveBackend, AddBackend, PersistBackends, SetRwOffline, SetRwOnline)
+# Atlas steps the executor runs before the database steps (writes are off before anything changes).
+ATLAS_FIRST = (SetRwOffline,)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,7 @@ PREFIX = "ochaos"
 SUBNET = "10.231.57"  # not the namespace lab's 10.213.0
 VIP = f"{SUBNET}.100"
 CLIENT_ADDRESS = f"{SUBNET}.10"
+WITNESS = f"{SUBNET}.254"  # the bridge's own address: failover.witness
 PREFIXLEN = 24
 IFACE = "eth0"
 MYSQL_PORT = 3306
@@ -255,10 +256,13 @@ class ChaosLab:
         for name in self.hosts:
             self._write_config(name)
         self.vip_add("server1")
+        # The servers start with the wait off (my.cnf); orch's maintainer switches it on on the master.
         deadline = time.monotonic() + 15
         while not self.semisync_on("server1"):
             if time.monotonic() > deadline:
-                raise AssertionError("server1's semi-synchronous replication did not turn on within 15 s")
+                raise AssertionError("server1's semi-synchronous replication did not turn on within 15 s "
+                                     "(orch maintain --once on server1 should switch the wait on)")
+            self.run_orch("server1", "maintain", "--once")
             time.sleep(0.05)
 
     def _network(self) -> None:
@@ -269,6 +273,7 @@ class ChaosLab:
         br = self.bridge_ns
         run(["ip", "-n", br, "link", "add", "br0", "type", "bridge"])
         run(["ip", "-n", br, "link", "set", "br0", "up"])
+        run(["ip", "-n", br, "addr", "add", f"{WITNESS}/{PREFIXLEN}", "dev", "br0"])
         ends = [(h.netns or "", f"vh{h.index}", h.address) for h in self.hosts.values()]
         ends.append((self.client_ns, "vcl", CLIENT_ADDRESS))
         for ns, port, address in ends:
@@ -285,7 +290,7 @@ class ChaosLab:
             s1, s2, str(host.file("state")),
             cluster="chaos",
             self=name,
-            failover={"catchup_timeout": CATCHUP_TIMEOUT, "lock_timeout": LOCK_TIMEOUT},
+            failover={"catchup_timeout": CATCHUP_TIMEOUT, "lock_timeout": LOCK_TIMEOUT, "semi_sync": True, "witness": WITNESS},
             keepalived={"instance": VRRP_INSTANCE, "vip": VIP},
             maintainer={"interval": MAINTAINER_INTERVAL, "max_lag": 10},
         )

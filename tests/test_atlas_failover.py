@@ -72,8 +72,14 @@ def test_failover_end_to_end_at_atlas_level(env):
     s1.kill()
     r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100")
     assert r.code == 0, r
+    # Atlas's writer was offline during the promotion and is `unknown` after SET ONLINE: the
+    # new master stays its read backend (the only server it can read from) until it is up.
+    assert ro(standin) == [addr(s2)] and "kept: Atlas's read/write backend is not up" in r.stderr, r
+    assert [(a, st) for _, a, st, ty in standin.backends() if ty == "rw"] == [(RW, "unknown")], "offline, then online"
+    assert standin.mutating_commands() == ["SET OFFLINE 1", "SET ONLINE 1"]
+    standin.set_state(RW, "up")  # Atlas's checker found the new master
+    maintain(cfg, "server2")
     assert ro(standin) == [], "the new master is no longer a read-only backend"
-    assert [a for _, a, _, ty in standin.backends() if ty == "rw"] == [RW], "rw backends are never touched"
     text = Path(conf).read_text()
     assert "proxy-read-only-backend-addresses = \n" in text and "# keep me\n" in text and "admin-password = " in text
 
@@ -90,7 +96,7 @@ def test_failover_end_to_end_at_atlas_level(env):
     assert f"proxy-read-only-backend-addresses = {addr(s1)}\n" in Path(conf).read_text()
     assert count(s1) == 20
     ends = [e for e in t.journal(state) if e["phase"] == "end"]
-    assert [e["event"] for e in ends] == ["MASTER", "BACKUP", "MAINTAIN"]
+    assert [e["event"] for e in ends] == ["MASTER", "MAINTAIN", "BACKUP", "MAINTAIN"]
     t.assert_no_secrets(r.output, Path(state, "journal.jsonl").read_text(), extra=(ADMIN_PW,))
 
 
@@ -167,6 +173,9 @@ def test_atlas_change_notify_could_not_make_is_reapplied(env):
     # Atlas comes back from its config file, which still lists server2 as a read backend.
     with AtlasStandin(standin.config_path, host=host, port=port, check_interval=None) as again:
         assert ro(again) == [addr(s2)]
+        r = maintain(cfg, "server2")
+        assert ro(again) == [addr(s2)] and "server2 stays a read-only backend of local until its read/write backend is up" in r.stderr, r
+        again.set_state(RW, "up")  # Atlas's checker found the new master
         r = maintain(cfg, "server2")
         assert ro(again) == [], r
         assert "server2 is writable (a master, not a replica)" in r.stderr
@@ -288,6 +297,9 @@ def test_maintainer_completes_an_unfinished_rejoin(env):
     assert t.read_only(s1) and t.slave_status(s1)["Slave_SQL_Running"] == "Yes"
     assert [e["event"] for e in t.journal(state) if e["phase"] == "end"][-1] == "REJOIN"
     maintain(cfg, "server1")
+    assert ro(standin) == [addr(s2), addr(s1)], "the new master stays until Atlas's writer is up"
+    standin.set_state(RW, "up")
+    maintain(cfg, "server1")
     assert ro(standin) == [addr(s1)]
 
 
@@ -322,3 +334,24 @@ def test_failed_config_rewrite_is_redone_by_a_later_pass(env):
     entries = len(t.journal(state))
     r = maintain(cfg, "server1")
     assert len(t.journal(state)) == entries and standin.mutating_commands() == ["REMOVE BACKEND 2"], r
+
+
+def test_replica_of_a_dead_master_stays_a_read_backend_until_stale(env, tmp_path):
+    """Its master died: the replica (IO thread reconnecting, everything applied) keeps
+    serving reads until what it has is older than max_lag, counted from the last pass that
+    saw it receive (orch maintain --once keeps that memory in state_dir)."""
+    s1, s2, standin, _, conf, state = env
+    host, port = standin.address
+    atlas = [{"name": "local", "admin": {"host": host, "port": port, "user": "user", "password": ADMIN_PW}, "config_file": conf}]
+    cfg = t.write_config(tmp_path / "lag.yaml", t.config_dict(s1, s2, state, atlas=atlas, maintainer={"max_lag": 5}))
+    maintain(cfg, "server2")
+    insert_rows(s1, 1, 3)
+    lab.wait_gtid_equal(s1, s2)
+    seen = time.monotonic()
+    maintain(cfg, "server2")  # saw it receive something since the previous pass
+    s1.kill()
+    r = maintain(cfg, "server2")
+    assert ro(standin) == [addr(s2)] and "server2 keeps serving reads: its IO thread is connecting" in r.stderr, r
+    time.sleep(max(0.0, seen + 5.5 - time.monotonic()))
+    r = maintain(cfg, "server2")
+    assert ro(standin) == [] and "nothing received for" in r.stderr and "(> max_lag 5s)" in r.stderr, r

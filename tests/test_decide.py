@@ -177,7 +177,7 @@ def test_errant_on_candidate_is_a_warning_not_a_refusal():
 def test_atlas_backend_removed_on_master_and_unhealthy_backup():
     c = cfg(atlas=True)
     plan = decide(view(replace(REPLICA1, replica=repl(io=CONN)), down("server2")), MASTER, c)
-    assert plan.steps[-1] == RemoveBackend("local", "10.0.0.1:3306", "server1 is the master now")
+    assert plan.steps[-1] == RemoveBackend("local", "10.0.0.1:3306", "server1 is the master now", after_rw_up=True)
     # A lagging replica's backend is removed on BACKUP, a healthy one's is kept.
     lagging = decide(view(replace(REPLICA1, replica=repl(lag=500)), MASTER2), BACKUP, c)
     assert lagging.steps == (RemoveBackend("local", "10.0.0.1:3306", "server1 is not a healthy replica"),)
@@ -309,3 +309,22 @@ def test_backup_keeps_a_replica_that_keeps_up_under_load_in_atlas():
     assert decide(view(busy, MASTER2), BACKUP, c).steps == ()
     stopped = replace(REPLICA1, replica=repl(sql=STOPPED, retrieved="0-1-15"))
     assert RemoveBackend("local", "10.0.0.1:3306", "server1 is not a healthy replica") in decide(view(stopped, MASTER2), BACKUP, c).steps
+
+
+def test_diverged_node_with_semi_sync_rolls_its_tail_back_then_follows():
+    """The peer's extra transactions were acknowledged; this node's tail, if the Rewind step
+    proves it, never was: roll it back (saved first), take the peer's history, then open."""
+    from orchestrator.plan import Rewind, SemiSyncWait
+
+    v = view(node("server1", ro=True, executed="0-1-11"), node("server2", ro=True, executed="0-2-40", binlog_state="0-1-10,0-2-40"))
+    semi = cfg(failover={"catchup_timeout": 30, "semi_sync": True, "witness": "10.0.0.254"})
+    plan = decide(v, MASTER, semi)
+    assert plan.outcome == ACT, plan.render()
+    assert plan.steps[:4] == (Rewind("server1", "server2", "0-1-11", proven=True), ChangeSource("server1", "server2", "10.0.0.2", 3306),
+                              StartReplica("server1"), CatchUp("server1", "server2", T)), plan.render()
+    assert isinstance(plan.steps[-4], SemiSyncWait) and plan.steps[-3] == SetWritable("server1"), plan.render()
+    assert "rolling back server1's 0-1-11 if proven never acknowledged" in " ".join(plan.warnings)
+    # Without auto_rewind (or without semi-sync: nothing proves a tail unacknowledged) it refuses as before.
+    off = cfg(failover={"catchup_timeout": 30, "semi_sync": True, "witness": "10.0.0.254", "auto_rewind": False})
+    assert decide(v, MASTER, off).outcome == REFUSED
+    assert decide(v, MASTER, cfg()).outcome == REFUSED

@@ -31,8 +31,6 @@ def test_repairs(name, v, event, first):
     ("no VIP check: nothing can be told", view(REPLICA1, down("server2"), holds_vip=None)),
     ("healthy: VIP holder is the master", view(MASTER1, REPLICA2, holds_vip=True)),
     ("healthy: the replica does not hold the VIP", view(REPLICA1, MASTER2, holds_vip=False)),
-    # A leftover VIP (keepalived killed -9) on a node fenced by the real new master: leave it.
-    ("both writable and this one holds the VIP: the other fences itself", view(MASTER1, MASTER2, holds_vip=True)),
     ("writable without the VIP, peer read-only: the VIP holder's repair fences this one", view(MASTER1, REPLICA2, holds_vip=False)),
     ("own server down", view(down("server1"), MASTER2, holds_vip=True)),
 ])
@@ -56,3 +54,47 @@ def test_a_refusal_next_to_a_writable_peer_is_still_said_every_pass():
     sql_error = replace(REPLICA1, replica=repl(sql=STOPPED, errno=1062, error="Duplicate entry"))
     event, plan = decide_invariant(view(sql_error, MASTER2, holds_vip=True), cfg())
     assert (event, plan.outcome, plan.steps) == ("MASTER", REFUSED, ()) and "error 1062" in plan.reason
+
+
+def test_split_brain_vip_holder_fences_the_peer_only_when_it_alone_answers_for_the_vip():
+    event, plan = decide_invariant(view(MASTER1, MASTER2, holds_vip=True), cfg(), vip_elsewhere=())
+    assert event == SPLIT_BRAIN and plan.steps and plan.steps[0] == Fence("server2"), plan.render()
+    assert not any(isinstance(s, Fence) and s.node == "server1" for s in plan.steps)
+
+
+@pytest.mark.parametrize("elsewhere, why", [(None, "no ARP check"), (("0a:00:00:00:00:02",), "answers ARP for it too")])
+def test_split_brain_without_a_known_vip_holder_only_alerts(elsewhere, why):
+    """Two hosts that both hold the VIP must not fence each other: alert, change nothing."""
+    event, plan = decide_invariant(view(MASTER1, MASTER2, holds_vip=True), cfg(), vip_elsewhere=elsewhere)
+    assert event == SPLIT_BRAIN and plan.outcome == "noop" and not plan.steps
+    assert "SPLIT BRAIN" in plan.reason and why in plan.reason
+
+
+def _track_cfg():
+    return cfg(keepalived={"vip": "10.0.0.100", "track_file": "/var/lib/orch/keepalived.track"})
+
+
+def test_read_only_vip_holder_hands_the_vip_to_a_writable_peer_with_more_history():
+    """The heal case: the VIP came back to a node that lacks what the writable peer acknowledged."""
+    from orchestrator.invariants import HANDOVER
+    from orchestrator.plan import HandOver
+
+    me = node("server1", executed="0-1-10")
+    peer = replace(MASTER2, executed="0-2-15", binlog_pos="0-2-15", binlog_state="0-1-10,0-2-15")
+    event, plan = decide_invariant(view(me, peer, holds_vip=True), _track_cfg(), track="0")
+    assert event == HANDOVER and plan.steps == (HandOver("/var/lib/orch/keepalived.track", True, plan.steps[0].why),), plan.render()
+    # Written already: wait for keepalived, change nothing.
+    event, plan = decide_invariant(view(me, peer, holds_vip=True), _track_cfg(), track="1")
+    assert event == HANDOVER and plan.outcome == "noop" and not plan.steps
+    # Once the VIP has left: take part again.
+    event, plan = decide_invariant(view(me, peer, holds_vip=False), _track_cfg(), track="1")
+    assert event == HANDOVER and plan.steps == (HandOver("/var/lib/orch/keepalived.track", False, plan.steps[0].why),)
+    # Without a track file: the old behaviour (wait for keepalived's MASTER event or an operator).
+    event, plan = decide_invariant(view(me, peer, holds_vip=True), cfg(keepalived={"vip": "10.0.0.100"}))
+    assert plan.outcome == "noop" and "not taking writes away" in plan.reason
+
+
+def test_no_hand_over_when_the_holder_lacks_nothing():
+    """A leftover VIP on a fenced node that has everything: nothing to hand over for."""
+    event, plan = decide_invariant(view(REPLICA1, MASTER2, holds_vip=True), _track_cfg(), track="0")
+    assert plan.outcome == "noop" and not plan.steps

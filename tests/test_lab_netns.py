@@ -132,14 +132,19 @@ def test_keepalived_conf_is_what_the_measurements_require(name):
     assert re.search(r"^\s*nopreempt\s*$", body, re.M)
     assert re.search(r"^\s*enable_script_security\s*$", body, re.M)
     assert re.search(r"^\s*script_user root\s*$", body, re.M), "without script_user keepalived silently drops the check"
-    assert "weight" not in body, "a weight on the check with nopreempt never fails over"
+    weights = re.findall(r"^\s*weight\s+(\S+)", body, re.M)
+    assert weights == ["0"], "a weight on a check with nopreempt never fails over; only the track file's weight 0 (FAULT)"
+    assert re.search(r'track_file orch_handover\s*{\s*file "/var/lib/orch/keepalived.track"\s*weight 0', body)
+    assert re.search(r'script "/usr/bin/ping -n -q -c 1 -W 1 10.0.0.254"', body), "the witness check (partitions)"
+    for setting in ("vrrp_garp_lower_prio_repeat", "vrrp_higher_prio_send_advert true", "vrrp_garp_master_refresh"):
+        assert setting in body, f"{setting}: clients must not keep the loser's MAC after a heal"
     assert "vrrp_strict" not in body
     assert re.search(r"^\s*advert_int 1\s*$", body, re.M)
     for setting in ("interval 1", "fall 2", "rise 2"):
         assert re.search(rf"^\s*{setting}\s*$", body, re.M)
     assert re.search(r'notify "/usr/local/lib/orch/keepalived-notify -c /etc/orch/orch.yaml --node ' + name, body)
     assert re.search(r'script "/usr/local/lib/orch/check-mysql /etc/orch/check.cnf"', body)
-    assert re.search(r"track_script\s*{\s*chk_mysql\s*}", body)
+    assert re.search(r"track_script\s*{\s*chk_mysql\s*chk_witness\s*}", body)
 
 
 def test_lab_renders_the_conf_files_it_runs(tmp_path):

@@ -18,7 +18,7 @@ def test_a_replica_ahead_of_an_earlier_read_of_its_source_is_read_again(monkeypa
     stale_peer = mnode("server2", "0-2-20", "0-1-10,0-2-20")
     fresh_peer = mnode("server2", "0-2-22", "0-1-10,0-2-22")
     reads = []
-    monkeypatch.setattr(obs, "observe_node", lambda server, flavor: reads.append(server) or fresh_peer)
+    monkeypatch.setattr(obs, "observe_node", lambda server, flavor, semisync=False: reads.append(server) or fresh_peer)
     got_me, got_peer = obs.settle_errant(cfg(), {"server1": "s1", "server2": "s2"}, me, stale_peer)
     assert reads == ["s2"] and got_peer is fresh_peer and got_me is me
 
@@ -31,7 +31,7 @@ def test_a_master_ahead_of_its_replica_is_not_what_is_read_again(monkeypatch):
     replica = mnode("server1", "0-1-31", "0-1-31")  # applied 0-1-31 after server2 was read
     fresh_master = NodeState(**{**mnode("server2", "0-1-32", "0-1-32").__dict__, "read_only": False})
     reads = []
-    monkeypatch.setattr(obs, "observe_node", lambda server, flavor: reads.append(server) or fresh_master)
+    monkeypatch.setattr(obs, "observe_node", lambda server, flavor, semisync=False: reads.append(server) or fresh_master)
     c = cfg()
     # this host is the master's (self server2): me=master, peer=replica
     c2 = type(c)(**{**c.__dict__, "self_name": "server2"})
@@ -42,7 +42,7 @@ def test_a_master_ahead_of_its_replica_is_not_what_is_read_again(monkeypatch):
 def test_a_real_divergence_stays(monkeypatch):
     me = mnode("server1", "0-1-11", "0-1-11")
     peer = mnode("server2", "0-2-20", "0-1-10,0-2-20")
-    monkeypatch.setattr(obs, "observe_node", lambda server, flavor: peer)
+    monkeypatch.setattr(obs, "observe_node", lambda server, flavor, semisync=False: peer)
     got_me, got_peer = obs.settle_errant(cfg(), {"server1": "s1", "server2": "s2"}, me, peer)
     from orchestrator import flavors
 
@@ -52,5 +52,5 @@ def test_a_real_divergence_stays(monkeypatch):
 def test_nothing_read_again_when_nothing_looks_errant(monkeypatch):
     me = mnode("server1", "0-2-20", "0-1-10,0-2-20")
     peer = mnode("server2", "0-2-20", "0-1-10,0-2-20")
-    monkeypatch.setattr(obs, "observe_node", lambda server, flavor: (_ for _ in ()).throw(AssertionError("read again")))
+    monkeypatch.setattr(obs, "observe_node", lambda server, flavor, semisync=False: (_ for _ in ()).throw(AssertionError("read again")))
     assert obs.settle_errant(cfg(), {}, me, peer) == (me, peer)

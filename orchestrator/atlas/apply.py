@@ -1,4 +1,5 @@
-"""Perform Atlas steps (add/remove read-only backends) and persist them to Atlas's config.
+"""Perform Atlas steps (add/remove read-only backends, set the read/write backend offline
+or online) and persist the read-only backends to Atlas's config.
 
 Best effort by design: Atlas being down must never block or fail a database failover.
 Failures are returned as failed step results (journaled by the caller) and the
@@ -13,7 +14,7 @@ from typing import TYPE_CHECKING, List, Mapping, Optional, Sequence
 
 from ..config import AtlasInstance, Config
 from ..errors import AtlasError, OrchError
-from ..plan import AddBackend, AtlasStep, PersistBackends, RemoveBackend, StepResult
+from ..plan import ATLAS_FIRST, AddBackend, AtlasStep, PersistBackends, RemoveBackend, SetRwOffline, SetRwOnline, StepResult
 
 if TYPE_CHECKING:
     from .client import AtlasAdmin
@@ -24,11 +25,14 @@ CONNECT_ATTEMPTS = 3  # Atlas restarting: a few quick tries, bounded so a hook n
 CONNECT_WAIT = 0.2
 
 
-def _connect(admin: AtlasAdmin) -> None:
+def _connect(admin: AtlasAdmin, attempts: int = CONNECT_ATTEMPTS) -> None:
+    if attempts <= 1:
+        admin.connect()
+        return
     from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
     retry(
-        stop=stop_after_attempt(CONNECT_ATTEMPTS),
+        stop=stop_after_attempt(attempts),
         wait=wait_fixed(CONNECT_WAIT),
         retry=retry_if_exception_type(AtlasError),
         reraise=True,
@@ -51,6 +55,37 @@ def persist(admin: AtlasAdmin, atlas: AtlasInstance) -> str:
     return f"{atlas.config_file} rewritten" if changed else f"{atlas.config_file} already right"
 
 
+def _rw_addresses(admin: AtlasAdmin, address: str, state: str = "") -> list[str]:
+    """The read/write backends a step names: its address, or every rw entry (in ``state``)."""
+    if address:
+        return [address]
+    return [b.address for b in admin.backends() if b.type == "rw" and (not state or b.state == state)]
+
+
+def _set_rw(admin: AtlasAdmin, step: SetRwOffline | SetRwOnline) -> str:
+    offline = isinstance(step, SetRwOffline)
+    addresses = _rw_addresses(admin, step.address, "" if offline else "offline")
+    if not addresses:
+        return "no read/write backend listed" if offline else "no read/write backend is offline"
+    done = []
+    for address in addresses:
+        changed = admin.set_offline(address) if offline else admin.set_online(address)
+        word = "offline" if offline else "online"
+        done.append(f"{address} set {word}" if changed else f"{address} {'offline already' if offline else 'not offline'}")
+    return "; ".join(done)
+
+
+def _remove_after_rw_up(admin: AtlasAdmin, step: RemoveBackend) -> tuple[bool, str]:
+    """(removed, detail) for a new master's own entry: only once a read/write backend is up."""
+    rw = [b for b in admin.backends() if b.type == "rw"]
+    if not any(b.state == "up" for b in rw):
+        states = ", ".join(f"{b.address} {b.state}" for b in rw) or "none listed"
+        return False, (f"kept: Atlas's read/write backend is not up ({states}), so {step.address} is the only server "
+                       f"it can send reads to; the maintainer removes it once the read/write backend is up")
+    done = admin.remove_backend(step.address, "ro")
+    return done, "removed" if done else "was not a backend"
+
+
 def run_atlas_steps(
     cfg: Config, steps: Sequence[AtlasStep], admins: Optional[Mapping[str, AtlasAdmin]] = None,
 ) -> List[StepResult]:
@@ -67,22 +102,31 @@ def run_atlas_steps(
         rewrite = [s for s in mine if isinstance(s, PersistBackends)]
         mine = [s for s in mine if not isinstance(s, PersistBackends)]
         try:
-            _connect(admin)
+            # Before the database steps (SET OFFLINE) a single try: a dead Atlas must not delay the failover.
+            _connect(admin, 1 if all(isinstance(s, ATLAS_FIRST) for s in mine + rewrite) else CONNECT_ATTEMPTS)
             for step in mine:
                 try:
-                    if isinstance(step, RemoveBackend):
+                    outcome = "ok"
+                    admin.last_incidents = []
+                    if isinstance(step, RemoveBackend) and step.after_rw_up:
+                        done, detail = _remove_after_rw_up(admin, step)
+                        outcome = "ok" if not detail.startswith("kept") else "skipped"
+                    elif isinstance(step, RemoveBackend):
                         done = admin.remove_backend(step.address, "ro")
                         detail = "removed" if done else "was not a backend"
-                        if admin.last_incidents:
-                            detail += "; " + "; ".join(admin.last_incidents)
                     elif isinstance(step, AddBackend):
                         done = admin.add_slave(step.address)
                         detail = "added" if done else "already a backend"
+                    elif isinstance(step, (SetRwOffline, SetRwOnline)):
+                        detail = _set_rw(admin, step)
+                        done = False  # the backends' state is not in the config file
                     else:
                         raise OrchError(f"not an Atlas step: {step!r}")
+                    if admin.last_incidents:
+                        detail += "; " + "; ".join(admin.last_incidents)
                     changed = changed or done
                     log.info("atlas %s: %s: %s", name, step.describe(), detail)
-                    results.append(StepResult(type(step).__name__, step.describe(), "ok", detail))
+                    results.append(StepResult(type(step).__name__, step.describe(), outcome, detail))
                 except (AtlasError, ValueError) as exc:
                     log.error("atlas %s: %s failed: %s (the maintainer retries)", name, step.describe(), exc)
                     results.append(StepResult(type(step).__name__, step.describe(), "failed", str(exc)))

@@ -39,15 +39,17 @@ _ADMIN_COMMAND = re.compile(
     r"SELECT \* FROM backends"
     r"|ADD (SLAVE|MASTER) [0-9]{1,3}(\.[0-9]{1,3}){3}:[0-9]{1,5}"
     r"|REMOVE BACKEND [1-9][0-9]*"
+    r"|SET (OFFLINE|ONLINE) [1-9][0-9]*"
     r"|SAVE CONFIG",
     re.ASCII,
 )
 # Commands that can be sent again after a lost connection: reads, SAVE CONFIG (rewrites
 # the file from the runtime state) and ADD SLAVE/MASTER (Atlas ignores a known address of
-# the same type). Never REMOVE BACKEND n: the number may mean another backend by then.
+# the same type). Never REMOVE BACKEND n or SET OFFLINE/ONLINE n: the number may mean
+# another backend by then.
 _RETRYABLE = re.compile(r"SELECT .*|SAVE CONFIG|ADD (SLAVE|MASTER) .*")
 
-REMOVE_ATTEMPTS = 3  # a REMOVE that hit another backend (numbers shifted) is tried again
+REMOVE_ATTEMPTS = 3  # a REMOVE (or SET OFFLINE/ONLINE) that hit another backend (numbers shifted) is tried again
 _ADD_COMMAND = {"ro": "ADD SLAVE", "rw": "ADD MASTER"}
 
 _ADDRESS = re.compile(r"([0-9]+)\.([0-9]+)\.([0-9]+)\.([0-9]+):([0-9]+)", re.ASCII)
@@ -370,6 +372,82 @@ class AtlasAdmin:
     def _incident(self, text: str) -> None:
         log.error("%s: %s", self._where, text)
         self.last_incidents.append(text)
+
+    def set_offline(self, address: str, type: str = "rw") -> bool:
+        """`SET OFFLINE n` for the backend `address` of `type` ('rw' unless told): Atlas then
+        sends it no traffic and its checker no longer probes it. True if it was changed;
+        False, sending nothing, if it was offline already. Verified by re-reading the
+        backends. Raises AtlasError if it is not listed or not offline after every attempt."""
+        return self._set_state(address, type, offline=True)
+
+    def set_online(self, address: str, type: str = "rw") -> bool:
+        """`SET ONLINE n` for the backend `address` of `type` when it is `offline` (it becomes
+        `unknown`; Atlas's checker takes it `up` within its cycle). Sends nothing (False)
+        for a backend that is not offline: ONLINE would turn an `up` backend `unknown`, unused
+        until the checker's next probe. Verified by re-reading the backends."""
+        return self._set_state(address, type, offline=False)
+
+    def _set_state(self, address: str, type: str, offline: bool) -> bool:
+        address = parse_address(address)
+        type = _backend_type(type)
+        word = "OFFLINE" if offline else "ONLINE"
+        self.last_incidents = []
+
+        def done(backend: Backend) -> bool:
+            return (backend.state == "offline") == offline
+
+        for attempt in range(1, REMOVE_ATTEMPTS + 1):
+            before = self.backends()
+            target = self._find(before, address, type)
+            if target is None:
+                raise AtlasError(f"{self._where}: {address} ({type}) is not a backend: cannot set it {word.lower()}")
+            if done(target):
+                if attempt == 1:
+                    log.info("%s: %s (%s) is %s already", self._where, address, type, target.state)
+                    return False
+                return True
+            command = f"SET {word} {target.ndx}"
+            log.info("%s: %s (%s, %s)", self._where, command, address, type)
+            try:
+                columns, rows = self._execute(command)
+            except _Rejected as exc:
+                # `backend id is not exsit`: the list shrank since the lookup; nothing changed.
+                log.warning("%s: %s: %s; looking %s (%s) up again", self._where, command, exc.message, address, type)
+                continue
+            hit = self._backend(columns, rows[0]) if rows else None
+            if hit is not None and (hit.address, hit.type) != (address, type):
+                self._undo_state(before, hit, command, address, type, offline)
+            now = self._find(self.backends(), address, type)
+            if now is None:
+                raise AtlasError(f"{self._where}: {address} ({type}) vanished while it was set {word.lower()} (another admin removed it)")
+            if done(now):
+                return True
+            log.warning("%s: after %s %s (%s) is %s: the backend numbers shifted; trying again",
+                        self._where, command, address, type, now.state)
+        raise AtlasError(f"{self._where}: {address} ({type}) is not {word.lower()} after {REMOVE_ATTEMPTS} attempts "
+                         f"(the backend numbers keep shifting: another admin is changing the list)")
+
+    def _undo_state(self, before: tuple[Backend, ...], hit: Backend, command: str, address: str, type: str,
+                    offline: bool) -> None:
+        """Our SET took another backend (the numbers shifted): give it back the state it had."""
+        was = self._find(before, hit.address, hit.type)
+        if was is None or (was.state == "offline") == offline:
+            return  # nothing changed for it (or it was not listed before: cannot be told)
+        undo = "ONLINE" if offline else "OFFLINE"
+        again = self._find(self.backends(), hit.address, hit.type)
+        what = f"{hit.address} ({hit.type})"
+        if again is None:
+            self._incident(f"{command} (meant for {address} ({type})) took {what}, which is gone now; check it by hand")
+            return
+        try:
+            self._execute(f"SET {undo} {again.ndx}")
+        except AtlasError as exc:
+            self._incident(f"{command} (meant for {address} ({type})) took {what} (was {was.state}); SET {undo} failed: "
+                           f"{exc}; set it back by hand")
+            return
+        self._incident(f"{command} (meant for {address} ({type})) took {what} (was {was.state}): the backend numbers shifted "
+                       f"under another admin's change; set it back with SET {undo}"
+                       + (" (state unknown until Atlas's checker probes it)" if offline else ""))
 
     def save_config(self) -> None:
         """`SAVE CONFIG`: Atlas rewrites its config file from the runtime state."""

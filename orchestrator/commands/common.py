@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, TextIO, Tuple
 
 from .. import logs
 from ..config import Config, load
-from ..errors import Refused
+from ..errors import Refused, UsageError
 from ..journal import Journal, new_run_id
 from ..plan import NOOP, Plan, RunResult
 
@@ -112,6 +112,20 @@ def execute_plan(run: RunContext, plan: Plan) -> Tuple[int, RunResult]:
             out.write(f"  [{r.result}] {r.description}{(': ' + r.detail) if r.detail else ''} ({r.ms} ms)\n")
         out.write(f"result: {status}" + (f": {result.error}" if result.error else "") + "\n")
     return exit_code, result
+
+
+def confirmed(out: TextIO, stdin: Optional[TextIO], yes: bool) -> bool:
+    """A person's yes before a change: --yes, or "y" typed at a terminal (UsageError without one)."""
+    if yes:
+        return True
+    if stdin is None or not stdin.isatty():
+        raise UsageError("orch: refusing to act without confirmation: stdin is not a terminal (use --yes)")
+    out.write("proceed? [y/N] ")
+    out.flush()
+    if stdin.readline().strip().lower() not in ("y", "yes"):
+        out.write("aborted: nothing changed\n")
+        return False
+    return True
 
 
 def new_run(cfg: Config) -> str:

@@ -10,10 +10,10 @@ from typing import TextIO
 
 from ..config import Config
 from ..decide import BACKUP, MASTER, decide
-from ..errors import LockBusy, UsageError
+from ..errors import LockBusy
 from ..lock import RunLock
 from ..plan import NOOP
-from .common import RunContext, ensure_state_dir, execute_plan, load_config, new_run
+from .common import RunContext, confirmed, ensure_state_dir, execute_plan, load_config, new_run
 
 log = logging.getLogger("orchestrator")
 
@@ -43,21 +43,15 @@ def _run(args: argparse.Namespace, event: str, out: TextIO, stdin: "TextIO | Non
         servers = open_servers(cfg)
         try:
             view = observe(cfg, servers)
-            plan = decide(view, event, cfg, force=getattr(args, "force", False), operator=operator)
+            plan = decide(view, event, cfg, force=getattr(args, "force", False), operator=operator, rewind=getattr(args, "rewind", False))
             log.info("decision (%s on %s): %s", event, cfg.self_name, plan.reason)
             if dry_run or operator:
                 out.write(plan.render() + "\n")
             if dry_run:
                 out.write("dry run: nothing changed\n")
                 return plan.exit_code
-            if operator and plan.outcome != NOOP and plan.steps and not args.yes:
-                if stdin is None or not stdin.isatty():
-                    raise UsageError("orch: refusing to act without confirmation: stdin is not a terminal (use --yes)")
-                out.write("proceed? [y/N] ")
-                out.flush()
-                if stdin.readline().strip().lower() not in ("y", "yes"):
-                    out.write("aborted: nothing changed\n")
-                    return 1
+            if operator and plan.outcome != NOOP and plan.steps and not confirmed(out, stdin, args.yes):
+                return 1
             run = RunContext(cfg, event, run_id, servers, view, started, out=out if operator else None)
             return execute_plan(run, plan)[0]
         finally:
@@ -82,6 +76,12 @@ def _hand_over(cfg: Config, event: str, run_id: str, exc: LockBusy) -> int:
 def notify(args: argparse.Namespace, out: TextIO) -> int:
     """keepalived's generic notify: TYPE NAME STATE [PRIORITY]."""
     return _run(args, args.state, out, None, operator=False)
+
+
+def notify_event(args: argparse.Namespace, type_: str, name: str, state: str, out: TextIO) -> int:
+    """One keepalived event read from elsewhere (notify-fifo): exactly what ``orch notify`` does."""
+    event = argparse.Namespace(**{**vars(args), "type": type_, "name": name, "state": state, "priority": None})
+    return _run(event, state, out, None, operator=False)
 
 
 def operator(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:

@@ -11,10 +11,10 @@ import argparse
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, TextIO
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from ..config import Config
-from ..errors import LockBusy
+from ..errors import LockBusy, Refused, UsageError
 from ..lock import RunLock
 from ..plan import NOOP
 from .common import ensure_state_dir, load_config, new_run
@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("orchestrator.maintain")
 
 FAST_INTERVAL = 1.0  # seconds between passes while a replica is out of Atlas or a rejoin is due
+REWIND_RETRY_EVERY = 60.0  # seconds between attempts of a rewind that was refused
+DUPLICATE_CHECK_EVERY = 10.0  # seconds between ARP duplicate-VIP checks while nothing is wrong
 
 
 class Maintainer:
@@ -39,6 +41,8 @@ class Maintainer:
         self.servers = open_servers(cfg)
         self.admins: Dict[str, AtlasAdmin] = {a.name: admin_for(a) for a in cfg.atlas}
         self.last_reason = ""
+        self.last_arp_check = -DUPLICATE_CHECK_EVERY
+        self.rewind_refused: Dict[str, Tuple[float, str]] = {}  # rewind key -> (when, why) of its last refusal
         self.pending = False  # something to re-check soon: the loop runs every FAST_INTERVAL
         self.on_pending_change: Optional[Callable[[bool], None]] = None
 
@@ -52,8 +56,10 @@ class Maintainer:
         """Both servers (at once) and every Atlas, without the run lock (a notify must never
         wait for a maintainer talking to an unreachable peer)."""
         from ..observe import observe
+        from ..receipts import stamp
 
-        return observe(self.cfg, self.servers, atlas=True, admins=self.admins)
+        # With how long ago each replica last received from its source (remembered across passes).
+        return stamp(observe(self.cfg, self.servers, atlas=True, admins=self.admins), self.cfg.state_dir)
 
     def _say(self, reason: str, acting: bool) -> None:
         if reason != self.last_reason or acting:
@@ -75,7 +81,7 @@ class Maintainer:
         could not get the run lock; the invariants (the VIP holder is the writable master,
         nobody else writes); an unfinished rejoin of this node; Atlas's read-only backends.
         """
-        from ..invariants import decide_invariant
+        from ..invariants import SEMISYNC, SPLIT_BRAIN, decide_invariant
         from ..journal import Journal
         from ..pending import waiting
         from ..plan import ACT, REFUSED
@@ -86,10 +92,20 @@ class Maintainer:
         if waiting(self.cfg.state_dir) and not dry_run:
             return self._run_handed_over()
         view = self.observe()
-        repair = decide_invariant(view, self.cfg)
+        from ..execute import read_track_file
+
+        track = read_track_file(self.cfg.keepalived.track_file) if self.cfg.keepalived.track_file else ""
+        repair = decide_invariant(view, self.cfg, self._vip_elsewhere(view), track)
         if repair is not None and repair[1].outcome == NOOP:
-            log.warning("maintain: %s", repair[1].reason)  # an anomaly left alone on purpose
+            # An anomaly left alone on purpose; a split brain it cannot resolve is an alert.
+            (log.error if repair[0] == SPLIT_BRAIN else log.warning)("maintain: %s", repair[1].reason)
             repair = None
+        if repair is None:
+            semi = self._decide_semisync(view)
+            if semi is not None and semi.outcome == NOOP:
+                log.warning("maintain: %s", semi.reason)  # an isolated master's writers wait: loud every pass
+            elif semi is not None:
+                repair = (SEMISYNC, semi)
         rejoin = decide_rejoin(view, self.cfg) if repair is None else None
         plan = decide_maintain(view, self.cfg)
         action = None  # (event, plan) taking precedence over the Atlas plan
@@ -126,6 +142,44 @@ class Maintainer:
                 return self._execute(action[1], view, action[0])
             return self._execute(plan, view, "MAINTAIN")
 
+    def _vip_elsewhere(self, view: ClusterView) -> "Tuple[str, ...] | None":
+        """The ARP duplicate check (keepalived.interface) while this host holds the VIP.
+
+        When both servers are writable the decision needs it: run now. Otherwise it only
+        watches (every DUPLICATE_CHECK_EVERY seconds, in the background, so that arping's
+        second never delays a pass) and logs another host answering for the VIP loudly.
+        """
+        ka = self.cfg.keepalived
+        if not ka.interface or view.holds_vip is not True:
+            return None
+        if view.me.writable and view.peer.writable:
+            return self._arp_check()
+        now = time.monotonic()
+        if now - self.last_arp_check >= DUPLICATE_CHECK_EVERY:
+            self.last_arp_check = now
+            import threading
+
+            threading.Thread(target=self._arp_check, name="duplicate-vip-check", daemon=True).start()
+        return None
+
+    def _arp_check(self) -> "Tuple[str, ...] | None":
+        from ..observe import vip_answered_elsewhere
+
+        ka = self.cfg.keepalived
+        macs = vip_answered_elsewhere(ka.interface, ka.vip, self.cfg.me.host)
+        if macs:
+            log.error("maintain: DUPLICATE VIP: another host answers ARP for VIP %s on %s (MAC %s): two hosts hold the VIP",
+                      ka.vip, ka.interface, ", ".join(macs))
+        return macs
+
+    def _decide_semisync(self, view: ClusterView) -> "Plan | None":
+        """The semi-sync policy's plan; pings the witness only when the decision needs it."""
+        from ..invariants import decide_semisync, needs_witness
+        from ..observe import witness_reachable
+
+        witness = witness_reachable(self.cfg.failover.witness) if needs_witness(view, self.cfg) else None
+        return decide_semisync(view, self.cfg, witness)
+
     def _run_handed_over(self) -> int:
         """Decide and run a handed-over keepalived event under the run lock, on a fresh view."""
         from ..invariants import decide_pending
@@ -155,12 +209,33 @@ class Maintainer:
         def atlas_runner(cfg: Config, steps: Sequence[AtlasStep]) -> List[StepResult]:
             return run_atlas_steps(cfg, steps, self.admins)
 
+        key = self._rewind_key(plan)
+        quiet = self.rewind_refused.get(key) if key else None
+        if quiet is not None and time.monotonic() - quiet[0] < REWIND_RETRY_EVERY:
+            # A rewind refused a moment ago (the tail cannot be proven unacknowledged): said
+            # loudly every pass, tried again (and journaled) only every REWIND_RETRY_EVERY seconds.
+            log.error("maintain: %s: still refused: %s", plan.reason, quiet[1])
+            return 0
         run = RunContext(self.cfg, event, new_run_id(), self.servers, view, time.monotonic(), atlas_runner=atlas_runner, by="maintain")
         _, result = execute_plan(run, plan)
+        if key and isinstance(result.error, Refused):
+            self.rewind_refused[key] = (time.monotonic(), str(result.error))
+        elif key:
+            self.rewind_refused.pop(key, None)
         return sum(1 for r in result.results if r.result == "ok" and r.step != "Persist")
+
+    @staticmethod
+    def _rewind_key(plan: Plan) -> str:
+        """What identifies a plan with a Rewind step: the node and the tail it would roll back."""
+        from ..plan import Rewind
+
+        found = [s for s in plan.steps if isinstance(s, Rewind)]
+        return f"{found[0].node} {found[0].errant}" if found else ""
 
 
 def maintain(args: argparse.Namespace, out: TextIO) -> int:
+    if getattr(args, "metrics_port", None) and (args.once or args.dry_run):
+        raise UsageError("orch maintain: --metrics-port serves the long-running maintainer; not with --once or --dry-run")
     cfg = load_config(args)
     new_run(cfg)
     ensure_state_dir(cfg)
@@ -174,6 +249,11 @@ def maintain(args: argparse.Namespace, out: TextIO) -> int:
         from apscheduler.schedulers.blocking import BlockingScheduler
 
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # two lines a pass otherwise
+        metrics_port = cfg.maintainer.metrics_port if getattr(args, "metrics_port", None) is None else args.metrics_port
+        if metrics_port:
+            from ..metrics import instrument  # prometheus_client: the long-running maintainer only
+
+            instrument(m, cfg, metrics_port)
 
         scheduler = BlockingScheduler()
         job = scheduler.add_job(m.run_pass, "interval", seconds=cfg.maintainer.interval, max_instances=1, coalesce=True,

@@ -35,6 +35,8 @@ def node_summary(view: ClusterView, node: NodeState, other: NodeState, cfg: Conf
         # Only a replica can have errant GTIDs: a master is ahead of its lagging replica by design.
         "errant_gtids": (flavor.errant(node, other) if other.reachable else None) if role != "master" else "",
     }
+    if node.semisync is not None:
+        out["semi_sync"] = semisync_summary(node)
     if r is not None and r.configured:
         out["replication"] = {
             "source": f"{r.source_host}:{r.source_port}",
@@ -49,6 +51,31 @@ def node_summary(view: ClusterView, node: NodeState, other: NodeState, cfg: Conf
         }
         out["read_backend_ok"] = replica_health(view, node, other, cfg).reason
     return out
+
+
+def semisync_summary(node: NodeState) -> Dict[str, Any]:
+    from ..semisync import NO_FALLBACK_MIN_MS
+
+    s = node.semisync
+    assert s is not None
+    if s.error:
+        return {"error": s.error}
+    return {"wait": s.enabled, "no_fallback": s.no_fallback(NO_FALLBACK_MIN_MS), "timeout_ms": s.timeout_ms,
+            "wait_point": s.wait_point, "replica_side": s.replica_enabled, "clients": s.clients, "waiting_sessions": s.waiting}
+
+
+def semisync_cell(n: Dict[str, Any]) -> str:
+    semi = n.get("semi_sync")
+    if not semi:
+        return "-"
+    if semi.get("error"):
+        return f"unknown: {semi['error']}"
+    if n.get("role") == "master":
+        if not semi["wait"]:
+            return "wait OFF (async)"
+        text = "wait on, no fallback" if semi["no_fallback"] else f"wait on, FALLBACK after {semi['timeout_ms']}ms"
+        return text + f", {semi['clients']} client(s)" + (f", {semi['waiting_sessions']} waiting" if semi["waiting_sessions"] else "")
+    return "acknowledges" if semi["replica_side"] else "does NOT acknowledge"
 
 
 def table_rows(n: Dict[str, Any]) -> List[Tuple[str, str]]:
@@ -81,6 +108,7 @@ def table_rows(n: Dict[str, Any]) -> List[Tuple[str, str]]:
         ("lag", lag),
         ("executed GTIDs", n.get("executed_gtids", "")),
         ("errant GTIDs", errant),
+        ("semi-sync", semisync_cell(n)),
         ("last error", last_error),
     ]
     return [(label, str(cell)) for label, cell in cells]
@@ -110,6 +138,25 @@ def render_table(nodes: List[Dict[str, Any]], journal: List[Dict[str, Any]], clu
     return "\n".join(lines)
 
 
+def semisync_policy(cfg: Config) -> Dict[str, Any]:
+    """failover.semi_sync as configured, and orch's last switch of the wait on this host."""
+    from ..semisync import read_record
+
+    if not cfg.failover.semi_sync:
+        return {"enabled": False, "text": "off (failover.semi_sync: false): asynchronous replication, a failover can lose "
+                "acknowledged writes"}
+    record = read_record(cfg.state_dir)
+    text = (f"no fallback (failover.semi_sync: true), witness {cfg.failover.witness}; auto_rewind "
+            f"{'on' if cfg.failover.auto_rewind else 'off'}")
+    if record is not None:
+        import time
+
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record["at"]))
+        text += f"; orch switched {record.get('node', '?')}'s wait {record['wait']} at {when}: {record.get('why', '')}"
+    return {"enabled": True, "witness": cfg.failover.witness, "auto_rewind": cfg.failover.auto_rewind, "record": record,
+            "text": text}
+
+
 def status(args: argparse.Namespace, out: TextIO) -> int:
     cfg = load_config(args)
     from ..db import open_servers
@@ -131,12 +178,14 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
     from ..pending import peek
 
     pending = peek(cfg.state_dir)
+    policy = semisync_policy(cfg)
     if args.format == "json":
         doc = {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "nodes": nodes, "atlas": atlas,
-               "journal": journal, "pending_event": pending}
+               "journal": journal, "pending_event": pending, "semi_sync_policy": policy}
         out.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         out.write(render_table(nodes, journal, cfg.cluster) + "\n")
+        out.write(f"semi-sync policy: {policy['text']}\n")
         if pending is not None:
             out.write(f"pending: a {pending.get('event')} event (run {pending.get('run')}) could not get the run lock; "
                       f"the maintainer decides it on its next pass\n")

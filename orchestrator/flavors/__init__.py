@@ -13,11 +13,14 @@ from .common import Statement
 # Both flavors: the sessions a fence may wait behind, and how a fence gets a deadline.
 # Replication, binlog dump and system threads are never candidates.
 BLOCKERS_QUERY = (
-    "SELECT ID AS id, USER AS user, HOST AS host, COMMAND AS command, TIME AS time, INFO AS info "
+    "SELECT ID AS id, USER AS user, HOST AS host, COMMAND AS command, TIME AS time, STATE AS state, INFO AS info "
     "FROM information_schema.PROCESSLIST WHERE ID <> CONNECTION_ID() AND COMMAND IN ('Query', 'Execute') "
     "AND USER NOT IN ('system user', 'event_scheduler')"
 )
 LOCK_WAIT_TIMEOUT = "SET SESSION lock_wait_timeout = %s"
+# A commit waiting for its replica's acknowledgement holds a fence back; when the node is
+# fenced it is never acknowledged anyway (both flavors name the state this way).
+SEMISYNC_WAIT_STATE = "Waiting for semi-sync ACK"
 KILL_CONNECTION = "KILL CONNECTION %s"
 
 
@@ -33,6 +36,12 @@ class Flavor(Protocol):
     start_sql_thread: str
     stop_sql_thread: str
     reset_replica: str
+    semisync_query: str  # one row: enabled, timeout_ms, wait_no_replica, wait_point, replica_enabled, clients, waiting, uptime
+    semisync_replica_on: str
+    restart_io_thread: Tuple[str, ...]
+
+    def semisync_wait(self, on: bool, timeout_ms: int) -> List[Statement]:
+        """Statements that switch the master's semi-sync wait on (no fallback) or off."""
 
     def parse_replica_status(self, row: Optional[Mapping[str, Any]]) -> Optional[ReplicaStatus]:
         """Map a status row, read by column name, to the neutral dataclass."""

@@ -24,6 +24,27 @@ class MariaDB:
     start_sql_thread = "START SLAVE SQL_THREAD"
     stop_sql_thread = "STOP SLAVE SQL_THREAD"
     reset_replica = "RESET SLAVE ALL"
+    semisync_query = (
+        "SELECT @@global.rpl_semi_sync_master_enabled AS enabled, @@global.rpl_semi_sync_master_timeout AS timeout_ms, "
+        "@@global.rpl_semi_sync_master_wait_no_slave AS wait_no_replica, @@global.rpl_semi_sync_master_wait_point AS wait_point, "
+        "@@global.rpl_semi_sync_slave_enabled AS replica_enabled, "
+        "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_CLIENTS') AS clients, "
+        "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS') AS waiting, "
+        "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME') AS uptime"
+    )
+    semisync_replica_on = "SET GLOBAL rpl_semi_sync_slave_enabled = ON"
+    restart_io_thread = ("STOP SLAVE IO_THREAD", "START SLAVE IO_THREAD")
+
+    def semisync_wait(self, on: bool, timeout_ms: int) -> List[Statement]:
+        """Switch the master's wait on (lossless, no fallback) or off."""
+        if not on:
+            return [("SET GLOBAL rpl_semi_sync_master_enabled = OFF", ())]
+        return [
+            ("SET GLOBAL rpl_semi_sync_master_timeout = %s", (int(timeout_ms),)),
+            ("SET GLOBAL rpl_semi_sync_master_wait_no_slave = ON", ()),
+            ("SET GLOBAL rpl_semi_sync_master_wait_point = 'AFTER_SYNC'", ()),
+            ("SET GLOBAL rpl_semi_sync_master_enabled = ON", ()),
+        ]
 
     def __init__(self, version: str) -> None:
         self.version = version

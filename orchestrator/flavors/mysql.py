@@ -36,6 +36,33 @@ class MySQL:
         self.start_sql_thread = f"START {word} SQL_THREAD"
         self.stop_sql_thread = f"STOP {word} SQL_THREAD"
         self.reset_replica = f"RESET {word} ALL"
+        # The semisync_source/semisync_replica plugins (8.0.26+) renamed the variables.
+        side, other = ("source", "replica") if v >= (8, 0, 26) else ("master", "slave")
+        self._semi = side
+        status = "performance_schema.global_status" if v >= (5, 7, 6) else "information_schema.GLOBAL_STATUS"
+        self.semisync_query = (
+            f"SELECT @@global.rpl_semi_sync_{side}_enabled AS enabled, @@global.rpl_semi_sync_{side}_timeout AS timeout_ms, "
+            f"@@global.rpl_semi_sync_{side}_wait_no_{other} AS wait_no_replica, @@global.rpl_semi_sync_{side}_wait_point AS wait_point, "
+            f"@@global.rpl_semi_sync_{other}_enabled AS replica_enabled, "
+            f"(SELECT VARIABLE_VALUE FROM {status} WHERE VARIABLE_NAME = 'Rpl_semi_sync_{side}_clients') AS clients, "
+            f"(SELECT VARIABLE_VALUE FROM {status} WHERE VARIABLE_NAME = 'Rpl_semi_sync_{side}_wait_sessions') AS waiting, "
+            f"(SELECT VARIABLE_VALUE FROM {status} WHERE VARIABLE_NAME = 'Uptime') AS uptime"
+        )
+        self.semisync_replica_on = f"SET GLOBAL rpl_semi_sync_{other}_enabled = ON"
+        self.restart_io_thread = (f"STOP {word} IO_THREAD", f"START {word} IO_THREAD")
+        self._other = other
+
+    def semisync_wait(self, on: bool, timeout_ms: int) -> List[Statement]:
+        """Switch the source's wait on (lossless, no fallback) or off."""
+        side, other = self._semi, self._other
+        if not on:
+            return [(f"SET GLOBAL rpl_semi_sync_{side}_enabled = OFF", ())]
+        return [
+            (f"SET GLOBAL rpl_semi_sync_{side}_timeout = %s", (int(timeout_ms),)),
+            (f"SET GLOBAL rpl_semi_sync_{side}_wait_no_{other} = ON", ()),
+            (f"SET GLOBAL rpl_semi_sync_{side}_wait_point = 'AFTER_SYNC'", ()),
+            (f"SET GLOBAL rpl_semi_sync_{side}_enabled = ON", ()),
+        ]
 
     def parse_replica_status(self, row: Optional[Mapping[str, Any]]) -> Optional[ReplicaStatus]:
         if not row:

@@ -194,6 +194,8 @@ class Lab:
                     problems.append(f"[rejoin] {replica} has transactions {master} never got ({', '.join(extra)}): errant GTIDs, so orch "
                                     f"rightly refuses to replicate; {len(only)} row(s) exist only on {replica}, "
                                     f"{len(acked_only)} of them acknowledged to the writer")
+        if m.up and not m.read_only and not self.semisync_on(master):
+            problems.append(f"[semisync] {master}'s semi-sync wait is off: the maintainer has not switched it back on")
         if m.up and r.up and m.gtid_binlog_state != r.gtid_binlog_state:
             problems.append(f"[gtid] GTID sets differ: {master} {m.gtid_binlog_state!r}, {replica} {r.gtid_binlog_state!r}")
         acked = set(acked)

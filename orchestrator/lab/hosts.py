@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Optional
 
 from orchestrator.lab import mariadb
+from orchestrator.semisync import NO_FALLBACK_MS
 
 REPO = Path(__file__).resolve().parents[2]
 HOOKS_DIR = REPO / "hooks"
@@ -26,19 +27,21 @@ ATLAS_ADMIN = mariadb.Credentials("admin", "atlas-admin-pw")  # lab-only dummy c
 APP_CREDENTIALS = mariadb.Credentials("app", "app-secret-pw")
 DRILL_TABLE = ("test", "drill")
 
-# Lossless semi-synchronous replication on both servers. A commit is acknowledged to the
-# client only once the replica has it in its relay log (AFTER_SYNC), so a failover that
-# applies the relay log loses no acknowledged row; with plain asynchronous replication a
-# kill -9 of the master lost acknowledged rows in the lab. init_rpl_role=SLAVE makes a
-# crashed server drop, during crash recovery, the binlog tail no replica acknowledged
-# (MariaDB >= 10.6.19/10.11.9), so an old master does not come back with errant GTIDs.
-# With no replica connected the master does not wait (wait_no_slave off).
+# Lossless semi-synchronous replication on both servers, without fallback (orch's
+# failover.semi_sync): a commit is acknowledged to the client only once the replica has
+# it in its relay log (AFTER_SYNC), and a master whose replica is gone waits instead of
+# acknowledging; orch's maintainer switches the wait off only while the witness answers
+# (the replica died, the master is not isolated), a promotion switches it off on the new
+# master, and the maintainer back on once the peer has caught up. init_rpl_role=SLAVE
+# makes a crashed server drop, during crash recovery, the binlog tail no replica
+# acknowledged (MariaDB >= 10.6.19/10.11.9), so an old master does not come back with
+# errant GTIDs after a kill -9.
 SEMISYNC = {
-    "rpl_semi_sync_master_enabled": "ON",
+    "rpl_semi_sync_master_enabled": "OFF",  # orch switches it on on the master (a replica's own wait would block its applier)
     "rpl_semi_sync_slave_enabled": "ON",
     "rpl_semi_sync_master_wait_point": "AFTER_SYNC",
-    "rpl_semi_sync_master_wait_no_slave": "OFF",
-    "rpl_semi_sync_master_timeout": "2000",
+    "rpl_semi_sync_master_wait_no_slave": "ON",
+    "rpl_semi_sync_master_timeout": str(NO_FALLBACK_MS),
     "init_rpl_role": "SLAVE",
 }
 
@@ -79,13 +82,19 @@ class Host:
         )
 
 
+def track_file(host: Host) -> Path:
+    """keepalived's track_file on this host (orch's keepalived.track_file)."""
+    return host.file("state") / "keepalived.track"
+
+
 def write_secret(path: Path, value: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")
 
 
-def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = "", ro_backends: Iterable[str] = ()) -> None:
+def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = "", ro_backends: Iterable[str] = (),
+                     witness: str = "127.0.0.1", interface: str = "") -> None:
     """orch.yaml, password files, the Atlas config and the health check's client defaults.
 
     Atlas's read-write backend is the VIP (``rw_backend`` where there is none); orch
@@ -95,6 +104,7 @@ def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = ""
     import yaml
 
     host.path.mkdir(parents=True, exist_ok=True)
+    host.file("state").mkdir(mode=0o700, exist_ok=True)  # keepalived creates the track file in it
     write_secret(host.file("mysql.pass"), mariadb.ORCH_CREDENTIALS.password)
     write_secret(host.file("repl.pass"), mariadb.REPL_CREDENTIALS.password)
     write_secret(host.file("atlas.pass"), ATLAS_ADMIN.password)
@@ -106,10 +116,11 @@ def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = ""
         "nodes": {h.name: {"host": h.address, "port": h.port} for h in sorted((host, peer), key=lambda h: h.index)},
         "mysql": {"user": mariadb.ORCH_CREDENTIALS.user, "password_file": "mysql.pass", "connect_timeout": 1},
         "replication": {"user": mariadb.REPL_CREDENTIALS.user, "password_file": "repl.pass"},
-        "failover": {"catchup_timeout": 10, "lock_timeout": 30},
+        "failover": {"catchup_timeout": 10, "lock_timeout": 30, "semi_sync": True, "witness": witness},
         "state_dir": str(host.file("state")),
         # the loopback lab has no VIP: nothing to tell stale events by
-        "keepalived": {"instance": VRRP_INSTANCE, **({"vip": vip} if vip else {"vip_check": False})},
+        "keepalived": {"instance": VRRP_INSTANCE, **({"vip": vip} if vip else {"vip_check": False}),
+                       **({"track_file": str(track_file(host)), "interface": interface} if interface else {})},
         "atlas": [{
             "name": f"atlas-{host.name}",
             "admin": {"host": host.atlas_host, "port": host.atlas_port, "user": ATLAS_ADMIN.user, "password_file": "atlas.pass"},

@@ -3,7 +3,7 @@
 Topology (every interface and address lives in namespaces this module creates; the
 host's own interfaces, routes and sysctls are never touched)::
 
-    orchlab-<id>-br   bridge br0 with ports vh1, vh2, vcl
+    orchlab-<id>-br   bridge br0 with ports vh1, vh2, vcl; 10.213.0.254 on br0 is the witness (gateway)
     orchlab-<id>-h1   eth0 10.213.0.1/24   mariadbd server1, keepalived, Atlas stand-in, orch maintain
     orchlab-<id>-h2   eth0 10.213.0.2/24   mariadbd server2, keepalived, Atlas stand-in, orch maintain
     orchlab-<id>-cl   eth0 10.213.0.10/24  application traffic to the VIP 10.213.0.100
@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
 
 from orchestrator.lab import LabError, mariadb
 from orchestrator.lab.base import Lab, Narrator, orch_outcomes, who_promoted, who_repointed
-from orchestrator.lab.hosts import APP_CREDENTIALS, ATLAS_ADMIN, CONF_DIR, HOOKS_DIR, NAMES, Host, write_host_files
+from orchestrator.lab.hosts import APP_CREDENTIALS, ATLAS_ADMIN, CONF_DIR, HOOKS_DIR, NAMES, Host, track_file, write_host_files
 from orchestrator.lab.probes import Sampler
 from orchestrator.lab.proc import Proc, log_size, orch_bin, run, spawn, tail, wait_for
 from orchestrator.lab.traffic import Writer, create_app_schema
@@ -43,6 +43,7 @@ PREFIX = "orchlab"
 SUBNET = "10.213.0"
 VIP = f"{SUBNET}.100"
 CLIENT_ADDRESS = f"{SUBNET}.10"
+WITNESS = f"{SUBNET}.254"  # the bridge's own address: the gateway both hosts ping
 PREFIXLEN = 24
 MYSQL_PORT = 3306
 ATLAS_ADMIN_PORT = 2345
@@ -151,6 +152,8 @@ def render_keepalived(name: str, hooks: Path, host: Host, notify_hook: Path) -> 
         ("/var/log/orch/notify.log", str(host.file("notify.log"))),
         ("/usr/local/bin/orch", orch_bin()),
         ("10.0.0.100/24", f"{VIP}/{PREFIXLEN}"),
+        ("10.0.0.254", WITNESS),
+        ("/var/lib/orch/keepalived.track", str(track_file(host))),
     ]
     for token, value in replacements:
         if token not in text:
@@ -222,7 +225,7 @@ class NetnsLab(Lab):
         self.progress(f"namespaces {', '.join(self.namespaces)} and bridge ready")
         template = self.template or mariadb.create_template(str(self.workdir / "template" / "data"))
         for host in self.hosts.values():
-            write_host_files(host, self.hosts[self.peer_of(host.name)], vip=VIP)
+            write_host_files(host, self.hosts[self.peer_of(host.name)], vip=VIP, witness=WITNESS, interface=IFACE)
         mariadb.start_together(self.dbs.values(), template)
         self.save()
         self.progress("mariadbd running on both hosts, both read-only")
@@ -269,6 +272,7 @@ class NetnsLab(Lab):
         br = self.bridge_ns
         run(["ip", "-n", br, "link", "add", "br0", "type", "bridge"])
         run(["ip", "-n", br, "link", "set", "br0", "up"])
+        run(["ip", "-n", br, "addr", "add", f"{WITNESS}/{PREFIXLEN}", "dev", "br0"])
         ends = [(h.netns, f"vh{h.index}", h.address) for h in self.hosts.values()] + [(self.client_ns, "vcl", CLIENT_ADDRESS)]
         for ns, port, address in ends:
             # Both ends are created directly in their namespaces: nothing appears in the host's.
@@ -343,6 +347,29 @@ class NetnsLab(Lab):
 
     def link(self, host: Host, up: bool) -> None:
         run(["ip", "-n", host.netns or "", "link", "set", IFACE, "up" if up else "down"])
+
+    def detach_port(self, host: Host, detached: bool) -> None:
+        """Pull the host's port out of the bridge (or put it back): a partition with the carrier up."""
+        run(["ip", "-n", self.bridge_ns, "link", "set", f"vh{host.index}", "nomaster" if detached else "master"]
+            + ([] if detached else ["br0"]))
+
+    def freeze_keepalived(self, host: Host, frozen: bool) -> List[int]:
+        """SIGSTOP (or SIGCONT) keepalived's processes: a frozen keepalived keeps its VIP and sends nothing."""
+        procs = self.keepalived_procs(host)
+        for p in procs:
+            p.send(signal.SIGSTOP if frozen else signal.SIGCONT)
+        return [p.pid for p in procs]
+
+    def freeze_mysqld(self, name: str, frozen: bool) -> int:
+        """SIGSTOP (or SIGCONT) a mariadbd: its port accepts connections, nothing answers."""
+        pid = self.dbs[name].pid or 0
+        if pid:
+            os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+        return pid
+
+    def local_writer(self, host: Host, name: str) -> Writer:
+        """A writer on the host itself, to its own server (stranded there when the host is cut off)."""
+        return Writer(host.address, MYSQL_PORT, self.workdir, host.file("app.pass"), netns=host.netns, name=name)
 
     # -- observation ----------------------------------------------------------------
 

@@ -7,15 +7,20 @@ document is silent, the behaviour follows Atlas 2.2's own admin script and C cod
 numbering, and the GKeyFile rules SAVE CONFIG writes with. Any difference from the
 real thing is a bug in this module.
 
+With ``proxy_port`` it also serves a proxy port (proxy.py beside it) that routes client
+connections to the backends as the reference describes Atlas's routing, and marks a
+backend ``down`` when proxy traffic fails to connect to it.
+
 Deliberate differences, all documented where they live:
 - passwords in ``pwds`` use a reversible stand-in cipher, not Atlas's DES
   (see :func:`encrypt_password`);
-- the health checker probes with a TCP connect plus a MySQL greeting read instead of a
-  login and ``SELECT 1``.
+- the health checker logs in and runs ``SELECT 1`` with the first ``pwds`` user it can
+  decrypt (which account Atlas's checker uses is not in the reference); with none, it
+  only reads the MySQL greeting.
 
 Python API: :class:`AtlasStandin`. Foreground use (one process per lab host)::
 
-    python -m orchestrator.lab.atlas_standin.standin --config FILE [--host H] [--port P] [--pid-file F]
+    python -m orchestrator.lab.atlas_standin.standin --config FILE [--host H] [--port P] [--pid-file F] [--proxy-port P]
 """
 
 from __future__ import annotations
@@ -252,6 +257,49 @@ class AdminState:
                 raise KeyError(address)
             for backend in matches:
                 backend.state = state
+
+    # -- the proxy port's view ------------------------------------------------------
+
+    def any_up(self) -> bool:
+        with self._lock:
+            return any(b.state == "up" for b in self._backends)
+
+    def route(self, kind: str) -> Optional[Backend]:
+        """The backend a statement goes to: for "rw" the first `up` read/write backend; for
+        "ro" a weighted round robin over `up` read-only backends, else the read/write one."""
+        with self._lock:
+            if kind == "ro":
+                ring = [b for b in self._backends if b.type == "ro" and b.state == "up" for _ in range(max(b.weight, 1))]
+                if ring:
+                    self._round = getattr(self, "_round", -1) + 1
+                    return ring[self._round % len(ring)]
+            return next((b for b in self._backends if b.type == "rw" and b.state == "up"), None)
+
+    def mark_down(self, backend: Backend, why: str) -> None:
+        """A connection from proxy traffic failed: `down` at once (only the checker brings it back)."""
+        with self._lock:
+            if any(b is backend for b in self._backends) and backend.state == "up":
+                logger.info("backend %s: up -> down (proxy connection failed: %s)", backend.address, why)
+                backend.state = "down"
+
+    def password_of(self, user: str) -> Optional[str]:
+        """The raw password of a ``pwds`` user (None: not listed, or not decryptable)."""
+        with self._lock:
+            for entry in self._pwds:
+                name, _, encrypted = entry.partition(":")
+                if name == user:
+                    return decrypt_password(encrypted)
+        return None
+
+    def checker_account(self) -> Optional[Tuple[str, str]]:
+        """(user, password) the checker logs in with: the first decryptable ``pwds`` entry."""
+        with self._lock:
+            for entry in self._pwds:
+                name, _, encrypted = entry.partition(":")
+                raw = decrypt_password(encrypted)
+                if raw is not None:
+                    return name, raw
+        return None
 
     def backends_to_probe(self) -> List[Backend]:
         """Backends the health checker looks at: only 'unknown' and 'down' ones."""
@@ -525,6 +573,7 @@ class AtlasStandin:
         host: Optional[str] = None,
         port: Optional[int] = None,
         check_interval: Optional[float] = DEFAULT_CHECK_INTERVAL,
+        proxy_port: Optional[int] = None,
     ) -> None:
         self.config_path = config_path
         self._config = load_config(config_path)
@@ -538,6 +587,10 @@ class AtlasStandin:
             default_port if port is None else port,
         )
         self._check_interval = check_interval
+        self._proxy_port = proxy_port
+        self.proxy_address: Optional[Tuple[str, int]] = None
+        self._proxy_listener: Optional[socket.socket] = None
+        self.routed: Dict[str, int] = {}  # "rw|ro address" -> statements the proxy sent there
         self._state = AdminState(self._config, config_path)
         self.commands: List[str] = []
         self._mutating: List[str] = []
@@ -571,6 +624,15 @@ class AtlasStandin:
         self._wake_r, self._wake_w = socket.socketpair()
         self._started = True
         self._spawn(self._accept_loop, "atlas-standin-accept")
+        if self._proxy_port is not None:
+            proxy = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            proxy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            proxy.bind((self.address[0], self._proxy_port))
+            proxy.listen(128)
+            proxy.setblocking(False)
+            self._proxy_listener = proxy
+            self.proxy_address = proxy.getsockname()[:2]
+            self._spawn(self._proxy_loop, "atlas-standin-proxy")
         if self._check_interval is not None:
             self._spawn(self._check_loop, "atlas-standin-checker")
         logger.info("admin interface listening on %s:%d", *self.address)
@@ -597,7 +659,7 @@ class AtlasStandin:
                 pass
         for thread in list(connections.values()) + self._threads[1:]:
             thread.join(timeout=5)
-        for sock in (self._listener, self._wake_r, self._wake_w):
+        for sock in (self._listener, self._wake_r, self._wake_w, self._proxy_listener):
             if sock is not None:
                 sock.close()
         logger.info("admin interface on %s:%d stopped", *self.address)
@@ -673,10 +735,52 @@ class AtlasStandin:
         assert self._check_interval is not None
         # The first round comes one interval after start, like Atlas's check thread.
         while not self._stopping.wait(self._check_interval):
+            account = self._state.checker_account()
             for backend in self._state.backends_to_probe():
                 if self._stopping.is_set():
                     return
-                self._state.record_probe(backend, probe_backend(backend.address))
+                if account is None:
+                    reachable = probe_backend(backend.address)
+                else:
+                    from orchestrator.lab.atlas_standin.proxy import probe_login
+
+                    reachable = probe_login(backend.address, account[0].encode("utf-8"), account[1].encode("utf-8"))
+                self._state.record_probe(backend, reachable)
+
+    def _proxy_loop(self) -> None:
+        from orchestrator.lab.atlas_standin.proxy import ProxyConnection
+
+        assert self._proxy_listener is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._proxy_listener, selectors.EVENT_READ)
+            while not self._stopping.is_set():
+                for _ in selector.select(timeout=0.2):
+                    try:
+                        conn, peer = self._proxy_listener.accept()
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        if self._stopping.is_set():
+                            return
+                        continue
+                    conn.setblocking(True)
+                    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    client = ProxyConnection(self._state, conn, peer, self.routed)
+                    thread = threading.Thread(target=self._serve_proxy, args=(client, conn),
+                                              name=f"atlas-standin-proxy-{peer[1]}", daemon=True)
+                    with self._conn_lock:
+                        if self._stopping.is_set():
+                            conn.close()
+                            return
+                        self._connections[conn] = thread
+                    thread.start()
+
+    def _serve_proxy(self, client: "object", conn: socket.socket) -> None:
+        try:
+            client.serve()  # type: ignore[attr-defined]
+        finally:
+            with self._conn_lock:
+                self._connections.pop(conn, None)
 
     # -- one admin connection ----------------------------------------------------------
 
@@ -778,6 +882,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--host", help="bind address (default: admin-address)")
     parser.add_argument("--port", type=int, help="port (default: admin-address; 0: any)")
     parser.add_argument("--pid-file", help="write the process id here while running")
+    parser.add_argument("--proxy-port", type=int, help="also serve the proxy port here (0: any; default: none)")
     parser.add_argument(
         "--check-interval",
         type=float,
@@ -806,6 +911,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             host=args.host,
             port=args.port,
             check_interval=args.check_interval if args.check_interval > 0 else None,
+            proxy_port=args.proxy_port,
         ).start()
     except (AtlasConfigError, OSError) as exc:
         logger.error("cannot start: %s", exc)

@@ -1,0 +1,778 @@
+"""orch doctor: everything that must hold before this pair can fail over safely.
+
+Pure checks take gathered facts and return ``Check`` values (name, pass / warn / fail,
+what was seen, the fix in one sentence); one thin gatherer reads both servers, every
+Atlas and, when given, keepalived's configuration. Exit 0 when nothing fails.
+
+What differs between MySQL and MariaDB is data here (variable names, privileges,
+where a variable's value came from), keyed by the flavor name observe() reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
+
+from ..config import Config, Keepalived
+from ..errors import DatabaseError, UsageError
+
+if TYPE_CHECKING:
+    from ..db import Server
+    from ..model import ClusterView, NodeState
+
+PASS, WARN, FAIL = "pass", "warn", "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # pass | warn | fail
+    detail: str
+    fix: str = ""
+
+    def as_dict(self) -> Dict[str, str]:
+        return {"name": self.name, "status": self.status, "detail": self.detail, "fix": self.fix}
+
+
+@dataclass(frozen=True)
+class ServerFacts:
+    """What the gatherer read from one server beyond observe()'s view."""
+
+    name: str
+    reachable: bool
+    error: str = ""
+    flavor: str = ""
+    variables: Mapping[str, str] = field(default_factory=dict)  # lower-case name -> value as text
+    read_only_origin: str = ""  # config | runtime | default | "" (unknown)
+    grants: Tuple[str, ...] = ()  # privilege names on *.* (never the GRANT lines: they hold password hashes)
+    grants_error: str = ""
+    roles: bool = False  # privileges may also come through roles (not followed)
+    repl_login: Optional[str] = None  # None: not tried; "": logged in; else why not
+
+
+# --- flavor data ---------------------------------------------------------------------------
+
+VARIABLES = (
+    "log_bin", "binlog_format", "binlog_row_image", "log_slave_updates", "log_replica_updates", "gtid_mode",
+    "enforce_gtid_consistency", "gtid_strict_mode", "server_id", "server_uuid", "read_only", "super_read_only",
+    "auto_increment_increment", "auto_increment_offset",
+    "rpl_semi_sync_master_enabled", "rpl_semi_sync_slave_enabled", "rpl_semi_sync_master_timeout",
+    "rpl_semi_sync_master_wait_point", "rpl_semi_sync_source_enabled", "rpl_semi_sync_replica_enabled",
+    "rpl_semi_sync_source_timeout", "rpl_semi_sync_source_wait_point",
+)
+
+# Where read_only's value came from; the server knows, my.cnf itself is out of reach.
+ORIGIN_QUERY = {
+    "mariadb": "SELECT GLOBAL_VALUE_ORIGIN AS origin FROM information_schema.SYSTEM_VARIABLES WHERE VARIABLE_NAME = 'READ_ONLY'",
+    "mysql": "SELECT VARIABLE_SOURCE AS origin FROM performance_schema.variables_info WHERE VARIABLE_NAME = 'read_only'",
+}
+ORIGINS = {
+    "CONFIG": "config", "COMMAND-LINE": "config", "COMMAND_LINE": "config", "GLOBAL": "config", "SERVER": "config",
+    "EXPLICIT": "config", "EXTRA": "config", "PERSISTED": "config", "LOGIN": "config",
+    "SQL": "runtime", "DYNAMIC": "runtime",
+    "COMPILE-TIME": "default", "COMPILED": "default",
+}
+
+# Each privilege orch's account needs, and what for (README's GRANT lines).
+REQUIRED_PRIVILEGES: Dict[str, Tuple[Tuple[str, str], ...]] = {
+    "mariadb": (
+        ("RELOAD", "RESET SLAVE ALL when promoting"),
+        ("PROCESS", "seeing the sessions a fence waits behind"),
+        ("CONNECTION ADMIN", "killing them, and the connection reserved beyond max_connections"),
+        ("REPLICATION SLAVE ADMIN", "STOP/START SLAVE and CHANGE MASTER"),
+        ("READ_ONLY ADMIN", "SET GLOBAL read_only (the fence)"),
+        ("SLAVE MONITOR", "SHOW ALL SLAVES STATUS"),
+    ),
+    "mysql": (
+        ("SYSTEM_VARIABLES_ADMIN", "SET GLOBAL read_only / super_read_only (the fence)"),
+        ("REPLICATION_SLAVE_ADMIN", "STOP/START REPLICA and CHANGE REPLICATION SOURCE"),
+        ("REPLICATION CLIENT", "SHOW REPLICA STATUS"),
+        ("RELOAD", "RESET REPLICA ALL when promoting"),
+        ("PROCESS", "seeing the sessions a fence waits behind"),
+        ("CONNECTION_ADMIN", "killing them, and the connection reserved beyond max_connections"),
+    ),
+}
+SEMI_SYNC_PRIVILEGE = {"mariadb": ("REPLICATION MASTER ADMIN", "switching the semi-sync wait (failover.semi_sync)"),
+                       "mysql": ("SYSTEM_VARIABLES_ADMIN", "switching the semi-sync wait (failover.semi_sync)")}
+# What SUPER still covers: MySQL's dynamic privileges; on MariaDB 10.11 the semi-sync
+# master variables (error 1227 names "SUPER, REPLICATION MASTER ADMIN").
+SUPER_COVERS = {"mysql": ("SYSTEM_VARIABLES_ADMIN", "REPLICATION_SLAVE_ADMIN", "CONNECTION_ADMIN"),
+                "mariadb": ("REPLICATION MASTER ADMIN",)}
+
+
+def _semi(variables: Mapping[str, str], what: str) -> Optional[str]:
+    """A semi-sync variable under its MySQL 8.0.26+ or older/MariaDB name (None: no plugin)."""
+    names = {
+        "master_enabled": ("rpl_semi_sync_source_enabled", "rpl_semi_sync_master_enabled"),
+        "slave_enabled": ("rpl_semi_sync_replica_enabled", "rpl_semi_sync_slave_enabled"),
+        "timeout": ("rpl_semi_sync_source_timeout", "rpl_semi_sync_master_timeout"),
+        "wait_point": ("rpl_semi_sync_source_wait_point", "rpl_semi_sync_master_wait_point"),
+    }[what]
+    for name in names:
+        if name in variables:
+            return variables[name]
+    return None
+
+
+def _on(value: Optional[str]) -> bool:
+    return str(value or "").upper() in ("ON", "1", "YES", "TRUE", "FORCE", "FORCE_PLUS_PERMANENT")
+
+
+# --- server checks -------------------------------------------------------------------------
+
+
+def check_binlog(s: ServerFacts) -> List[Check]:
+    """Binary log, GTIDs, log_slave_updates, ROW format with FULL images."""
+    v = s.variables
+    out = []
+    name = f"{s.name}: "
+    if _on(v.get("log_bin")):
+        out.append(Check(name + "binary log", PASS, "log_bin=ON"))
+    else:
+        out.append(Check(name + "binary log", FAIL, "log_bin is OFF: a replica cannot follow this server",
+                         "set log_bin in my.cnf and restart the server"))
+    if s.flavor == "mysql":
+        mode, consistency = v.get("gtid_mode", ""), v.get("enforce_gtid_consistency", "")
+        if mode.upper() == "ON" and consistency.upper() == "ON":
+            out.append(Check(name + "GTIDs", PASS, "gtid_mode=ON, enforce_gtid_consistency=ON"))
+        else:
+            out.append(Check(name + "GTIDs", FAIL, f"gtid_mode={mode or '?'}, enforce_gtid_consistency={consistency or '?'}",
+                             "set gtid_mode=ON and enforce_gtid_consistency=ON (orch replicates with GTID auto-positioning)"))
+    else:
+        if _on(v.get("gtid_strict_mode")):
+            out.append(Check(name + "GTIDs", PASS, "gtid_strict_mode=ON"))
+        else:
+            out.append(Check(name + "GTIDs", WARN, "gtid_strict_mode is OFF: out-of-order GTIDs are accepted silently",
+                             "set gtid_strict_mode=ON in my.cnf on both servers"))
+    updates = v.get("log_replica_updates", v.get("log_slave_updates"))
+    if _on(updates):
+        out.append(Check(name + "log_slave_updates", PASS, "replicated transactions are written to the binary log"))
+    else:
+        out.append(Check(name + "log_slave_updates", FAIL,
+                         "OFF: this server's binary log lacks what it replicated, so after a failover the other server cannot catch up from it",
+                         "set log_slave_updates=ON (MySQL: log_replica_updates=ON) in my.cnf and restart"))
+    fmt = v.get("binlog_format", "")
+    if fmt.upper() == "ROW":
+        out.append(Check(name + "binlog_format", PASS, "ROW"))
+    else:
+        out.append(Check(name + "binlog_format", FAIL, f"{fmt or '?'}: a divergent tail can only be rewound from row events",
+                         "set binlog_format=ROW in my.cnf (and SET GLOBAL binlog_format=ROW)"))
+    image = v.get("binlog_row_image", "")
+    if image.upper() == "FULL":
+        out.append(Check(name + "binlog_row_image", PASS, "FULL"))
+    else:
+        out.append(Check(name + "binlog_row_image", FAIL, f"{image or '?'}: a rewind needs every column's before image",
+                         "set binlog_row_image=FULL in my.cnf (and SET GLOBAL binlog_row_image=FULL)"))
+    return out
+
+
+def check_read_only_config(s: ServerFacts, role: str) -> List[Check]:
+    """read_only=ON in the server's configuration, so that a restarted server never comes back writable."""
+    name = f"{s.name}: read_only in the configuration"
+    fix = "put read_only=ON in this server's my.cnf: orch opens the master explicitly"
+    value = _on(s.variables.get("read_only"))
+    origin = s.read_only_origin
+    if origin == "config":
+        if value:
+            return [Check(name, PASS, "read_only=ON comes from the server's configuration")]
+        return [Check(name, FAIL if role == "replica" else WARN, "the configuration sets read_only=OFF: a restarted server comes back writable", fix)]
+    if origin == "default":
+        return [Check(name, FAIL if role == "replica" else WARN, "the configuration does not set read_only: a restarted server comes back writable", fix)]
+    why = "read_only was set at runtime since the server started" if origin == "runtime" else "the server does not say where read_only came from"
+    return [Check(name, WARN, f"{why} (read_only={'ON' if value else 'OFF'} now); orch cannot read my.cnf from here", "check that my.cnf has read_only=ON")]
+
+
+def check_server_ids(a: ServerFacts, b: ServerFacts) -> List[Check]:
+    out = []
+    ida, idb = a.variables.get("server_id"), b.variables.get("server_id")
+    if ida and ida == idb:
+        out.append(Check("server_id", FAIL, f"both servers have server_id={ida}: each ignores the other's events",
+                         "give each server its own server_id in my.cnf"))
+    else:
+        out.append(Check("server_id", PASS, f"{a.name}={ida}, {b.name}={idb}"))
+    ua, ub = a.variables.get("server_uuid"), b.variables.get("server_uuid")
+    if ua and ua == ub:
+        out.append(Check("server_uuid", FAIL, f"both servers have server_uuid {ua} (a copied datadir)",
+                         "delete auto.cnf on one server and restart it"))
+    elif ua or ub:
+        out.append(Check("server_uuid", PASS, "distinct"))
+    return out
+
+
+def check_auto_increment(a: ServerFacts, b: ServerFacts) -> List[Check]:
+    """Distinct auto_increment offsets: rows written on both sides (a split brain) do not collide."""
+    ia, oa = a.variables.get("auto_increment_increment", "1"), a.variables.get("auto_increment_offset", "1")
+    ib, ob = b.variables.get("auto_increment_increment", "1"), b.variables.get("auto_increment_offset", "1")
+    seen = f"{a.name}: increment {ia} offset {oa}; {b.name}: increment {ib} offset {ob}"
+    fix = "set auto_increment_increment=2 on both and auto_increment_offset=1 on one, 2 on the other (my.cnf)"
+    try:
+        distinct = int(ia) >= 2 and int(ib) >= 2 and int(oa) != int(ob) and (int(oa) - int(ob)) % min(int(ia), int(ib)) != 0
+    except ValueError:
+        distinct = False
+    if distinct:
+        return [Check("auto_increment", PASS, seen)]
+    return [Check("auto_increment", WARN, f"{seen}: rows inserted on both servers (a split brain) get the same keys", fix)]
+
+
+def check_replication_account(servers: Sequence[ServerFacts], view: ClusterView, user: str) -> List[Check]:
+    """The replication account exists on both and can log in (a real login from here; the
+    replica's IO thread shows the login from the peer)."""
+    out = []
+    nodes = {view.me.name: view.me, view.peer.name: view.peer}
+    for s in servers:
+        name = f"{s.name}: replication account"
+        other = next(n for n in nodes.values() if n.name != s.name)
+        if s.repl_login is None:
+            continue
+        if s.repl_login:
+            out.append(Check(name, FAIL, f"cannot log in as {user}: {s.repl_login}",
+                             f"create {user} on {s.name} with REPLICATION SLAVE, for the peer's address, with replication.password"))
+            continue
+        here = nodes[s.name]
+        r = other.replica
+        follows = r is not None and other.replicates_from(here.host, here.port)
+        if follows and r is not None and r.last_io_error and ("1045" in r.last_io_error or "denied" in r.last_io_error.lower()):
+            out.append(Check(name, FAIL, f"{user} logs in from here, but {other.name}'s IO thread is denied: {r.last_io_error}",
+                             f"allow {user}@{other.host} (or its network) on {s.name}"))
+            continue
+        seen = f"{user} logs in from this host"
+        if follows and r is not None and r.io.value == "running":
+            seen += f", and {other.name} replicates from it"
+        out.append(Check(name, PASS, seen))
+    return out
+
+
+def check_privileges(s: ServerFacts, semi_sync: bool) -> List[Check]:
+    """Each privilege orch's code needs, against the account's SHOW GRANTS."""
+    name = f"{s.name}: orch account privileges"
+    if s.grants_error:
+        return [Check(name, WARN, f"SHOW GRANTS failed: {s.grants_error}", "check the orch account's grants against README by hand")]
+    required = list(REQUIRED_PRIVILEGES.get(s.flavor, REQUIRED_PRIVILEGES["mariadb"]))
+    if semi_sync:
+        required.append(SEMI_SYNC_PRIVILEGE.get(s.flavor, SEMI_SYNC_PRIVILEGE["mariadb"]))
+    held = {g.upper() for g in s.grants}
+    if "ALL PRIVILEGES" in held or "ALL" in held:
+        return [Check(name, PASS, "ALL PRIVILEGES (more than orch needs)")]
+    covered = set(SUPER_COVERS.get(s.flavor, ())) if "SUPER" in held else set()
+    missing = [(p, why) for p, why in required if p not in held and p not in covered]
+    if not missing:
+        return [Check(name, PASS, ", ".join(p for p, _ in required))]
+    text = "; ".join(f"{p} ({why})" for p, why in missing)
+    status = WARN if s.roles else FAIL
+    detail = f"missing {text}" + (" (roles were not followed)" if s.roles else "")
+    grant = ", ".join(p for p, _ in missing)
+    return [Check(name, status, detail, f"GRANT {grant} ON *.* TO the orch account on {s.name}")]
+
+
+def parse_grants(lines: Sequence[str]) -> Tuple[Tuple[str, ...], bool]:
+    """Privilege names granted ON *.* and whether any role is granted; never keeps a line."""
+    privileges: List[str] = []
+    roles = False
+    for line in lines:
+        m = re.match(r"GRANT (.+?) ON \*\.\* TO ", line)
+        if m:
+            privileges += [p.strip().upper() for p in m.group(1).split(",") if p.strip()]
+        elif re.match(r"GRANT [`'\"][^`'\"]+[`'\"](@[`'\"][^`'\"]*[`'\"])? TO ", line):
+            roles = True
+    return tuple(privileges), roles
+
+
+# --- replication and semi-sync --------------------------------------------------------------
+
+
+def _roles(view: ClusterView) -> Tuple[Optional[NodeState], Optional[NodeState]]:
+    """(master, replica) when exactly one reachable node is writable."""
+    nodes = [view.me, view.peer]
+    writable = [n for n in nodes if n.writable]
+    if len(writable) != 1 or not all(n.reachable for n in nodes):
+        return None, None
+    master = writable[0]
+    return master, next(n for n in nodes if n is not master)
+
+
+def check_replication(view: ClusterView, cfg: Config) -> List[Check]:
+    """One writable master; the other replicates from it, both threads running, lag, errant GTIDs."""
+    from ..decide import flavor_of
+
+    nodes = [view.me, view.peer]
+    out = []
+    for n in nodes:
+        if not n.reachable:
+            kind = "alive but unusable" if n.alive else "down"
+            out.append(Check(f"{n.name}: reachable", FAIL, f"{kind}: {n.error}",
+                             "start the server, or fix the orch account's access from this host"))
+    if not all(n.reachable for n in nodes):
+        return out
+    writable = [n for n in nodes if n.writable]
+    if len(writable) == 2:
+        return out + [Check("roles", FAIL, "both servers are writable (split brain)",
+                            "fence the one that does not hold the VIP: orch demote there")]
+    if not writable:
+        return out + [Check("roles", FAIL, "no server is writable: applications cannot write",
+                            "run orch promote on the host that holds the VIP")]
+    master, replica = _roles(view)
+    assert master is not None and replica is not None
+    out.append(Check("roles", PASS, f"{master.name} is the writable master, {replica.name} is read-only"))
+    r = replica.replica
+    name = f"{replica.name}: replication"
+    if r is None or not r.configured:
+        return out + [Check(name, FAIL, f"{replica.name} does not replicate", f"run orch demote on {replica.name}")]
+    if not replica.replicates_from(master.host, master.port):
+        return out + [Check(name, FAIL, f"replicates from {r.source_host}:{r.source_port}, not from {master.name} ({master.host}:{master.port})",
+                            f"run orch demote on {replica.name}")]
+    if r.running:
+        out.append(Check(name + " threads", PASS, f"IO and SQL threads running from {master.name}"))
+    else:
+        errors = "; ".join(e for e in (r.last_io_error, r.last_sql_error) if e) or "no error reported"
+        out.append(Check(name + " threads", FAIL, f"IO thread {r.io.value}, SQL thread {r.sql.value}: {errors}",
+                         "fix the error, then START SLAVE (or orch demote) on " + replica.name))
+    if r.lag is None:
+        out.append(Check(name + " lag", WARN if r.running else FAIL, "lag unknown (a thread is not running)",
+                         "get both replication threads running"))
+    elif r.lag > cfg.maintainer.max_lag:
+        out.append(Check(name + " lag", WARN, f"{r.lag}s behind (maintainer.max_lag is {cfg.maintainer.max_lag}s): a promotion waits for it",
+                         "find what slows the replica (long transactions, I/O) before relying on a failover"))
+    else:
+        out.append(Check(name + " lag", PASS, f"{r.lag}s"))
+    flavor = flavor_of(replica, cfg)
+    errant = flavor.errant(replica, master)
+    if errant:
+        out.append(Check(f"{replica.name}: errant GTIDs", FAIL, f"transactions {master.name} lacks: {errant}",
+                         "find who wrote them to the replica; remove them (or inject empty ones on the master) before a failover"))
+    else:
+        out.append(Check(f"{replica.name}: errant GTIDs", PASS, "none"))
+    return out
+
+
+def check_semi_sync(servers: Mapping[str, ServerFacts], view: ClusterView, cfg: Config) -> List[Check]:
+    """The config's failover.semi_sync against the servers' semi-sync settings."""
+    from ..semisync import NO_FALLBACK_MIN_MS
+
+    master, replica = _roles(view)
+    if master is None or replica is None or master.name not in servers or replica.name not in servers:
+        return [Check("semi-sync", WARN, "not checked: no single writable master", "")]
+    mv, rv = servers[master.name].variables, servers[replica.name].variables
+    m_enabled, timeout, wait_point = _semi(mv, "master_enabled"), _semi(mv, "timeout"), _semi(mv, "wait_point")
+    r_ack = _semi(rv, "slave_enabled")
+    try:
+        timeout_ms = int(timeout) if timeout is not None else None
+    except ValueError:
+        timeout_ms = None
+    no_fallback = timeout_ms is not None and timeout_ms >= NO_FALLBACK_MIN_MS
+    out = []
+    if cfg.failover.semi_sync:
+        if m_enabled is None or r_ack is None:
+            return [Check("semi-sync", FAIL, "failover.semi_sync is on, but the semi-sync plugin is not loaded",
+                          "load the semi-sync plugins on both servers (MySQL) or upgrade to MariaDB 10.3+")]
+        if _on(r_ack):
+            out.append(Check(f"semi-sync: {replica.name} acknowledges", PASS, "rpl_semi_sync_slave_enabled=ON"))
+        else:
+            out.append(Check(f"semi-sync: {replica.name} acknowledges", FAIL,
+                             "rpl_semi_sync_slave_enabled=OFF: the master waits for acknowledgements that never come",
+                             f"SET GLOBAL rpl_semi_sync_slave_enabled=ON on {replica.name} (and in my.cnf on both)"))
+        if not _on(_semi(mv, "slave_enabled")):
+            out.append(Check(f"semi-sync: {master.name} acknowledges", WARN,
+                             "rpl_semi_sync_slave_enabled=OFF: after a failover it would not acknowledge",
+                             f"set rpl_semi_sync_slave_enabled=ON in {master.name}'s my.cnf"))
+        if _on(m_enabled):
+            out.append(Check(f"semi-sync: {master.name} waits", PASS, "rpl_semi_sync_master_enabled=ON"))
+        else:
+            out.append(Check(f"semi-sync: {master.name} waits", WARN,
+                             "rpl_semi_sync_master_enabled=OFF: commits are not acknowledged by the replica (orch switches the wait off while the replica is gone)",
+                             "the maintainer switches it on once the replica has caught up; if it stays off, check orch maintain's log"))
+        if no_fallback:
+            out.append(Check(f"semi-sync: {master.name} fallback", PASS, f"rpl_semi_sync_master_timeout={timeout_ms} ms: no fallback"))
+        else:
+            out.append(Check(f"semi-sync: {master.name} fallback", WARN,
+                             f"rpl_semi_sync_master_timeout={timeout} ms: the master falls back to asynchronous replication on its own, and a rewind cannot trust an unacknowledged tail",
+                             f"set rpl_semi_sync_master_timeout to at least {NO_FALLBACK_MIN_MS} on both (orch switches the wait off itself)"))
+    else:
+        if m_enabled is None or not _on(m_enabled):
+            out.append(Check("semi-sync", WARN,
+                             "asynchronous replication: a transaction acknowledged by a master that dies before its replica received it is lost",
+                             "enable semi-synchronous replication (README: rpl_semi_sync_master_enabled, rpl_semi_sync_slave_enabled, AFTER_SYNC)"))
+        elif no_fallback:
+            out.append(Check("semi-sync", FAIL,
+                             f"{master.name} waits for acknowledgements without fallback (timeout {timeout_ms} ms) but failover.semi_sync is off: writes hang once the replica goes away and nothing switches the wait off",
+                             "set failover.semi_sync: true (with failover.witness), or a finite rpl_semi_sync_master_timeout such as 2000"))
+        elif not _on(r_ack):
+            out.append(Check("semi-sync", WARN,
+                             f"{master.name} waits, but {replica.name} does not acknowledge (rpl_semi_sync_slave_enabled=OFF): every stall costs the timeout, then asynchronous",
+                             f"SET GLOBAL rpl_semi_sync_slave_enabled=ON on {replica.name} (and in my.cnf on both)"))
+        else:
+            out.append(Check("semi-sync", PASS, f"on, falling back to asynchronous after {timeout_ms} ms"))
+    if wait_point is not None and _on(m_enabled) and wait_point.upper() != "AFTER_SYNC":
+        out.append(Check(f"semi-sync: {master.name} wait point", WARN,
+                         f"{wait_point}: other sessions see a commit before the replica has it",
+                         "set rpl_semi_sync_master_wait_point=AFTER_SYNC"))
+    return out
+
+
+# --- Atlas ---------------------------------------------------------------------------------
+
+
+def check_atlas(view: ClusterView, cfg: Config) -> List[Check]:
+    """Every configured Atlas reachable, with the read-only backends the maintainer would keep."""
+    from ..reconcile import decide_maintain
+
+    if not cfg.atlas:
+        return []
+    out = []
+    plan = decide_maintain(view, cfg) if view.me.reachable or view.peer.reachable else None
+    for atlas in view.atlas:
+        name = f"atlas {atlas.name}"
+        if not atlas.reachable:
+            out.append(Check(name, FAIL, f"unreachable: {atlas.error}",
+                             "start Atlas or fix atlas[].admin (address, user, password)"))
+            continue
+        rw = [b.address for b in atlas.backends if b.type == "rw"]
+        ro = list(atlas.ro_addresses())
+        if not rw:
+            out.append(Check(name + " write backend", WARN, "no read/write backend: writes go nowhere",
+                             "add the VIP as Atlas's proxy-backend-addresses"))
+        due = [s.describe() for s in (plan.steps if plan is not None else ()) if getattr(s, "atlas", None) == atlas.name]
+        if due:
+            out.append(Check(name + " read backends", WARN, f"lists {', '.join(ro) or 'nothing'}; the maintainer would {'; '.join(due)}",
+                             "run orch maintain (systemd: conf/orch-maintain.service), which applies it"))
+        else:
+            out.append(Check(name + " read backends", PASS, f"as expected: {', '.join(ro) or 'none'}"))
+        if atlas.config_error:
+            out.append(Check(name + " config file", WARN, atlas.config_error, "fix atlas[].config_file or Atlas's config file"))
+    return out
+
+
+# --- keepalived ----------------------------------------------------------------------------
+
+
+@dataclass
+class Block:
+    """One keepalived statement: its words and, for a block, its children."""
+
+    words: List[str]
+    children: Optional[List["Block"]] = None
+
+    def find(self, keyword: str) -> List["Block"]:
+        return [c for c in self.children or [] if c.words and c.words[0] == keyword]
+
+    def has(self, keyword: str) -> bool:
+        return bool(self.find(keyword))
+
+
+def _tokens(text: str) -> List[Optional[str]]:
+    """Words, quoted strings and braces; None marks a line end. # and ! start comments."""
+    out: List[Optional[str]] = []
+    for line in text.splitlines():
+        i, n = 0, len(line)
+        while i < n:
+            ch = line[i]
+            if ch in "#!":
+                break
+            if ch.isspace():
+                i += 1
+            elif ch in "{}":
+                out.append(ch)
+                i += 1
+            elif ch == '"':
+                end = line.find('"', i + 1)
+                end = n if end < 0 else end
+                out.append(line[i + 1:end])
+                i = end + 1
+            else:
+                j = i
+                while j < n and not line[j].isspace() and line[j] not in '{}"':
+                    j += 1
+                out.append(line[i:j])
+                i = j
+        out.append(None)
+    return out
+
+
+def parse_keepalived(text: str) -> Block:
+    """keepalived.conf as a tree of statements (the root's children are the top level)."""
+    tokens = _tokens(text)
+    pos = 0
+
+    def block() -> List[Block]:
+        nonlocal pos
+        items: List[Block] = []
+        words: List[str] = []
+        while pos < len(tokens):
+            tok = tokens[pos]
+            pos += 1
+            if tok is None:
+                if words:
+                    items.append(Block(words))
+                    words = []
+            elif tok == "{":
+                items.append(Block(words, block()))
+                words = []
+            elif tok == "}":
+                if words:
+                    items.append(Block(words))
+                return items
+            else:
+                words.append(tok)
+        if words:
+            items.append(Block(words))
+        return items
+
+    return Block(["<root>"], block())
+
+
+def _weight(words: Sequence[str]) -> int:
+    for i, w in enumerate(words[:-1]):
+        if w == "weight":
+            try:
+                return int(words[i + 1])
+            except ValueError:
+                return 0
+    return 0
+
+
+def check_keepalived(root: Block, ka: Keepalived, path: str) -> List[Check]:
+    """keepalived.conf's sanity for orch: events reach orch, nopreempt without the weight
+    trap, script security, the track file, the VIP."""
+    out: List[Check] = []
+    label = "keepalived"
+    glob = Block(["global_defs"], [c for g in root.find("global_defs") for c in g.children or []])
+    instances = root.find("vrrp_instance")
+    if root.has("include"):
+        out.append(Check(label + " include", WARN, f"{path} includes other files, which are not checked",
+                         "run orch doctor on the included files too, or inline them"))
+    if not instances:
+        return out + [Check(label + " instance", FAIL, f"{path} has no vrrp_instance", "configure the VRRP instance (conf/keepalived-server1.conf)")]
+    wanted = ka.instance
+    chosen = [i for i in instances if len(i.words) > 1 and i.words[1] == wanted] if wanted else instances[:1]
+    if not chosen:
+        names = ", ".join(i.words[1] for i in instances if len(i.words) > 1)
+        return out + [Check(label + " instance", FAIL, f"no vrrp_instance {wanted} (found {names}): orch ignores other instances' events",
+                            "set keepalived.instance in orch.yaml to the instance that moves the VIP")]
+    inst = chosen[0]
+    iname = inst.words[1] if len(inst.words) > 1 else "?"
+    out.append(Check(label + " instance", PASS, f"vrrp_instance {iname}"))
+
+    # Events reach orch: a notify script running the hook, or a FIFO for orch notify-fifo.
+    groups = [g for g in root.find("vrrp_sync_group") if any(iname in (b.words or []) for gb in g.find("group") for b in gb.children or [])]
+    notify = [b for b in inst.find("notify")] + [b for g in groups for b in g.find("notify")]
+    fifos = [b for b in glob.children or [] if b.words[0] in ("notify_fifo", "vrrp_notify_fifo") and len(b.words) > 1]
+    partial = [b.words[0] for b in (inst.children or []) if b.words[0] in ("notify_master", "notify_backup", "notify_fault", "notify_stop")]
+    if notify and fifos:
+        out.append(Check(label + " events", WARN, f"both a notify script and {fifos[0].words[0]} {fifos[0].words[1]}: every event is handled twice, possibly at once",
+                         "keep only the FIFO (conf/keepalived-fifo-server1.conf) and run orch notify-fifo"))
+    elif fifos:
+        out.append(Check(label + " events", PASS, f"{fifos[0].words[0]} {fifos[0].words[1]}: run `orch notify-fifo {fifos[0].words[1]}` (conf/orch-notify-fifo.service)"))
+    elif notify:
+        script = notify[0].words[1] if len(notify[0].words) > 1 else ""
+        if "keepalived-notify" in script or re.search(r"\borch\b.*\bnotify\b", script):
+            out.append(Check(label + " events", PASS, f"notify runs {script.split()[0] if script else '?'}"))
+        else:
+            out.append(Check(label + " events", FAIL, f"notify runs {script!r}, not orch's hook",
+                             "notify \"/usr/local/lib/orch/keepalived-notify -c /etc/orch/orch.yaml --node NAME\", or the FIFO"))
+    else:
+        out.append(Check(label + " events", FAIL, f"vrrp_instance {iname} has no notify and there is no notify_fifo: keepalived tells orch nothing",
+                         "add vrrp_notify_fifo and run orch notify-fifo (recommended), or a notify line running the hook"))
+    if partial:
+        out.append(Check(label + " notify_*", WARN, f"{', '.join(partial)} also run on state changes", "leave state handling to orch: remove them"))
+
+    # nopreempt, and the weight trap.
+    state = next((b.words[1] for b in inst.find("state") if len(b.words) > 1), "")
+    if inst.has("nopreempt"):
+        if state.upper() != "BACKUP":
+            out.append(Check(label + " nopreempt", FAIL, f"nopreempt with state {state or 'unset'}: keepalived ignores nopreempt unless the initial state is BACKUP",
+                             "set state BACKUP on both nodes"))
+        else:
+            out.append(Check(label + " nopreempt", PASS, "state BACKUP, nopreempt: no automatic fail-back"))
+        scripts = {s.words[1]: s for s in root.find("vrrp_script") if len(s.words) > 1}
+        weighted = []
+        for section in ("track_script", "track_interface", "track_file", "track_process"):
+            for blk in inst.find(section):
+                for entry in blk.children or []:
+                    w = _weight(entry.words)
+                    if not w and section == "track_script" and entry.words[0] in scripts:
+                        w = next((_weight(c.words) for c in scripts[entry.words[0]].children or [] if c.words[0] == "weight"), 0)
+                    if w:
+                        weighted.append(f"{section} {entry.words[0]} (weight {w})")
+        if weighted:
+            out.append(Check(label + " weight trap", FAIL, f"{', '.join(weighted)} with nopreempt: a failing check only lowers the priority, and with nopreempt the peer never takes over",
+                             "remove the weight: a failing check then means FAULT, which gives up the VIP"))
+        else:
+            out.append(Check(label + " weight trap", PASS, "tracked checks have no weight: a failure means FAULT"))
+    else:
+        out.append(Check(label + " nopreempt", WARN, "no nopreempt: the higher priority node takes the VIP back when it returns (a second failover)",
+                         "state BACKUP and nopreempt on both nodes"))
+
+    # Script security.
+    secure, user = glob.has("enable_script_security"), glob.has("script_user")
+    if secure and user:
+        out.append(Check(label + " script security", PASS, "enable_script_security and script_user"))
+    elif secure:
+        out.append(Check(label + " script security", WARN, "enable_script_security without script_user: keepalived may drop the vrrp_script",
+                         "add script_user root to global_defs"))
+    else:
+        out.append(Check(label + " script security", WARN, "no enable_script_security: scripts run from paths others may write",
+                         "add enable_script_security and script_user root to global_defs; install the hooks root-owned, mode 0755"))
+    if glob.has("vrrp_strict"):
+        out.append(Check(label + " vrrp_strict", WARN, "vrrp_strict is on", "leave vrrp_strict off"))
+
+    # The track file orch writes to hand the VIP over.
+    if ka.track_file:
+        # keepalived 2.1+ spells it track_file at the top level; vrrp_track_file before.
+        files = {b.words[1]: b for b in root.find("track_file") + root.find("vrrp_track_file") if len(b.words) > 1 and b.children is not None}
+        named = [n for n, b in files.items() if any(len(c.words) > 1 and c.words[0] == "file" and c.words[1] == ka.track_file for c in b.children or [])]
+        tracked = [e for blk in inst.find("track_file") for e in blk.children or [] if e.words[0] in named]
+        if not named:
+            out.append(Check(label + " track file", FAIL, f"no track_file reads {ka.track_file} (keepalived.track_file): orch's hand-over of the VIP does nothing",
+                             f"add track_file orch {{ file {ka.track_file}; weight 0 }} and track_file {{ orch }} in the instance"))
+        elif not tracked:
+            out.append(Check(label + " track file", FAIL, f"track_file {named[0]} is not in vrrp_instance {iname}'s track_file",
+                             f"add track_file {{ {named[0]} weight 0 }} to vrrp_instance {iname}"))
+        elif _weight(tracked[0].words) or any(_weight(c.words) for c in files[tracked[0].words[0]].children or [] if c.words[0] == "weight"):
+            out.append(Check(label + " track file", FAIL, f"{tracked[0].words[0]} is weighted: a non-zero value only lowers the priority",
+                             "track it with weight 0: a non-zero value then means FAULT"))
+        else:
+            out.append(Check(label + " track file", PASS, f"{ka.track_file} tracked by {iname} with weight 0"))
+
+    # The VIP orch checks is the one keepalived moves.
+    if ka.vip:
+        addresses = [e.words[0].split("/")[0] for blk in inst.find("virtual_ipaddress") for e in blk.children or []]
+        if ka.vip in addresses:
+            out.append(Check(label + " VIP", PASS, f"{iname} moves {ka.vip}"))
+        else:
+            out.append(Check(label + " VIP", FAIL, f"{iname} moves {', '.join(addresses) or 'nothing'}, not keepalived.vip {ka.vip}",
+                             "make keepalived.vip in orch.yaml the instance's virtual_ipaddress"))
+    return out
+
+
+# --- gathering and output ------------------------------------------------------------------
+
+
+def gather_server(server: Server, node: NodeState, cfg: Config) -> ServerFacts:
+    """Variables, read_only's origin and grants of one server, plus a replication login."""
+    if node.down:
+        return ServerFacts(node.name, False, error=node.error, flavor=node.flavor)
+    # Alive but unusable for observe() (a privilege missing, say): its settings and grants
+    # may still say why.
+    from ..flavors import detect
+
+    placeholders = ", ".join(["%s"] * len(VARIABLES))
+    flavor = node.flavor
+    try:
+        if not flavor:
+            flavor = detect(str(server.value("SELECT VERSION()")))
+        rows = server.query(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", VARIABLES)
+    except DatabaseError as exc:
+        return ServerFacts(node.name, False, error=str(exc), flavor=flavor)
+    variables = {str(r["Variable_name"]).lower(): str(r["Value"]) for r in rows}
+    origin = ""
+    try:
+        raw = server.value(ORIGIN_QUERY.get(flavor, ORIGIN_QUERY["mariadb"]))
+        origin = ORIGINS.get(str(raw or "").upper(), "")
+    except DatabaseError:
+        pass  # MySQL without access to performance_schema: said as "cannot tell"
+    grants: Tuple[str, ...] = ()
+    roles = False
+    grants_error = ""
+    try:
+        lines = [str(next(iter(r.values()))) for r in server.query("SHOW GRANTS")]
+        grants, roles = parse_grants(lines)
+    except DatabaseError as exc:
+        grants_error = str(exc)
+    return ServerFacts(node.name, True, flavor=flavor, variables=variables, read_only_origin=origin,
+                       grants=grants, grants_error=grants_error, roles=roles, repl_login=_repl_login(server, cfg))
+
+
+def _repl_login(server: Server, cfg: Config) -> str:
+    """A real login with the replication account ("" when it works); the error never holds the password."""
+    from dataclasses import replace
+
+    from ..db import Server as ServerClass
+
+    account = replace(cfg.mysql, user=cfg.replication.user, password=cfg.replication.password)
+    probe = ServerClass(server.node, account)
+    try:
+        probe.value("SELECT 1")
+        return ""
+    except DatabaseError as exc:
+        return str(exc).split(": ", 1)[-1]
+    finally:
+        probe.close()
+
+
+def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts], keepalived: Optional[Tuple[Block, str]]) -> List[Check]:
+    """Every check, in the order an operator fixes things."""
+    me, peer = servers.get(view.me.name), servers.get(view.peer.name)
+    checks: List[Check] = []
+    checks += check_replication(view, cfg)
+    master, _ = _roles(view)
+    for s in (me, peer):
+        if s is None or not s.reachable:
+            continue
+        checks += check_binlog(s)
+        # Without a clear master (a server not observable) nothing is failed for being the replica.
+        checks += check_read_only_config(s, "replica" if master is not None and master.name != s.name else "master")
+        checks += check_privileges(s, cfg.failover.semi_sync)
+    if me is not None and peer is not None and me.reachable and peer.reachable:
+        checks += check_server_ids(me, peer)
+        checks += check_auto_increment(me, peer)
+    checks += check_replication_account([s for s in (me, peer) if s is not None], view, cfg.replication.user)
+    if me is not None and peer is not None and me.reachable and peer.reachable:
+        checks += check_semi_sync(servers, view, cfg)
+    checks += check_atlas(view, cfg)
+    if keepalived is not None:
+        checks += check_keepalived(keepalived[0], cfg.keepalived, keepalived[1])
+    return checks
+
+
+def exit_code(checks: Sequence[Check]) -> int:
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+def render_table(checks: Sequence[Check], cfg: Config) -> str:
+    width = max([len(c.name) for c in checks] + [10])
+    lines = [f"orch doctor: cluster {cfg.cluster}, from {cfg.self_name}"]
+    for c in checks:
+        lines.append(f"{c.status.upper():<4}  {c.name:<{width}}  {c.detail}")
+        if c.status != PASS and c.fix:
+            lines.append(f"{'':<4}  {'':<{width}}  fix: {c.fix}")
+    counts = {s: sum(1 for c in checks if c.status == s) for s in (PASS, WARN, FAIL)}
+    lines.append(f"{counts[PASS]} pass, {counts[WARN]} warn, {counts[FAIL]} fail")
+    return "\n".join(lines)
+
+
+def doctor(args: argparse.Namespace, out: TextIO) -> int:
+    from .. import logs
+    from ..db import open_servers
+    from ..observe import observe
+    from .common import load_config
+
+    keepalived = None
+    if args.keepalived_config:
+        try:
+            with open(args.keepalived_config, encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise UsageError(f"orch doctor: cannot read {args.keepalived_config}: {exc.strerror}") from None
+        keepalived = (parse_keepalived(text), args.keepalived_config)
+    cfg = load_config(args)
+    servers = open_servers(cfg, read_timeout=5.0)
+    try:
+        view = observe(cfg, servers, atlas=bool(cfg.atlas))
+        facts = {n.name: gather_server(servers[n.name], n, cfg) for n in (view.me, view.peer)}
+    finally:
+        for s in servers.values():
+            s.close()
+    checks = run_checks(cfg, view, facts, keepalived)
+    secrets = cfg.secrets
+    checks = [Check(c.name, c.status, logs.redact(c.detail, secrets), logs.redact(c.fix, secrets)) for c in checks]
+    code = exit_code(checks)
+    if args.format == "json":
+        counts = {s: sum(1 for c in checks if c.status == s) for s in (PASS, WARN, FAIL)}
+        doc: Dict[str, Any] = {"cluster": cfg.cluster, "self": cfg.self_name, "exit": code, "summary": counts,
+                               "checks": [c.as_dict() for c in checks]}
+        out.write(json.dumps(doc, indent=2) + "\n")
+    else:
+        out.write(render_table(checks, cfg) + "\n")
+    return code

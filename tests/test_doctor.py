@@ -1,0 +1,411 @@
+"""orch doctor: real servers configured right and wrong, keepalived samples, JSON output."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import pytest
+
+from orchestrator.commands import doctor as d
+from orchestrator.config import Keepalived
+from orchestrator.lab import mariadb as lab
+
+from . import orchtest as t
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+
+
+def run(cfg: str, *extra: str, node: str = "server1") -> Tuple[int, Dict[str, Any], t.Result]:
+    r = t.orch(cfg, node, "doctor", "--format", "json", *extra, timeout=60)
+    doc = json.loads(r.stdout)
+    assert doc["exit"] == r.code, r
+    t.assert_no_secrets(r.stdout, r.stderr)
+    return r.code, doc, r
+
+
+def statuses(doc: Dict[str, Any], name: str) -> List[str]:
+    return [c["status"] for c in doc["checks"] if c["name"] == name]
+
+
+def check(doc: Dict[str, Any], name: str) -> Dict[str, str]:
+    found = [c for c in doc["checks"] if c["name"] == name]
+    assert len(found) == 1, (name, [c["name"] for c in doc["checks"]])
+    return found[0]
+
+
+# --- real servers ------------------------------------------------------------------------------
+
+
+@pytest.mark.mariadb
+def test_healthy_pair_passes_and_auto_increment_is_a_warning(cluster):
+    s1, s2, cfg, state = cluster
+    code, doc, r = run(cfg)
+    assert code == 0, r
+    assert doc["summary"]["fail"] == 0
+    for name in ("roles", "server2: replication threads", "server2: replication lag", "server2: errant GTIDs",
+                 "server1: binary log", "server2: binlog_row_image", "server1: orch account privileges",
+                 "server1: replication account", "server2: replication account", "server_id",
+                 "server2: read_only in the configuration"):
+        assert check(doc, name)["status"] == "pass", check(doc, name)
+    assert check(doc, "server1: replication account")["detail"].endswith("and server2 replicates from it")
+    # The lab's master has no read_only in its my.cnf: it would come back writable after a restart.
+    assert check(doc, "server1: read_only in the configuration")["status"] == "warn"
+    # Same auto_increment settings on both: a warning, exit still 0.
+    ai = check(doc, "auto_increment")
+    assert ai["status"] == "warn" and "same keys" in ai["detail"] and ai["fix"]
+    s1.sql("SET GLOBAL auto_increment_increment = 2, auto_increment_offset = 1")
+    s2.sql("SET GLOBAL auto_increment_increment = 2, auto_increment_offset = 2")
+    code, doc, r = run(cfg)
+    assert code == 0 and check(doc, "auto_increment")["status"] == "pass", r
+    # The table output: one line per check, the fix under each warning, a summary.
+    r = t.orch(cfg, "server1", "doctor")
+    assert r.code == 0, r
+    assert re.search(r"^PASS +roles +server1 is the writable master", r.stdout, re.M)
+    assert re.search(r"^WARN +server1: read_only in the configuration", r.stdout, re.M)
+    assert re.search(r"^ +fix: put read_only=ON", r.stdout, re.M)
+    assert re.search(r"^\d+ pass, \d+ warn, 0 fail$", r.stdout, re.M)
+
+
+@pytest.mark.mariadb
+def test_each_server_setting_seen_failing(cluster):
+    s1, s2, cfg, state = cluster
+    s2.sql("SET GLOBAL binlog_row_image = 'MINIMAL'")
+    code, doc, r = run(cfg)
+    assert code == 1, r
+    c = check(doc, "server2: binlog_row_image")
+    assert c["status"] == "fail" and "MINIMAL" in c["detail"] and "FULL" in c["fix"]
+    s2.sql("SET GLOBAL binlog_row_image = 'FULL'")
+    s1.sql("SET GLOBAL binlog_format = 'STATEMENT'")
+    s2.sql("SET GLOBAL gtid_strict_mode = OFF")
+    s2.sql("SET GLOBAL server_id = 1")
+    s2.sql("SET GLOBAL read_only = 1")  # set again at runtime: where my.cnf stands is unknown now
+    code, doc, r = run(cfg)
+    assert code == 1, r
+    assert check(doc, "server1: binlog_format")["status"] == "fail"
+    assert check(doc, "server2: GTIDs")["status"] == "warn"
+    assert check(doc, "server_id")["status"] == "fail"
+    ro = check(doc, "server2: read_only in the configuration")
+    assert ro["status"] == "warn" and "cannot read my.cnf" in ro["detail"]
+    assert doc["summary"]["fail"] == 2, doc
+
+
+@pytest.mark.mariadb
+def test_log_bin_and_log_slave_updates_need_a_restart_to_break(cluster):
+    s1, s2, cfg, state = cluster
+    s2.stop()
+    s2.extra_options["log_slave_updates"] = "OFF"
+    s2.start()
+    lab.wait_replica_running(s2)
+    code, doc, r = run(cfg)
+    assert code == 1 and check(doc, "server2: log_slave_updates")["status"] == "fail", r
+    s2.stop()
+    s2.extra_options.update({"log_bin": None, "log_slave_updates": None})
+    s2.start()
+    code, doc, r = run(cfg)
+    assert code == 1 and check(doc, "server2: binary log")["status"] == "fail", r
+
+
+@pytest.mark.mariadb
+def test_replication_problems_fail(cluster):
+    s1, s2, cfg, state = cluster
+    s2.sql("STOP SLAVE SQL_THREAD")
+    code, doc, r = run(cfg)
+    assert code == 1, r
+    c = check(doc, "server2: replication threads")
+    assert c["status"] == "fail" and "SQL thread stopped" in c["detail"]
+    s2.sql("START SLAVE SQL_THREAD")
+    lab.wait_replica_running(s2)
+    s2.sql("INSERT INTO test.t VALUES (99, 'written on the replica')")  # root bypasses read_only: errant
+    code, doc, r = run(cfg)
+    assert code == 1, r
+    c = check(doc, "server2: errant GTIDs")
+    assert c["status"] == "fail" and "0-2-" in c["detail"]
+    s2.sql("SET GLOBAL read_only = 0")
+    code, doc, r = run(cfg)
+    assert code == 1 and check(doc, "roles")["status"] == "fail" and "split brain" in check(doc, "roles")["detail"], r
+    s1.sql("SET GLOBAL read_only = 1")
+    s2.sql("SET GLOBAL read_only = 1")
+    code, doc, r = run(cfg)
+    assert code == 1 and "no server is writable" in check(doc, "roles")["detail"], r
+    s2.kill()
+    code, doc, r = run(cfg)
+    assert code == 1 and check(doc, "server2: reachable")["status"] == "fail", r
+
+
+@pytest.mark.mariadb
+def test_replication_lag_is_a_warning(cluster, tmp_path):
+    s1, s2, cfg, state = cluster
+    s2.sql("STOP SLAVE")
+    s2.sql("CHANGE MASTER TO MASTER_DELAY = 60")  # the replica applies a minute late
+    s2.sql("START SLAVE")
+    lab.wait_replica_running(s2)
+    s1.sql("INSERT INTO test.t VALUES (1, 'late')")
+    lagging = t.write_config(tmp_path / "lag.yaml", t.config_dict(s1, s2, state, maintainer={"max_lag": 1}))
+
+    def lag_seen():
+        code, doc, r = run(lagging)
+        return doc if check(doc, "server2: replication lag")["status"] == "warn" else None
+
+    doc = None
+    for _ in range(50):
+        doc = lag_seen()
+        if doc:
+            break
+    assert doc is not None, "no lag warning"
+    c = check(doc, "server2: replication lag")
+    assert "behind (maintainer.max_lag is 1s)" in c["detail"] and doc["exit"] == 0
+
+
+@pytest.mark.mariadb
+def test_wrong_replication_password_fails_and_is_never_printed(cluster, tmp_path):
+    s1, s2, cfg, state = cluster
+    wrong = "wrong-repl-password-123"
+    raw = t.config_dict(s1, s2, state)
+    raw["replication"] = {"user": lab.REPL_CREDENTIALS.user, "password": wrong}
+    bad = t.write_config(tmp_path / "bad.yaml", raw)
+    code, doc, r = run(bad)
+    assert code == 1, r
+    for node in ("server1", "server2"):
+        c = check(doc, f"{node}: replication account")
+        assert c["status"] == "fail" and "Access denied" in c["detail"], c
+    table = t.orch(bad, "server1", "doctor")
+    assert table.code == 1
+    t.assert_no_secrets(r.stdout, r.stderr, table.stdout, table.stderr, extra=(wrong,))
+
+
+@pytest.mark.mariadb
+@pytest.mark.parametrize("missing", [None, "READ_ONLY ADMIN", "SLAVE MONITOR"])
+def test_orch_account_privileges_against_readme(mariadb_pair, tmp_path, missing):
+    s1, s2 = mariadb_pair
+    grant = readme_grant()
+    reduced = grant.replace(f"{missing}, ", "").replace(f", {missing}", "") if missing else grant
+    for s in (s1, s2):
+        s.create_account(lab.Credentials("orchmin", "orchmin-pw"), reduced if s is s1 else grant)
+    raw = t.config_dict(s1, s2, str(tmp_path / "state"))
+    raw["mysql"] = {"user": "orchmin", "password": "orchmin-pw", "connect_timeout": 1}
+    cfg = t.write_config(tmp_path / "orch.yaml", raw)
+    code, doc, r = run(cfg)
+    assert check(doc, "server2: orch account privileges")["status"] == "pass", r
+    c = check(doc, "server1: orch account privileges")
+    if missing is None:
+        assert c["status"] == "pass" and code == 0, r
+    else:
+        assert c["status"] == "fail" and code == 1, r
+        assert c["detail"].startswith(f"missing {missing} (") and c["fix"].startswith(f"GRANT {missing} ON *.*")
+    t.assert_no_secrets(r.stdout, extra=("orchmin-pw",))
+
+
+@pytest.mark.mariadb
+def test_semi_sync_policy(cluster, tmp_path):
+    s1, s2, cfg, state = cluster
+    code, doc, r = run(cfg)
+    assert check(doc, "semi-sync")["status"] == "warn" and "asynchronous" in check(doc, "semi-sync")["detail"]
+    s2.sql("SET GLOBAL rpl_semi_sync_slave_enabled = ON")
+    s2.sql("STOP SLAVE IO_THREAD")
+    s2.sql("START SLAVE IO_THREAD")
+    s1.sql("SET GLOBAL rpl_semi_sync_master_enabled = ON, rpl_semi_sync_master_timeout = 2000")
+    code, doc, r = run(cfg)
+    assert check(doc, "semi-sync")["status"] == "pass" and "after 2000 ms" in check(doc, "semi-sync")["detail"], r
+    # No fallback, but orch does not manage the wait: writes would hang without the replica.
+    s1.sql("SET GLOBAL rpl_semi_sync_master_timeout = 31536000000")
+    code, doc, r = run(cfg)
+    assert code == 1 and check(doc, "semi-sync")["status"] == "fail", r
+    assert "failover.semi_sync" in check(doc, "semi-sync")["fix"]
+    # Managed by orch: then the replica must acknowledge.
+    raw = t.config_dict(s1, s2, state, failover={"catchup_timeout": 5, "semi_sync": True, "witness": "127.0.0.1"})
+    managed = t.write_config(tmp_path / "semi.yaml", raw)
+    code, doc, r = run(managed)
+    assert code == 0, r
+    assert check(doc, "semi-sync: server1 fallback")["status"] == "pass"
+    assert check(doc, "semi-sync: server2 acknowledges")["status"] == "pass"
+    s2.sql("SET GLOBAL rpl_semi_sync_slave_enabled = OFF")
+    code, doc, r = run(managed)
+    assert code == 1 and check(doc, "semi-sync: server2 acknowledges")["status"] == "fail", r
+    s1.sql("SET GLOBAL rpl_semi_sync_master_enabled = OFF")  # the lab's teardown must not wait on it
+
+
+@pytest.mark.mariadb
+def test_atlas_reachable_with_the_expected_backends(cluster, tmp_path):
+    from orchestrator.lab.atlas_standin.standin import AtlasStandin
+
+    s1, s2, cfg, state = cluster
+    conf = tmp_path / "atlas.cnf"
+    conf.write_text("[mysql-proxy]\nadmin-username = user\nadmin-password = atlas-pw\nadmin-address = 127.0.0.1:2345\n"
+                    f"proxy-backend-addresses = 127.0.0.1:3999\nproxy-read-only-backend-addresses = {s2.host}:{s2.port}\n")
+    standin = AtlasStandin(str(conf), host="127.0.0.1", port=0, check_interval=None).start()
+    try:
+        host, port = standin.address
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            closed = sock.getsockname()[1]
+        atlas = [{"name": "local", "admin": {"host": host, "port": port, "user": "user", "password": "atlas-pw"}},
+                 {"name": "gone", "admin": {"host": "127.0.0.1", "port": closed, "user": "user", "password": "atlas-pw"}}]
+        with_atlas = t.write_config(tmp_path / "atlas.yaml", t.config_dict(s1, s2, state, atlas=atlas))
+        code, doc, r = run(with_atlas)
+        assert code == 1, r
+        assert check(doc, "atlas local read backends")["status"] == "pass"
+        assert check(doc, "atlas gone")["status"] == "fail"
+        s2.sql("STOP SLAVE SQL_THREAD")  # no longer a healthy read backend: the maintainer would remove it
+        code, doc, r = run(with_atlas)
+        c = check(doc, "atlas local read backends")
+        assert c["status"] == "warn" and f"remove read-only backend {s2.host}:{s2.port}" in c["detail"], c
+        t.assert_no_secrets(r.stdout, extra=("atlas-pw",))
+    finally:
+        standin.stop()
+
+
+def test_bad_input_is_a_one_line_error(tmp_path):
+    config = tmp_path / "orch.yaml"
+    config.write_text("cluster: x\n")
+    r = t.orch(str(config), None, "doctor", "--keepalived-config", str(tmp_path / "missing.conf"))
+    assert r.code == 2 and "cannot read" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r
+    r = t.orch(str(config), None, "doctor", "--format", "yaml")
+    assert r.code == 2 and "--format" in r.stderr, r
+
+
+# --- pure checks -------------------------------------------------------------------------------
+
+
+def readme_grant() -> str:
+    m = re.search(r"^GRANT (.+) ON \*\.\* TO 'orch'@", README.read_text(), re.M)
+    assert m, "README.md lost the orch GRANT line"
+    return m.group(1)
+
+
+def test_required_privileges_are_readmes_grant_line():
+    assert [p for p, _ in d.REQUIRED_PRIVILEGES["mariadb"]] == [p.strip() for p in readme_grant().split(",")]
+
+
+def test_parse_grants_keeps_names_never_lines():
+    lines = ["GRANT RELOAD, PROCESS ON *.* TO `orch`@`%` IDENTIFIED BY PASSWORD '*ABCDEF'",
+             "GRANT SELECT ON `test`.* TO `orch`@`%`", "GRANT `ops` TO `orch`@`%`"]
+    assert d.parse_grants(lines) == (("RELOAD", "PROCESS"), True)
+
+
+def mysql_facts(name: str, **variables: str) -> d.ServerFacts:
+    base = {"log_bin": "ON", "gtid_mode": "ON", "enforce_gtid_consistency": "ON", "log_replica_updates": "ON",
+            "binlog_format": "ROW", "binlog_row_image": "FULL", "server_id": "1", "server_uuid": "u1"}
+    return d.ServerFacts(name, True, flavor="mysql", variables={**base, **variables})
+
+
+def test_mysql_gtids_and_uuid():
+    ok = d.check_binlog(mysql_facts("a"))
+    assert all(c.status == "pass" for c in ok)
+    bad = {c.name: c.status for c in d.check_binlog(mysql_facts("a", gtid_mode="OFF_PERMISSIVE", log_replica_updates="OFF"))}
+    assert bad["a: GTIDs"] == "fail" and bad["a: log_slave_updates"] == "fail"
+    same = {c.name: c.status for c in d.check_server_ids(mysql_facts("a"), mysql_facts("b", server_id="2"))}
+    assert same == {"server_id": "pass", "server_uuid": "fail"}
+
+
+def test_privileges_mysql_super_covers_dynamic_ones():
+    f = d.ServerFacts("a", True, flavor="mysql", grants=("SUPER", "REPLICATION CLIENT", "RELOAD", "PROCESS"))
+    assert d.check_privileges(f, semi_sync=False)[0].status == "pass"
+    f = d.ServerFacts("a", True, flavor="mysql", grants=("REPLICATION CLIENT", "RELOAD", "PROCESS"))
+    c = d.check_privileges(f, semi_sync=False)[0]
+    assert c.status == "fail" and "SYSTEM_VARIABLES_ADMIN" in c.detail and "CONNECTION_ADMIN" in c.detail
+
+
+# --- keepalived ---------------------------------------------------------------------------------
+
+KA = Keepalived(instance="VI_1", vip="10.0.0.100")
+
+
+def ka_checks(text: str, ka: Keepalived = KA) -> Dict[str, d.Check]:
+    return {c.name: c for c in d.check_keepalived(d.parse_keepalived(text), ka, "keepalived.conf")}
+
+
+@pytest.mark.parametrize("sample", ["keepalived-server1.conf", "keepalived-server2.conf", "keepalived-fifo-server1.conf"])
+def test_shipped_keepalived_samples_pass(sample):
+    checks = ka_checks((ROOT / "conf" / sample).read_text())
+    assert {n: c.status for n, c in checks.items() if c.status != "pass"} == {}
+    assert set(checks) >= {"keepalived events", "keepalived nopreempt", "keepalived weight trap",
+                           "keepalived script security", "keepalived VIP"}
+
+
+SAMPLE = (ROOT / "conf" / "keepalived-server1.conf").read_text()
+
+
+def test_keepalived_weight_trap_fails():
+    text = SAMPLE.replace("    rise 2\n", "    rise 2\n    weight -20\n")
+    assert ka_checks(text)["keepalived weight trap"].status == "fail"
+    text = SAMPLE.replace("        chk_mysql\n", "        chk_mysql weight -10\n")
+    c = ka_checks(text)["keepalived weight trap"]
+    assert c.status == "fail" and "weight -10" in c.detail
+
+
+def test_keepalived_without_notify_or_with_a_foreign_one_fails():
+    no_notify = re.sub(r"\n    notify .*\n", "\n", SAMPLE)
+    assert ka_checks(no_notify)["keepalived events"].status == "fail"
+    foreign = re.sub(r'notify ".*"', 'notify "/usr/local/bin/send-mail"', SAMPLE)
+    assert ka_checks(foreign)["keepalived events"].status == "fail"
+    both = SAMPLE.replace("global_defs {\n", "global_defs {\n    vrrp_notify_fifo /run/orch/keepalived.fifo\n")
+    assert ka_checks(both)["keepalived events"].status == "warn"
+
+
+def test_keepalived_script_security_nopreempt_and_vip():
+    text = SAMPLE.replace("    script_user root", "    # no script user")
+    assert ka_checks(text)["keepalived script security"].status == "warn"
+    text = SAMPLE.replace("    enable_script_security\n", "")
+    assert ka_checks(text)["keepalived script security"].status == "warn"
+    text = SAMPLE.replace("    state BACKUP\n", "    state MASTER\n")
+    assert ka_checks(text)["keepalived nopreempt"].status == "fail"
+    text = SAMPLE.replace("    nopreempt\n", "")
+    assert ka_checks(text)["keepalived nopreempt"].status == "warn"
+    assert ka_checks(SAMPLE, Keepalived(instance="VI_1", vip="10.0.0.200"))["keepalived VIP"].status == "fail"
+    assert ka_checks(SAMPLE, Keepalived(instance="VI_9", vip="10.0.0.100"))["keepalived instance"].status == "fail"
+
+
+def test_fifo_sample_is_the_notify_sample_with_the_fifo():
+    """conf/keepalived-fifo-server1.conf stays conf/keepalived-server1.conf but for how events reach orch."""
+    def statements(name: str, drop: str) -> list:
+        def walk(block: d.Block) -> list:
+            return [(tuple(b.words), walk(b) if b.children is not None else None)
+                    for b in block.children or [] if b.words[0] != drop]
+        return walk(d.parse_keepalived((ROOT / "conf" / name).read_text()))
+
+    assert statements("keepalived-fifo-server1.conf", "vrrp_notify_fifo") == statements("keepalived-server1.conf", "notify")
+
+
+def test_keepalived_track_file_of_the_shipped_sample():
+    ka = Keepalived(instance="VI_1", vip="10.0.0.100", track_file="/var/lib/orch/keepalived.track")
+    for sample in ("keepalived-server1.conf", "keepalived-fifo-server1.conf"):
+        assert ka_checks((ROOT / "conf" / sample).read_text(), ka)["keepalived track file"].status == "pass"
+
+
+def test_keepalived_track_file():
+    ka = Keepalived(instance="VI_1", vip="10.0.0.100", track_file="/run/orch/handover")
+    assert ka_checks(SAMPLE, ka)["keepalived track file"].status == "fail"
+    declared = SAMPLE.replace("vrrp_instance VI_1 {", "vrrp_track_file orch {\n    file /run/orch/handover\n}\n\nvrrp_instance VI_1 {")
+    c = ka_checks(declared, ka)["keepalived track file"]
+    assert c.status == "fail" and "not in vrrp_instance VI_1" in c.detail
+    tracked = declared.replace("    track_script {", "    track_file {\n        orch weight 0\n    }\n    track_script {")
+    assert ka_checks(tracked, ka)["keepalived track file"].status == "pass"
+    weighted = declared.replace("    track_script {", "    track_file {\n        orch weight -50\n    }\n    track_script {")
+    assert ka_checks(weighted, ka)["keepalived track file"].status == "fail"
+
+
+@pytest.mark.mariadb
+def test_doctor_checks_a_keepalived_file_from_the_command_line(cluster, tmp_path):
+    s1, s2, cfg, state = cluster
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(SAMPLE.replace("        chk_mysql\n", "        chk_mysql weight -10\n"))
+    code, doc, r = run(cfg, "--keepalived-config", str(conf))
+    assert code == 1 and check(doc, "keepalived weight trap")["status"] == "fail", r
+    conf.write_text(SAMPLE)
+    code, doc, r = run(cfg, "--keepalived-config", str(conf))
+    assert code == 0 and check(doc, "keepalived events")["status"] == "pass", r
+
+
+def test_semi_sync_needs_replication_master_admin_on_mariadb():
+    readme = tuple(p.strip() for p in readme_grant().split(","))
+    f = d.ServerFacts("a", True, flavor="mariadb", grants=readme)
+    assert d.check_privileges(f, semi_sync=False)[0].status == "pass"
+    c = d.check_privileges(f, semi_sync=True)[0]
+    assert c.status == "fail" and c.detail.startswith("missing REPLICATION MASTER ADMIN")
+    f = d.ServerFacts("a", True, flavor="mariadb", grants=readme + ("REPLICATION MASTER ADMIN",))
+    assert d.check_privileges(f, semi_sync=True)[0].status == "pass"
