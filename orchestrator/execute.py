@@ -141,7 +141,9 @@ class Executor:
         if isinstance(step, ChangeSource):
             return self._change_source(step)
         if isinstance(step, HandOver):
-            return write_track_file(step.path, step.give_up)
+            detail = write_track_file(step.path, step.give_up)
+            self._record_handover(step)
+            return detail
         if isinstance(step, SemiSyncWait):
             return self._semisync_wait(step)
         if isinstance(step, SemiSyncReplica):
@@ -154,6 +156,18 @@ class Executor:
             server.execute(statement(self._flavor(server)), why=step.describe())
             return ""
         raise OrchError(f"unknown step {step!r}")
+
+    def _record_handover(self, step: HandOver) -> None:
+        import json
+        import os
+
+        try:
+            target = os.path.join(self.cfg.state_dir, HANDOVER_RECORD)
+            with open(f"{target}.tmp", "w", encoding="utf-8") as fh:
+                json.dump({"value": "1" if step.give_up else "0", "at": time.time()}, fh)
+            os.replace(f"{target}.tmp", target)
+        except OSError as exc:
+            log.warning("cannot record the hand-over in %s: %s", self.cfg.state_dir, exc.strerror or exc)
 
     def _semisync_wait(self, step: SemiSyncWait) -> str:
         """Switch a master's semi-sync wait. Best effort (a warning, never a failed plan): a
@@ -450,6 +464,24 @@ def read_track_file(path: str) -> str:
             return fh.read(32).strip()
     except OSError:
         return ""
+
+
+HANDOVER_RECORD = "handover.json"  # in state_dir: when orch last wrote the track file, and what
+
+
+def last_handback_age(state_dir: str) -> Optional[float]:
+    """Seconds since orch last wrote 0 to the track file (the VIP had left after a hand-over)."""
+    import json
+    import os
+
+    try:
+        with open(os.path.join(state_dir, HANDOVER_RECORD), encoding="utf-8") as fh:
+            record = json.load(fh)
+        if record.get("value") != "0":
+            return None
+        return max(0.0, time.time() - float(record["at"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def _ms(start: float) -> int:

@@ -17,10 +17,11 @@ from .plan import ACT, NOOP, REFUSED, HandOver, Plan
 
 SPLIT_BRAIN = "SPLIT-BRAIN"
 HANDOVER = "HANDOVER"
+HANDOVER_BACKOFF = 60.0  # seconds between two hand-overs of the VIP by the same host
 
 
 def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tuple[str, ...]] = None,
-                     track: str = "") -> Optional[Tuple[str, Plan]]:
+                     track: str = "", handback_age: Optional[float] = None) -> Optional[Tuple[str, Plan]]:
     """(event, plan) repairing a broken invariant on this node, or None when both hold.
 
     Needs the VIP check: without it, this host cannot tell which node should write. A
@@ -39,7 +40,9 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
     Hand-over (keepalived.track_file, whose value is ``track``): a read-only VIP holder next
     to a writable peer that has transactions it lacks (acknowledged by that peer) gives the
     VIP to it instead of winning by priority: it writes 1, keepalived puts it in FAULT and
-    the VIP moves; once the VIP has left it writes 0 and rejoins as the peer's replica.
+    the VIP moves; once the VIP has left it writes 0 and rejoins as the peer's replica. Not
+    again within HANDOVER_BACKOFF seconds of the last hand-back (``handback_age``): a peer
+    whose keepalived does not take the VIP would otherwise bounce it back and forth.
     """
     me, peer = view.me, view.peer
     if view.holds_vip is None or not me.reachable:
@@ -71,6 +74,11 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
                 if track == "1":
                     return HANDOVER, Plan(f"handing VIP {cfg.keepalived.vip} over to {peer.name}: waiting for keepalived to move it",
                                           outcome=NOOP)
+                if handback_age is not None and handback_age < HANDOVER_BACKOFF:
+                    return HANDOVER, Plan(
+                        f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only next to the writable {peer.name}: the VIP came "
+                        f"back {handback_age:.0f}s after a hand-over (does keepalived run on {peer.name}?); handing over again "
+                        f"{HANDOVER_BACKOFF - handback_age:.0f}s from now", outcome=NOOP)
                 return HANDOVER, Plan(
                     f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only, and the writable {peer.name} has {lacking} that "
                     f"{me.name} lacks: handing the VIP over to {peer.name} instead of winning by priority",

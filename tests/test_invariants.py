@@ -98,3 +98,13 @@ def test_no_hand_over_when_the_holder_lacks_nothing():
     """A leftover VIP on a fenced node that has everything: nothing to hand over for."""
     event, plan = decide_invariant(view(REPLICA1, MASTER2, holds_vip=True), _track_cfg(), track="0")
     assert plan.outcome == "noop" and not plan.steps
+
+
+def test_no_second_hand_over_right_after_the_vip_came_back():
+    """A peer whose keepalived does not take the VIP: no bouncing it every few seconds."""
+    me = node("server1", executed="0-1-10")
+    peer = replace(MASTER2, executed="0-2-15", binlog_pos="0-2-15", binlog_state="0-1-10,0-2-15")
+    event, plan = decide_invariant(view(me, peer, holds_vip=True), _track_cfg(), track="0", handback_age=5.0)
+    assert plan.outcome == "noop" and not plan.steps and "handing over again" in plan.reason
+    event, plan = decide_invariant(view(me, peer, holds_vip=True), _track_cfg(), track="0", handback_age=120.0)
+    assert plan.steps and plan.steps[0].give_up

@@ -92,10 +92,11 @@ class Maintainer:
         if waiting(self.cfg.state_dir) and not dry_run:
             return self._run_handed_over()
         view = self.observe()
-        from ..execute import read_track_file
+        from ..execute import last_handback_age, read_track_file
 
-        track = read_track_file(self.cfg.keepalived.track_file) if self.cfg.keepalived.track_file else ""
-        repair = decide_invariant(view, self.cfg, self._vip_elsewhere(view), track)
+        path = self.cfg.keepalived.track_file
+        track, handback_age = (read_track_file(path), last_handback_age(self.cfg.state_dir)) if path else ("", None)
+        repair = decide_invariant(view, self.cfg, self._vip_elsewhere(view), track, handback_age)
         if repair is not None and repair[1].outcome == NOOP:
             # An anomaly left alone on purpose; a split brain it cannot resolve is an alert.
             (log.error if repair[0] == SPLIT_BRAIN else log.warning)("maintain: %s", repair[1].reason)
