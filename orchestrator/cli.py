@@ -88,6 +88,15 @@ def build_parser() -> Parser:
     d.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     d.add_argument("--rewind", action="store_true", help="roll back this node's errant GTIDs (saved first under state_dir/rewind/), then rejoin (MariaDB)")
 
+    so = sub.add_parser("switchover", help="planned switchover through keepalived: this node (the master) hands over to the peer")
+    so.add_argument("--to", metavar="NODE", default=None, help="the node to switch to (the peer; checked)")
+    so.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    so.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    ak = sub.add_parser("ack", help="acknowledge the latest automatic promotion: lift the anti-flapping block")
+    ak.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    ak.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
     s = sub.add_parser("status", help="both nodes' role, replication and GTIDs, and the last journal entries")
     s.add_argument("--format", choices=("table", "json"), default="table")
 
@@ -115,8 +124,12 @@ def build_parser() -> Parser:
     bs.add_argument("--repl-host", metavar="HOST", default=None,
                     help="host part of the replication account it creates (default: the peer's address)")
 
+    w = sub.add_parser("watch-mysqld", help="write keepalived's track file the instant mysqld exits (the fast profile)")
+    w.add_argument("--pid-file", required=True, help="the server's pid file (absolute path)")
+    w.add_argument("--track-file", required=True, help="keepalived track file to write: 1 when no server runs, 0 while one does")
+
     lab = sub.add_parser("lab", help="a local sandbox cluster: up, status, failover, down")
-    lab.add_argument("action", choices=("up", "status", "failover", "down"))
+    lab.add_argument("action", choices=("up", "status", "failover", "switchover", "down"))
     lab.add_argument("--dir", default=None, help="lab directory (default /tmp/orch-lab)")
     lab.add_argument("--mode", choices=("auto", "netns", "loopback"), default="auto")
     return p
@@ -147,6 +160,14 @@ def main(argv: Optional[List[str]] = None, stdout: TextIO = sys.stdout, stdin: T
             from .commands.failover import operator
 
             return operator(args, stdout, stdin)
+        if args.command == "switchover":
+            from .commands.switchover import switchover
+
+            return switchover(args, stdout, stdin)
+        if args.command == "ack":
+            from .commands.ack import ack
+
+            return ack(args, stdout, stdin)
         if args.command == "status":
             from .commands.status import status
 
@@ -175,6 +196,10 @@ def main(argv: Optional[List[str]] = None, stdout: TextIO = sys.stdout, stdin: T
             from .commands.bootstrap import bootstrap
 
             return bootstrap(args, stdout, stdin)
+        if args.command == "watch-mysqld":
+            from .commands.watch import watch_mysqld
+
+            return watch_mysqld(args, stdout)
         if args.command == "lab":
             from .commands.lab import lab
 

@@ -55,6 +55,7 @@ class Failover:
     semi_sync: bool = False  # semi-synchronous replication without asynchronous fallback (orch manages the wait)
     witness: str = ""  # an address both hosts reach (the gateway): tells "my replica died" from "I am isolated"
     auto_rewind: bool = True  # roll back a divergent tail automatically when it is proven never acknowledged
+    block_seconds: float = 3600.0  # anti-flapping: refuse an automatic promotion this soon after the last one (0: off)
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,67 @@ class Keepalived:
 
 
 @dataclass(frozen=True)
+class Webhook:
+    """Where alerts are POSTed as JSON; header values may carry tokens (secrets)."""
+
+    url: str = field(repr=False)
+    timeout: float = 3.0
+    headers: Tuple[Tuple[str, str], ...] = field(default=(), repr=False)
+
+
+@dataclass(frozen=True)
+class Smtp:
+    """The mail relay alerts go through (STARTTLS and login optional)."""
+
+    host: str
+    port: int = 25
+    starttls: bool = False
+    user: str = ""
+    password: str = field(default="", repr=False)
+    sender: str = ""  # the key is ``from``
+    to: Tuple[str, ...] = ()
+    timeout: float = 3.0
+
+
+@dataclass(frozen=True)
+class Alerts:
+    """Alert transports (at least one) and the window within which an identical alert is sent once."""
+
+    webhook: Optional[Webhook] = None
+    smtp: Optional[Smtp] = None
+    dedup_seconds: float = 300.0
+
+    @property
+    def secrets(self) -> Tuple[str, ...]:
+        values: List[str] = []
+        if self.webhook is not None:
+            values.append(self.webhook.url)  # a webhook URL often is the token (Slack, Teams...)
+            for _, value in self.webhook.headers:
+                values += [value, value.split()[-1] if value.split() else ""]  # "Bearer TOKEN": the token alone too
+        if self.smtp is not None:
+            values.append(self.smtp.password)
+        return tuple(v for v in values if v)
+
+
+HOOK_PHASES = ("pre_failover", "post_failover", "pre_switchover", "post_switchover")
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """Site commands run around a promotion or a switchover (orchestrator/hooks.py): argv
+    lists run without a shell, context in ORCH_* environment variables."""
+
+    timeout: float = 10.0  # seconds per hook; then it is killed with its process group
+    pre_failover: Tuple[Tuple[str, ...], ...] = ()
+    post_failover: Tuple[Tuple[str, ...], ...] = ()
+    pre_switchover: Tuple[Tuple[str, ...], ...] = ()
+    post_switchover: Tuple[Tuple[str, ...], ...] = ()
+
+    def of(self, phase: str) -> Tuple[Tuple[str, ...], ...]:
+        return getattr(self, phase) if phase in HOOK_PHASES else ()
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -107,6 +169,8 @@ class Config:
     atlas: Tuple[AtlasInstance, ...] = ()
     maintainer: Maintainer = Maintainer()
     keepalived: Keepalived = Keepalived()
+    hooks: Hooks = Hooks()
+    alerts: Optional[Alerts] = None  # None: no alerts configured (the notify path checks only this)
     syslog: bool = False
     warnings: Tuple[str, ...] = ()
 
@@ -128,6 +192,8 @@ class Config:
     def secrets(self) -> Tuple[str, ...]:
         """Every password in this config, for the log redaction filter."""
         values = [self.mysql.password, self.replication.password] + [a.password for a in self.atlas]
+        if self.alerts is not None:
+            values += self.alerts.secrets
         return tuple(v for v in values if v)
 
 
@@ -383,19 +449,157 @@ def _keepalived(raw: Any, problems: _Problems) -> Keepalived:
     return Keepalived(instance=instance, vip=vip, vip_check=vip_check, track_file=track_file, interface=interface)
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _webhook(raw: Any, problems: _Problems) -> Optional[Webhook]:
+    path = "alerts.webhook"
+    m = _mapping(raw, path, problems)
+    _unknown_keys(m, path, WEBHOOK_KEYS, problems)
+    url = _str(m, "url", path, problems)
+    if url:
+        from urllib.parse import urlsplit  # only with a webhook configured
+
+        try:
+            parts = urlsplit(url)
+            port_ok = parts.port is None or parts.port > 0
+        except ValueError:
+            parts, port_ok = None, False
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or re.search(r"\s", url):
+            problems.add(f"{path}.url", "expected an http:// or https:// URL")
+        elif "@" in parts.netloc:
+            problems.add(f"{path}.url", "credentials in the URL are not supported: give them in headers (Authorization)")
+    timeout = _number(m, "timeout", path, problems, 3.0, 0.1, 60)
+    headers: List[Tuple[str, str]] = []
+    raw_headers = m.get("headers")
+    hm = _mapping(raw_headers, f"{path}.headers", problems)
+    for name, value in hm.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            problems.add(f"{path}.headers", f"{name!r} is not an HTTP header name")
+        elif not isinstance(value, str) or re.search(r"[\r\n\0]", value):
+            problems.add(f"{path}.headers.{name}", "expected a one-line string")  # never echo the value: it may be a token
+        else:
+            headers.append((name, value))
+    return Webhook(url, timeout, tuple(headers))
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _smtp(raw: Any, problems: _Problems, base_dir: str) -> Optional[Smtp]:
+    path = "alerts.smtp"
+    m = _mapping(raw, path, problems)
+    _unknown_keys(m, path, SMTP_KEYS, problems)
+    host = _str(m, "host", path, problems)
+    starttls = _bool(m, "starttls", path, problems, False)
+    port = _int(m, "port", path, problems, 587 if starttls else 25, 1, 65535)
+    user = ""
+    password = ""
+    if "user" in m:
+        user = _str(m, "user", path, problems)
+        password = _password(m, path, problems, base_dir)
+        if host and not starttls and not _loopback(host):
+            problems.add(f"{path}.starttls", "must be true to log in to a non-loopback host (the password would cross the network in clear)")
+    elif "password" in m or "password_file" in m:
+        problems.add(f"{path}.user", "missing (a password needs a user)")
+    sender = _str(m, "from", path, problems)
+    if sender and ("@" not in sender or re.search(r"[\r\n]", sender)):
+        problems.add(f"{path}.from", "expected a mail address")
+    to = m.get("to")
+    recipients: List[str] = []
+    if to is None:
+        problems.add(f"{path}.to", "missing")
+    elif not isinstance(to, list) or not to:
+        problems.add(f"{path}.to", "expected a list of mail addresses")
+    else:
+        for i, address in enumerate(to):
+            if not isinstance(address, str) or "@" not in address or re.search(r"[\r\n]", address):
+                problems.add(f"{path}.to[{i}]", "expected a mail address")
+            else:
+                recipients.append(address)
+    timeout = _number(m, "timeout", path, problems, 3.0, 0.1, 60)
+    return Smtp(host, port, starttls, user, password, sender, tuple(recipients), timeout)
+
+
+def _alerts(raw: Any, problems: _Problems, base_dir: str) -> Optional[Alerts]:
+    if raw is None:
+        return None
+    m = _mapping(raw, "alerts", problems)
+    _unknown_keys(m, "alerts", ALERTS_KEYS, problems)
+    webhook = _webhook(m["webhook"], problems) if m.get("webhook") is not None else None
+    smtp = _smtp(m["smtp"], problems, base_dir) if m.get("smtp") is not None else None
+    dedup = _number(m, "dedup_seconds", "alerts", problems, 300.0, 0, 86400)
+    if webhook is None and smtp is None:
+        if isinstance(raw, Mapping):
+            problems.add("alerts", "give webhook or smtp (or leave alerts out)")
+        return None
+    return Alerts(webhook, smtp, dedup)
+
+
+def _hooks(raw: Any, problems: _Problems) -> Hooks:
+    """hooks: {timeout, pre_failover: [[argv...], ...], ...}: each hook a non-empty list of
+    strings whose first item is an absolute program path (no PATH lookup, no shell)."""
+    if raw is None:
+        return Hooks()
+    m = _mapping(raw, "hooks", problems)
+    _unknown_keys(m, "hooks", ("timeout",) + HOOK_PHASES, problems)
+    timeout = _number(m, "timeout", "hooks", problems, 10.0, 0.1, 3600)
+    lists = {}
+    for phase in HOOK_PHASES:
+        value = m.get(phase, [])
+        path = f"hooks.{phase}"
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            problems.add(path, "expected a list of argv lists ([[/usr/local/bin/x, arg], ...])")
+            continue
+        hooks = []
+        for i, argv in enumerate(value):
+            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
+                problems.add(f"{path}[{i}]", "expected a non-empty list of non-empty strings (an argv, run without a shell)")
+            elif not os.path.isabs(argv[0]):
+                problems.add(f"{path}[{i}][0]", f"expected an absolute program path, got {argv[0]!r} (hooks run without PATH lookup)")
+            elif any("\0" in a for a in argv):
+                problems.add(f"{path}[{i}]", "an argument contains a NUL byte")
+            else:
+                hooks.append(tuple(argv))
+        lists[phase] = tuple(hooks)
+    return Hooks(timeout=timeout, **lists)
+
+
+def _hook_warnings(hooks: Hooks) -> Tuple[str, ...]:
+    """A pre hook that cannot run refuses every promotion: say so at every load."""
+    out = []
+    for phase in HOOK_PHASES:
+        for i, argv in enumerate(hooks.of(phase)):
+            if not os.access(argv[0], os.X_OK):
+                what = "every promotion would be refused" if phase.startswith("pre_") else "it would fail"
+                out.append(f"hooks.{phase}[{i}]: {argv[0]} is missing or not executable: {what}")
+    return tuple(out)
+
+
 KNOWN_KEYS = (
     "cluster", "flavor", "self", "nodes", "mysql", "replication", "failover", "state_dir",
-    "atlas", "maintainer", "keepalived", "log",
+    "atlas", "maintainer", "keepalived", "log", "alerts", "hooks",
 )
 NODE_KEYS = ("host", "port", "atlas_address")
 MYSQL_KEYS = ("user", "password", "password_file", "connect_timeout", "read_timeout", "tls", "tls_ca")
 REPLICATION_KEYS = ("user", "password", "password_file")
-FAILOVER_KEYS = ("catchup_timeout", "lock_timeout", "fence_timeout", "semi_sync", "witness", "auto_rewind")
+FAILOVER_KEYS = ("catchup_timeout", "lock_timeout", "fence_timeout", "semi_sync", "witness", "auto_rewind", "block_seconds")
 ATLAS_KEYS = ("name", "admin", "config_file", "persist")
 ATLAS_ADMIN_KEYS = ("host", "port", "user", "password", "password_file", "timeout")
 MAINTAINER_KEYS = ("interval", "max_lag", "metrics_port")
 KEEPALIVED_KEYS = ("instance", "vip", "vip_check", "track_file", "interface")
 LOG_KEYS = ("syslog",)
+ALERTS_KEYS = ("webhook", "smtp", "dedup_seconds")
+WEBHOOK_KEYS = ("url", "timeout", "headers")
+SMTP_KEYS = ("host", "port", "starttls", "user", "password", "password_file", "from", "to", "timeout")
 
 
 def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None) -> Config:
@@ -429,6 +633,7 @@ def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None)
         semi_sync=_bool(fo, "semi_sync", "failover", problems, False),
         witness=_witness(fo, problems),
         auto_rewind=_bool(fo, "auto_rewind", "failover", problems, True),
+        block_seconds=_number(fo, "block_seconds", "failover", problems, 3600.0, 0, 30 * 86400),
     )
     if failover.semi_sync and not failover.witness:
         problems.add("failover.witness", "missing: with semi_sync the maintainer needs it to tell a dead replica from an isolated master")
@@ -451,6 +656,8 @@ def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None)
         metrics_port=_int(mt, "metrics_port", "maintainer", problems, 0, 0, 65535),
     )
     keepalived = _keepalived(raw.get("keepalived"), problems)
+    alerts = _alerts(raw.get("alerts"), problems, base_dir)
+    hooks = _hooks(raw.get("hooks"), problems)
     lg = _mapping(raw.get("log"), "log", problems)
     _unknown_keys(lg, "log", LOG_KEYS, problems)
     syslog = lg.get("syslog", False)
@@ -462,7 +669,8 @@ def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None)
     return Config(
         path=path, cluster=cluster, flavor=str(flavor), self_name=str(self_name), nodes=nodes,
         mysql=mysql, replication=replication, failover=failover, state_dir=state_dir,
-        atlas=atlas, maintainer=maintainer, keepalived=keepalived, syslog=syslog,
+        atlas=atlas, maintainer=maintainer, keepalived=keepalived, syslog=syslog, alerts=alerts,
+        hooks=hooks, warnings=_hook_warnings(hooks),
     )
 
 
@@ -501,7 +709,7 @@ def load(path: Optional[str] = None, node: Optional[str] = None) -> Config:
         _write_compiled(path, text, raw)
     warnings = _permission_warnings(path, raw)
     if warnings:
-        cfg = replace(cfg, warnings=warnings)
+        cfg = replace(cfg, warnings=cfg.warnings + warnings)
     return cfg
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
-from . import flavors
+from . import antiflap, flavors
 from .config import Config
 from .model import ClusterView, NodeState, ThreadState
 from .plan import (
     ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, Plan, PreserveRelayLog, Recheck, RemoveBackend,
-    ResetReplica, Rewind, SemiSyncWait, SetRwOffline, SetRwOnline, SetWritable, StartReplica, StartSqlThread, Step,
-    StopReplica, StopSqlThread,
+    RecordPromotion, ResetReplica, Rewind, RunHook, SemiSyncWait, SetRwOffline, SetRwOnline, SetWritable, StartReplica,
+    StartSqlThread, Step, StopReplica, StopSqlThread,
 )
 
 MASTER = "MASTER"
@@ -158,6 +158,13 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
     configured = r is not None and r.configured
     if me.writable and not peer_open and not configured:
         return Plan(f"no action: {me.name} is already the writable master", outcome=NOOP, warnings=warnings)
+    if not peer.reachable and view.witness is False and not operator:
+        # Two nodes cannot tell a dead peer from their own isolation; the witness can.
+        return Plan(
+            f"refusing to promote {me.name}: {peer.name} does not answer and neither does the witness {cfg.failover.witness}: "
+            f"{me.name} may be the isolated node, and its peer a working master (orch promote overrides)",
+            outcome=REFUSED, warnings=warnings,
+        )
     if peer.alive:
         # Not even --force: a server that answers may still take writes, and orch cannot fence it.
         return Plan(
@@ -178,6 +185,13 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
         return Plan(f"{me.name} is writable but still has replication configured: removing it", tuple(steps), ACT, warnings)
 
     # Refusals come before any step: a refused promotion changes nothing.
+    blocked = antiflap.block_reason(view, cfg)
+    if blocked and not force:
+        return Plan(f"refusing to promote {me.name}: {blocked}", outcome=REFUSED, warnings=warnings)
+    if blocked:
+        warnings += (f"--force: promoting despite the {blocked.split(';')[0]}",)
+    if view.promotion_error and cfg.failover.block_seconds > 0:
+        warnings += (f"anti-flapping record unreadable ({view.promotion_error}): not blocking (orch_meta grants? see README)",)
     if r is not None and r.sql_error:
         text = f"{me.name}'s SQL thread stopped on error {r.last_sql_errno}: {r.last_sql_error}"
         if not force:
@@ -253,6 +267,9 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
         # commit. The maintainer switches the wait back on once the peer has caught up.
         steps.append(SemiSyncWait(me.name, False, f"{peer.name} does not replicate from {me.name} yet"))
     steps.append(SetWritable(me.name))
+    kind = antiflap.promotion_kind(view, cfg, operator)
+    if kind:
+        steps.append(RecordPromotion(me.name, kind))  # right after writes open: a later failed step must not lose it
     if configured:
         steps += [StopReplica(me.name), ResetReplica(me.name)]
     steps[:0] = _rw_offline(cfg, f"no safe writer until {me.name} is open")
@@ -265,7 +282,18 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
         reason = f"promoting {me.name}: {peer.name} is read-only, applying everything received first"
     else:
         reason = f"promoting {me.name}: {peer.name} is not reachable ({peer.error}), applying the relay log first"
+    if cfg.hooks.pre_failover or cfg.hooks.post_failover:
+        steps[:0] = hook_steps(cfg, "pre_failover", me.name, peer.name, reason)  # before anything changes
+        steps += hook_steps(cfg, "post_failover", me.name, peer.name, reason)  # the executor runs them last
     return Plan(reason, tuple(steps), ACT, warnings)
+
+
+def hook_steps(cfg: Config, phase: str, new_master: str, old_master: str, reason: str) -> List[Step]:
+    """One RunHook step per configured hook of ``phase`` (hooks.<phase>), with the promotion's
+    context (the executor adds ORCH_RUN_ID). orch switchover may use it for its own phases."""
+    context = (("ORCH_EVENT", phase), ("ORCH_CLUSTER", cfg.cluster), ("ORCH_NODE", cfg.self_name),
+               ("ORCH_OLD_MASTER", old_master), ("ORCH_NEW_MASTER", new_master), ("ORCH_REASON", reason))
+    return [RunHook(phase, argv, cfg.hooks.timeout, context) for argv in cfg.hooks.of(phase)]
 
 
 def _may_rewind_to_follow(me: NodeState, cfg: Config, flavor: flavors.Flavor) -> bool:

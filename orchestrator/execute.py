@@ -24,8 +24,8 @@ from .flavors import BLOCKERS_QUERY, KILL_CONNECTION, LOCK_WAIT_TIMEOUT
 from .model import ClusterView, ThreadState
 from .observe import holds_address, observe_node, read_node
 from .plan import (
-    ATLAS_FIRST, ATLAS_STEPS, AtlasStep, CatchUp, ChangeSource, Fence, HandOver, NodeStep, Plan, PreserveRelayLog, Recheck, ResetReplica,
-    Rewind, RunResult, SemiSyncReplica, SemiSyncWait, SetRwOnline, SetWritable, StartReplica, StartSqlThread, Step, StepResult,
+    ATLAS_FIRST, ATLAS_STEPS, AtlasStep, AwaitPromotion, CatchUp, RecordSwitchover, ChangeSource, Fence, HandOver, NodeStep, Plan, PreserveRelayLog, Recheck, ResetReplica,
+    AckLocally, RecordPromotion, Rewind, RunHook, RunResult, SemiSyncReplica, SemiSyncWait, SetRwOnline, SetWritable, StartReplica, StartSqlThread, Step, StepResult,
     StopReplica, StopSqlThread,
 )
 
@@ -80,11 +80,12 @@ def session_text(row: Dict[str, Any]) -> str:
 class Executor:
     def __init__(
         self, cfg: Config, servers: Mapping[str, Server], view: Optional[ClusterView] = None,
-        atlas_runner: Optional[AtlasRunner] = None,
+        atlas_runner: Optional[AtlasRunner] = None, run_id: str = "",
     ) -> None:
         self.cfg = cfg
         self.servers = servers
         self.atlas_runner = atlas_runner
+        self.run_id = run_id  # hooks' ORCH_RUN_ID and the anti-flapping record's key
         # The observed versions decide the flavor; only a node unseen at observe time is asked.
         self._flavors: Dict[str, flavors.Flavor] = {}
         if view is not None:
@@ -94,9 +95,23 @@ class Executor:
 
     def run(self, plan: Plan) -> RunResult:
         results: List[StepResult] = []
-        db_steps = [s for s in plan.steps if not isinstance(s, ATLAS_STEPS)]
+        # Pre hooks run before anything changes (Atlas included); post hooks last, after Atlas
+        # lets writes through: a slow hook must not hold them.
+        pre = [s for s in plan.steps if isinstance(s, RunHook) and not s.post]
+        post = [s for s in plan.steps if isinstance(s, RunHook) and s.post]
+        db_steps = [s for s in plan.steps if not isinstance(s, ATLAS_STEPS) and not isinstance(s, RunHook)]
         atlas_steps = [s for s in plan.steps if isinstance(s, ATLAS_STEPS) and not isinstance(s, ATLAS_FIRST)]
         first = [s for s in plan.steps if isinstance(s, ATLAS_FIRST)]
+        for i, hook in enumerate(pre):
+            start = time.monotonic()
+            try:
+                results.append(StepResult(type(hook).__name__, hook.describe(), "ok", self._run_hook(hook), _ms(start)))
+            except OrchError as exc:
+                results.append(StepResult(type(hook).__name__, hook.describe(), "failed", str(exc), _ms(start)))
+                log.error("%s", exc)
+                for rest in pre[i + 1:] + first + db_steps + atlas_steps + post:
+                    results.append(StepResult(type(rest).__name__, rest.describe(), "skipped", "a pre hook failed"))
+                return RunResult(results, exc)
         if first:
             results += self._atlas(first)  # no safe writer from here on: Atlas must not find one by itself
         opened = False
@@ -112,18 +127,40 @@ class Executor:
                 log.error("step %d/%d failed: %s: %s", i + 1, len(db_steps), step.describe(), exc)
                 # Writes are open although a later step failed: Atlas must let them through.
                 online = [s for s in atlas_steps if isinstance(s, SetRwOnline)] if opened else []
-                for rest in db_steps[i + 1:] + [s for s in atlas_steps if s not in online]:
+                after = post if opened else []  # the promotion happened: its post hooks run
+                for rest in db_steps[i + 1:] + [s for s in atlas_steps if s not in online] + [s for s in post if s not in after]:
                     results.append(StepResult(type(rest).__name__, rest.describe(), "skipped", "an earlier step failed"))
                 if online:
                     results += self._atlas(online)
+                results += self._post_hooks(after)
                 return RunResult(results, exc)
         if atlas_steps:
             results += self._atlas(atlas_steps)
+        results += self._post_hooks(post)
         return RunResult(results)
+
+    def _post_hooks(self, steps: Sequence[RunHook]) -> List[StepResult]:
+        results = []
+        for step in steps:
+            start = time.monotonic()
+            detail = self._run_hook(step)
+            results.append(StepResult(type(step).__name__, step.describe(), "warning" if detail.startswith("warning") else "ok", detail, _ms(start)))
+        return results
 
     # ------------------------------------------------------------------ steps
 
     def _do(self, step: Step) -> str:
+        if isinstance(step, RunHook):
+            return self._run_hook(step)
+        if isinstance(step, RecordPromotion):
+            return self._record_promotion(step)
+        if isinstance(step, AckLocally):
+            from .antiflap import write_local_ack
+
+            try:
+                return write_local_ack(step.state_dir, step.acks, self.run_id)
+            except OSError as exc:
+                raise OrchError(f"cannot write the acknowledgement in {step.state_dir}: {exc.strerror or exc}") from None
         if isinstance(step, Rewind):
             from . import rewind  # only when a Rewind runs
 
@@ -144,6 +181,12 @@ class Executor:
             detail = write_track_file(step.path, step.give_up)
             self._record_handover(step)
             return detail
+        if isinstance(step, AwaitPromotion):
+            return self._await_promotion(step)
+        if isinstance(step, RecordSwitchover):
+            from .antiflap import SWITCHOVER, record
+
+            return record(self.servers[step.node], SWITCHOVER, step.candidate, self.run_id or _run_id())
         if isinstance(step, SemiSyncWait):
             return self._semisync_wait(step)
         if isinstance(step, SemiSyncReplica):
@@ -168,6 +211,33 @@ class Executor:
             os.replace(f"{target}.tmp", target)
         except OSError as exc:
             log.warning("cannot record the hand-over in %s: %s", self.cfg.state_dir, exc.strerror or exc)
+
+    def _run_hook(self, step: RunHook) -> str:
+        """Run one hook; a failed pre hook raises Refused (nothing changed yet), a post hook's
+        failure is a warning. The detail (exit code, time, output tail) is journaled."""
+        from . import hooks
+
+        env = hooks.environment({**dict(step.context), "ORCH_RUN_ID": self.run_id}, step.phase)
+        run = hooks.run_hook(step.argv, env, step.timeout, self.cfg.secrets)
+        if run.ok:
+            return run.summary()
+        if step.post:
+            log.warning("%s hook %s: %s", step.phase, step.argv[0], run.summary())
+            return f"warning: {run.summary()}"
+        raise Refused(f"{step.phase} hook {step.argv[0]} {run.summary()}: aborted before anything changed")
+
+    def _record_promotion(self, step: RecordPromotion) -> str:
+        """Anti-flapping record: best effort, a failure to record never fails the promotion."""
+        from .antiflap import record
+
+        if step.kind == "ack":
+            return record(self.servers[step.node], step.kind, step.node, self.run_id or _run_id(), step.acks)
+        try:
+            return record(self.servers[step.node], step.kind, step.node, self.run_id or _run_id(), step.acks)
+        except DatabaseError as exc:
+            log.warning("%s: promotion not recorded for anti-flapping: %s (the next automatic promotion will not be blocked)",
+                        step.node, exc)
+            return f"warning: not recorded: {exc}"
 
     def _semisync_wait(self, step: SemiSyncWait) -> str:
         """Switch a master's semi-sync wait. Best effort (a warning, never a failed plan): a
@@ -385,6 +455,34 @@ class Executor:
             raise Refused(f"{step.peer} was opened for writes meanwhile; {step.node} stays read-only")
         return f"{step.peer} still read-only" + (", VIP still here" if step.vip else "")
 
+    def _await_promotion(self, step: AwaitPromotion) -> str:
+        """Poll (every 20 ms) until the VIP left this host and the node is writable; Refused past the timeout."""
+        server = self.servers[step.node]
+        started = time.monotonic()
+        deadline = started + step.timeout
+        vip_left: Optional[float] = None if step.vip else started
+        last = ""
+        while True:
+            now = time.monotonic()
+            if vip_left is None and not holds_address(step.vip):
+                vip_left = now
+            try:
+                writable = int(server.value("SELECT @@global.read_only", timeout=1.0)) == 0
+                last = "read-only"
+            except DatabaseError as exc:
+                writable, last = False, f"not observable ({exc})"
+            if vip_left is not None and writable:
+                moved = f"the VIP left after {vip_left - started:.2f}s, " if step.vip else ""
+                return f"{moved}{step.node} writable after {time.monotonic() - started:.2f}s"
+            if vip_left is None and now - started >= step.leave_timeout:
+                raise Refused(f"VIP {step.vip} still on this host {step.leave_timeout:g}s after the track file was written: keepalived "
+                              f"did not react (is its track_file {self.cfg.keepalived.track_file} tracked with weight 0? "
+                              f"orch doctor --keepalived-config)")
+            if now >= deadline:
+                where = ("the VIP is still on this host" if vip_left is None else "the VIP has left this host") if step.vip else ""
+                raise Refused(f"{step.node} not promoted within {step.timeout:g}s: {where + ', ' if where else ''}{step.node} is {last}")
+            time.sleep(0.02)
+
     def _catch_up(self, step: CatchUp) -> str:
         server = self.servers[step.node]
         flavor = self._flavor(server)
@@ -482,6 +580,12 @@ def last_handback_age(state_dir: str) -> Optional[float]:
         return max(0.0, time.time() - float(record["at"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _run_id() -> str:
+    from .journal import new_run_id
+
+    return new_run_id()
 
 
 def _ms(start: float) -> int:

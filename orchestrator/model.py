@@ -185,6 +185,20 @@ class AtlasState:
 
 
 @dataclass(frozen=True)
+class PromotionRecord:
+    """The latest promotion on record in orch_meta.promotions (anti-flapping,
+    orchestrator/antiflap.py), read from either server's copy (the table replicates)."""
+
+    run_id: str
+    kind: str  # failover (automatic), operator (orch promote) or switchover
+    node: str  # the node promoted
+    at: float  # when, by the clock of the server that wrote it (UNIX time)
+    age: float  # seconds since, by the clock of the server it was read from
+    acked: bool = False  # an operator acknowledged it (orch ack)
+    seen_on: str = ""  # the node whose copy it was read from
+
+
+@dataclass(frozen=True)
 class ClusterView:
     """Everything one run knows: both servers (and optionally Atlas), read once."""
 
@@ -192,3 +206,10 @@ class ClusterView:
     peer: NodeState
     holds_vip: Optional[bool] = None  # None: no VIP configured or not checked
     atlas: Tuple[AtlasState, ...] = ()
+    # Anti-flapping (read only with failover.block_seconds): the latest promotion on record,
+    # and why it could not be read ("" when it could, or when nothing is recorded).
+    last_promotion: Optional[PromotionRecord] = None
+    promotion_error: str = ""
+    # failover.witness, pinged only when the peer is down: False means this node may be
+    # the isolated one. None: not asked (no witness configured, or the peer is reachable).
+    witness: Optional[bool] = None

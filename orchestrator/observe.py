@@ -160,12 +160,21 @@ def holds_address(address: str) -> bool:
 
 def observe(
     cfg: Config, servers: Dict[str, Server], atlas: bool = False, admins: Optional[Mapping[str, AtlasAdmin]] = None,
+    promotions: bool = True,
 ) -> ClusterView:
-    """Observe both servers at once (a dead peer costs one connect timeout, not two)."""
+    """Observe both servers at once (a dead peer costs one connect timeout, not two).
+
+    ``promotions``: also the anti-flapping record (one query per server, with
+    failover.block_seconds); only a MASTER decision needs it."""
     results: Dict[str, NodeState] = {}
+    copies: Dict[str, Any] = {}  # anti-flapping: each server's copy of the latest promotion
 
     def run(name: str) -> None:
         results[name] = observe_node(servers[name], cfg.flavor, cfg.failover.semi_sync)
+        if promotions and cfg.failover.block_seconds > 0 and results[name].reachable:
+            from .antiflap import read_latest
+
+            copies[name] = read_latest(servers[name], name)
 
     peer_thread = threading.Thread(target=run, args=(cfg.peer.name,), daemon=True)
     peer_thread.start()
@@ -182,7 +191,16 @@ def observe(
         peer = prove_alive(servers[cfg.self_name], me, peer, first_read, cfg.flavor)
     if me.reachable and peer.reachable:
         me, peer = settle_errant(cfg, servers, me, peer)
-    return ClusterView(me=me, peer=peer, holds_vip=vip_held(cfg), atlas=atlas_states)
+    last_promotion, promotion_error = None, ""
+    if copies:
+        from .antiflap import combine
+
+        last_promotion, promotion_error = combine(copies, cfg.state_dir)
+    # A peer that does not answer may be dead, or this node may be the one cut off: ask
+    # the witness (one ICMP echo; about a millisecond when it answers).
+    witness = witness_reachable(cfg.failover.witness) if cfg.failover.witness and me.reachable and not peer.reachable else None
+    return ClusterView(me=me, peer=peer, holds_vip=vip_held(cfg), atlas=atlas_states,
+                       last_promotion=last_promotion, promotion_error=promotion_error, witness=witness)
 
 
 def settle_errant(cfg: Config, servers: Dict[str, Server], me: NodeState, peer: NodeState) -> Tuple[NodeState, NodeState]:

@@ -152,6 +152,37 @@ class HandOver:
 
 
 @dataclass(frozen=True)
+class AwaitPromotion:
+    """A switchover's hand-over: wait until the VIP has left this host (when ``vip`` is
+    checked) and ``node`` is writable, i.e. keepalived moved the VIP and the node's MASTER
+    event promoted it."""
+
+    node: str
+    vip: str
+    timeout: float
+    leave_timeout: float = 3.0  # keepalived reacts to its track file at once: a VIP still here past this is a misconfiguration
+
+    def describe(self) -> str:
+        where = f"VIP {self.vip} has left this host (within {self.leave_timeout:g}s) and " if self.vip else ""
+        return f"wait up to {self.timeout:g}s until {where}{self.node} is writable (its MASTER event promoted it)"
+
+
+@dataclass(frozen=True)
+class RecordSwitchover:
+    """Anti-flapping (orchestrator/antiflap.py): a ``switchover`` row naming ``candidate``, written
+    on ``node`` (the old master, still writable) so that it replicates to the candidate before
+    the hand-over: the candidate's MASTER event is then the planned promotion, neither blocked
+    nor recorded as an automatic one. Not best effort: without it that MASTER could be refused."""
+
+    node: str
+    candidate: str
+
+    def describe(self) -> str:
+        return (f"record the switchover to {self.candidate} on {self.node} (orch_meta.promotions, replicated): "
+                f"{self.candidate}'s MASTER event is the planned promotion, not an automatic one")
+
+
+@dataclass(frozen=True)
 class RemoveBackend:
     """Remove a read-only backend from one Atlas (looked up by address, never by number).
 
@@ -252,10 +283,63 @@ class Rewind:
                 f"({why}), and reset its GTID state to the last position shared with {self.peer}")
 
 
+@dataclass(frozen=True)
+class RecordPromotion:
+    """Anti-flapping (orchestrator/antiflap.py): a row in orch_meta.promotions on ``node``,
+    which replicates to the peer: a promotion (kind failover or operator) or an operator's
+    acknowledgement of one (kind ack, ``acks`` its run id). Best effort: a failure is a warning."""
+
+    node: str
+    kind: str
+    acks: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "ack":
+            return (f"record on {self.node} (orch_meta.promotions, replicated) that an operator acknowledged promotion "
+                    f"{self.acks}: automatic promotions are allowed again")
+        return (f"record this {'automatic' if self.kind == 'failover' else self.kind} promotion of {self.node} in "
+                f"orch_meta.promotions (replicated; anti-flapping, best effort)")
+
+
+@dataclass(frozen=True)
+class AckLocally:
+    """Acknowledge promotion ``acks`` on this host only (state_dir), when no server is writable
+    to hold a replicated acknowledgement (a read-only server must not log a transaction of its own)."""
+
+    state_dir: str
+    acks: str
+
+    def describe(self) -> str:
+        return (f"record in {self.state_dir} that an operator acknowledged promotion {self.acks}: automatic promotions "
+                f"on this host are allowed again (no writable server holds a replicated acknowledgement)")
+
+
+@dataclass(frozen=True)
+class RunHook:
+    """Run one configured hook (orchestrator/hooks.py): an argv without a shell, context in
+    ORCH_* environment variables (the executor adds ORCH_RUN_ID). A pre hook that fails or
+    times out aborts the plan; a post hook is best effort and runs after everything else."""
+
+    phase: str  # pre_failover, post_failover (pre/post_switchover: orch switchover calls hooks.run_hooks)
+    argv: Tuple[str, ...]
+    timeout: float
+    context: Tuple[Tuple[str, str], ...] = ()
+
+    @property
+    def post(self) -> bool:
+        return self.phase.startswith("post_")
+
+    def describe(self) -> str:
+        command = " ".join(self.argv)
+        command = command if len(command) <= 160 else command[:157] + "..."
+        what = "best effort" if self.post else "a failure or timeout aborts the promotion"
+        return f"run {self.phase} hook {command} (timeout {self.timeout:g}s; {what})"
+
+
 Step = Union[
     Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
-    Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, RemoveBackend, AddBackend, PersistBackends,
-    SetRwOffline, SetRwOnline,
+    Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, RecordSwitchover, RemoveBackend, AddBackend, PersistBackends,
+    SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RunHook,
 ]
 
 AtlasStep = Union[RemoveBackend, AddBackend, PersistBackends, SetRwOffline, SetRwOnline]

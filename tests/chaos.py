@@ -290,7 +290,8 @@ class ChaosLab:
             s1, s2, str(host.file("state")),
             cluster="chaos",
             self=name,
-            failover={"catchup_timeout": CATCHUP_TIMEOUT, "lock_timeout": LOCK_TIMEOUT, "semi_sync": True, "witness": WITNESS},
+            failover={"catchup_timeout": CATCHUP_TIMEOUT, "lock_timeout": LOCK_TIMEOUT, "semi_sync": True, "witness": WITNESS,
+                      "block_seconds": 0},  # faults every few seconds: anti-flapping would refuse
             keepalived={"instance": VRRP_INSTANCE, "vip": VIP},
             maintainer={"interval": MAINTAINER_INTERVAL, "max_lag": 10},
         )

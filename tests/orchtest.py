@@ -44,7 +44,8 @@ def config_dict(server1: lab.MariaDBInstance, server2: lab.MariaDBInstance, stat
         },
         "mysql": {"user": lab.ORCH_CREDENTIALS.user, "password": lab.ORCH_CREDENTIALS.password, "connect_timeout": 1},
         "replication": {"user": lab.REPL_CREDENTIALS.user, "password": lab.REPL_CREDENTIALS.password},
-        "failover": {"catchup_timeout": 5},
+        # anti-flapping off: most tests promote back and forth within seconds (tests/test_antiflap.py turns it on)
+        "failover": {"catchup_timeout": 5, "block_seconds": 0},
         "state_dir": state_dir,
         # both servers share this host: there is no VIP to tell stale events by
         "keepalived": {"vip_check": False},

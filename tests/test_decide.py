@@ -29,7 +29,7 @@ def cfg(atlas: bool = False, **extra):
         "nodes": {"server1": {"host": "10.0.0.1", "port": 3306}, "server2": {"host": "10.0.0.2", "port": 3306}},
         "mysql": {"user": "orch", "password": "x"},
         "replication": {"user": "repl", "password": "y"},
-        "failover": {"catchup_timeout": 30},
+        "failover": {"catchup_timeout": 30, "block_seconds": 0},  # anti-flapping: tests/test_antiflap.py
         "keepalived": {"vip_check": False},
     }
     if atlas:
@@ -317,7 +317,7 @@ def test_diverged_node_with_semi_sync_rolls_its_tail_back_then_follows():
     from orchestrator.plan import Rewind, SemiSyncWait
 
     v = view(node("server1", ro=True, executed="0-1-11"), node("server2", ro=True, executed="0-2-40", binlog_state="0-1-10,0-2-40"))
-    semi = cfg(failover={"catchup_timeout": 30, "semi_sync": True, "witness": "10.0.0.254"})
+    semi = cfg(failover={"catchup_timeout": 30, "semi_sync": True, "witness": "10.0.0.254", "block_seconds": 0})
     plan = decide(v, MASTER, semi)
     assert plan.outcome == ACT, plan.render()
     assert plan.steps[:4] == (Rewind("server1", "server2", "0-1-11", proven=True), ChangeSource("server1", "server2", "10.0.0.2", 3306),
@@ -328,3 +328,15 @@ def test_diverged_node_with_semi_sync_rolls_its_tail_back_then_follows():
     off = cfg(failover={"catchup_timeout": 30, "semi_sync": True, "witness": "10.0.0.254", "auto_rewind": False})
     assert decide(v, MASTER, off).outcome == REFUSED
     assert decide(v, MASTER, cfg()).outcome == REFUSED
+
+
+def test_a_node_that_cannot_reach_the_witness_does_not_promote_itself_over_a_silent_peer():
+    """Peer silent and witness silent: this node may be the isolated one (the fast profile's
+    0.2 s adverts make it MASTER before its witness check puts it in FAULT)."""
+    base = view(REPLICA1, down("server2"))
+    semi = cfg(failover={"catchup_timeout": 30, "semi_sync": True, "witness": "10.0.0.254"})
+    plan = decide(replace(base, witness=False), MASTER, semi)
+    assert plan.outcome == REFUSED and not plan.steps and "may be the isolated node" in plan.reason
+    assert decide(replace(base, witness=True), MASTER, semi).outcome == ACT
+    assert decide(base, MASTER, semi).outcome == ACT  # not asked (no witness configured, or the peer answered)
+    assert decide(replace(base, witness=False), MASTER, semi, operator=True).outcome == ACT  # orch promote overrides

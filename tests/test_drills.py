@@ -48,15 +48,16 @@ class Report:
 class LabHolder:
     """The module's lab; rebuilt when a drill leaves it unhealthy."""
 
-    def __init__(self, root, template: str) -> None:
+    def __init__(self, root, template: str, profile: str = "default") -> None:
         self.root = root
         self.template = template
+        self.profile = profile
         self.lab: Optional[netns.NetnsLab] = None
         self.builds = 0
 
     def build(self) -> netns.NetnsLab:
         self.builds += 1
-        lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template)
+        lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile)
         lab.up()
         self.lab = lab
         return lab
@@ -91,13 +92,14 @@ def report(request):
                 terminal.write_line("  " + line)
 
 
-@pytest.fixture(scope="module")
-def holder(tmp_path_factory, mariadb_template):
+@pytest.fixture(scope="module", params=["default", "fast"])
+def holder(request, tmp_path_factory, mariadb_template):
+    """One lab per keepalived profile (conf/keepalived-server*.conf, conf/keepalived-fast-server*.conf)."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
     netns.cleanup_stale()
-    h = LabHolder(tmp_path_factory.mktemp("drills"), mariadb_template)
+    h = LabHolder(tmp_path_factory.mktemp(f"drills-{request.param}"), mariadb_template, request.param)
     yield h
     h.down()
 
@@ -219,7 +221,7 @@ def drill(lab: netns.NetnsLab, report: Report, name: str, inject: Callable[[str]
         writer.stop()
         sampler.stop()
     before = [a for a in writer.acked() if a[1] < t0]
-    report.lines.append(f"{name:<22} {old}->{new}: VIP {vip:5.2f}  writes {resumed:5.2f}  "
+    report.lines.append(f"{lab.profile:<7} {name:<22} {old}->{new}: VIP {vip:5.2f}  writes {resumed:5.2f}  "
                         f"(outage {resumed - (before[-1][1] - t0 if before else 0):4.2f})  rejoin +{rejoined:4.1f}  "
                         f"healed +{healed:3.1f}  acked {len(acked)}")
 
@@ -293,4 +295,4 @@ def test_flapping_three_failovers_in_quick_succession(lab, report):
     finally:
         writer.stop()
         sampler.stop()
-    report.lines.append(f"{'flapping (3 failovers)':<22} VIP/writes/rejoin: " + ", ".join(timings) + f"  acked {len(acked)}")
+    report.lines.append(f"{lab.profile:<7} {'flapping (3 failovers)':<22} VIP/writes/rejoin: " + ", ".join(timings) + f"  acked {len(acked)}")

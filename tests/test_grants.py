@@ -106,7 +106,7 @@ def test_fence_behind_a_long_write_needs_process_and_connection_admin(mariadb_pa
     lab.wait_gtid_equal(s1, s2)
     d = t.config_dict(s1, s2, str(tmp_path / "state"))
     d["mysql"] = {"user": "orchmin", "password": "orchmin-pw", "connect_timeout": 1}
-    d["failover"] = {"catchup_timeout": 5, "fence_timeout": 1}
+    d["failover"] = {"catchup_timeout": 5, "fence_timeout": 1, "block_seconds": 0}
     cfg = t.write_config(tmp_path / "orch.yaml", d)
     errors = []
     th = threading.Thread(target=_long_app_update, args=(s1, errors), daemon=True)
@@ -125,3 +125,43 @@ def test_fence_behind_a_long_write_needs_process_and_connection_admin(mariadb_pa
         for row in s1.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = 'app'"):
             s1.sql(f"KILL {int(row['ID'])}")
         th.join(10)
+
+
+def readme_meta_grant() -> str:
+    m = re.search(r"^GRANT (.+) ON orch_meta\.\* TO 'orch'@", README.read_text(), re.M)
+    assert m, "README.md lost the orch_meta GRANT line (anti-flapping record)"
+    return m.group(1)
+
+
+@pytest.mark.parametrize("meta", [True, False])
+def test_anti_flapping_record_needs_the_orch_meta_grant_and_never_fails_a_promotion(mariadb_pair, tmp_path, meta):
+    """CREATE (the schema and table, once), INSERT (the record) and SELECT (observing it): with
+    README's orch_meta line the promotion is recorded and blocks the next one; without it the
+    promotion still happens (best effort, a warning) and nothing blocks."""
+    s1, s2 = mariadb_pair
+    for s in (s1, s2):
+        conn = s.connect()
+        with conn.cursor() as cur:
+            cur.execute("SET sql_log_bin = 0")
+            cur.execute("CREATE USER 'orchmin'@'%' IDENTIFIED BY 'orchmin-pw'")
+            cur.execute(f"GRANT {readme_grant()} ON *.* TO 'orchmin'@'%'")
+            if meta:
+                cur.execute(f"GRANT {readme_meta_grant()} ON orch_meta.* TO 'orchmin'@'%'")
+        conn.close()
+    state = str(tmp_path / "state")
+    d = t.config_dict(s1, s2, state)
+    d["mysql"] = {"user": "orchmin", "password": "orchmin-pw", "connect_timeout": 1}
+    d["failover"] = {"catchup_timeout": 5, "block_seconds": 600}
+    cfg = t.write_config(tmp_path / "orch.yaml", d)
+    s1.kill()
+    r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100")
+    assert r.code == 0 and not t.read_only(s2), r
+    step = [s for s in t.journal(state)[-1]["steps"] if s["step"] == "RecordPromotion"][0]
+    if meta:
+        assert step["result"] == "ok", step
+        assert s2.query_value("SELECT COUNT(*) FROM orch_meta.promotions") == 1
+        r = t.orch(cfg, "server2", "demote", "--yes")  # fenced by hand: the next MASTER is flapping
+        r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100")
+        assert r.code == 1 and "anti-flapping block" in r.output, r
+    else:
+        assert step["result"] == "warning" and "denied" in step["detail"], step

@@ -34,7 +34,7 @@ def vip_config(tmp_path: Path, s1, s2, node: str, vip: str, **failover) -> tuple
     state = tmp_path / f"state-{node}"
     d = t.config_dict(s1, s2, str(state), keepalived={"vip": vip})
     d["self"] = node
-    d["failover"] = {"catchup_timeout": 5, **failover}
+    d["failover"] = {"catchup_timeout": 5, "block_seconds": 0, **failover}
     d["maintainer"] = {"interval": 1}
     return t.write_config(tmp_path / f"orch-{node}.yaml", d), str(state)
 
@@ -107,7 +107,7 @@ def test_fence_behind_a_long_write_kills_it_within_the_deadline(cluster, tmp_pat
     15 s, the old master stayed writable and the VIP holder read-only."""
     s1, s2, _, state = cluster
     d = t.config_dict(s1, s2, state)
-    d["failover"] = {"catchup_timeout": 5, "fence_timeout": 1}
+    d["failover"] = {"catchup_timeout": 5, "fence_timeout": 1, "block_seconds": 0}
     cfg = t.write_config(tmp_path / "fence.yaml", d)
     insert_rows(s1, 1, 5)
     lab.wait_gtid_equal(s1, s2)

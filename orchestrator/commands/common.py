@@ -90,7 +90,7 @@ def execute_plan(run: RunContext, plan: Plan) -> Tuple[int, RunResult]:
                         "warnings": list(plan.warnings), "plan": [s.describe() for s in plan.steps]})
     for w in plan.warnings:
         log.warning("%s", w)
-    result = Executor(cfg, run.servers, run.view, run.atlas_runner).run(plan)
+    result = Executor(cfg, run.servers, run.view, run.atlas_runner, run_id=run.run_id).run(plan)
     exit_code = plan.exit_code
     status = plan.outcome
     if result.error is not None:
@@ -111,6 +111,11 @@ def execute_plan(run: RunContext, plan: Plan) -> Tuple[int, RunResult]:
         for r in result.results:
             out.write(f"  [{r.result}] {r.description}{(': ' + r.detail) if r.detail else ''} ({r.ms} ms)\n")
         out.write(f"result: {status}" + (f": {result.error}" if result.error else "") + "\n")
+    if cfg.alerts is not None and plan.outcome != NOOP:
+        from ..alerts import after_run  # after the end record; sent in the background, never raises
+
+        after_run(cfg, {**base, "result": status, "reason": plan.reason, "error": str(result.error) if result.error else "",
+                        "steps": [r.as_dict() for r in result.results]})
     return exit_code, result
 
 

@@ -414,6 +414,26 @@ def check_semi_sync(servers: Mapping[str, ServerFacts], view: ClusterView, cfg: 
 # --- Atlas ---------------------------------------------------------------------------------
 
 
+def check_anti_flapping(view: ClusterView, cfg: Config) -> List[Check]:
+    """The anti-flapping record readable on both servers, and whether it blocks now."""
+    from ..antiflap import block_reason
+
+    name = "anti-flapping record"
+    if cfg.failover.block_seconds <= 0:
+        return [Check(name, PASS, "off (failover.block_seconds: 0)")]
+    if view.promotion_error:
+        return [Check(name, WARN, f"unreadable ({view.promotion_error}): promotions would not be blocked",
+                      "GRANT CREATE, INSERT, SELECT ON orch_meta.* TO the orch account on both servers (README)")]
+    rec = view.last_promotion
+    if rec is None:
+        return [Check(name, PASS, "no promotion on record yet (the first one creates orch_meta.promotions)")]
+    blocked = block_reason(view, cfg)
+    if blocked:
+        return [Check(name, WARN, blocked, "find why the cluster failed over twice, then orch ack")]
+    return [Check(name, PASS, f"latest: {rec.kind} promotion of {rec.node} {max(rec.age, 0):.0f}s ago (run {rec.run_id})"
+                              + (", acknowledged" if rec.acked else ""))]
+
+
 def check_atlas(view: ClusterView, cfg: Config) -> List[Check]:
     """Every configured Atlas reachable, with the read-only backends the maintainer would keep."""
     from ..reconcile import decide_maintain
@@ -721,6 +741,7 @@ def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts
     if me is not None and peer is not None and me.reachable and peer.reachable:
         checks += check_semi_sync(servers, view, cfg)
     checks += check_atlas(view, cfg)
+    checks += check_anti_flapping(view, cfg)
     if keepalived is not None:
         checks += check_keepalived(keepalived[0], cfg.keepalived, keepalived[1])
     return checks

@@ -1,4 +1,4 @@
-"""orch lab up|status|failover|down: a local sandbox cluster that shows a failover heal.
+"""orch lab up|status|failover|switchover|down: a local sandbox cluster that shows a failover heal.
 
 ``up`` builds the namespace lab (root, keepalived installed, network namespaces
 allowed) or else the loopback lab, leaves it running in the background and records it
@@ -44,6 +44,11 @@ def lab(args: argparse.Namespace, out: TextIO) -> int:
         if args.action == "failover":
             out.write(f"orch lab failover ({current.mode} lab in {workdir})\n")
             return 0 if current.failover(out) else 1
+        if args.action == "switchover":
+            from ..lab.switchover import narrate
+
+            out.write(f"orch lab switchover ({current.mode} lab in {workdir})\n")
+            return 0 if narrate(current, out) else 1
         if args.action == "down":
             current.down()
             out.write(f"lab {current.lab_id} stopped: every process it started is gone"
@@ -104,7 +109,8 @@ def _up(workdir: str, requested: str, hint: str, out: TextIO) -> int:
         "next:\n"
         f"  orch lab status{hint}      both servers, {'the VIP, keepalived, ' if mode == 'netns' else ''}both Atlas stand-ins\n"
         f"  orch lab failover{hint}    kill -9 the master's mysqld and watch the cluster heal, step by step\n"
-        f"  orch -c {workdir}/server1/orch.yaml status\n"
+        + (f"  orch lab switchover{hint}  a planned switchover through keepalived under a writer, timed\n" if mode == "netns" else "")
+        + f"  orch -c {workdir}/server1/orch.yaml status\n"
         f"  orch lab down{hint}        stop everything"
         + (" and delete the namespaces" if mode == "netns" else "") + "\n"
     )

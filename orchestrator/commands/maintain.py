@@ -100,6 +100,12 @@ class Maintainer:
         if repair is not None and repair[1].outcome == NOOP:
             # An anomaly left alone on purpose; a split brain it cannot resolve is an alert.
             (log.error if repair[0] == SPLIT_BRAIN else log.warning)("maintain: %s", repair[1].reason)
+            if repair[0] == SPLIT_BRAIN and self.cfg.alerts is not None and not dry_run:
+                from ..alerts import after_run  # deduplicated: one alert per alerts.dedup_seconds, not one per pass
+                from ..journal import new_run_id
+
+                after_run(self.cfg, {"id": new_run_id(), "node": self.cfg.self_name, "event": SPLIT_BRAIN, "by": "maintain",
+                                     "result": NOOP, "reason": repair[1].reason, "steps": []})
             repair = None
         if repair is None:
             semi = self._decide_semisync(view)

@@ -116,7 +116,8 @@ def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = ""
         "nodes": {h.name: {"host": h.address, "port": h.port} for h in sorted((host, peer), key=lambda h: h.index)},
         "mysql": {"user": mariadb.ORCH_CREDENTIALS.user, "password_file": "mysql.pass", "connect_timeout": 1},
         "replication": {"user": mariadb.REPL_CREDENTIALS.user, "password_file": "repl.pass"},
-        "failover": {"catchup_timeout": 10, "lock_timeout": 30, "semi_sync": True, "witness": witness},
+        # block_seconds 0: drills and the chaos test fail over back and forth within minutes (anti-flapping would refuse)
+        "failover": {"catchup_timeout": 10, "lock_timeout": 30, "semi_sync": True, "witness": witness, "block_seconds": 0},
         "state_dir": str(host.file("state")),
         # the loopback lab has no VIP: nothing to tell stale events by
         "keepalived": {"instance": VRRP_INSTANCE, **({"vip": vip} if vip else {"vip_check": False}),

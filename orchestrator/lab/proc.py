@@ -122,6 +122,12 @@ class Proc:
             if time.monotonic() > deadline:
                 return False
             time.sleep(POLL)
+        # A child of ours stays a zombie until reaped, and its pid stays taken: keepalived,
+        # started again, would find its old pid "running" in its pid file and refuse to start.
+        try:
+            os.waitpid(self.pid, os.WNOHANG)
+        except (ChildProcessError, OSError):
+            pass
         return True
 
 

@@ -1,0 +1,46 @@
+"""orch ack: an operator acknowledges the latest automatic promotion, lifting the anti-flapping block."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import TextIO
+
+from ..lock import RunLock
+from ..plan import NOOP
+from .common import RunContext, confirmed, ensure_state_dir, execute_plan, load_config, new_run
+
+log = logging.getLogger("orchestrator")
+
+EVENT = "ACK"
+
+
+def ack(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
+    """Observe both servers, decide (antiflap.decide_ack), confirm, record, journal."""
+    from ..antiflap import decide_ack
+    from ..db import open_servers
+    from ..observe import observe
+
+    started = time.monotonic()
+    cfg = load_config(args)
+    run_id = new_run(cfg)
+    ensure_state_dir(cfg)
+    with RunLock(cfg.state_dir, cfg.failover.lock_timeout):
+        servers = open_servers(cfg)
+        try:
+            view = observe(cfg, servers)
+            plan = decide_ack(view, cfg)
+            log.info("decision (%s on %s): %s", EVENT, cfg.self_name, plan.reason)
+            out.write(plan.render() + "\n")
+            if args.dry_run:
+                out.write("dry run: nothing changed\n")
+                return plan.exit_code
+            if plan.outcome == NOOP or not plan.steps:
+                return plan.exit_code
+            if not confirmed(out, stdin, args.yes):
+                return 1
+            return execute_plan(RunContext(cfg, EVENT, run_id, servers, view, started, out=out), plan)[0]
+        finally:
+            for s in servers.values():
+                s.close()

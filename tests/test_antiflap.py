@@ -1,0 +1,282 @@
+"""Anti-flapping: an automatic promotion too soon after the last one is refused until an
+operator acknowledges it (orch ack) or forces it (orch promote --force).
+
+The decisions are pure (the record is a field of the observed view); the real-server test
+runs each node with its own state_dir, so what blocks can only come from the databases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from orchestrator import antiflap
+from orchestrator.config import parse
+from orchestrator.decide import MASTER, decide
+from orchestrator.errors import ConfigError
+from orchestrator.invariants import decide_invariant, decide_pending
+from orchestrator.lab import mariadb as lab
+from orchestrator.model import ClusterView, NodeState, PromotionRecord
+from orchestrator.plan import ACT, NOOP, REFUSED, AckLocally, RecordPromotion, SetWritable
+
+from . import orchtest as t
+
+
+def cfg(**failover):
+    return parse({
+        "self": "server1",
+        "nodes": {"server1": {"host": "10.0.0.1"}, "server2": {"host": "10.0.0.2"}},
+        "mysql": {"user": "orch", "password": "x"}, "replication": {"user": "repl", "password": "y"},
+        "failover": {"catchup_timeout": 30, **failover}, "keepalived": {"vip": "10.0.0.100"}, "state_dir": "/nonexistent",
+    })
+
+
+def node(name: str, ro: bool, pos: str = "0-2-10", reachable: bool = True) -> NodeState:
+    n = int(name[-1])
+    if not reachable:
+        return NodeState(name=name, host=f"10.0.0.{n}", port=3306, reachable=False, error="connection refused")
+    return NodeState(name=name, host=f"10.0.0.{n}", port=3306, reachable=True, version="10.11.6-MariaDB", flavor="mariadb",
+                     server_id=n, read_only=ro, executed=pos, binlog_pos=pos, binlog_state=pos)
+
+
+def rec(age: float, kind: str = "failover", acked: bool = False, who: str = "server2") -> PromotionRecord:
+    return PromotionRecord(run_id="20261126T170000-abcdef", kind=kind, node=who, at=1_000_000.0, age=age, acked=acked, seen_on="server1")
+
+
+# server1 holds the VIP, read-only; server2 (promoted a minute ago) is down.
+ALONE = ClusterView(me=node("server1", ro=True), peer=node("server2", ro=True, reachable=False), holds_vip=True)
+
+
+def test_recent_automatic_promotion_blocks_the_next_one_and_says_how_to_lift_it():
+    plan = decide(replace(ALONE, last_promotion=rec(60)), MASTER, cfg())
+    assert plan.outcome == REFUSED and plan.steps == (), plan.render()
+    assert "anti-flapping block" in plan.reason and "orch ack" in plan.reason and "orch promote --force" in plan.reason
+    assert "server2 was promoted automatically 60s ago" in plan.reason and "stays fenced" in plan.reason
+
+
+@pytest.mark.parametrize("record, why", [
+    (None, "nothing on record"),
+    (rec(3600), "as old as block_seconds"),
+    (rec(60, acked=True), "acknowledged"),
+    (rec(60, kind="operator"), "an operator promoted since"),
+    (rec(60, kind="switchover"), "a switchover since"),
+])
+def test_no_block(record, why):
+    plan = decide(replace(ALONE, last_promotion=record), MASTER, cfg())
+    assert plan.outcome == ACT, f"{why}: {plan.render()}"
+
+
+def test_block_off_and_record_step():
+    steps = decide(ALONE, MASTER, cfg()).steps
+    i = steps.index(SetWritable("server1"))
+    assert steps[i + 1] == RecordPromotion("server1", "failover"), "recorded right after writes open"
+    off = cfg(block_seconds=0)
+    plan = decide(replace(ALONE, last_promotion=rec(1)), MASTER, off)
+    assert plan.outcome == ACT and not any(isinstance(s, RecordPromotion) for s in plan.steps)
+
+
+def test_operator_force_overrides_and_records_an_operator_promotion():
+    v = replace(ALONE, last_promotion=rec(60))
+    assert decide(v, MASTER, cfg(), operator=True).outcome == REFUSED  # plain orch promote: blocked too
+    plan = decide(v, MASTER, cfg(), force=True, operator=True)
+    assert plan.outcome == ACT and RecordPromotion("server1", "operator") in plan.steps
+    assert any("--force: promoting despite the anti-flapping block" in w for w in plan.warnings)
+
+
+def test_switchover_candidate_is_not_recorded_as_a_failover():
+    v = replace(ALONE, last_promotion=rec(5, kind="switchover", who="server1"))
+    plan = decide(v, MASTER, cfg())
+    assert plan.outcome == ACT and not any(isinstance(s, RecordPromotion) for s in plan.steps), plan.render()
+
+
+def test_unreadable_record_does_not_block_but_warns():
+    plan = decide(replace(ALONE, promotion_error="server1: (1142) SELECT command denied"), MASTER, cfg())
+    assert plan.outcome == ACT and any("anti-flapping record unreadable" in w for w in plan.warnings)
+
+
+def test_the_maintainers_vip_holder_retry_and_handed_over_events_respect_the_block():
+    v = replace(ALONE, last_promotion=rec(60))
+    event, plan = decide_invariant(v, cfg())
+    assert event == MASTER and plan.outcome == REFUSED and plan.steps == (), plan.render()
+    assert "holds VIP 10.0.0.100 but is read-only" in plan.reason and "anti-flapping block" in plan.reason
+    pending = decide_pending(v, cfg(), MASTER)
+    assert pending.outcome == REFUSED and pending.steps == () and "orch ack" in pending.reason
+    # Acknowledged: the next pass promotes.
+    event, plan = decide_invariant(replace(v, last_promotion=rec(60, acked=True)), cfg())
+    assert event == MASTER and plan.outcome == ACT
+
+
+def test_decide_ack():
+    c = cfg()
+    assert antiflap.decide_ack(ALONE, c).outcome == NOOP  # nothing on record
+    assert antiflap.decide_ack(replace(ALONE, last_promotion=rec(60, acked=True)), c).outcome == NOOP
+    assert antiflap.decide_ack(replace(ALONE, last_promotion=rec(60)), cfg(block_seconds=0)).outcome == NOOP
+    # Nobody writable (the block's own result): this host's state_dir, never a row on a read-only server.
+    plan = antiflap.decide_ack(replace(ALONE, last_promotion=rec(60)), c)
+    assert plan.outcome == ACT and plan.steps == (AckLocally("/nonexistent", "20261126T170000-abcdef"),)
+    # A writable master: a row on it, which replicates.
+    v = ClusterView(me=node("server1", ro=True), peer=node("server2", ro=False), holds_vip=False, last_promotion=rec(60))
+    assert antiflap.decide_ack(v, c).steps == (RecordPromotion("server2", "ack", "20261126T170000-abcdef"),)
+    assert antiflap.decide_ack(replace(ALONE, promotion_error="x"), c).outcome == REFUSED
+
+
+def test_combine_takes_the_latest_copy_and_any_acknowledgement(tmp_path):
+    old = replace(rec(100), run_id="a", at=10.0)
+    new = replace(rec(50), run_id="b", at=60.0)
+    latest, err = antiflap.combine({"server1": (old, ""), "server2": (new, "")}, str(tmp_path))
+    assert latest.run_id == "b" and not latest.acked and err == ""
+    latest, _ = antiflap.combine({"server1": (new, ""), "server2": (replace(new, acked=True), "")}, str(tmp_path))
+    assert latest.acked
+    antiflap.write_local_ack(str(tmp_path), "b", "run-x")
+    latest, _ = antiflap.combine({"server1": (new, ""), "server2": (None, "server2: denied")}, str(tmp_path))
+    assert latest.acked
+    assert antiflap.combine({"server1": (None, "")}, str(tmp_path)) == (None, "")
+
+
+def test_block_seconds_config():
+    assert cfg().failover.block_seconds == 3600
+    assert cfg(block_seconds=0).failover.block_seconds == 0
+    for bad in (-1, "1h", True):
+        with pytest.raises(ConfigError) as e:
+            cfg(block_seconds=bad)
+        assert "failover.block_seconds" in str(e.value)
+
+
+# --------------------------------------------------------------------------- real servers
+
+MASTER_ARGS = ("notify", "INSTANCE", "VI_1", "MASTER", "100")
+BACKUP_ARGS = ("notify", "INSTANCE", "VI_1", "BACKUP", "90")
+
+
+def node_configs(s1, s2, tmp_path: Path):
+    """One config per host, each with its own state_dir: nothing shared but the databases."""
+    out = {}
+    for name in ("server1", "server2"):
+        d = t.config_dict(s1, s2, str(tmp_path / f"state-{name}"))
+        d["self"] = name
+        d["failover"] = {"catchup_timeout": 5, "block_seconds": 600}
+        out[name] = (t.write_config(tmp_path / f"orch-{name}.yaml", d), str(tmp_path / f"state-{name}"))
+    return out
+
+
+def promotions(server) -> list:
+    return server.sql("SELECT kind, node, acks FROM orch_meta.promotions ORDER BY at")
+
+
+def rejoin(cfgs, name, server, master):
+    if not server.is_running():
+        server.start()
+    r = t.orch(cfgs[name][0], None, *BACKUP_ARGS)
+    assert r.code == 0, r
+    lab.wait_gtid_equal(master, server)
+
+
+@pytest.mark.mariadb
+def test_flapping_refused_until_forced_or_acknowledged_each_node_on_its_own_state_dir(cluster, tmp_path):
+    s1, s2, _, _ = cluster
+    cfgs = node_configs(s1, s2, tmp_path)
+    c1, c2 = cfgs["server1"][0], cfgs["server2"][0]
+
+    # 1. server1 dies: server2 is promoted automatically and records it.
+    s1.kill()
+    r = t.orch(c2, None, *MASTER_ARGS)
+    assert r.code == 0, r
+    assert not t.read_only(s2)
+    assert promotions(s2) == [{"kind": "failover", "node": "server2", "acks": ""}]
+    record_step = [s for s in t.journal(cfgs["server2"][1])[-1]["steps"] if s["step"] == "RecordPromotion"]
+    assert record_step and record_step[0]["result"] == "ok", record_step
+
+    # 2. server1 rejoins (the record replicates to it). A MASTER on server1 now is flapping:
+    # refused, nothing changed (server2 stays the writable master); so is a plain orch promote.
+    rejoin(cfgs, "server1", s1, s2)
+    assert promotions(s1) == promotions(s2)
+    before = t.snapshot(s1, s2)
+    r = t.orch(c1, None, *MASTER_ARGS)
+    assert r.code == 1, r
+    assert "anti-flapping block" in r.output and "orch ack" in r.output and "server2 was promoted automatically" in r.output
+    r = t.orch(c1, None, "promote", "--yes")
+    assert r.code == 1 and "anti-flapping block" in r.output, r
+    assert t.snapshot(s1, s2) == before
+
+    # 3. server2 dies too: server1 reads the record from its own copy, stays fenced.
+    s2.kill()
+    r = t.orch(c1, None, *MASTER_ARGS)
+    assert r.code == 1 and "anti-flapping block" in r.output, r
+    assert t.read_only(s1)
+    refusals = [e for e in t.journal(cfgs["server1"][1]) if e.get("event") == MASTER and e["phase"] == "begin"]
+    assert refusals and all(e["outcome"] == "refused" and "anti-flapping block" in e["reason"] and e["plan"] == [] for e in refusals)
+
+    # 4. orch ack: nobody is writable, so this host acknowledges it in its state_dir (no row on a
+    # read-only server: it would be an errant transaction); then the MASTER promotes.
+    r = t.orch(c1, None, "ack", "--dry-run")
+    assert r.code == 0 and "dry run" in r.output and t.read_only(s1), r
+    r = t.orch(c1, None, "ack", "--yes")
+    assert r.code == 0, r
+    assert "acknowledg" in r.output and t.gtid(s1, "gtid_binlog_pos") == before[0][1]
+    assert [e["result"] for e in t.journal(cfgs["server1"][1]) if e.get("event") == "ACK" and e["phase"] == "end"] == ["act"]
+    r = t.orch(c1, None, *MASTER_ARGS)
+    assert r.code == 0, r
+    assert not t.read_only(s1)
+    assert promotions(s1)[-1] == {"kind": "failover", "node": "server1", "acks": ""}
+
+    # 5. server2 rejoins; the block is server1's promotion now. With a writable master, orch ack
+    # on server2's host writes a row on server1, which replicates: server2's own copy lifts it.
+    rejoin(cfgs, "server2", s2, s1)
+    r = t.orch(c2, None, *MASTER_ARGS)
+    assert r.code == 1 and "anti-flapping block" in r.output and "server1 was promoted automatically" in r.output, r
+    r = t.orch(c2, None, "ack", "--yes")
+    assert r.code == 0, r
+    lab.wait_gtid_equal(s1, s2)
+    assert promotions(s2)[-1]["kind"] == "ack"
+    s1.kill()
+    r = t.orch(c2, None, *MASTER_ARGS)
+    assert r.code == 0, r
+    assert not t.read_only(s2)
+
+    # 6. Flapping again; orch promote --force overrides the block (an operator promotion,
+    # which ends the block: the next automatic promotion is allowed).
+    rejoin(cfgs, "server1", s1, s2)
+    r = t.orch(c1, None, *MASTER_ARGS)
+    assert r.code == 1 and "anti-flapping block" in r.output, r
+    r = t.orch(c1, None, "promote", "--force", "--yes")
+    assert r.code == 0, r
+    assert "--force: promoting despite the anti-flapping block" in r.output
+    assert not t.read_only(s1) and t.read_only(s2)
+    assert promotions(s1)[-1] == {"kind": "operator", "node": "server1", "acks": ""}
+    t.assert_no_secrets(r.output)
+
+
+@pytest.mark.mariadb
+def test_a_switchover_is_planned_neither_blocked_nor_counted_as_a_failover(cluster, tmp_path):
+    """orch switchover records its candidate on the old master before fencing it: the
+    candidate's MASTER event then promotes despite a recent failover and records nothing."""
+    from orchestrator.config import load
+    from orchestrator.db import open_servers
+
+    s1, s2, _, _ = cluster
+    cfgs = node_configs(s1, s2, tmp_path)
+    servers = open_servers(load(cfgs["server1"][0]))
+    try:
+        assert antiflap.record(servers["server1"], antiflap.FAILOVER, "server1", "run-earlier").startswith("recorded")
+        assert antiflap.record_switchover(servers["server1"], "server2", "run-switchover") == "recorded"
+    finally:
+        servers["server1"].close()
+    lab.wait_gtid_equal(s1, s2)
+    s1.sql("SET GLOBAL read_only = 1")  # the switchover's fence of the old master
+    r = t.orch(cfgs["server2"][0], None, *MASTER_ARGS)
+    assert r.code == 0, r
+    assert not t.read_only(s2)
+    assert [p["kind"] for p in promotions(s2)] == ["failover", "switchover"]
+
+
+def test_doctor_says_whether_the_record_is_readable_and_blocks():
+    from orchestrator.commands.doctor import PASS, WARN, check_anti_flapping
+
+    assert check_anti_flapping(ALONE, cfg(block_seconds=0))[0].status == PASS
+    assert check_anti_flapping(ALONE, cfg())[0].status == PASS
+    c = check_anti_flapping(replace(ALONE, promotion_error="server1: (1142) SELECT command denied"), cfg())[0]
+    assert c.status == WARN and "orch_meta" in c.fix
+    c = check_anti_flapping(replace(ALONE, last_promotion=rec(60)), cfg())[0]
+    assert c.status == WARN and "orch ack" in c.fix
