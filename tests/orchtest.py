@@ -104,3 +104,16 @@ def assert_no_secrets(*texts: str, extra: Sequence[str] = ()) -> None:
     for text in texts:
         for secret in SECRETS + tuple(extra):
             assert secret not in text, f"secret leaked: {secret!r}"
+
+
+def write_report(request: Any, title: str, lines: Sequence[str]) -> None:
+    """Print a module's timing lines after its tests, past pytest's output capture."""
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if terminal is None or capture is None or not lines:
+        return
+    with capture.global_and_fixture_disabled():
+        terminal.write_line("")
+        terminal.write_line(title)
+        for line in lines:
+            terminal.write_line("  " + line)

@@ -199,6 +199,8 @@ def test_flapping_refused_until_forced_or_acknowledged_each_node_on_its_own_stat
     r = t.orch(c1, None, "promote", "--yes")
     assert r.code == 1 and "anti-flapping block" in r.output, r
     assert t.snapshot(s1, s2) == before
+    shown = t.orch(c1, None, "status")
+    assert "anti-flapping: block_seconds" in shown.stdout and "BLOCKED" in shown.stdout, shown
 
     # 3. server2 dies too: server1 reads the record from its own copy, stays fenced.
     s2.kill()

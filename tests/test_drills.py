@@ -29,6 +29,8 @@ from orchestrator.lab.probes import Sampler, gtids_beyond, row_ids
 from orchestrator.lab.proc import tail, wait_for
 from orchestrator.lab.traffic import Writer
 
+from .orchtest import write_report
+
 pytestmark = pytest.mark.netns
 
 FAILOVER_TIMEOUT = 30  # seconds for the VIP to move and writes to resume
@@ -82,14 +84,7 @@ class LabHolder:
 def report(request):
     rep = Report()
     yield rep
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if terminal is not None and capture is not None and rep.lines:
-        with capture.global_and_fixture_disabled():
-            terminal.write_line("")
-            terminal.write_line("drill timings (seconds after the fault):")
-            for line in rep.lines:
-                terminal.write_line("  " + line)
+    write_report(request, "drill timings (seconds after the fault):", rep.lines)
 
 
 @pytest.fixture(scope="module", params=["default", "fast"])

@@ -23,6 +23,8 @@ from orchestrator.lab.hosts import CONF_DIR, Host
 from orchestrator.lab.probes import Sampler
 from orchestrator.lab.proc import tail, wait_for
 
+from .orchtest import write_report
+
 pytestmark = pytest.mark.netns
 
 
@@ -40,6 +42,7 @@ def test_fast_conf_is_the_default_design_with_sub_second_detection(name):
     assert re.search(r'track_file mysqld_down\s*{\s*file "/var/lib/orch/mysqld.track"\s*weight 0', body)
     assert re.search(r"track_file\s*{\s*orch_handover\s*mysqld_down\s*}", body)
     # Everything else of the default design is kept: the health check, the witness, the track file, nopreempt.
+    assert re.search(r'script "/usr/bin/ping -n -q -c 3 -i 0.2 -w 1 10.0.0.254"\s*interval 1\s*timeout 2\s*fall 1', body)
     for kept in ("chk_mysql", "chk_witness", "track_file orch_handover", "nopreempt", "state BACKUP", "enable_script_security",
                  "vrrp_higher_prio_send_advert true", "priority"):
         assert kept in body and kept in default, kept
@@ -114,14 +117,7 @@ def lab(tmp_path_factory, mariadb_template):
 def report(request):
     lines: List[str] = []
     yield lines
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if terminal is not None and capture is not None and lines:
-        with capture.global_and_fixture_disabled():
-            terminal.write_line("")
-            terminal.write_line("fast keepalived profile (seconds):")
-            for line in lines:
-                terminal.write_line("  " + line)
+    write_report(request, "fast keepalived profile (seconds):", lines)
 
 
 def test_kill_master_mariadbd_fast_profile(lab, report):

@@ -108,3 +108,15 @@ def test_no_second_hand_over_right_after_the_vip_came_back():
     assert plan.outcome == "noop" and not plan.steps and "handing over again" in plan.reason
     event, plan = decide_invariant(view(me, peer, holds_vip=True), _track_cfg(), track="0", handback_age=120.0)
     assert plan.steps and plan.steps[0].give_up
+
+
+def test_the_maintainer_repeats_a_refusal_without_re_running_it():
+    """A refused plan (an anti-flapping block, an unprovable rewind) is said every pass but run
+    and journaled again only after a minute: the same refusal is recognised through its changing numbers."""
+    from orchestrator.commands.maintain import refusal_key
+    from orchestrator.plan import Plan
+
+    a = Plan("refusing to promote server2: server1 was promoted automatically 33s ago (run 20261126T174756-ad66dc)", outcome=REFUSED)
+    b = Plan("refusing to promote server2: server1 was promoted automatically 34s ago (run 20261126T174756-ad66dc)", outcome=REFUSED)
+    c = Plan("refusing to promote server2: server2's SQL thread stopped on error 1062", outcome=REFUSED)
+    assert refusal_key("MASTER", a) == refusal_key("MASTER", b) != refusal_key("MASTER", c)

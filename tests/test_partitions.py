@@ -31,6 +31,8 @@ from orchestrator.lab.probes import Sampler, row_ids
 from orchestrator.lab.proc import tail, wait_for
 from orchestrator.lab.traffic import Writer
 
+from .orchtest import write_report
+
 pytestmark = pytest.mark.netns
 
 FAULT_SECONDS = 6.0
@@ -48,14 +50,7 @@ def skip_reason() -> Optional[str]:
 def report(request):
     lines: List[str] = []
     yield lines
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if terminal is not None and capture is not None and lines:
-        with capture.global_and_fixture_disabled():
-            terminal.write_line("")
-            terminal.write_line("partition drills (seconds):")
-            for line in lines:
-                terminal.write_line("  " + line)
+    write_report(request, "partition drills (seconds):", lines)
 
 
 class Holder:
@@ -246,6 +241,8 @@ def test_read_only_vip_holder_hands_the_vip_over_to_the_writable_peer(lab, repor
     # see a passing state (both writable, or both read-only) and repair that instead.
     for host in lab.hosts.values():
         lab.procs[f"{host.name}.maintain"].stop()
+        # An earlier drill may have handed the VIP over already: start outside the 60 s backoff.
+        (host.file("state") / "handover.json").unlink(missing_ok=True)
     m.sql("SET GLOBAL read_only = 1")
     r.sql("STOP SLAVE")
     r.sql("SET GLOBAL rpl_semi_sync_master_enabled = OFF")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, Text
 from ..config import Config
 from ..errors import LockBusy, Refused, UsageError
 from ..lock import RunLock
-from ..plan import NOOP
+from ..plan import NOOP, REFUSED
 from .common import ensure_state_dir, load_config, new_run
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("orchestrator.maintain")
 
 FAST_INTERVAL = 1.0  # seconds between passes while a replica is out of Atlas or a rejoin is due
-REWIND_RETRY_EVERY = 60.0  # seconds between attempts of a rewind that was refused
+REFUSAL_RETRY_EVERY = 60.0  # seconds between two runs (and journal records) of a plan that was refused
 DUPLICATE_CHECK_EVERY = 10.0  # seconds between ARP duplicate-VIP checks while nothing is wrong
 
 
@@ -42,7 +42,7 @@ class Maintainer:
         self.admins: Dict[str, AtlasAdmin] = {a.name: admin_for(a) for a in cfg.atlas}
         self.last_reason = ""
         self.last_arp_check = -DUPLICATE_CHECK_EVERY
-        self.rewind_refused: Dict[str, Tuple[float, str]] = {}  # rewind key -> (when, why) of its last refusal
+        self.refused: Dict[str, Tuple[float, str]] = {}  # refusal_key -> (when, why) of its last refusal
         self.pending = False  # something to re-check soon: the loop runs every FAST_INTERVAL
         self.on_pending_change: Optional[Callable[[bool], None]] = None
 
@@ -216,28 +216,29 @@ class Maintainer:
         def atlas_runner(cfg: Config, steps: Sequence[AtlasStep]) -> List[StepResult]:
             return run_atlas_steps(cfg, steps, self.admins)
 
-        key = self._rewind_key(plan)
-        quiet = self.rewind_refused.get(key) if key else None
-        if quiet is not None and time.monotonic() - quiet[0] < REWIND_RETRY_EVERY:
-            # A rewind refused a moment ago (the tail cannot be proven unacknowledged): said
-            # loudly every pass, tried again (and journaled) only every REWIND_RETRY_EVERY seconds.
+        key = refusal_key(event, plan)
+        quiet = self.refused.get(key)
+        if quiet is not None and time.monotonic() - quiet[0] < REFUSAL_RETRY_EVERY:
+            # Refused a moment ago (an anti-flapping block, a rewind that cannot be proven, a
+            # failing pre hook, no witness): said loudly every pass, but tried again (and
+            # journaled, and hooks run) only every REFUSAL_RETRY_EVERY seconds.
             log.error("maintain: %s: still refused: %s", plan.reason, quiet[1])
             return 0
         run = RunContext(self.cfg, event, new_run_id(), self.servers, view, time.monotonic(), atlas_runner=atlas_runner, by="maintain")
         _, result = execute_plan(run, plan)
-        if key and isinstance(result.error, Refused):
-            self.rewind_refused[key] = (time.monotonic(), str(result.error))
-        elif key:
-            self.rewind_refused.pop(key, None)
+        if plan.outcome == REFUSED or isinstance(result.error, Refused):
+            self.refused[key] = (time.monotonic(), str(result.error) if result.error else plan.reason)
+        else:
+            self.refused.pop(key, None)
         return sum(1 for r in result.results if r.result == "ok" and r.step != "Persist")
 
-    @staticmethod
-    def _rewind_key(plan: Plan) -> str:
-        """What identifies a plan with a Rewind step: the node and the tail it would roll back."""
-        from ..plan import Rewind
 
-        found = [s for s in plan.steps if isinstance(s, Rewind)]
-        return f"{found[0].node} {found[0].errant}" if found else ""
+def refusal_key(event: str, plan: Plan) -> str:
+    """What makes two refused plans the same refusal: the event and the reason, its numbers
+    masked (an anti-flapping block's "promoted 12s ago" changes every pass)."""
+    import re
+
+    return f"{event} " + re.sub(r"\d+(\.\d+)?", "#", plan.reason)
 
 
 def maintain(args: argparse.Namespace, out: TextIO) -> int:

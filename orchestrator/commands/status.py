@@ -157,6 +157,24 @@ def semisync_policy(cfg: Config) -> Dict[str, Any]:
             "text": text}
 
 
+def antiflap_summary(view: ClusterView, cfg: Config) -> Dict[str, Any]:
+    """failover.block_seconds, the latest promotion on record, and whether it blocks the next one."""
+    if cfg.failover.block_seconds <= 0:
+        return {"block_seconds": 0, "blocked": False, "text": "off (failover.block_seconds: 0)"}
+    from ..antiflap import block_reason
+
+    rec = view.last_promotion
+    reason = block_reason(view, cfg)
+    latest = (f"latest promotion on record: {rec.node} ({rec.kind}, {rec.age:.0f}s ago{', acknowledged' if rec.acked else ''})"
+              if rec is not None else "no promotion on record")
+    if view.promotion_error:
+        latest += f" (unreadable: {view.promotion_error})"
+    text = f"block_seconds {cfg.failover.block_seconds:g}; {latest}; " + (
+        "BLOCKED: an automatic promotion would be refused (orch ack lifts it)" if reason else "an automatic promotion is allowed")
+    return {"block_seconds": cfg.failover.block_seconds, "blocked": bool(reason), "reason": reason,
+            "latest": None if rec is None else {"node": rec.node, "kind": rec.kind, "age": rec.age, "acked": rec.acked}, "text": text}
+
+
 def status(args: argparse.Namespace, out: TextIO) -> int:
     cfg = load_config(args)
     from ..db import open_servers
@@ -179,13 +197,15 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
 
     pending = peek(cfg.state_dir)
     policy = semisync_policy(cfg)
+    flap = antiflap_summary(view, cfg)
     if args.format == "json":
         doc = {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "nodes": nodes, "atlas": atlas,
-               "journal": journal, "pending_event": pending, "semi_sync_policy": policy}
+               "journal": journal, "pending_event": pending, "semi_sync_policy": policy, "anti_flapping": flap}
         out.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         out.write(render_table(nodes, journal, cfg.cluster) + "\n")
         out.write(f"semi-sync policy: {policy['text']}\n")
+        out.write(f"anti-flapping: {flap['text']}\n")
         if pending is not None:
             out.write(f"pending: a {pending.get('event')} event (run {pending.get('run')}) could not get the run lock; "
                       f"the maintainer decides it on its next pass\n")
