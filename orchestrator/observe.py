@@ -160,12 +160,14 @@ def holds_address(address: str) -> bool:
 
 def observe(
     cfg: Config, servers: Dict[str, Server], atlas: bool = False, admins: Optional[Mapping[str, AtlasAdmin]] = None,
-    promotions: bool = True,
+    promotions: bool = True, witness: bool = True,
 ) -> ClusterView:
     """Observe both servers at once (a dead peer costs one connect timeout, not two).
 
     ``promotions``: also the anti-flapping record (one query per server, with
-    failover.block_seconds); only a MASTER decision needs it."""
+    failover.block_seconds); ``witness``: ping failover.witness when the peer does not
+    answer (up to a second when it does not either). Only a MASTER decision needs them: a
+    FAULT on an isolated master must fence it without waiting for a ping."""
     results: Dict[str, NodeState] = {}
     copies: Dict[str, Any] = {}  # anti-flapping: each server's copy of the latest promotion
 
@@ -198,9 +200,10 @@ def observe(
         last_promotion, promotion_error = combine(copies, cfg.state_dir)
     # A peer that does not answer may be dead, or this node may be the one cut off: ask
     # the witness (one ICMP echo; about a millisecond when it answers).
-    witness = witness_reachable(cfg.failover.witness) if cfg.failover.witness and me.reachable and not peer.reachable else None
+    asked = witness and cfg.failover.witness and me.reachable and not peer.reachable
     return ClusterView(me=me, peer=peer, holds_vip=vip_held(cfg), atlas=atlas_states,
-                       last_promotion=last_promotion, promotion_error=promotion_error, witness=witness)
+                       last_promotion=last_promotion, promotion_error=promotion_error,
+                       witness=witness_reachable(cfg.failover.witness) if asked else None)
 
 
 def settle_errant(cfg: Config, servers: Dict[str, Server], me: NodeState, peer: NodeState) -> Tuple[NodeState, NodeState]:

@@ -42,7 +42,8 @@ def _run(args: argparse.Namespace, event: str, out: TextIO, stdin: "TextIO | Non
             log.info("waited %.2fs for another orch run to finish", lock.waited)
         servers = open_servers(cfg)
         try:
-            view = observe(cfg, servers, promotions=event == MASTER)  # the anti-flapping record: MASTER only
+            # The anti-flapping record and the witness: MASTER only.
+            view = observe(cfg, servers, promotions=event == MASTER, witness=event == MASTER)
             plan = decide(view, event, cfg, force=getattr(args, "force", False), operator=operator, rewind=getattr(args, "rewind", False))
             log.info("decision (%s on %s): %s", event, cfg.self_name, plan.reason)
             if dry_run or operator:
