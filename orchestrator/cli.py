@@ -104,6 +104,8 @@ def build_parser() -> Parser:
 
     c = sub.add_parser("check", help="health check for keepalived's vrrp_script: exit 0 when this node's server answers")
     c.add_argument("--timeout", type=float, default=1.0, help="seconds (default 1)")
+    c.add_argument("--replica", action="store_true",
+                   help="exit 0 only on a healthy read-only replica (for LVS MISC_CHECK): threads, lag, errant GTIDs")
 
     m = sub.add_parser("maintain", help="reconcile Atlas read-only backends with the replica's health")
     m.add_argument("--once", action="store_true", help="one pass, then exit (for cron)")
@@ -177,9 +179,9 @@ def main(argv: Optional[List[str]] = None, stdout: TextIO = sys.stdout, stdin: T
 
             return check_config(args, stdout)
         if args.command == "check":
-            from .commands.check import health_check
+            from .commands.check import health_check, replica_check
 
-            return health_check(args, stdout)
+            return replica_check(args, stdout) if args.replica else health_check(args, stdout)
         if args.command == "maintain":
             from .commands.maintain import maintain
 

@@ -42,3 +42,34 @@ def health_check(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         server.close()
     return 0
+
+
+def replica_check(args: argparse.Namespace, out: TextIO) -> int:
+    """Exit 0 when this node is a replica fit for a read pool (LVS MISC_CHECK), 1 otherwise.
+
+    The maintainer's "may stay in Atlas" test (decide.replica_health with in_atlas=True):
+    a probe every few seconds sees a replica under write load nearly always with
+    something received but not yet applied, so lag within max_lag suffices, as for a
+    listed Atlas backend. Errant GTIDs are checked when the peer answers.
+    """
+    cfg = load(args.config, args.node)
+    from dataclasses import replace
+
+    from ..db import Server
+    from ..decide import replica_health
+    from ..observe import observe
+
+    account = replace(cfg.mysql, connect_timeout=min(cfg.mysql.connect_timeout, args.timeout))
+    servers = {n.name: Server(n, account, read_timeout=args.timeout) for n in cfg.nodes}
+    try:
+        view = observe(cfg, servers, promotions=False, witness=False)
+    finally:
+        for server in servers.values():
+            server.close()
+    health = replica_health(view, view.me, view.peer, cfg, in_atlas=True)
+    if health.healthy is False:
+        print(f"orch check --replica: unhealthy: {health.reason}", file=sys.stderr)
+        return 1
+    # None: healthy as far as can be told without the peer (errant GTIDs unchecked).
+    out.write(f"orch check --replica: ok: {health.reason}\n")
+    return 0

@@ -13,10 +13,9 @@ from typing import Any, Dict, Iterable, Optional
 
 from orchestrator.lab import mariadb
 from orchestrator.semisync import NO_FALLBACK_MS
+from orchestrator.shipped import CONF_DIR, HOOKS_DIR  # the source tree's, or the installed package's copies
 
 REPO = Path(__file__).resolve().parents[2]
-HOOKS_DIR = REPO / "hooks"
-CONF_DIR = REPO / "conf"
 NAMES = ("server1", "server2")
 CLUSTER = "orchlab"
 VRRP_INSTANCE = "VI_1"
