@@ -276,17 +276,12 @@ class Executor:
         """Before replication starts: acknowledge as a semi-sync replica, and do not wait as a
         master (best effort). A replica's own master-side wait, with no replica of its own and
         no fallback, would block its applier at the first replicated commit for good."""
-        from . import semisync
-
         server = self.servers[name]
         flavor = self._flavor(server)
         try:
             server.execute(flavor.semisync_replica_on, why=f"{name} acknowledges what it receives (failover.semi_sync)")
             if str(server.query(flavor.semisync_query)[0].get("enabled")).upper() in ("1", "ON"):
-                step = SemiSyncWait(name, False, f"{name} becomes a replica: its own wait would block its applier")
-                self._semisync_record(step, semisync)
-                for sql, args in flavor.semisync_wait(False, semisync.NO_FALLBACK_MS):
-                    server.execute(sql, args, why=step.describe())
+                self._semisync_wait(SemiSyncWait(name, False, f"{name} becomes a replica: its own wait would block its applier"))
         except DatabaseError as exc:
             if exc.kind == DOWN:
                 raise
