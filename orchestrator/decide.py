@@ -111,10 +111,10 @@ def _remove_own_backend(cfg: Config, why: str, after_rw_up: bool = False) -> Lis
     return [RemoveBackend(a.name, cfg.me.atlas_address, why, after_rw_up) for a in cfg.atlas]
 
 
-def _rw_offline(cfg: Config, why: str) -> List[Step]:
+def _rw_offline(cfg: Config, why: str, unless_open: str = "") -> List[Step]:
     """No safe writer: every Atlas's read/write backend offline, so that Atlas's checker cannot
     mark a still read-only server `up` as the writer (clients would get error 1290)."""
-    return [SetRwOffline(a.name, "", why) for a in cfg.atlas]
+    return [SetRwOffline(a.name, "", why, unless_open) for a in cfg.atlas]
 
 
 def _rw_online(cfg: Config, why: str) -> List[Step]:
@@ -401,7 +401,9 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False, rewind
 
 def decide_fault(view: ClusterView, cfg: Config, event: str) -> Plan:
     me = view.me
-    offline = _rw_offline(cfg, f"{event} on {me.name}: no safe writer") if _no_writer_after_fault(view) else []
+    # The peer's MASTER event may be opening it right now: re-read it after the offline.
+    unless = view.peer.name if view.peer.reachable else ""
+    offline = _rw_offline(cfg, f"{event} on {me.name}: no safe writer", unless) if _no_writer_after_fault(view) else []
     if me.alive:
         return Plan(
             f"{event}: cannot fence {me.name}: its server answers, but unusably ({me.error}); it may still take writes",

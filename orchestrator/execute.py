@@ -25,7 +25,7 @@ from .model import ClusterView, ThreadState
 from .observe import holds_address, observe_node, read_node
 from .plan import (
     ATLAS_FIRST, ATLAS_STEPS, AtlasStep, AwaitPromotion, CatchUp, RecordSwitchover, ChangeSource, Fence, HandOver, NodeStep, Plan, PreserveRelayLog, Recheck, ResetReplica,
-    AckLocally, RecordPromotion, Rewind, RunHook, RunResult, SemiSyncReplica, SemiSyncWait, SetRwOnline, SetWritable, StartReplica, StartSqlThread, Step, StepResult,
+    AckLocally, RecordPromotion, Rewind, RunHook, RunResult, SemiSyncReplica, SemiSyncWait, SetRwOffline, SetRwOnline, SetWritable, StartReplica, StartSqlThread, Step, StepResult,
     StopReplica, StopSqlThread,
 )
 
@@ -114,6 +114,7 @@ class Executor:
                 return RunResult(results, exc)
         if first:
             results += self._atlas(first)  # no safe writer from here on: Atlas must not find one by itself
+            results += self._online_if_opened(first)
         opened = False
         for i, step in enumerate(db_steps):
             start = time.monotonic()
@@ -138,6 +139,25 @@ class Executor:
             results += self._atlas(atlas_steps)
         results += self._post_hooks(post)
         return RunResult(results)
+
+    def _online_if_opened(self, offline: Sequence[Step]) -> List[StepResult]:
+        """After a FAULT's offline: the peer named by ``unless_open`` read once more; writable
+        now (its MASTER event opened it, perhaps setting the writer online before this offline
+        landed) -> the writer back online in the same Atlases. Unreadable: left offline."""
+        peers = {s.unless_open for s in offline if isinstance(s, SetRwOffline) and s.unless_open}
+        for name in sorted(peers):
+            server = self.servers.get(name)
+            if server is None:
+                continue
+            try:
+                open_now = int(server.value("SELECT @@global.read_only", timeout=1.0)) == 0
+            except (DatabaseError, TypeError, ValueError):
+                continue
+            if open_now:
+                log.info("%s is writable now (its MASTER event opened it): the read/write backend goes back online", name)
+                return self._atlas([SetRwOnline(s.atlas, s.address, f"{name} opened for writes meanwhile")
+                                    for s in offline if isinstance(s, SetRwOffline) and s.unless_open == name])
+        return []
 
     def _post_hooks(self, steps: Sequence[RunHook]) -> List[StepResult]:
         results = []

@@ -233,11 +233,16 @@ class PersistBackends:
 class SetRwOffline:
     """SET OFFLINE an Atlas's read/write backend (every rw entry when ``address`` is empty)
     while there is no safe writer, so that its checker cannot mark a read-only server
-    ``up`` as the writer. Runs before the database steps, best effort."""
+    ``up`` as the writer. Runs before the database steps, best effort.
+
+    ``unless_open``: the peer, re-read once right after: a FAULT's offline can land after the
+    peer's MASTER event (another host, another process) opened it and set the writer online;
+    an open peer gets the writer back online at once."""
 
     atlas: str
     address: str = ""
     why: str = ""
+    unless_open: str = ""
 
     def describe(self) -> str:
         what = self.address or "read/write backend"

@@ -51,7 +51,7 @@ PREFIXLEN = 24
 IFACE = "eth0"
 MYSQL_PORT = 3306
 VRRP_INSTANCE = "VI_1"
-PRIORITY = {"server1": "101", "server2": "100"}  # what conf/keepalived-serverN.conf give
+PRIORITY = {"server1": "250", "server2": "249"}  # what conf/keepalived-serverN.conf give
 
 MAINTAINER_INTERVAL = 1.0  # maintainer.interval in both configs, and the test's pass cadence
 CATCHUP_TIMEOUT = 10

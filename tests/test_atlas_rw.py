@@ -241,6 +241,43 @@ def test_no_online_when_the_master_never_opened():
     assert [r.result for r in result.results if r.step == "SetRwOnline"] == ["skipped"]
 
 
+class _Peer:
+    """The peer's server as the FAULT run's re-read sees it (one query)."""
+
+    def __init__(self, read_only) -> None:
+        self.read_only = read_only
+        self.asked = 0
+
+    def value(self, sql, args=None, timeout=None):
+        self.asked += 1
+        if isinstance(self.read_only, Exception):
+            raise self.read_only
+        return self.read_only
+
+
+@pytest.mark.parametrize("read_only, online", [("0", True), ("1", False), (None, False)])
+def test_a_fault_offline_is_undone_when_the_peer_opened_meanwhile(read_only, online):
+    """The old master's FAULT and the new master's MASTER run at once on two hosts: the
+    offline may land after the new master set the writer online. Re-read once: an open
+    peer gets it back online; a read-only or unreadable one leaves it offline."""
+    from orchestrator.errors import DatabaseError
+
+    plan = decide(view(MASTER1, REPLICA2), FAULT, C)
+    assert [s.unless_open for s in plan.steps if isinstance(s, SetRwOffline)] == ["server2"]
+    peer = _Peer(DatabaseError("gone") if read_only is None else read_only)
+    ex = _Recording()
+    ex.servers = {"server2": peer}
+    ex.run(plan)
+    assert peer.asked == 1
+    assert ex.order[0] == "SetRwOffline"
+    assert (ex.order[1:2] == ["SetRwOnline"]) == online, ex.order
+
+
+def test_no_reread_when_the_peer_is_unreachable():
+    plan = decide(view(MASTER1, down("server2")), FAULT, C)
+    assert [s.unless_open for s in plan.steps if isinstance(s, SetRwOffline)] == [""]
+
+
 # --------------------------------------------------------------------------- the Atlas steps, against the stand-in
 
 

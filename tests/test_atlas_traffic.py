@@ -7,8 +7,10 @@ events played with `orch notify`. Through Atlas 1: an application writer (~200 a
 INSERTs/s, retrying on errors with backoff) and an autocommit reader; through Atlas 2, a
 reader. The master's mariadbd is killed (-9) and restarted 3 s later.
 
-keepalived's order is kept: the old master's FAULT (its check failed) comes first; the
-peer takes the VIP only after the skew time (0.6 s at priority 100) and then runs MASTER.
+keepalived's timing is kept: the old master's FAULT (its check failed) starts first; the
+peer takes the VIP after the skew time (0.03 s at the shipped priority 249) and runs MASTER
+while the FAULT run may still be going (each host manages its own Atlas here: host 1's
+offline is undone by host 1's maintainer once it sees the new master).
 
 A second writer through Atlas 2 (the new master's host) is measured, not asserted: there,
 between the VIP's move and the MASTER notify's SET OFFLINE (a few hundred ms), Atlas's
@@ -40,6 +42,7 @@ pytestmark = pytest.mark.mariadb
 RATE = 200  # writes per second through Atlas 1
 READ_RATE = 50  # reads per second through each Atlas
 CHECK_EVERY = 4.0  # Atlas's checker cycle
+SKEW = (256 - 249) / 256  # keepalived's skew time at the shipped BACKUP priority (advert_int 1)
 PASS_EVERY = 1.0  # maintainer.interval
 
 
@@ -307,17 +310,21 @@ def test_failover_under_traffic_through_atlas(rig):
         s1.kill()
         killed = time.monotonic()
         time.sleep(1.0)
-        fault = t.orch(hosts[1][0], None, "notify", "INSTANCE", "VI_1", "FAULT", "0")
-        assert fault.code == 3, fault
-        assert "set read/write backend offline in Atlas atlas1" in fault.stderr, fault
-        assert state_of(a1, vip.address, "rw") == "offline"
-        faulted = time.monotonic()
-        time.sleep(max(0.0, 0.6 - (faulted - killed - 1.0)))  # the skew time: then host 2 holds the VIP
+        box: Dict[str, t.Result] = {}
+        done: List[float] = []
+        faulting = threading.Thread(target=lambda: (box.update(fault=t.orch(hosts[1][0], None, "notify", "INSTANCE", "VI_1", "FAULT", "0")),
+                                                    done.append(time.monotonic())))
+        faulting.start()
+        time.sleep(SKEW)  # the priority-0 advert, then host 2 holds the VIP
         vip.move(s2.port)
         moved = time.monotonic()
-        master = t.orch(hosts[2][0], None, "notify", "INSTANCE", "VI_1", "MASTER", "100")
+        master = t.orch(hosts[2][0], None, "notify", "INSTANCE", "VI_1", "MASTER", "249")
         assert master.code == 0, master
         promoted = time.monotonic()
+        faulting.join(60)
+        fault, faulted = box["fault"], done[0]
+        assert fault.code == 3, fault
+        assert "set read/write backend offline in Atlas atlas1" in fault.stderr, fault
         assert not t.read_only(s2)
 
         # 3. Restarted 3 s after the kill (read-only, from its my.cnf), it rejoins on BACKUP.
@@ -343,11 +350,13 @@ def test_failover_under_traffic_through_atlas(rig):
         assert reader.errors == [], (f"{reader.name}: " + ", ".join(f"{w - killed:.2f}s {c} {m}" for w, c, m in reader.errors[:5])
                                      + f"; faulted {faulted - killed:.2f}s moved {moved - killed:.2f}s promoted {promoted - killed:.2f}s")
         assert len(reader.ok) > 0.7 * READ_RATE * (end - steady_start), f"{reader.name}: {len(reader.ok)} reads"
-    # No write was refused with 1290 (a read-only server taken for the writer).
+    # 1290 (the read-only new master reached through the VIP) only while no one could write:
+    # the VIP moves 0.03 s after the FAULT, before any offline lands; never once it opened.
     codes = [code for _, code, _ in writer.errors]
-    assert 1290 not in codes, writer.errors
+    late = [(w - killed, c, m) for w, c, m in writer.errors if c == 1290 and not moved <= w <= promoted + 0.2]
+    assert not late, late
     assert not writer.errors_between(steady_start, steady_end), [(w - killed, c, m) for w, c, m in writer.errors[:5]]
-    assert set(codes) <= {2013, 2003}, writer.errors[:10]
+    assert set(codes) <= {2013, 2003, 1290}, writer.errors[:10]
     rate = len([x for x in writer.ok if steady_start <= x <= steady_end]) / (steady_end - steady_start)
     assert rate > 0.7 * RATE, f"the writer managed {rate:.0f} writes/s"
     # The replica stayed a read backend while its master was dead, until it was promoted.
@@ -371,7 +380,7 @@ def test_failover_under_traffic_through_atlas(rig):
     print(f"\nfigures (stand-in, 4 s checker): FAULT notify done {faulted - killed:.2f}s after the kill, "
           f"VIP moved at {moved - killed:.2f}s, promotion done at {promoted - killed:.2f}s, writes through Atlas 1 "
           f"resumed at {resumed - killed:.2f}s ({resumed - promoted:.2f}s after the new master opened); "
-          f"{len(writer.errors)} write errors (all 2013/2003), 0 read errors; rewrites "
+          f"{len(writer.errors)} write errors ({sum(1 for _, c, _ in writer.errors if c == 1290)} of them 1290), 0 read errors; rewrites "
           f"{rewrites(hosts[1][1], hosts[1][2])}/{rewrites(hosts[2][1], hosts[2][2])}; replica up: {'; '.join(ratios)}; write errors at "
           + ", ".join(f"{when - killed:.2f}s {code}" for when, code, _ in writer.errors)
           + f"; through Atlas 2: {len(writer2.errors)} write errors, "

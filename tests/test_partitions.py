@@ -161,8 +161,16 @@ def partition_drill(lab: netns.NetnsLab, report: List[str], name: str, inject: C
             raise LabError(f"[converged] not within {CONVERGE_SECONDS:g}s after the fault ended: {exc}") from None
         healed = time.monotonic() - t_end
         sampler.stop()
-        final = lab.master()
-        assert final is not None
+        # Healed a moment ago: one VIP holder. Seen once (in CI) as no single holder right
+        # after a passing check: say who held it, and accept only a momentary blip.
+        holders = lab.vip_holders()
+        final = lab.master() if len(holders) == 1 else None
+        blip = "" if final else f" (right after healing the VIP was held by {', '.join(holders) or 'no host'})"
+        if final is None:
+            try:
+                final = wait_for("[vip] a single VIP holder", lab.master, 3.0, interval=0.05)
+            except LabError:
+                raise LabError(f"[vip] no single VIP holder after the cluster healed{blip}") from None
         missing = set(acked) - row_ids(lab.dbs[final])
         if missing:
             raise LabError(f"[acked rows] {len(missing)} acknowledged row(s) missing on the final master {final}: {sorted(missing)[:10]}")
@@ -181,7 +189,7 @@ def partition_drill(lab: netns.NetnsLab, report: List[str], name: str, inject: C
         gap = outage([a for a in writers[0].acked()], t0)
         report.append(f"{lab.profile:<7} {name:<30} {old}->{final}: VIP-writer outage {gap:5.2f}  two writers {both:4.2f}  "
                       f"converged +{healed:4.1f} after the fault  acked {len(acked)}  rewound {len(discarded)} row(s)"
-                      + (f" in {', '.join(rewinds)}" if rewinds else ""))
+                      + (f" in {', '.join(rewinds)}" if rewinds else "") + blip)
     except LabError as exc:
         state = "\n  ".join(s.describe() for s in lab.servers().values())
         pytest.fail(f"drill {name}: {exc}\ncluster now:\n  {state}\nproperties broken now:\n  "
