@@ -123,7 +123,7 @@ class Metrics:
                 continue
             if record.get("result") == "refused":
                 self.refusals.inc()
-            if any(s.get("step") == "SetWritable" and s.get("result") == "ok" for s in record.get("steps") or () if isinstance(s, dict)):
+            if is_promotion(record):
                 self.failovers.inc()
 
     def timed(self, run_pass: Callable[..., T]) -> Callable[..., T]:
@@ -155,6 +155,16 @@ def count_gtids(text: str) -> int:
         return sum(hi - lo + 1 for _, ivs in GtidSet.parse(text).sources for lo, hi in ivs)
     except GtidError:
         return len([g for g in text.split(",") if g.strip()])
+
+
+def is_promotion(record: Dict[str, Any]) -> bool:
+    """A journaled run that made its node writable. Not a switchover's own record: on the old
+    master its only SetWritable is an abort's un-fence (the candidate's MASTER event, on the
+    candidate's host, is the promotion and is counted there)."""
+    if record.get("event") == "SWITCHOVER":
+        return False
+    steps = record.get("steps") or ()
+    return any(isinstance(s, dict) and s.get("step") == "SetWritable" and s.get("result") == "ok" for s in steps)
 
 
 class JournalTail:

@@ -282,3 +282,14 @@ def test_alert_rules_use_only_metrics_that_exist():
         used |= set(re.findall(r"\borch_[a-z_]+", rule["expr"]))
     assert used and used <= exposed, used - exposed
     assert {"orch_failovers_total", "orch_refusals_total", "orch_errant_gtid_transactions"} <= used
+
+
+def test_a_promotion_is_a_run_that_opened_its_node_but_not_a_switchover_abort():
+    from orchestrator.metrics import is_promotion
+
+    opened = {"step": "SetWritable", "result": "ok"}
+    assert is_promotion({"event": "MASTER", "phase": "end", "steps": [{"step": "Fence", "result": "ok"}, opened]})
+    assert not is_promotion({"event": "MASTER", "phase": "end", "steps": [{"step": "SetWritable", "result": "failed"}]})
+    assert not is_promotion({"event": "BACKUP", "phase": "end", "steps": [{"step": "Fence", "result": "ok"}]})
+    # The old master's un-fence after an aborted switchover is not a failover.
+    assert not is_promotion({"event": "SWITCHOVER", "phase": "end", "steps": [{"step": "Recheck", "result": "ok"}, opened]})
