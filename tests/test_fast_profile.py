@@ -54,6 +54,13 @@ def test_lab_renders_the_fast_conf_with_its_own_server(tmp_path):
     text = netns.render_keepalived("server1", tmp_path / "hooks", host, tmp_path / "hooks" / "keepalived-notify", "fast")
     assert f'file "{tmp_path}/server1/state/mysqld.track"' in text
     assert "advert_int 0.2" in text and "/etc/orch" not in text
+    # Events through orch notify-fifo: the host's FIFO, and no notify script (never both).
+    assert f"vrrp_notify_fifo {tmp_path}/server1/state/keepalived.fifo\n" in text
+    assert not re.search(r'^\s*notify\s', text, re.M) and "/run/orch" not in text
+    # The benchmark's floor (no orch): the no-op hook as the notify script, no FIFO.
+    floor = netns.render_keepalived("server1", tmp_path / "hooks", host, tmp_path / "hooks" / "noop-notify", "fast", fifo=False)
+    assert "vrrp_notify_fifo" not in floor
+    assert re.findall(r'^\s*notify\s+"([^"]*)"', floor, re.M) == [f"{tmp_path}/hooks/noop-notify"]
 
 
 def test_watcher_writes_the_track_file_the_moment_the_process_exits(tmp_path):

@@ -141,29 +141,46 @@ def secure_dir(path: Path) -> None:
 # --------------------------------------------------------------------------- keepalived config
 
 
-def render_keepalived(name: str, hooks: Path, host: Host, notify_hook: Path, profile: str = "default") -> str:
+BRIDGE_MAC = "02:00:0a:d5:00:fe"  # locally administered; the witness (gateway) answers with it
+
+
+def fifo_path(host: Host) -> Path:
+    """Where keepalived's vrrp_notify_fifo (the fast profile's) writes on this host."""
+    return host.file("state") / "keepalived.fifo"
+
+
+def render_keepalived(name: str, hooks: Path, host: Host, notify_hook: Path, profile: str = "default",
+                      fifo: bool = True) -> str:
     """conf/keepalived-<name>.conf (fast profile: keepalived-fast-<name>.conf) with the lab's VIP
-    and paths. Fails if a replaced token is missing."""
+    and paths. Fails if a replaced token is missing. A file whose events go to a FIFO
+    (vrrp_notify_fifo) gets the host's FIFO path, or, with ``fifo=False`` (the benchmark's
+    floor: no orch), the no-op hook as its notify script instead."""
     if profile not in PROFILES:
         raise ValueError(f"profile must be one of {PROFILES}")
     source = CONF_DIR / (f"keepalived-{name}.conf" if profile == "default" else f"keepalived-{profile}-{name}.conf")
     text = source.read_text()
-    if profile == "fast":
-        replacements_fast = [("/var/lib/orch/mysqld.track", str(mysqld_track_file(host)))]
-    else:
-        replacements_fast = []
+    fifo_line = re.search(r"^\s*vrrp_notify_fifo (\S+)\n", text, re.M)
+    if fifo_line and not fifo:
+        text = text.replace(fifo_line.group(0), "")
+        text = re.sub(r"^(\s*)# no notify line:[^\n]*\n", lambda m: f'{m.group(1)}notify "{notify_hook}"\n', text, count=1, flags=re.M)
     replacements = [
-        ("/usr/local/lib/orch/keepalived-notify", str(notify_hook)),
         ("/usr/local/lib/orch/check-mysql", str(hooks / "check-mysql")),
         ("/etc/orch/check.cnf", str(host.file("check.cnf"))),
-        ("/etc/orch/orch.yaml", str(host.file("orch.yaml"))),
-        ("/var/log/orch/notify.log", str(host.file("notify.log"))),
-        ("/usr/local/bin/orch", orch_bin()),
         ("10.0.0.100/24", f"{VIP}/{PREFIXLEN}"),
         ("10.0.0.254", WITNESS),
         ("/var/lib/orch/keepalived.track", str(track_file(host))),
-        *replacements_fast,
     ]
+    if profile == "fast":
+        replacements.append(("/var/lib/orch/mysqld.track", str(mysqld_track_file(host))))
+    if fifo_line and fifo:
+        replacements.append((fifo_line.group(1), str(fifo_path(host))))
+    if "/usr/local/lib/orch/keepalived-notify" in text or not fifo_line:
+        replacements += [
+            ("/usr/local/lib/orch/keepalived-notify", str(notify_hook)),
+            ("/etc/orch/orch.yaml", str(host.file("orch.yaml"))),
+            ("/var/log/orch/notify.log", str(host.file("notify.log"))),
+            ("/usr/local/bin/orch", orch_bin()),
+        ]
     for token, value in replacements:
         if token not in text:
             raise LabError(f"{source}: expected {token!r} (the lab replaces it); was the file edited?")
@@ -290,7 +307,10 @@ class NetnsLab(Lab):
             run(["ip", "netns", "add", ns])
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
         br = self.bridge_ns
-        run(["ip", "-n", br, "link", "add", "br0", "type", "bridge"])
+        # A fixed MAC: a bridge otherwise takes its lowest port's, so a port put back after a
+        # partition drill could change the witness's (the gateway's) MAC under the hosts' ARP
+        # caches, and their witness pings would fail for seconds, as no real gateway does.
+        run(["ip", "-n", br, "link", "add", "br0", "address", BRIDGE_MAC, "type", "bridge"])
         run(["ip", "-n", br, "link", "set", "br0", "up"])
         run(["ip", "-n", br, "addr", "add", f"{WITNESS}/{PREFIXLEN}", "dev", "br0"])
         ends = [(h.netns, f"vh{h.index}", h.address) for h in self.hosts.values()] + [(self.client_ns, "vcl", CLIENT_ADDRESS)]
@@ -305,8 +325,11 @@ class NetnsLab(Lab):
         hooks = self.run_dir / "hooks"
         hook = hooks / ("keepalived-notify" if self.notify == "hook" else "noop-notify")
         conf = self.run_dir / f"keepalived-{host.name}.conf"
-        conf.write_text(render_keepalived(host.name, hooks, host, hook, self.profile))
+        text = render_keepalived(host.name, hooks, host, hook, self.profile, fifo=self.notify == "hook")
+        conf.write_text(text)
         os.chmod(conf, 0o644)
+        if "vrrp_notify_fifo" in text:
+            self.start_fifo_reader(host)
 
     # -- keepalived ---------------------------------------------------------------
 
@@ -315,6 +338,16 @@ class NetnsLab(Lab):
         argv = [orch_bin(), "watch-mysqld", "--pid-file", self.dbs[host.name].pid_file, "--track-file", str(mysqld_track_file(host))]
         self.procs[f"{host.name}.watch"] = spawn(argv, host.file("watch.log"), host.file("watch.pid"), host.netns)
         self.save()
+
+    def start_fifo_reader(self, host: Host) -> None:
+        """orch notify-fifo: keepalived's events from its FIFO, one reader per host, started
+        before keepalived (it creates the FIFO); its log is the host's notify.log."""
+        fifo = fifo_path(host)
+        argv = [orch_bin(), "-c", str(host.file("orch.yaml")), "notify-fifo", str(fifo)]
+        self.procs[f"{host.name}.fifo"] = spawn(argv, host.file("notify.log"), host.file("fifo.pid"), host.netns)
+        self.save()
+        wait_for(f"orch notify-fifo on {host.name} to create {fifo}", fifo.exists, 10,
+                 detail=lambda: tail(host.file("notify.log"), 3))
 
     def start_keepalived(self, host: Host) -> None:
         base = self.run_dir / host.name
