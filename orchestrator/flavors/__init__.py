@@ -36,6 +36,7 @@ class Flavor(Protocol):
     start_sql_thread: str
     stop_sql_thread: str
     reset_replica: str
+    reset_binary_logs: str  # empties the binary log and the GTID history (bootstrap, before a seed)
     semisync_query: str  # one row: enabled, timeout_ms, wait_no_replica, wait_point, replica_enabled, clients, waiting, uptime
     semisync_replica_on: str
     restart_io_thread: Tuple[str, ...]

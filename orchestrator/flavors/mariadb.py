@@ -24,6 +24,7 @@ class MariaDB:
     start_sql_thread = "START SLAVE SQL_THREAD"
     stop_sql_thread = "STOP SLAVE SQL_THREAD"
     reset_replica = "RESET SLAVE ALL"
+    reset_binary_logs = "RESET MASTER"
     semisync_query = (
         "SELECT @@global.rpl_semi_sync_master_enabled AS enabled, @@global.rpl_semi_sync_master_timeout AS timeout_ms, "
         "@@global.rpl_semi_sync_master_wait_no_slave AS wait_no_replica, @@global.rpl_semi_sync_master_wait_point AS wait_point, "

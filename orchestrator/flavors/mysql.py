@@ -36,6 +36,8 @@ class MySQL:
         self.start_sql_thread = f"START {word} SQL_THREAD"
         self.stop_sql_thread = f"STOP {word} SQL_THREAD"
         self.reset_replica = f"RESET {word} ALL"
+        # 8.2 renamed RESET MASTER (binary logs and GTID history); 8.4 removed the old name.
+        self.reset_binary_logs = "RESET BINARY LOGS AND GTIDS" if v >= (8, 2, 0) else "RESET MASTER"
         # The semisync_source/semisync_replica plugins (8.0.26+) renamed the variables.
         side, other = ("source", "replica") if v >= (8, 0, 26) else ("master", "slave")
         self._semi = side
