@@ -114,7 +114,6 @@ class Executor:
                 return RunResult(results, exc)
         if first:
             results += self._atlas(first)  # no safe writer from here on: Atlas must not find one by itself
-            results += self._online_if_opened(first)
         opened = False
         for i, step in enumerate(db_steps):
             start = time.monotonic()
@@ -133,17 +132,21 @@ class Executor:
                     results.append(StepResult(type(rest).__name__, rest.describe(), "skipped", "an earlier step failed"))
                 if online:
                     results += self._atlas(online)
+                results += self._online_if_opened(first)
                 results += self._post_hooks(after)
                 return RunResult(results, exc)
         if atlas_steps:
             results += self._atlas(atlas_steps)
+        # After the fence, never before it: a peer that stops answering must not delay it.
+        results += self._online_if_opened(first)
         results += self._post_hooks(post)
         return RunResult(results)
 
     def _online_if_opened(self, offline: Sequence[Step]) -> List[StepResult]:
-        """After a FAULT's offline: the peer named by ``unless_open`` read once more; writable
-        now (its MASTER event opened it, perhaps setting the writer online before this offline
-        landed) -> the writer back online in the same Atlases. Unreadable: left offline."""
+        """At the end of a run whose offline named a peer (``unless_open``): the peer read once
+        more; writable now (its MASTER event opened it, perhaps setting the writer online
+        before this offline landed) -> the writer back online in the same Atlases.
+        Unreadable: left offline (the maintainer keeps the invariant)."""
         peers = {s.unless_open for s in offline if isinstance(s, SetRwOffline) and s.unless_open}
         for name in sorted(peers):
             server = self.servers.get(name)
