@@ -214,22 +214,9 @@ def load_state(path: str) -> Dict[str, Any]:
 
 def save_state(path: str, state: Mapping[str, Any]) -> None:
     """Replace the state file atomically (a reader sees the old or the new one, whole)."""
-    import json
+    from .statefile import replace_json
 
-    tmp = f"{path}.{os.getpid()}.{os.urandom(3).hex()}.tmp"
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, json.dumps(state).encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_json(path, dict(state))
 
 
 class _StateLock:

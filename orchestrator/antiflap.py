@@ -189,19 +189,13 @@ def read_local_ack(state_dir: str) -> str:
 
 def write_local_ack(state_dir: str, acks: str, run_id: str) -> str:
     """Acknowledge ``acks`` in this host's state_dir (written whole, then renamed)."""
-    import json
     import time
+
+    from .statefile import replace_json
 
     data: Dict[str, Any] = {"acks": acks, "run": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     path = ack_path(state_dir)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, (json.dumps(data) + "\n").encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+    replace_json(path, data, fsync=True, newline=True)
     return f"written to {path}"
 
 

@@ -224,14 +224,12 @@ class Executor:
         raise OrchError(f"unknown step {step!r}")
 
     def _record_handover(self, step: HandOver) -> None:
-        import json
         import os
 
+        from .statefile import replace_json
+
         try:
-            target = os.path.join(self.cfg.state_dir, HANDOVER_RECORD)
-            with open(f"{target}.tmp", "w", encoding="utf-8") as fh:
-                json.dump({"value": "1" if step.give_up else "0", "at": time.time()}, fh)
-            os.replace(f"{target}.tmp", target)
+            replace_json(os.path.join(self.cfg.state_dir, HANDOVER_RECORD), {"value": "1" if step.give_up else "0", "at": time.time()})
         except OSError as exc:
             log.warning("cannot record the hand-over in %s: %s", self.cfg.state_dir, exc.strerror or exc)
 

@@ -18,15 +18,10 @@ def path(state_dir: str) -> str:
 
 def hand_over(state_dir: str, event: str, run_id: str) -> str:
     """Record the event for the maintainer (atomically); returns the file written."""
-    import json
+    from .statefile import replace_json
 
     target = path(state_dir)
-    tmp = f"{target}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"event": event, "run": run_id, "time": time.time()}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    replace_json(target, {"event": event, "run": run_id, "time": time.time()}, fsync=True)
     return target
 
 

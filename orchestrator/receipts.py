@@ -45,17 +45,12 @@ def _load(path: str) -> Dict[str, Any]:
 
 
 def _save(path: str, records: Dict[str, Any]) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
+    from .statefile import replace_json
+
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(records, handle)
-        os.replace(tmp, path)
+        replace_json(path, records)
     except OSError as exc:
         log.warning("cannot write %s (%s): the next pass measures without it", path, exc)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
 
 
 def _observe(node: NodeState, record: Optional[Dict[str, Any]], now: float) -> Optional[Dict[str, Any]]:

@@ -45,15 +45,9 @@ def read_record(state_dir: str) -> Optional[Dict[str, Any]]:
 
 def write_record(state_dir: str, on: bool, why: str, node: str) -> None:
     """Record a switch (atomically, fsynced) before anything relies on it."""
-    import json
+    from .statefile import replace_json
 
-    target = path(state_dir)
-    tmp = f"{target}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump({"wait": "on" if on else "off", "at": time.time(), "node": node, "why": why}, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, target)
+    replace_json(path(state_dir), {"wait": "on" if on else "off", "at": time.time(), "node": node, "why": why}, fsync=True)
 
 
 def wait_on_since(state_dir: str, server_started: float) -> Optional[float]:
