@@ -4,7 +4,10 @@ option file, mode 0600 in a private directory removed afterwards, never argv."""
 from __future__ import annotations
 
 import os
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+
+if TYPE_CHECKING:
+    import subprocess
 
 
 def option_value(value: str) -> str:
@@ -62,3 +65,26 @@ class OptionFile:
         import shutil
 
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def run_client(argv: Sequence[str], label: str, timeout: float, stdin: Any = None, stdout: Any = None,
+               env: Optional[Mapping[str, str]] = None) -> "subprocess.CompletedProcess[bytes]":
+    """Run one of those clients (argv list, no shell, credentials only in an option file);
+    CommandError naming ``label`` on a timeout, a failed start or a non-zero exit (with the
+    last 300 characters of what it said on stderr). stdout is captured unless given."""
+    import subprocess
+
+    from .errors import CommandError
+
+    try:
+        proc = subprocess.run(list(argv), stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                              stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
+                              timeout=timeout, check=False, env=None if env is None else dict(env))
+    except subprocess.TimeoutExpired:
+        raise CommandError(f"{label}: timed out after {timeout:g}s") from None
+    except OSError as exc:
+        raise CommandError(f"{label}: {exc.strerror}") from None
+    if proc.returncode != 0:
+        err = " | ".join(line.strip() for line in proc.stderr.decode("utf-8", "replace").splitlines() if line.strip())[-300:]
+        raise CommandError(f"{label}: exit code {proc.returncode}: {err}")
+    return proc

@@ -531,23 +531,14 @@ class _Reader:
 
     def run_file(self, name: str, start: int, stop: int, extra: Sequence[str]) -> str:
         import os
-        import subprocess
 
-        from .errors import CommandError
+        from .clientfile import run_client
 
         argv = [MARIADB_BINLOG, f"--defaults-extra-file={self.options}", "--read-from-remote-server",
                 f"--host={self.host}", f"--port={self.port}", f"--start-position={start}", f"--stop-position={stop}",
                 *extra, name]
         env = {**os.environ, "TZ": "UTC", "LC_ALL": "C"}
-        try:
-            proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=BINLOG_TIMEOUT, env=env)
-        except subprocess.TimeoutExpired:
-            raise CommandError(f"{' '.join(argv)}: timed out after {BINLOG_TIMEOUT:g}s") from None
-        except OSError as exc:
-            raise CommandError(f"{' '.join(argv)}: {exc.strerror}") from None
-        if proc.returncode != 0:
-            err = " | ".join(line.strip() for line in proc.stderr.decode("utf-8", "replace").splitlines() if line.strip())[-300:]
-            raise CommandError(f"{' '.join(argv)}: exit code {proc.returncode}: {err}")
+        proc = run_client(argv, " ".join(argv), BINLOG_TIMEOUT, env=env)
         return proc.stdout.decode("utf-8", "surrogateescape")
 
 

@@ -69,7 +69,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
-from ..clientfile import OptionFile, client_options, option_value
+from ..clientfile import OptionFile, client_options, option_value, run_client
 from ..config import Config
 from ..errors import CommandError, OrchError, Refused
 from ..flavors.common import version_tuple
@@ -312,20 +312,8 @@ def read_side(server: Server, node: NodeState, repl_user: str, repl_host: str) -
 
 def _run(argv: Sequence[str], stdin: object = None, stdout: object = None) -> str:
     """A client subprocess (argv list, no shell, no secrets in argv); CommandError on failure."""
-    import subprocess
-
     started = time.monotonic()
-    try:
-        proc = subprocess.run(list(argv), stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                              stdout=stdout if stdout is not None else subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=DUMP_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired:
-        raise CommandError(f"{argv[0]}: timed out after {DUMP_TIMEOUT:g}s") from None
-    except OSError as exc:
-        raise CommandError(f"{argv[0]}: {exc.strerror}") from None
-    if proc.returncode != 0:
-        err = " | ".join(line.strip() for line in proc.stderr.decode("utf-8", "replace").splitlines() if line.strip())[-300:]
-        raise CommandError(f"{argv[0]}: exit code {proc.returncode}: {err}")
+    run_client(argv, argv[0], DUMP_TIMEOUT, stdin=stdin, stdout=stdout)
     return f"{time.monotonic() - started:.1f}s"
 
 
