@@ -117,3 +117,40 @@ def write_report(request: Any, title: str, lines: Sequence[str]) -> None:
         terminal.write_line(title)
         for line in lines:
             terminal.write_line("  " + line)
+
+
+class LabHolder:
+    """The module's lab; rebuilt when a drill leaves it unhealthy."""
+
+    def __init__(self, root: Any, template: str, profile: str = "default") -> None:
+        self.root = root
+        self.template = template
+        self.profile = profile
+        self.lab: Optional[Any] = None
+        self.builds = 0
+
+    def build(self) -> Any:
+        from orchestrator.lab import netns
+
+        self.builds += 1
+        lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile)
+        lab.up()
+        self.lab = lab
+        return lab
+
+    def healthy(self) -> Any:
+        from orchestrator.lab import LabError
+
+        if self.lab is None:
+            return self.build()
+        try:
+            self.lab.wait_healthy(20)
+        except LabError:
+            self.lab.down()
+            return self.build()
+        return self.lab
+
+    def down(self) -> None:
+        if self.lab is not None:
+            self.lab.down()
+            self.lab = None

@@ -32,10 +32,10 @@ import pymysql
 import pytest
 
 from orchestrator.lab import mariadb as lab
-from orchestrator.lab.atlas_standin.standin import AtlasStandin, encrypt_password
+from orchestrator.lab.atlas_standin.standin import AtlasStandin
 
 from . import orchtest as t
-from .test_atlas_proxy import APP_PW, APP_USER, ADMIN_PW, addr, create_app_user
+from .test_atlas_proxy import APP_PW, APP_USER, ADMIN_PW, addr, create_app_user, proxy_conf
 
 pytestmark = pytest.mark.mariadb
 
@@ -195,20 +195,6 @@ class Sampler(threading.Thread):
                    for when, name, backends in self.samples if name == atlas and a <= when <= b)
 
 
-def atlas_conf(path: Path, rw: str, ro: str) -> str:
-    path.write_text(
-        "# Atlas on this host, hand-written\n"
-        "[mysql-proxy]\n"
-        "admin-username = user\n"
-        f"admin-password = {ADMIN_PW}\n"
-        "admin-address = 127.0.0.1:2345\n"
-        f"proxy-backend-addresses = {rw}\n"
-        f"proxy-read-only-backend-addresses = {ro}\n"
-        f"pwds = {APP_USER}:{encrypt_password(APP_PW)}\n"
-    )
-    return str(path)
-
-
 def wait_for(condition, timeout: float, what: str) -> float:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -259,7 +245,7 @@ def rig(mariadb_pair, tmp_path):
     hosts = {}
     try:
         for n, node in ((1, "server1"), (2, "server2")):
-            conf = atlas_conf(tmp_path / f"atlas{n}.cnf", vip.address, addr(s2))
+            conf = proxy_conf(tmp_path / f"atlas{n}.cnf", vip.address, addr(s2))
             standin = AtlasStandin(conf, host="127.0.0.1", port=0, check_interval=CHECK_EVERY, proxy_port=0).start()
             standins[f"atlas{n}"] = standin
             host, port = standin.address

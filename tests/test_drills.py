@@ -29,7 +29,7 @@ from orchestrator.lab.probes import Sampler, gtids_beyond, row_ids
 from orchestrator.lab.proc import tail, wait_for
 from orchestrator.lab.traffic import Writer
 
-from .orchtest import write_report
+from .orchtest import LabHolder, write_report
 
 pytestmark = pytest.mark.netns
 
@@ -45,39 +45,6 @@ def skip_reason() -> Optional[str]:
 @dataclass
 class Report:
     lines: List[str] = field(default_factory=list)
-
-
-class LabHolder:
-    """The module's lab; rebuilt when a drill leaves it unhealthy."""
-
-    def __init__(self, root, template: str, profile: str = "default") -> None:
-        self.root = root
-        self.template = template
-        self.profile = profile
-        self.lab: Optional[netns.NetnsLab] = None
-        self.builds = 0
-
-    def build(self) -> netns.NetnsLab:
-        self.builds += 1
-        lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile)
-        lab.up()
-        self.lab = lab
-        return lab
-
-    def healthy(self) -> netns.NetnsLab:
-        if self.lab is None:
-            return self.build()
-        try:
-            self.lab.wait_healthy(20)
-        except LabError:
-            self.lab.down()
-            return self.build()
-        return self.lab
-
-    def down(self) -> None:
-        if self.lab is not None:
-            self.lab.down()
-            self.lab = None
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from orchestrator.lab.probes import Sampler, row_ids
 from orchestrator.lab.proc import tail, wait_for
 from orchestrator.lab.traffic import Writer
 
-from .orchtest import write_report
+from .orchtest import LabHolder, write_report
 
 pytestmark = pytest.mark.netns
 
@@ -53,23 +53,6 @@ def report(request):
     write_report(request, "partition drills (seconds):", lines)
 
 
-class Holder:
-    def __init__(self, root: Path, template: str, profile: str = "default") -> None:
-        self.root, self.template, self.lab, self.builds, self.profile = root, template, None, 0, profile
-
-    def healthy(self) -> netns.NetnsLab:
-        if self.lab is not None:
-            try:
-                self.lab.wait_healthy(20)
-                return self.lab
-            except LabError:
-                self.lab.down()
-        self.builds += 1
-        self.lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile)
-        self.lab.up()
-        return self.lab
-
-
 @pytest.fixture(scope="module", params=["default", "fast"])
 def holder(request, tmp_path_factory, mariadb_template):
     """One lab per keepalived profile: no split brain with the fast profile's 0.2 s adverts either."""
@@ -77,10 +60,9 @@ def holder(request, tmp_path_factory, mariadb_template):
     if reason:
         pytest.skip(reason)
     netns.cleanup_stale()
-    h = Holder(tmp_path_factory.mktemp(f"partitions-{request.param}"), mariadb_template, request.param)
+    h = LabHolder(tmp_path_factory.mktemp(f"partitions-{request.param}"), mariadb_template, request.param)
     yield h
-    if h.lab is not None:
-        h.lab.down()
+    h.down()
 
 
 @pytest.fixture

@@ -724,12 +724,18 @@ class AtlasStandin:
             name=f"atlas-standin-{peer[0]}:{peer[1]}",
             daemon=True,
         )
+        self._track_and_start(conn, thread)
+
+    def _track_and_start(self, conn: socket.socket, thread: threading.Thread) -> bool:
+        """Track a connection's thread (stop() closes the connection) and start it; False,
+        with the connection closed, once the stand-in is stopping."""
         with self._conn_lock:
             if self._stopping.is_set():
                 conn.close()
-                return
+                return False
             self._connections[conn] = thread
         thread.start()
+        return True
 
     def _check_loop(self) -> None:
         assert self._check_interval is not None
@@ -768,12 +774,8 @@ class AtlasStandin:
                     client = ProxyConnection(self._state, conn, peer, self.routed)
                     thread = threading.Thread(target=self._serve_proxy, args=(client, conn),
                                               name=f"atlas-standin-proxy-{peer[1]}", daemon=True)
-                    with self._conn_lock:
-                        if self._stopping.is_set():
-                            conn.close()
-                            return
-                        self._connections[conn] = thread
-                    thread.start()
+                    if not self._track_and_start(conn, thread):
+                        return
 
     def _serve_proxy(self, client: "object", conn: socket.socket) -> None:
         try:
