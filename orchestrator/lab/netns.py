@@ -408,6 +408,15 @@ class NetnsLab(Lab):
     def host_tags(self, host: Host) -> List[str]:
         return [f"keepalived {self.keepalived_state(host)}"]
 
+    def daemon_problems(self) -> List[str]:
+        """Also a keepalived still in FAULT: not healed, since leaving FAULT fires BACKUP, which
+        fences and re-points its node (a drill's next step would race with that)."""
+        problems = super().daemon_problems()
+        for host in self.hosts.values():
+            if self.keepalived_state(host) == "FAULT":
+                problems.append(f"[keepalived] {host.name}'s keepalived is in FAULT: its BACKUP event (fence, re-point) is still to come")
+        return problems
+
     # -- faults -------------------------------------------------------------------
 
     def link(self, host: Host, up: bool) -> None:
