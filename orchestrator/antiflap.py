@@ -21,12 +21,13 @@ from __future__ import annotations
 import logging
 import os
 import weakref
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 from .errors import DatabaseError
 from .model import ClusterView, PromotionRecord
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Dict, Mapping, Optional, Tuple
     from .plan import Plan
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,10 @@ import marshal
 import os
 import sys
 import types
-from typing import Any, Dict, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
 
 FORMAT = 1
 MAX_ENTRIES = 1500  # past this, a save keeps only what this process used (stale source is dropped)
@@ -56,27 +59,15 @@ def install() -> None:
     dataclasses.exec = _exec  # type: ignore[attr-defined]
 
 
-class _OnFirstUse(types.ModuleType):
-    """Stands in for a module until one of its attributes is needed, then imports it."""
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(__import__(self.__name__), name)
-
-
 def _import_dataclasses() -> Any:
     """``import dataclasses``, with the inspect module it imports (and ast and dis with it,
-    ~7 ms) imported on first use: dataclasses uses it only to write a signature into a
-    class that has no docstring, and every class on the notify path has one."""
-    if "dataclasses" in sys.modules or "inspect" in sys.modules:
+    ~7 ms) and copy put off until used: dataclasses uses inspect only to write a signature
+    into a class that has no docstring (every class on the notify path has one), and copy
+    only in asdict() and astuple()."""
+    from .lazy import deferred
+
+    with deferred("inspect", "copy"):
         import dataclasses
-        return dataclasses
-    stand_in = _OnFirstUse("inspect")
-    sys.modules["inspect"] = stand_in
-    try:
-        import dataclasses
-    finally:
-        if sys.modules.get("inspect") is stand_in:
-            del sys.modules["inspect"]  # whoever imports inspect from now on gets the real one
     return dataclasses
 
 

@@ -1,175 +1,95 @@
 """Entry point: parse arguments and dispatch to ``commands/<name>.py``. Nothing else.
 
-Imports are deferred so that the keepalived notify path loads only what it uses.
+Imports are deferred so that the keepalived notify path loads only what it uses: its
+arguments are read without argparse (see parse_args), and the whole parser is in argv.py.
 """
 
 from __future__ import annotations
 
-import argparse
 import gc
-import logging
-import os
 import sys
-from typing import Any, List, NoReturn, Optional, TextIO
 
-from . import __version__
 from .errors import OrchError, UsageError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import List, Optional, TextIO
 
 EXIT_UNEXPECTED = 70
 NOTIFY_TYPES = ("INSTANCE", "GROUP")
 NOTIFY_STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "DELETED")
 
 
-def terminal_width() -> int:
-    """What shutil.get_terminal_size() gives argparse: $COLUMNS, else the terminal's, else 80."""
-    try:
-        columns = int(os.environ.get("COLUMNS", 0))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
+def build_parser(only: "Optional[str]" = None) -> "argparse.ArgumentParser":
+    """The whole parser (argv.build_parser); with ``only``, just that command's."""
+    from .argv import build_parser
+
+    return build_parser(only)
 
 
-class HelpFormatter(argparse.HelpFormatter):
-    """argparse's own, sized without shutil.
+class Arguments:
+    """What argparse's Namespace is for the notify call: attributes, compared by value."""
 
-    argparse builds a formatter for every add_argument and imports shutil (with bz2, lzma,
-    fnmatch) for its width: ~3 ms of the notify hook's start-up, for help it never prints.
-    """
+    def __init__(self, **kwargs: object) -> None:
+        self.__dict__.update(kwargs)
 
-    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: Optional[int] = None) -> None:
-        super().__init__(prog, indent_increment, max_help_position, terminal_width() - 2 if width is None else width)
+    def __eq__(self, other: object) -> bool:
+        return vars(self) == vars(other)
 
-
-class Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (exit 2) instead of a usage dump."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{self.prog}: {message}")
+    def __repr__(self) -> str:
+        return f"Arguments({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
-def port_number(text: str) -> int:
-    """A TCP port (0: off) for argparse."""
-    if not text.isdigit() or int(text) > 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
-    return int(text)
+# keepalived's notify hook, as conf/ and hooks/ run it: global options with a value, flags.
+_GLOBAL_VALUES = {"-c": "config", "--config": "config", "--node": "node"}
+_GLOBAL_FLAGS = ("-v", "--verbose")
 
 
-def build_parser(only: Optional[str] = None) -> Parser:
-    """The whole parser; with ``only``, just that command's (see parse_args)."""
-    p = Parser(prog="orch", description="Failover orchestrator for a two-node MySQL/MariaDB + keepalived + Atlas pair.")
-    p.add_argument("-c", "--config", help="config file (default $ORCH_CONFIG or /etc/orch/orch.yaml)")
-    p.add_argument("--node", help="this host's node name (overrides 'self'; also $ORCH_NODE)")
-    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    p.add_argument("--version", action="version", version=f"orch {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    sub.required = True
-    if only is not None:
-        build = sub.add_parser
-        sub.add_parser = lambda name, **kwargs: build(name, **kwargs) if name == only else _Skipped()  # type: ignore[method-assign]
-
-    n = sub.add_parser("notify", help="keepalived notify entry point: TYPE NAME STATE [PRIORITY]")
-    n.add_argument("type", metavar="TYPE", help="INSTANCE or GROUP")
-    n.add_argument("name", metavar="NAME", help="VRRP instance or group name")
-    n.add_argument("state", metavar="STATE", help="MASTER, BACKUP, FAULT, STOP or DELETED")
-    n.add_argument("priority", metavar="PRIORITY", nargs="?", help="VRRP priority (ignored)")
-    n.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-
-    pr = sub.add_parser("promote", help="make this node the writable master (what MASTER does)")
-    pr.add_argument("--force", action="store_true", help="promote even if the relay log cannot be applied in time")
-    pr.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    pr.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-
-    d = sub.add_parser("demote", help="fence this node and replicate from the peer (what BACKUP does)")
-    d.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    d.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    d.add_argument("--rewind", action="store_true", help="roll back this node's errant GTIDs (saved first under state_dir/rewind/), then rejoin (MariaDB)")
-
-    so = sub.add_parser("switchover", help="planned switchover through keepalived: this node (the master) hands over to the peer")
-    so.add_argument("--to", metavar="NODE", default=None, help="the node to switch to (the peer; checked)")
-    so.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    so.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-
-    ak = sub.add_parser("ack", help="acknowledge the latest automatic promotion: lift the anti-flapping block")
-    ak.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    ak.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-
-    s = sub.add_parser("status", help="both nodes' role, replication and GTIDs, and the last journal entries")
-    s.add_argument("--format", choices=("table", "json"), default="table")
-
-    sub.add_parser("check-config", help="validate the configuration and exit")
-
-    c = sub.add_parser("check", help="health check for keepalived's vrrp_script: exit 0 when this node's server answers")
-    c.add_argument("--timeout", type=float, default=1.0, help="seconds (default 1)")
-    c.add_argument("--replica", action="store_true",
-                   help="exit 0 only on a healthy read-only replica (for LVS MISC_CHECK): threads, lag, errant GTIDs")
-
-    m = sub.add_parser("maintain", help="reconcile Atlas read-only backends with the replica's health")
-    m.add_argument("--once", action="store_true", help="one pass, then exit (for cron)")
-    m.add_argument("--dry-run", action="store_true", help="print what a pass would do, change nothing")
-    m.add_argument("--metrics-port", type=port_number, metavar="PORT", default=None,
-                   help="serve Prometheus metrics on this TCP port (default maintainer.metrics_port; 0: off)")
-
-    nf = sub.add_parser("notify-fifo", help="read keepalived's notify_fifo: events in order, each as notify handles it")
-    nf.add_argument("fifo", metavar="FIFO", help="the FIFO keepalived's notify_fifo writes (created, mode 0600, if missing)")
-
-    dr = sub.add_parser("doctor", help="check everything this pair needs to fail over safely: pass / warn / fail")
-    dr.add_argument("--format", choices=("table", "json"), default="table")
-    dr.add_argument("--keepalived-config", metavar="PATH", default=None, help="also check this keepalived.conf")
-
-    bs = sub.add_parser("bootstrap", help="make an empty server the read-only GTID replica of the server with the data")
-    bs.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    bs.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
-    bs.add_argument("--repl-host", metavar="HOST", default=None,
-                    help="host part of the replication account it creates (default: the peer's address)")
-
-    w = sub.add_parser("watch-mysqld", help="write keepalived's track file the instant mysqld exits (the fast profile)")
-    w.add_argument("--pid-file", required=True, help="the server's pid file (absolute path)")
-    w.add_argument("--track-file", required=True, help="keepalived track file to write: 1 when no server runs, 0 while one does")
-
-    lab = sub.add_parser("lab", help="a local sandbox cluster: up, status, failover, down")
-    lab.add_argument("action", choices=("up", "status", "failover", "switchover", "down"))
-    lab.add_argument("--dir", default=None, help="lab directory (default /tmp/orch-lab)")
-    lab.add_argument("--mode", choices=("auto", "netns", "loopback"), default="auto")
-    return p
+def parse_notify_call(args: "List[str]") -> "Optional[Arguments]":
+    """keepalived's call, ``[-c FILE] [--node NAME] [-v] notify TYPE NAME STATE [PRIORITY]
+    [--dry-run]``, read without argparse (importing and building it is ~4 ms of the hook's
+    start-up); None for anything else or any doubt (an abbreviated or ``=`` option, a value
+    or positional starting with ``-``, --dry-run among the positionals), which the whole
+    parser then answers exactly as it always has. tests/test_cli.py holds the two equal."""
+    values = {"config": None, "node": None}
+    verbose = False
+    i = 0
+    while i < len(args) and args[i] != "notify":
+        arg = args[i]
+        if arg in _GLOBAL_VALUES and i + 1 < len(args) and not args[i + 1].startswith("-"):
+            values[_GLOBAL_VALUES[arg]] = args[i + 1]
+            i += 2
+        elif arg in _GLOBAL_FLAGS:
+            verbose = True
+            i += 1
+        else:
+            return None
+    rest = args[i + 1:]
+    if i >= len(args):
+        return None
+    dry_run = False
+    while rest and rest[-1] == "--dry-run":
+        dry_run = True
+        rest = rest[:-1]
+    if not 3 <= len(rest) <= 4 or any(a.startswith("-") for a in rest):
+        return None
+    return Arguments(config=values["config"], node=values["node"], verbose=verbose, command="notify",
+                     type=rest[0], name=rest[1], state=rest[2], priority=rest[3] if len(rest) == 4 else None,
+                     dry_run=dry_run)
 
 
-class _Skipped:
-    """A command's parser that this invocation does not build: its arguments go nowhere."""
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> None:
-        pass
-
-
-# keepalived's notify hook, as conf/ and hooks/ run it: these options, and positionals.
-NOTIFY_OPTIONS = ("-c", "--config", "--node", "-v", "--verbose", "--dry-run")
-
-
-def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    """Parse the command line. A plain notify call builds only the notify parser (the other
-    commands' parsers are ~4 ms of the hook's start-up); anything else, or any doubt (an
-    unknown option such as --help, an error), goes to the whole parser, which answers
-    exactly as it always has."""
+def parse_args(argv: "Optional[List[str]]") -> "argparse.Namespace":
+    """Parse the command line: keepalived's notify call without argparse, anything else (or
+    any doubt, such as --help or an error) with the whole parser."""
     args = sys.argv[1:] if argv is None else list(argv)
-    if "notify" in args and all(a in NOTIFY_OPTIONS or not a.startswith("-") for a in args):
-        try:
-            parsed = build_parser(only="notify").parse_args(args)
-            if parsed.command == "notify":
-                return parsed
-        except UsageError:
-            pass
+    parsed = parse_notify_call(args)
+    if parsed is not None:
+        return parsed  # type: ignore[return-value]
     return build_parser().parse_args(args)
 
 
-def parse_notify(args: argparse.Namespace) -> None:
+def parse_notify(args: "argparse.Namespace") -> None:
     """Validate keepalived's arguments; raise UsageError naming the bad one."""
     if args.type not in NOTIFY_TYPES:
         raise UsageError(f"orch notify: TYPE must be INSTANCE or GROUP, got {args.type!r}")
@@ -179,7 +99,7 @@ def parse_notify(args: argparse.Namespace) -> None:
         raise UsageError(f"orch notify: PRIORITY must be an integer, got {args.priority!r}")
 
 
-def main(argv: Optional[List[str]] = None, stdout: TextIO = sys.stdout, stdin: TextIO = sys.stdin) -> int:
+def main(argv: "Optional[List[str]]" = None, stdout: "TextIO" = sys.stdout, stdin: "TextIO" = sys.stdin) -> int:
     from . import classcache
 
     try:
@@ -188,8 +108,10 @@ def main(argv: Optional[List[str]] = None, stdout: TextIO = sys.stdout, stdin: T
         classcache.save()  # after the run: the next one starts faster
 
 
-def _dispatch(argv: Optional[List[str]], stdout: TextIO, stdin: TextIO) -> int:
-    from . import classcache, logs
+def _dispatch(argv: "Optional[List[str]]", stdout: "TextIO", stdin: "TextIO") -> int:
+    from . import classcache, logs  # logs first: it imports logging (see there)
+
+    import logging
 
     try:
         args = parse_args(argv)

@@ -14,7 +14,6 @@ import logging
 import math
 import re
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from . import flavors
 from .config import Config
@@ -29,6 +28,10 @@ from .plan import (
     StopReplica, StopSqlThread,
 )
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
 log = logging.getLogger(__name__)
 
 WAIT_SLICE = 1.0  # seconds per wait call, so a replication error is noticed within a second
@@ -36,7 +39,8 @@ WAIT_SLICE = 1.0  # seconds per wait call, so a replication error is noticed wit
 BLOCKED_CODES = (1205, 2013)
 UNREADABLE_REPLICA_METADATA = 1201  # "Could not initialize master info structure" (a torn master.info)
 # Runs a plan's Atlas steps (atlas/apply.py unless the caller brings its own connections).
-AtlasRunner = Callable[[Config, Sequence[AtlasStep]], List[StepResult]]
+if TYPE_CHECKING:
+    AtlasRunner = Callable[[Config, Sequence[AtlasStep]], List[StepResult]]
 # Steps that are one statement of the node's flavor.
 ONE_STATEMENT: Dict[type, Callable[[flavors.Flavor], str]] = {
     StartSqlThread: lambda f: f.start_sql_thread,

@@ -282,3 +282,33 @@ def test_no_compiled_copy_of_what_json_does_not_keep(tmp_path):
     for raw in ({"when": datetime.date(2024, 1, 1)}, {1: "x"}, {"x": float("nan")}):
         _write_compiled(str(p), "text", raw)
         assert not os.path.exists(compiled_path(str(p))), raw
+
+
+def test_addresses_read_and_printed_as_the_ipaddress_module_does():
+    """config reads IPv4 without importing ipaddress (the notify hook loads the config on
+    every event): over thousands of near-addresses it accepts, rejects and prints exactly
+    as ipaddress does."""
+    import ipaddress
+    import random
+
+    from orchestrator import config
+
+    def expect(make, text):
+        try:
+            return make(text)
+        except ValueError:
+            return ValueError
+
+    rng = random.Random(1126)
+    parts = ["0", "1", "01", "00", "9", "10", "127", "255", "256", "999", "1000", "", " 1", "1 ", "+1", "-1",
+             "0x1", "1e1", "٣", "a", "ff", "0000", "4294967295"]
+    samples = ["127.0.0.1", "10.0.0.1", "0.0.0.0", "255.255.255.255", "1.2.3", "1.2.3.4.5", "1.2.3.4/24", "",
+               "::1", "fe80::1%eth0", "::ffff:1.2.3.4", "2001:DB8::1", "1:2:3:4:5:6:7:8:9", "localhost", "127.1",
+               "1.2.3.4\n", "１.2.3.4"]
+    for _ in range(3000):
+        samples.append(rng.choice([".", ":"]).join(rng.choice(parts) for _ in range(rng.randrange(1, 6))))
+    for text in samples:
+        assert expect(config.ipv4_address, text) == expect(lambda t: str(ipaddress.IPv4Address(t)), text), repr(text)
+        assert expect(config.ip_address, text) == expect(lambda t: str(ipaddress.ip_address(t)), text), repr(text)
+        loopback = text == "localhost" or expect(lambda t: ipaddress.ip_address(t).is_loopback, text) is True
+        assert config._loopback(text) == loopback, repr(text)

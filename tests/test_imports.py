@@ -17,10 +17,12 @@ PACKAGE = Path(__file__).resolve().parent.parent / "orchestrator"
 
 # Run as keepalived runs the hook: `orch notify ...` through orchestrator.cli.main.
 NOTIFY = """
-import json, sys
+import sys
+before = sorted(sys.modules)  # the interpreter's start-up (a development venv's import hook loads more)
 from orchestrator import cli
 code = cli.main(sys.argv[1:])
-print(json.dumps({"exit": code, "modules": sorted(sys.modules)}))
+import json
+print(json.dumps({"exit": code, "modules": sorted(sys.modules), "before": before}))
 """
 
 
@@ -118,3 +120,69 @@ def test_only_orch_lab_imports_the_lab():
     users = sorted(m for m, imported in graph.items()
                    if not in_package(m, "orchestrator.lab") and any(in_package(i, "orchestrator.lab") for i in imported))
     assert users == ["orchestrator.commands.lab"]
+
+
+# Imported by Python's or PyMySQL's start-up but put off on the hook's path (or never needed
+# there): each is milliseconds of write downtime per event (see orchestrator/lazy.py).
+PUT_OFF = ["typing", "argparse", "ssl", "traceback", "inspect", "copy", "encodings.idna", "ipaddress", "yaml",
+           "logging.handlers"]
+
+
+def test_promotion_imports_nothing_it_does_not_use(cluster):
+    """The measured failover (bench/notify_latency): the master killed, its caught-up replica
+    promoted by `orch notify MASTER`. It promotes, and none of what the hook puts off is
+    loaded: a change that brings one back costs every failover its import time."""
+    s1, s2, cfg, _ = cluster
+    from . import orchtest as t
+
+    assert t.orch(cfg, "server2", "check-config").code == 0  # writes the compiled config copy, as a first run does
+    s1.kill()
+    argv = [sys.executable, "-c", NOTIFY, "-c", cfg, "--node", "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    run = json.loads(proc.stdout.splitlines()[-1])
+    assert run["exit"] == 0, proc.stderr
+    assert s2.sql("SELECT @@global.read_only AS ro")[0]["ro"] == 0
+    modules = set(run["modules"]) - set(run["before"])
+    assert {"orchestrator.execute", "orchestrator.flavors.mariadb", "pymysql"} <= modules
+    assert sorted(m for m in PUT_OFF if m in modules) == []
+
+
+def test_put_off_modules_still_work_when_used():
+    """A stand-in answers from the real module on first use, and leaves sys.modules with the block."""
+    code = """
+import sys
+from orchestrator.lazy import deferred
+with deferred("traceback", "ssl"):
+    import traceback, ssl
+    assert type(sys.modules["ssl"]).__name__ == "Deferred"
+assert "ssl" not in sys.modules and "traceback" not in sys.modules
+try:
+    1 / 0
+except ZeroDivisionError:
+    text = traceback.format_exc()
+from ssl import SSLContext  # inside or outside a block: the real module
+assert ssl.SSLContext is SSLContext and sys.modules["ssl"].SSLContext is SSLContext
+print("ZeroDivisionError" in text, type(sys.modules["traceback"]).__name__)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.stdout.split() == ["True", "module"], proc.stderr
+
+
+def test_no_dataclass_field_is_a_class_variable():
+    """The hook runs without typing, and then dataclasses cannot tell a ``ClassVar[...]``
+    annotation (a string here) from a field: no dataclass may annotate its class constants."""
+    import dataclasses
+    import importlib
+
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        if in_package(name, "orchestrator.lab"):
+            continue
+        module = importlib.import_module(name)
+        for value in vars(module).values():
+            if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__module__ == name:
+                offenders += [f"{name}.{value.__name__}.{f.name}" for f in dataclasses.fields(value)
+                              if "ClassVar" in str(f.type)]
+    assert offenders == []

@@ -6,7 +6,6 @@ import logging
 import os
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, TextIO, Tuple
 
 from .. import logs
 from ..config import Config, load
@@ -14,7 +13,9 @@ from ..errors import Refused, UsageError
 from ..journal import Journal, new_run_id
 from ..plan import NOOP, Plan, RunResult
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any, Dict, Mapping, Optional, TextIO, Tuple
     from ..db import Server
     from ..execute import AtlasRunner
     from ..model import ClusterView

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import time
-from typing import TextIO
 
 from ..config import Config
 from ..decide import BACKUP, MASTER, decide
@@ -14,6 +12,11 @@ from ..errors import LockBusy
 from ..lock import RunLock
 from ..plan import NOOP
 from .common import RunContext, confirmed, ensure_state_dir, execute_plan, load_config, new_run
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import argparse
+    from typing import TextIO
 
 log = logging.getLogger("orchestrator")
 
@@ -81,6 +84,8 @@ def notify(args: argparse.Namespace, out: TextIO) -> int:
 
 def notify_event(args: argparse.Namespace, type_: str, name: str, state: str, out: TextIO) -> int:
     """One keepalived event read from elsewhere (notify-fifo): exactly what ``orch notify`` does."""
+    import argparse
+
     event = argparse.Namespace(**{**vars(args), "type": type_, "name": name, "state": state, "priority": None})
     return _run(event, state, out, None, operator=False)
 

@@ -5,9 +5,15 @@ Kept apart from the package's registry, which imports the flavor modules.
 
 from __future__ import annotations
 
-from typing import Any, Tuple
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Tuple
 
-Statement = Tuple[str, Tuple[Any, ...]]  # SQL with %s placeholders, parameters
+
+if TYPE_CHECKING:
+    Statement = Tuple[str, Tuple[Any, ...]]  # SQL with %s placeholders, parameters
+else:
+    Statement = tuple
 
 # Seconds between the source's heartbeats to an idle replica (set by change_source): the
 # replica's heartbeat count then proves within a second or two that its source is alive.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional
-
 from ..gtid import BinlogState, GtidPos, mariadb_errant
 from ..model import NodeState, ReplicaStatus, replica_status_from_row
 from .common import HEARTBEAT_PERIOD, Statement
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Mapping, Optional
 
 
 class MariaDB:

@@ -6,11 +6,14 @@ SOURCE TO; 8.4 removed the old spellings. Statements are chosen by version.
 
 from __future__ import annotations
 
-from typing import Any, List, Mapping, Optional
 
 from ..gtid import GtidSet
 from ..model import NodeState, ReplicaStatus, replica_status_from_row
 from .common import HEARTBEAT_PERIOD, Statement, version_tuple
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, List, Mapping, Optional
 
 
 class MySQL:

@@ -1,0 +1,140 @@
+"""The whole command line: argparse, every command and its options (see cli.parse_args)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any, NoReturn, Optional
+
+from . import __version__
+from .errors import UsageError
+
+
+def terminal_width() -> int:
+    """What shutil.get_terminal_size() gives argparse: $COLUMNS, else the terminal's, else 80."""
+    try:
+        columns = int(os.environ.get("COLUMNS", 0))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, sized without shutil.
+
+    argparse builds a formatter for every add_argument and imports shutil (with bz2, lzma,
+    fnmatch) for its width: ~3 ms of the notify hook's start-up, for help it never prints.
+    """
+
+    def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: Optional[int] = None) -> None:
+        super().__init__(prog, indent_increment, max_help_position, terminal_width() - 2 if width is None else width)
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2) instead of a usage dump."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def port_number(text: str) -> int:
+    """A TCP port (0: off) for argparse."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 0 to 65535, got {text!r}")
+    return int(text)
+
+
+def build_parser(only: Optional[str] = None) -> Parser:
+    """The whole parser; with ``only``, just that command's (see parse_args)."""
+    p = Parser(prog="orch", description="Failover orchestrator for a two-node MySQL/MariaDB + keepalived + Atlas pair.")
+    p.add_argument("-c", "--config", help="config file (default $ORCH_CONFIG or /etc/orch/orch.yaml)")
+    p.add_argument("--node", help="this host's node name (overrides 'self'; also $ORCH_NODE)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--version", action="version", version=f"orch {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    if only is not None:
+        build = sub.add_parser
+        sub.add_parser = lambda name, **kwargs: build(name, **kwargs) if name == only else _Skipped()  # type: ignore[method-assign]
+
+    n = sub.add_parser("notify", help="keepalived notify entry point: TYPE NAME STATE [PRIORITY]")
+    n.add_argument("type", metavar="TYPE", help="INSTANCE or GROUP")
+    n.add_argument("name", metavar="NAME", help="VRRP instance or group name")
+    n.add_argument("state", metavar="STATE", help="MASTER, BACKUP, FAULT, STOP or DELETED")
+    n.add_argument("priority", metavar="PRIORITY", nargs="?", help="VRRP priority (ignored)")
+    n.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+
+    pr = sub.add_parser("promote", help="make this node the writable master (what MASTER does)")
+    pr.add_argument("--force", action="store_true", help="promote even if the relay log cannot be applied in time")
+    pr.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    pr.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    d = sub.add_parser("demote", help="fence this node and replicate from the peer (what BACKUP does)")
+    d.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    d.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    d.add_argument("--rewind", action="store_true", help="roll back this node's errant GTIDs (saved first under state_dir/rewind/), then rejoin (MariaDB)")
+
+    so = sub.add_parser("switchover", help="planned switchover through keepalived: this node (the master) hands over to the peer")
+    so.add_argument("--to", metavar="NODE", default=None, help="the node to switch to (the peer; checked)")
+    so.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    so.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    ak = sub.add_parser("ack", help="acknowledge the latest automatic promotion: lift the anti-flapping block")
+    ak.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    ak.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    s = sub.add_parser("status", help="both nodes' role, replication and GTIDs, and the last journal entries")
+    s.add_argument("--format", choices=("table", "json"), default="table")
+
+    sub.add_parser("check-config", help="validate the configuration and exit")
+
+    c = sub.add_parser("check", help="health check for keepalived's vrrp_script: exit 0 when this node's server answers")
+    c.add_argument("--timeout", type=float, default=1.0, help="seconds (default 1)")
+    c.add_argument("--replica", action="store_true",
+                   help="exit 0 only on a healthy read-only replica (for LVS MISC_CHECK): threads, lag, errant GTIDs")
+
+    m = sub.add_parser("maintain", help="reconcile Atlas read-only backends with the replica's health")
+    m.add_argument("--once", action="store_true", help="one pass, then exit (for cron)")
+    m.add_argument("--dry-run", action="store_true", help="print what a pass would do, change nothing")
+    m.add_argument("--metrics-port", type=port_number, metavar="PORT", default=None,
+                   help="serve Prometheus metrics on this TCP port (default maintainer.metrics_port; 0: off)")
+
+    nf = sub.add_parser("notify-fifo", help="read keepalived's notify_fifo: events in order, each as notify handles it")
+    nf.add_argument("fifo", metavar="FIFO", help="the FIFO keepalived's notify_fifo writes (created, mode 0600, if missing)")
+
+    dr = sub.add_parser("doctor", help="check everything this pair needs to fail over safely: pass / warn / fail")
+    dr.add_argument("--format", choices=("table", "json"), default="table")
+    dr.add_argument("--keepalived-config", metavar="PATH", default=None, help="also check this keepalived.conf")
+
+    bs = sub.add_parser("bootstrap", help="make an empty server the read-only GTID replica of the server with the data")
+    bs.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    bs.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    bs.add_argument("--repl-host", metavar="HOST", default=None,
+                    help="host part of the replication account it creates (default: the peer's address)")
+
+    w = sub.add_parser("watch-mysqld", help="write keepalived's track file the instant mysqld exits (the fast profile)")
+    w.add_argument("--pid-file", required=True, help="the server's pid file (absolute path)")
+    w.add_argument("--track-file", required=True, help="keepalived track file to write: 1 when no server runs, 0 while one does")
+
+    lab = sub.add_parser("lab", help="a local sandbox cluster: up, status, failover, down")
+    lab.add_argument("action", choices=("up", "status", "failover", "switchover", "down"))
+    lab.add_argument("--dir", default=None, help="lab directory (default /tmp/orch-lab)")
+    lab.add_argument("--mode", choices=("auto", "netns", "loopback"), default="auto")
+    return p
+
+
+class _Skipped:
+    """A command's parser that this invocation does not build: its arguments go nowhere."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
