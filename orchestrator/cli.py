@@ -99,11 +99,13 @@ def parse_notify(args: "argparse.Namespace") -> None:
         raise UsageError(f"orch notify: PRIORITY must be an integer, got {args.priority!r}")
 
 
-def main(argv: "Optional[List[str]]" = None, stdout: "TextIO" = sys.stdout, stdin: "TextIO" = sys.stdin) -> int:
+def main(argv: "Optional[List[str]]" = None, stdout: "Optional[TextIO]" = None, stdin: "Optional[TextIO]" = None) -> int:
+    """Run one command; output to ``stdout`` and questions from ``stdin`` (default: the
+    process's, as they are when called)."""
     from . import classcache
 
     try:
-        return _dispatch(argv, stdout, stdin)
+        return _dispatch(argv, stdout or sys.stdout, stdin or sys.stdin)
     finally:
         classcache.save()  # after the run: the next one starts faster
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from .errors import ConfigError
+from .lazy import Pattern
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -453,7 +454,7 @@ def _keepalived(raw: Any, problems: _Problems) -> Keepalived:
     return Keepalived(instance=instance, vip=vip, vip_check=vip_check, track_file=track_file, interface=interface)
 
 
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_NAME = Pattern(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _webhook(raw: Any, problems: _Problems) -> Optional[Webhook]:

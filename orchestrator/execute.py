@@ -20,6 +20,7 @@ from .config import Config
 from .db import Server
 from .errors import DOWN, DatabaseError, OrchError, Refused
 from .flavors import BLOCKERS_QUERY, KILL_CONNECTION, LOCK_WAIT_TIMEOUT
+from .lazy import Pattern
 from .model import ClusterView, ThreadState
 from .observe import holds_address, observe_node, read_node
 from .plan import (
@@ -62,8 +63,8 @@ def statement_digest(info: Any) -> str:
     return f"{hashlib.sha1(text.encode()).hexdigest()[:12]} {text[:100]!r}"
 
 
-_READS = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(SELECT|SHOW|EXPLAIN|DESCRIBE|DESC|HELP)\b", re.I | re.S)
-_WRITING_SELECT = re.compile(r"\b(INTO\s+(OUTFILE|DUMPFILE|@)|FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE)\b", re.I)
+_READS = Pattern(r"^\s*(?:/\*.*?\*/\s*)*(SELECT|SHOW|EXPLAIN|DESCRIBE|DESC|HELP)\b", re.I | re.S)
+_WRITING_SELECT = Pattern(r"\b(INTO\s+(OUTFILE|DUMPFILE|@)|FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE)\b", re.I)
 
 
 def may_block_fence(info: Any) -> bool:

@@ -50,3 +50,18 @@ def deferred(*names: str) -> Iterator[None]:
         for name, stand_in in stand_ins.items():
             if sys.modules.get(name) is stand_in:
                 del sys.modules[name]
+
+
+class Pattern:
+    """``re.compile(text, flags)`` on first use (compiling is ~0.1-0.4 ms a pattern at import,
+    for patterns a given failover mostly never uses); then the compiled pattern's methods."""
+
+    def __init__(self, text: str, flags: int = 0) -> None:
+        self._text, self._flags = text, flags
+
+    def __getattr__(self, name: str) -> Any:
+        import re
+
+        value = getattr(re.compile(self._text, self._flags), name)
+        setattr(self, name, value)  # the bound method, from now on found without __getattr__
+        return value

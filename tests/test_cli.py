@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 
 import pytest
 
 from orchestrator.errors import UsageError
-
-
-@pytest.fixture(autouse=True)
-def no_cli_left_behind():
-    """cli.main binds sys.stdout as its default when the module is first imported, and other
-    tests (test_config) read what it prints from their capsys: import it here only for a while."""
-    loaded = "orchestrator.cli" in sys.modules
-    yield
-    if not loaded:
-        sys.modules.pop("orchestrator.cli", None)
 
 
 def outcome(parse, argv):

@@ -186,3 +186,14 @@ def test_no_dataclass_field_is_a_class_variable():
                 offenders += [f"{name}.{value.__name__}.{f.name}" for f in dataclasses.fields(value)
                               if "ClassVar" in str(f.type)]
     assert offenders == []
+
+
+def test_a_pattern_compiles_on_first_use_and_matches_as_re_does():
+    import re
+
+    from orchestrator.lazy import Pattern
+
+    lazy = Pattern(r"^(\d+)-(\d+)$", re.I)
+    assert "match" not in vars(lazy)
+    assert lazy.match("1-22").groups() == ("1", "22") and lazy.match("x") is None
+    assert "match" in vars(lazy) and lazy.fullmatch("3-4") and lazy.flags & re.I
