@@ -80,7 +80,7 @@ class Server:
                 cursorclass=pymysql.cursors.DictCursor,
                 defer_connect=True,
             )
-            conn.connect(_tcp(self.node.host, self.node.port, handshake))
+            conn.connect(tcp_connect(self.node.host, self.node.port, handshake))
             self._conn = conn
         except pymysql.err.MySQLError as exc:
             code = _code(exc)
@@ -147,8 +147,8 @@ class Server:
                 pass
 
 
-def _tcp(host: str, port: int, timeout: float) -> Any:
-    """The TCP connection PyMySQL then logs in on, made here: a refused or unroutable server
+def tcp_connect(host: str, port: int, timeout: float) -> Any:
+    """The TCP connection PyMySQL then logs in on (here and on Atlas's admin port), made here: a refused or unroutable server
     (the dead peer of every failover) raises PyMySQL's own error 2003 with its own words,
     without the traceback PyMySQL formats for it (~3 ms of the run: ast and linecache)."""
     import socket

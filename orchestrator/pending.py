@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
 
 PENDING = "pending-event.json"
 

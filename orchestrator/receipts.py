@@ -23,9 +23,12 @@ import logging
 import os
 import time
 from dataclasses import replace
-from typing import Any, Dict, Optional
 
 from .model import ClusterView, NodeState
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
 
 FILE = "received.json"
 

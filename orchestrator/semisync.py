@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Dict, Optional
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Optional
 
 RECORD = "semisync.json"
 # rpl_semi_sync_master_timeout (ms) orch sets: about 1 year, i.e. never fall back on its own.

@@ -152,6 +152,35 @@ def test_atlas_down_fails_fast():
     assert time.monotonic() - started < 1.0
 
 
+def test_a_restarting_atlas_is_tried_again_a_bounded_number_of_times(config):
+    """The hook's Atlas steps: refused at first, Atlas back 0.3 s later, connected by a later
+    attempt; an Atlas that stays down costs the attempts' waits, then an AtlasError."""
+    import threading
+
+    from orchestrator.atlas import apply
+
+    port = unused_port()
+    admin = AtlasAdmin("127.0.0.1", port, USER, PASSWORD, timeout=2.0, name="restarting")
+    started = []
+    later = threading.Timer(0.3, lambda: started.append(AtlasStandin(config, host="127.0.0.1", port=port, check_interval=None).start()))
+    later.start()
+    try:
+        apply._connect(admin)
+        assert admin.backends() and started
+    finally:
+        later.join()
+        admin.close()
+        for standin in started:
+            standin.stop()
+    gone = AtlasAdmin("127.0.0.1", unused_port(), USER, PASSWORD, timeout=2.0, name="gone")
+    began = time.monotonic()
+    with pytest.raises(AtlasError, match="unreachable"):
+        apply._connect(gone)
+    assert (apply.CONNECT_ATTEMPTS - 1) * apply.CONNECT_WAIT <= time.monotonic() - began < 2.0
+    with pytest.raises(AtlasError, match="unreachable"):
+        apply._connect(gone, 1)
+
+
 def test_silent_atlas_times_out():
     # Accepts TCP but never sends a greeting (hung process): bounded by the timeout.
     with socket.socket() as listener:

@@ -125,14 +125,36 @@ def test_only_orch_lab_imports_the_lab():
 # Imported by Python's or PyMySQL's start-up but put off on the hook's path (or never needed
 # there): each is milliseconds of write downtime per event (see orchestrator/lazy.py).
 PUT_OFF = ["typing", "argparse", "ssl", "traceback", "inspect", "copy", "encodings.idna", "ipaddress", "yaml",
-           "logging.handlers"]
+           "logging.handlers", "tenacity"]
 
 
-def test_promotion_imports_nothing_it_does_not_use(cluster):
+@pytest.mark.parametrize("with_atlas", [False, True], ids=["no-atlas", "atlas"])
+def test_promotion_imports_nothing_it_does_not_use(cluster, tmp_path, with_atlas):
     """The measured failover (bench/notify_latency): the master killed, its caught-up replica
-    promoted by `orch notify MASTER`. It promotes, and none of what the hook puts off is
-    loaded: a change that brings one back costs every failover its import time."""
-    s1, s2, cfg, _ = cluster
+    promoted by `orch notify MASTER`, with and without an Atlas to update. It promotes, and
+    none of what the hook puts off is loaded: a change that brings one back costs every
+    failover its import time."""
+    s1, s2, cfg, state = cluster
+    from orchestrator.lab.atlas_standin.standin import AtlasStandin
+
+    from . import orchtest as t
+    from .test_atlas_failover import ADMIN_PW, atlas_conf
+
+    standin = None
+    if with_atlas:
+        conf = atlas_conf(tmp_path / "atlas.cnf", f"{s2.host}:{s2.port}@2")
+        standin = AtlasStandin(conf, host="127.0.0.1", port=0, check_interval=None).start()
+        host, port = standin.address
+        atlas = [{"name": "local", "admin": {"host": host, "port": port, "user": "user", "password": ADMIN_PW}, "config_file": conf}]
+        cfg = t.write_config(tmp_path / "orch-atlas.yaml", t.config_dict(s1, s2, state, atlas=atlas))
+    try:
+        _promote_and_check_imports(s1, s2, cfg, standin)
+    finally:
+        if standin is not None:
+            standin.stop()
+
+
+def _promote_and_check_imports(s1, s2, cfg, standin):
     from . import orchtest as t
 
     assert t.orch(cfg, "server2", "check-config").code == 0  # writes the compiled config copy, as a first run does
@@ -144,6 +166,9 @@ def test_promotion_imports_nothing_it_does_not_use(cluster):
     assert s2.sql("SELECT @@global.read_only AS ro")[0]["ro"] == 0
     modules = set(run["modules"]) - set(run["before"])
     assert {"orchestrator.execute", "orchestrator.flavors.mariadb", "pymysql"} <= modules
+    if standin is not None:  # it worked on Atlas: writes off through Atlas, then on again
+        assert "orchestrator.atlas.client" in modules
+        assert standin.mutating_commands() == ["SET OFFLINE 1", "SET ONLINE 1"]
     assert sorted(m for m in PUT_OFF if m in modules) == []
 
 

@@ -10,13 +10,15 @@ failed rewrite is rewritten by the maintainer's PersistBackends step.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, List, Mapping, Optional, Sequence
+import time
 
 from ..config import AtlasInstance, Config
 from ..errors import AtlasError, OrchError
 from ..plan import ATLAS_FIRST, AddBackend, AtlasStep, PersistBackends, RemoveBackend, SetRwOffline, SetRwOnline, StepResult
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import List, Mapping, Optional, Sequence
     from .client import AtlasAdmin
 
 log = logging.getLogger(__name__)
@@ -26,13 +28,19 @@ CONNECT_WAIT = 0.2
 
 
 def _connect(admin: AtlasAdmin, attempts: int = CONNECT_ATTEMPTS) -> None:
-    if attempts <= 1:
+    try:
         admin.connect()
         return
+    except AtlasError:
+        if attempts <= 1:
+            raise
+    # Atlas restarting: the other attempts, CONNECT_WAIT apart. tenacity (typing, inspect,
+    # asyncio: ~30 ms) is imported only now, never on the hook's usual path.
     from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_fixed
 
+    time.sleep(CONNECT_WAIT)
     retry(
-        stop=stop_after_attempt(attempts),
+        stop=stop_after_attempt(attempts - 1),
         wait=wait_fixed(CONNECT_WAIT),
         retry=retry_if_exception_type(AtlasError),
         reraise=True,

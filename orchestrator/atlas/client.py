@@ -22,12 +22,13 @@ import logging
 import re
 from collections import Counter
 
-import pymysql
-from pymysql.charset import charset_by_name
-from pymysql.constants import COMMAND
-
+from orchestrator.db import driver, tcp_connect
 from orchestrator.errors import AtlasError
 from orchestrator.model import Backend  # one row of `SELECT * FROM backends`; ndx is only a position
+
+pymysql = driver()  # PyMySQL as the notify hook imports it (ssl and traceback put off until used)
+from pymysql.charset import charset_by_name  # noqa: E402
+from pymysql.constants import COMMAND  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +192,7 @@ class AtlasAdmin:
             defer_connect=True,
         )
         try:
-            conn.connect()
+            conn.connect(tcp_connect(self.host, self.port, self.timeout))
         except _NotAnAdminCommand as exc:
             conn.close()
             raise self._refused(exc) from None
