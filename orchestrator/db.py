@@ -198,10 +198,16 @@ class _PreferredContext:
     PyMySQL makes its context when the connection object is made, before it knows whether
     the server speaks TLS, and uses it only to wrap the socket if it does: importing ssl
     and making an OpenSSL context for a server without TLS is ~8 ms of the notify hook.
+    Whatever PyMySQL asks of it (today only wrap_socket) is answered by the real context,
+    made on that first use.
     """
 
-    def wrap_socket(self, *args: Any, **kwargs: Any) -> Any:
-        return _unverified_context().wrap_socket(*args, **kwargs)
+    _context: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._context is None:
+            self._context = _unverified_context()
+        return getattr(self._context, name)
 
 
 def driver() -> Any:

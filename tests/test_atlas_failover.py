@@ -355,3 +355,38 @@ def test_replica_of_a_dead_master_stays_a_read_backend_until_stale(env, tmp_path
     time.sleep(max(0.0, seen + 5.5 - time.monotonic()))
     r = maintain(cfg, "server2")
     assert ro(standin) == [] and "nothing received for" in r.stderr and "(> max_lag 5s)" in r.stderr, r
+
+
+def test_fault_fences_first_and_rereads_a_peer_that_hung_meanwhile_within_its_bound(env):
+    """The old master's FAULT with both servers alive, and the peer's mariadbd frozen
+    (SIGSTOP: port open, no answer) the moment orch sets Atlas's writer offline, i.e. after
+    observing and before the fence. The fence on this host is not delayed by the frozen
+    peer; the re-read of the peer after it (the writer back online if the peer opened
+    meanwhile) gives up within its 1 s bound, and the writer stays offline."""
+    s1, s2, standin, cfg, _, state = env
+    frozen = []
+    execute = standin._state.execute
+
+    def freeze_peer_on_offline(query):
+        if query.startswith(b"SET OFFLINE") and not frozen:
+            s2.pause()
+            frozen.append(time.monotonic())
+        return execute(query)
+
+    standin._state.execute = freeze_peer_on_offline
+    try:
+        r = t.orch(cfg, "server1", "notify", "INSTANCE", "VI_1", "FAULT", "100")
+        ended = time.monotonic()
+    finally:
+        if frozen:
+            s2.resume()
+    assert frozen, "the plan set Atlas's writer offline"
+    assert t.read_only(s1), r
+    end = [e for e in t.journal(state) if e["phase"] == "end"][-1]
+    steps = {s["step"]: s for s in end["steps"]}
+    assert steps["Fence"]["result"] == "ok" and steps["Fence"]["ms"] < 500, end
+    assert "SetRwOnline" not in steps, end
+    assert [(a, st) for _, a, st, ty in standin.backends() if ty == "rw"] == [(RW, "offline")]
+    # It did ask the frozen peer (waiting its full second), and no longer than that.
+    assert 0.9 <= ended - frozen[0] < 1.0 + 1.5, ended - frozen[0]
+    assert r.code == 0, r
