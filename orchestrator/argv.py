@@ -29,7 +29,7 @@ class HelpFormatter(argparse.HelpFormatter):
     """argparse's own, sized without shutil.
 
     argparse builds a formatter for every add_argument and imports shutil (with bz2, lzma,
-    fnmatch) for its width: ~3 ms of the notify hook's start-up, for help it never prints.
+    fnmatch) for its width: ~3 ms of every command's start-up, for help it rarely prints.
     """
 
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: Optional[int] = None) -> None:
@@ -54,8 +54,8 @@ def port_number(text: str) -> int:
     return int(text)
 
 
-def build_parser(only: Optional[str] = None) -> Parser:
-    """The whole parser; with ``only``, just that command's (see parse_args)."""
+def build_parser() -> Parser:
+    """The whole parser (keepalived's notify call is read without it: cli.parse_notify_call)."""
     p = Parser(prog="orch", description="Failover orchestrator for a two-node MySQL/MariaDB + keepalived + Atlas pair.")
     p.add_argument("-c", "--config", help="config file (default $ORCH_CONFIG or /etc/orch/orch.yaml)")
     p.add_argument("--node", help="this host's node name (overrides 'self'; also $ORCH_NODE)")
@@ -63,9 +63,6 @@ def build_parser(only: Optional[str] = None) -> Parser:
     p.add_argument("--version", action="version", version=f"orch {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-    if only is not None:
-        build = sub.add_parser
-        sub.add_parser = lambda name, **kwargs: build(name, **kwargs) if name == only else _Skipped()  # type: ignore[method-assign]
 
     n = sub.add_parser("notify", help="keepalived notify entry point: TYPE NAME STATE [PRIORITY]")
     n.add_argument("type", metavar="TYPE", help="INSTANCE or GROUP")
@@ -131,10 +128,3 @@ def build_parser(only: Optional[str] = None) -> Parser:
     lab.add_argument("--dir", default=None, help="lab directory (default /tmp/orch-lab)")
     lab.add_argument("--mode", choices=("auto", "netns", "loopback"), default="auto")
     return p
-
-
-class _Skipped:
-    """A command's parser that this invocation does not build: its arguments go nowhere."""
-
-    def add_argument(self, *args: Any, **kwargs: Any) -> None:
-        pass

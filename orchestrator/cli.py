@@ -21,11 +21,11 @@ NOTIFY_TYPES = ("INSTANCE", "GROUP")
 NOTIFY_STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "DELETED")
 
 
-def build_parser(only: "Optional[str]" = None) -> "argparse.ArgumentParser":
-    """The whole parser (argv.build_parser); with ``only``, just that command's."""
+def build_parser() -> "argparse.ArgumentParser":
+    """The whole parser (argv.build_parser)."""
     from .argv import build_parser
 
-    return build_parser(only)
+    return build_parser()
 
 
 class Arguments:

@@ -83,12 +83,3 @@ def test_help_and_version_come_from_the_whole_parser(capsys):
     assert "bootstrap" in capsys.readouterr().out  # every command listed
     assert outcome(cli.parse_args, ["--version", "notify"]) == "exit 0"
     assert capsys.readouterr().out.startswith("orch ")
-
-
-def test_only_builds_one_command():
-    from orchestrator import cli
-
-    parser = cli.build_parser(only="notify")
-    assert vars(parser.parse_args(["notify", "INSTANCE", "VI_1", "MASTER"]))["state"] == "MASTER"
-    with pytest.raises(UsageError, match="invalid choice"):
-        parser.parse_args(["status"])
