@@ -533,6 +533,24 @@ def mysql_side(name: str, tables: int = 0, routines: int = 0, gtids: str = "", s
 REPL_HOSTS = {"server1": "10.0.0.2", "server2": "10.0.0.1"}
 
 
+@pytest.mark.parametrize("source, target, warned", [
+    ("8.4.2", "8.4.0", False), ("8.0.36-log", "8.0.23", False), ("8.0.36", "8.4.2", True), ("8.4.2", "8.0.36", True),
+    ("9.1.0", "9.2.0", True),
+])
+def test_a_pair_of_two_release_series_is_seeded_with_a_warning(source, target, warned):
+    """Each failover reverses replication, and newer-to-older across release series is not
+    supported: bootstrap says so in its plan, before anything is done (it does not refuse:
+    seeding a replica of the newer series is the first step of a rolling upgrade)."""
+    from dataclasses import replace
+
+    plan = boot.decide_bootstrap(replace(mysql_side("server1", tables=3), version=source),
+                                 replace(mysql_side("server2"), version=target), None, {}, "repl", REPL_HOSTS)
+    assert not plan.refused and any(s.action == "seed" for s in plan.steps)
+    assert bool(plan.warnings) == warned, plan.warnings
+    text = plan.render()
+    assert ("warning: server1 runs " in text and "not supported" in text) == warned, text
+
+
 def test_decision_routines_and_events_are_user_data():
     plan = boot.decide_bootstrap(mysql_side("server1", tables=2), mysql_side("server2", routines=1), None, {}, "repl", REPL_HOSTS)
     assert plan.refused and "both server1 and server2 hold tables, views, routines or events" in plan.reason

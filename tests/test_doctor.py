@@ -409,3 +409,16 @@ def test_semi_sync_needs_replication_master_admin_on_mariadb():
     assert c.status == "fail" and c.detail.startswith("missing REPLICATION MASTER ADMIN")
     f = d.ServerFacts("a", True, flavor="mariadb", grants=readme + ("REPLICATION MASTER ADMIN",))
     assert d.check_privileges(f, semi_sync=True)[0].status == "pass"
+
+
+@pytest.mark.parametrize("v1, v2, status", [
+    ("10.11.6-MariaDB-0+deb12u1", "10.11.11-MariaDB", "pass"), ("10.11.6-MariaDB", "11.4.2-MariaDB", "warn"),
+    ("8.0.36", "8.0.40-log", "pass"), ("8.4.2", "8.0.36", "warn"),
+])
+def test_release_series_of_the_pair(v1, v2, status):
+    """Both directions of replication are used (each failover reverses it): one release series on both."""
+    from orchestrator.model import ClusterView, NodeState
+
+    view = ClusterView(NodeState("server1", "10.0.0.1", 3306, True, version=v1), NodeState("server2", "10.0.0.2", 3306, True, version=v2))
+    [c] = d.check_release_series(view)
+    assert c.status == status and (("not supported" in c.detail) == (status == "warn")), c

@@ -73,6 +73,7 @@ from ..clientfile import OptionFile, client_options, option_value, run_client
 from ..config import Config
 from ..errors import CommandError, OrchError, Refused
 from ..flavors.common import version_tuple
+from .doctor import release_series_mismatch
 
 if TYPE_CHECKING:
     from ..config import Account
@@ -140,10 +141,12 @@ class BootstrapPlan:
     target: str = ""
     steps: Tuple[Step, ...] = ()
     refused: bool = False
+    warnings: Tuple[str, ...] = ()
 
     def render(self) -> str:
         lines = [("refused: " if self.refused else "plan: ") + self.reason]
         lines += [f"  {i}. {s.describe()}" for i, s in enumerate(self.steps, 1)]
+        lines += [f"warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
 
@@ -216,7 +219,13 @@ def decide_bootstrap(a: Side, b: Side, replicating: Optional[str], errant: Mappi
         reason = f"{target.name} already replicates from {source.name}: completing the accounts and settings"
     else:
         reason = f"{target.name} already replicates from {source.name}: nothing to do"
-    return BootstrapPlan(reason, source.name, target.name, tuple(steps))
+    warnings = ()
+    series = release_series_mismatch(source, target)
+    if series:
+        # Not refused: seeding a replica of the newer series is a rolling upgrade's first step.
+        warnings = (f"{series}: fine as a step of an upgrade; until both run one series, a failover may leave "
+                    "the old master unable to replicate from the new one",)
+    return BootstrapPlan(reason, source.name, target.name, tuple(steps), warnings=warnings)
 
 
 def describe_mariadb_seed(source: Side, target: Side) -> str:
@@ -556,6 +565,8 @@ def bootstrap(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         errant = {view.me.name: flavor.errant(view.me, view.peer), view.peer.name: flavor.errant(view.peer, view.me)}
         plan = decide_bootstrap(sides[view.me.name], sides[view.peer.name], replicating, errant, cfg.replication.user, repl_host)
         out.write(plan.render() + "\n")
+        for warning in plan.warnings:
+            log.warning("bootstrap: %s", warning)
         if plan.refused:
             log.error("bootstrap refused: %s", plan.reason)
             return 1
@@ -570,7 +581,7 @@ def bootstrap(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
             journal = Journal(cfg.state_dir)
             base = {"id": run_id, "node": cfg.self_name, "event": "BOOTSTRAP"}
             journal_append(journal, {**base, "phase": "begin", "reason": plan.reason, "outcome": "act",
-                                     "plan": [s.describe() for s in plan.steps]})
+                                     "warnings": list(plan.warnings), "plan": [s.describe() for s in plan.steps]})
             started = time.monotonic()
             error = ""
             try:

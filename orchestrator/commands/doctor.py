@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 
 from ..config import Config, Keepalived
 from ..errors import DatabaseError, UsageError
+from ..flavors.common import version_tuple
 
 if TYPE_CHECKING:
     from ..db import Server
@@ -200,6 +201,28 @@ def check_server_ids(a: ServerFacts, b: ServerFacts) -> List[Check]:
     elif ua or ub:
         out.append(Check("server_uuid", PASS, "distinct"))
     return out
+
+
+def release_series_mismatch(a: Any, b: Any) -> str:
+    """Why two servers' release series (anything with a name and a version: NodeState, a
+    bootstrap Side) are a problem for this pair ("" when they are one series).
+
+    Each failover reverses replication, and replication from a newer release series (8.4,
+    11.4) to an older one (8.0, 10.11) is not supported by MySQL or MariaDB. Patch levels
+    of one series replicate both ways."""
+    if not a.version or not b.version or version_tuple(a.version)[:2] == version_tuple(b.version)[:2]:
+        return ""
+    return (f"{a.name} runs {a.version} and {b.name} {b.version}: each failover reverses replication, and "
+            "replication from a newer release series to an older one is not supported")
+
+
+def check_release_series(view: ClusterView) -> List[Check]:
+    a, b = view.me, view.peer
+    why = release_series_mismatch(a, b)
+    if why:
+        return [Check("release series", WARN, why, "run one release series on both servers (a rolling upgrade: upgrade the "
+                                                   "replica, switch over to it, then upgrade the other)")]
+    return [Check("release series", PASS, f"{a.name} {a.version}, {b.name} {b.version}")]
 
 
 def check_auto_increment(a: ServerFacts, b: ServerFacts) -> List[Check]:
@@ -736,6 +759,7 @@ def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts
         checks += check_privileges(s, cfg.failover.semi_sync)
     if me is not None and peer is not None and me.reachable and peer.reachable:
         checks += check_server_ids(me, peer)
+        checks += check_release_series(view)
         checks += check_auto_increment(me, peer)
     checks += check_replication_account([s for s in (me, peer) if s is not None], view, cfg.replication.user)
     if me is not None and peer is not None and me.reachable and peer.reachable:
