@@ -797,3 +797,16 @@ def test_the_fake_clients_refuse_as_mysql_would(tmp_path, monkeypatch):
     with pytest.raises(DatabaseError, match="1064"):
         FakeMySQL(Node("x", "10.0.0.3"), Account("a", "b"), tmp_path / "x.json", **empty_server("8.4.2")).execute("RESET MASTER")
     assert stat.S_IMODE(os.stat(boot.MYSQL_DUMP).st_mode) & stat.S_IXUSR
+
+
+def test_two_release_series_are_seeded_with_the_warning_shown_logged_and_journaled(tmp_path, monkeypatch, caplog):
+    import json
+
+    pair = Pair(tmp_path, monkeypatch, source_with_data("8.0.36"), empty_server("8.4.2"))
+    code, out = pair.run("--yes")
+    assert code == 0 and pair.state("server2")["replica"]["running"], out
+    assert "warning: server1 runs 8.0.36 and server2 8.4.2: each failover reverses replication" in out
+    assert any("server1 runs 8.0.36 and server2 8.4.2" in r.getMessage() for r in caplog.records)
+    begin = [json.loads(line) for line in (pair.state_dir / "journal.jsonl").read_text().splitlines()][0]
+    assert begin["event"] == "BOOTSTRAP" and "not supported" in begin["warnings"][0]
+    assert "release series" in out and "WARN  release series" in out  # and doctor's table after it
