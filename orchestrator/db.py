@@ -148,9 +148,10 @@ class Server:
 
 
 def tcp_connect(host: str, port: int, timeout: float) -> Any:
-    """The TCP connection PyMySQL then logs in on (here and on Atlas's admin port), made here: a refused or unroutable server
-    (the dead peer of every failover) raises PyMySQL's own error 2003 with its own words,
-    without the traceback PyMySQL formats for it (~3 ms of the run: ast and linecache)."""
+    """The TCP connection PyMySQL then logs in on (to a server, or to Atlas's admin port),
+    made here: a refused or unroutable server (the dead peer of every failover) raises
+    PyMySQL's own error 2003 with its own words, without the traceback PyMySQL formats for
+    it (~3 ms of the run: ast and linecache)."""
     import socket
 
     try:
