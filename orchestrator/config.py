@@ -827,16 +827,9 @@ def _write_compiled(path: str, text: str, raw: Any) -> None:
             return  # YAML that JSON does not keep as it is (non-string keys...): always parse it
     except (TypeError, ValueError):
         return  # dates, binary...: always parse it
-    tmp = os.path.join(directory, f".{os.path.basename(compiled)}.{os.getpid()}.{os.urandom(4).hex()}")
+    from .statefile import replace_json
+
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, data.encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, compiled)
+        replace_json(compiled, {"format": COMPILED_FORMAT, "source": text, "raw": raw})  # whole, 0600, or not at all
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass

@@ -125,48 +125,39 @@ def _on(value: Optional[str]) -> bool:
 # --- server checks -------------------------------------------------------------------------
 
 
+def _verdict(name: str, ok: bool, passed: str, failed: str, fix: str, status: str = FAIL) -> Check:
+    """One setting's check: PASS with what was seen, else ``status`` with why and the fix."""
+    return Check(name, PASS, passed) if ok else Check(name, status, failed, fix)
+
+
 def check_binlog(s: ServerFacts) -> List[Check]:
     """Binary log, GTIDs, log_slave_updates, ROW format with FULL images."""
     v = s.variables
-    out = []
     name = f"{s.name}: "
-    if _on(v.get("log_bin")):
-        out.append(Check(name + "binary log", PASS, "log_bin=ON"))
-    else:
-        out.append(Check(name + "binary log", FAIL, "log_bin is OFF: a replica cannot follow this server",
-                         "set log_bin in my.cnf and restart the server"))
+    out = [_verdict(name + "binary log", _on(v.get("log_bin")), "log_bin=ON",
+                    "log_bin is OFF: a replica cannot follow this server", "set log_bin in my.cnf and restart the server")]
     if s.flavor == "mysql":
         mode, consistency = v.get("gtid_mode", ""), v.get("enforce_gtid_consistency", "")
-        if mode.upper() == "ON" and consistency.upper() == "ON":
-            out.append(Check(name + "GTIDs", PASS, "gtid_mode=ON, enforce_gtid_consistency=ON"))
-        else:
-            out.append(Check(name + "GTIDs", FAIL, f"gtid_mode={mode or '?'}, enforce_gtid_consistency={consistency or '?'}",
-                             "set gtid_mode=ON and enforce_gtid_consistency=ON (orch replicates with GTID auto-positioning)"))
+        out.append(_verdict(name + "GTIDs", mode.upper() == "ON" and consistency.upper() == "ON",
+                            "gtid_mode=ON, enforce_gtid_consistency=ON",
+                            f"gtid_mode={mode or '?'}, enforce_gtid_consistency={consistency or '?'}",
+                            "set gtid_mode=ON and enforce_gtid_consistency=ON (orch replicates with GTID auto-positioning)"))
     else:
-        if _on(v.get("gtid_strict_mode")):
-            out.append(Check(name + "GTIDs", PASS, "gtid_strict_mode=ON"))
-        else:
-            out.append(Check(name + "GTIDs", WARN, "gtid_strict_mode is OFF: out-of-order GTIDs are accepted silently",
-                             "set gtid_strict_mode=ON in my.cnf on both servers"))
-    updates = v.get("log_replica_updates", v.get("log_slave_updates"))
-    if _on(updates):
-        out.append(Check(name + "log_slave_updates", PASS, "replicated transactions are written to the binary log"))
-    else:
-        out.append(Check(name + "log_slave_updates", FAIL,
-                         "OFF: this server's binary log lacks what it replicated, so after a failover the other server cannot catch up from it",
-                         "set log_slave_updates=ON (MySQL: log_replica_updates=ON) in my.cnf and restart"))
+        out.append(_verdict(name + "GTIDs", _on(v.get("gtid_strict_mode")), "gtid_strict_mode=ON",
+                            "gtid_strict_mode is OFF: out-of-order GTIDs are accepted silently",
+                            "set gtid_strict_mode=ON in my.cnf on both servers", WARN))
+    out.append(_verdict(name + "log_slave_updates", _on(v.get("log_replica_updates", v.get("log_slave_updates"))),
+                        "replicated transactions are written to the binary log",
+                        "OFF: this server's binary log lacks what it replicated, so after a failover the other server cannot catch up from it",
+                        "set log_slave_updates=ON (MySQL: log_replica_updates=ON) in my.cnf and restart"))
     fmt = v.get("binlog_format", "")
-    if fmt.upper() == "ROW":
-        out.append(Check(name + "binlog_format", PASS, "ROW"))
-    else:
-        out.append(Check(name + "binlog_format", FAIL, f"{fmt or '?'}: a divergent tail can only be rewound from row events",
-                         "set binlog_format=ROW in my.cnf (and SET GLOBAL binlog_format=ROW)"))
+    out.append(_verdict(name + "binlog_format", fmt.upper() == "ROW", "ROW",
+                        f"{fmt or '?'}: a divergent tail can only be rewound from row events",
+                        "set binlog_format=ROW in my.cnf (and SET GLOBAL binlog_format=ROW)"))
     image = v.get("binlog_row_image", "")
-    if image.upper() == "FULL":
-        out.append(Check(name + "binlog_row_image", PASS, "FULL"))
-    else:
-        out.append(Check(name + "binlog_row_image", FAIL, f"{image or '?'}: a rewind needs every column's before image",
-                         "set binlog_row_image=FULL in my.cnf (and SET GLOBAL binlog_row_image=FULL)"))
+    out.append(_verdict(name + "binlog_row_image", image.upper() == "FULL", "FULL",
+                        f"{image or '?'}: a rewind needs every column's before image",
+                        "set binlog_row_image=FULL in my.cnf (and SET GLOBAL binlog_row_image=FULL)"))
     return out
 
 
