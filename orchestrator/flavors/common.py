@@ -9,11 +9,9 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Tuple
 
-
-if TYPE_CHECKING:
     Statement = Tuple[str, Tuple[Any, ...]]  # SQL with %s placeholders, parameters
 else:
-    Statement = tuple
+    Statement = tuple  # the notify hook does not import typing (~3 ms)
 
 # Seconds between the source's heartbeats to an idle replica (set by change_source): the
 # replica's heartbeat count then proves within a second or two that its source is alive.
