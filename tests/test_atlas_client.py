@@ -153,22 +153,29 @@ def test_atlas_down_fails_fast():
 
 
 def test_a_restarting_atlas_is_tried_again_a_bounded_number_of_times(config):
-    """The hook's Atlas steps: refused at first, Atlas back 0.3 s later, connected by a later
-    attempt; an Atlas that stays down costs the attempts' waits, then an AtlasError."""
-    import threading
-
+    """The hook's Atlas steps: refused at first, Atlas back right after that attempt, connected
+    by the next one; an Atlas that stays down costs the attempts' waits, then an AtlasError."""
     from orchestrator.atlas import apply
 
     port = unused_port()
     admin = AtlasAdmin("127.0.0.1", port, USER, PASSWORD, timeout=2.0, name="restarting")
-    started = []
-    later = threading.Timer(0.3, lambda: started.append(AtlasStandin(config, host="127.0.0.1", port=port, check_interval=None).start()))
-    later.start()
+    attempts, started = [], []
+    connect = admin.connect
+
+    def connect_then_atlas_comes_back():
+        attempts.append(time.monotonic())
+        try:
+            connect()
+        finally:
+            if not started:
+                started.append(AtlasStandin(config, host="127.0.0.1", port=port, check_interval=None).start())
+
+    admin.connect = connect_then_atlas_comes_back
     try:
         apply._connect(admin)
-        assert admin.backends() and started
+        assert len(attempts) == 2 and attempts[1] - attempts[0] >= apply.CONNECT_WAIT, attempts
+        assert admin.backends()
     finally:
-        later.join()
         admin.close()
         for standin in started:
             standin.stop()
