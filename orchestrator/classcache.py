@@ -102,22 +102,12 @@ def save() -> None:
     entries = {**_load(path), **_added}
     if len(entries) > MAX_ENTRIES:
         entries = {**_used, **_added}
-    tmp = f"{path}.{os.getpid()}.{os.urandom(4).hex()}"
+    from .statefile import replace_bytes
+
     try:
-        data = marshal.dumps({"format": FORMAT, "python": sys.version, "code": entries})
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        # Readable by all, as the bytecode beside it; written only by its owner.
+        replace_bytes(path, marshal.dumps({"format": FORMAT, "python": sys.version, "code": entries}), mode=0o644)
     except (OSError, ValueError):
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         return
     _compiled.update(_added)
     _added.clear()

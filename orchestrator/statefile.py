@@ -1,8 +1,9 @@
-"""The one way orch replaces a small JSON state file in state_dir (semisync.json,
-pending.json, handover.json, received.json, the alert dedup state, a local ack).
+"""The one way orch replaces a small file: the JSON state files in state_dir (semisync.json,
+pending.json, handover.json, received.json, the alert dedup state, a local ack), the
+compiled config copy, and the compiled dataclass methods (classcache).
 
-Written whole to a temporary file beside it (mode 0600), then renamed over it: a reader
-sees the old file or the new one, never a part of either. The temporary file is removed
+Written whole to a temporary file beside it (mode 0600 unless asked), then renamed over it:
+a reader sees the old file or the new one, never a part of either. The temporary file is removed
 when anything fails, and the OSError is the caller's to handle: some records must exist
 before a step relies on them, others are bookkeeping that only warns."""
 
@@ -20,10 +21,14 @@ def replace_json(path: str, data: Any, fsync: bool = False, newline: bool = Fals
     something relies on after a crash); ``newline``: end the file with one."""
     import json
 
-    body = (json.dumps(data) + ("\n" if newline else "")).encode()
+    replace_bytes(path, (json.dumps(data) + ("\n" if newline else "")).encode(), fsync=fsync)
+
+
+def replace_bytes(path: str, body: bytes, fsync: bool = False, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``body`` (a new file of ``mode``, less the umask)."""
     tmp = f"{path}.{os.getpid()}.{os.urandom(3).hex()}.tmp"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
             view = memoryview(body)
             while view:
