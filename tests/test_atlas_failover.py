@@ -390,3 +390,4 @@ def test_fault_fences_first_and_rereads_a_peer_that_hung_meanwhile_within_its_bo
     # It did ask the frozen peer (waiting its full second), and no longer than that.
     assert 0.9 <= ended - frozen[0] < 1.0 + 1.5, ended - frozen[0]
     assert r.code == 0, r
+    t.assert_no_secrets(r.output, Path(state, "journal.jsonl").read_text(), extra=(ADMIN_PW,))
