@@ -105,10 +105,36 @@ def combine(copies: Mapping[str, Tuple[Optional[PromotionRecord], str]], state_d
     return latest, errors
 
 
+def writes_move(view: ClusterView) -> str:
+    """Pure: why opening this node moves writes from its peer to it (a failover), or "" when
+    it does not: the node re-opened is the one its peer replicates from (bring-up, a restart
+    of the whole pair, the same master back after a FAULT, a hang or a keepalived restart),
+    or nothing says the peer was the last writer. Anti-flapping counts only failovers."""
+    me, peer = view.me, view.peer
+    if peer.writable:
+        return f"{peer.name} is writable"
+    if peer.reachable and peer.replicates_from(me.host, me.port):
+        return ""
+    if me.replicates_from(peer.host, peer.port):
+        return f"{me.name} replicates from {peer.name}"
+    rec = view.last_promotion
+    if rec is not None and rec.kind != ACK and rec.node == peer.name:
+        return f"{peer.name} was the last node promoted"
+    return ""
+
+
+def opening_kind(view: ClusterView) -> str:
+    """Pure: the words for what opening this node is, for the plan's reason and the journal."""
+    moving = writes_move(view)
+    if moving:
+        return f"a failover: writes move from {view.peer.name} ({moving})"
+    return f"a re-opening, not a failover: {view.me.name} was the last writer ({view.peer.name} does not hold newer writes)"
+
+
 def block_reason(view: ClusterView, cfg: Any) -> str:
     """Pure: why a promotion of this node is blocked now ("" when it is not).
 
-    Blocked while the latest promotion on record is an automatic one (a failover) younger
+    Only a failover (writes_move) is ever blocked. Blocked while the latest promotion on record is an automatic one (a failover) younger
     than failover.block_seconds that no operator acknowledged. An operator's promote or a
     switchover after it ends the block: someone took charge.
     """
@@ -116,6 +142,8 @@ def block_reason(view: ClusterView, cfg: Any) -> str:
     rec = view.last_promotion
     if seconds <= 0 or rec is None or rec.kind != FAILOVER or rec.acked or rec.age >= seconds:
         return ""
+    if not writes_move(view):
+        return ""  # re-opening the last writer is not a failover: never blocked
     return (f"anti-flapping block: {rec.node} was promoted automatically {max(rec.age, 0):.0f}s ago (run {rec.run_id}), "
             f"less than failover.block_seconds ({seconds:g}s) ago; {view.me.name} stays fenced. After finding why the "
             f"cluster failed over twice, lift the block with `orch ack` (then keepalived's next MASTER event or the "
@@ -132,7 +160,7 @@ def promotion_kind(view: ClusterView, cfg: Any, operator: bool) -> str:
     rec = view.last_promotion
     if rec is not None and rec.kind == SWITCHOVER and rec.node == view.me.name and -60 <= rec.age < SWITCHOVER_WINDOW:
         return ""
-    return FAILOVER
+    return FAILOVER if writes_move(view) else ""  # a re-opening records nothing
 
 
 def record(server: Any, kind: str, node: str, run_id: str, acks: str = "") -> str:

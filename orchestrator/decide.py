@@ -187,7 +187,8 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
             return Plan(f"both servers are writable: fencing {peer.name}, {me.name} stays the master", tuple(steps), ACT, warnings)
         return Plan(f"{me.name} is writable but still has replication configured: removing it", tuple(steps), ACT, warnings)
 
-    # Refusals come before any step: a refused promotion changes nothing.
+    # Refusals come before any step: a refused promotion changes nothing. Only a failover
+    # (writes moving from the peer) is ever blocked; re-opening the last writer never is.
     blocked = antiflap.block_reason(view, cfg)
     if blocked and not force:
         return Plan(f"refusing to promote {me.name}: {blocked}", outcome=REFUSED, warnings=warnings)
@@ -285,6 +286,7 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
         reason = f"promoting {me.name}: {peer.name} is read-only, applying everything received first"
     else:
         reason = f"promoting {me.name}: {peer.name} is not reachable ({peer.error}), applying the relay log first"
+    reason += f"; {antiflap.opening_kind(view)}"  # orch status and the journal tell a failover from a re-opening
     if cfg.hooks.pre_failover or cfg.hooks.post_failover:
         steps[:0] = hook_steps(cfg, "pre_failover", me.name, peer.name, reason)  # before anything changes
         steps += hook_steps(cfg, "post_failover", me.name, peer.name, reason)  # the executor runs them last

@@ -18,7 +18,7 @@ from orchestrator.decide import MASTER, decide
 from orchestrator.errors import ConfigError
 from orchestrator.invariants import decide_invariant, decide_pending
 from orchestrator.lab import mariadb as lab
-from orchestrator.model import ClusterView, NodeState, PromotionRecord
+from orchestrator.model import ClusterView, NodeState, PromotionRecord, ReplicaStatus, ThreadState
 from orchestrator.plan import ACT, NOOP, REFUSED, AckLocally, RecordPromotion, SetWritable
 
 from . import orchtest as t
@@ -45,8 +45,16 @@ def rec(age: float, kind: str = "failover", acked: bool = False, who: str = "ser
     return PromotionRecord(run_id="20261126T170000-abcdef", kind=kind, node=who, at=1_000_000.0, age=age, acked=acked, seen_on="server1")
 
 
-# server1 holds the VIP, read-only; server2 (promoted a minute ago) is down.
-ALONE = ClusterView(me=node("server1", ro=True), peer=node("server2", ro=True, reachable=False), holds_vip=True)
+def replica_of(n: NodeState, source: str) -> NodeState:
+    """``n`` replicating from ``source`` (its IO thread reconnecting: the source is gone)."""
+    i = int(source[-1])
+    return replace(n, replica=ReplicaStatus(source_host=f"10.0.0.{i}", source_port=3306, io=ThreadState.CONNECTING,
+                                            sql=ThreadState.RUNNING, lag=None, retrieved=n.executed, auto_position=True))
+
+
+# server1 holds the VIP, read-only, a replica of server2 (promoted a minute ago), which is down:
+# opening server1 moves writes from server2 to it (a failover).
+ALONE = ClusterView(me=replica_of(node("server1", ro=True), "server2"), peer=node("server2", ro=True, reachable=False), holds_vip=True)
 
 
 def test_recent_automatic_promotion_blocks_the_next_one_and_says_how_to_lift_it():
@@ -282,3 +290,56 @@ def test_doctor_says_whether_the_record_is_readable_and_blocks():
     assert c.status == WARN and "orch_meta" in c.fix
     c = check_anti_flapping(replace(ALONE, last_promotion=rec(60)), cfg())[0]
     assert c.status == WARN and "orch ack" in c.fix
+
+
+# Anti-flapping counts failovers (writes moving from one server to the other), not openings.
+def _fresh_pair(record=None, peer_reachable=True):
+    """server1 holds the VIP, read-only, replicating from nobody; server2 replicates from server1."""
+    peer = replica_of(node("server2", ro=True), "server1") if peer_reachable else node("server2", ro=True, reachable=False)
+    return ClusterView(me=node("server1", ro=True), peer=peer, holds_vip=True, last_promotion=record)
+
+
+@pytest.mark.parametrize("view, why", [
+    (_fresh_pair(), "bring-up: the peer replicates from this node"),
+    (_fresh_pair(rec(4, who="server1")), "this node re-opened 4 s after its own failover (a hang, a FAULT, keepalived restarted)"),
+    (_fresh_pair(rec(4, who="server2")), "the peer replicates from this node: whatever the record says, this node is its source"),
+    (_fresh_pair(rec(4, who="server1"), peer_reachable=False), "the peer is down and this node was the last one promoted"),
+    (_fresh_pair(None, peer_reachable=False), "the whole pair restarted, the peer not back yet, nothing on record"),
+])
+def test_reopening_the_last_writer_is_neither_blocked_nor_recorded(view, why):
+    plan = decide(view, MASTER, cfg())
+    assert plan.outcome == ACT, f"{why}: {plan.render()}"
+    assert SetWritable("server1") in plan.steps, why
+    assert not any(isinstance(s, RecordPromotion) for s in plan.steps), f"{why}: a re-opening records nothing"
+    assert "a re-opening, not a failover" in plan.reason, plan.reason
+    assert antiflap.writes_move(view) == "", why
+
+
+@pytest.mark.parametrize("view, moving", [
+    (ALONE, "server1 replicates from server2"),
+    (replace(_fresh_pair(rec(4000)), me=node("server1", ro=True), peer=node("server2", ro=True, reachable=False)),
+     "server2 was the last node promoted"),
+    (ClusterView(me=replica_of(node("server1", ro=True), "server2"), peer=node("server2", ro=False), holds_vip=True),
+     "server2 is writable"),
+])
+def test_writes_moving_from_the_peer_is_a_failover(view, moving):
+    assert antiflap.writes_move(view) == moving
+    plan = decide(view, MASTER, cfg())  # nothing on record blocks: each is the first failover
+    assert plan.outcome == ACT and "a failover: writes move from server2" in plan.reason, plan.render()
+    assert RecordPromotion("server1", "failover") in plan.steps
+
+
+def test_bring_up_then_two_failovers_only_the_second_is_blocked():
+    """The shipped block_seconds: bring-up opens server1 (nothing recorded), server1 dies and
+    server2 opens (the first failover, recorded, never blocked by the bring-up), server2 dies
+    within the hour and server1's MASTER is the second failover: blocked."""
+    up = decide(_fresh_pair(), MASTER, cfg())
+    assert up.outcome == ACT and not any(isinstance(s, RecordPromotion) for s in up.steps)
+    # server2's MASTER: it replicates from server1, which is dead; nothing on record.
+    first = ClusterView(me=replica_of(node("server2", ro=True), "server1"), peer=node("server1", ro=True, reachable=False),
+                        holds_vip=True, last_promotion=None)
+    plan = decide(first, MASTER, replace(cfg(), self_name="server2"))
+    assert plan.outcome == ACT and RecordPromotion("server2", "failover") in plan.steps, plan.render()
+    second = replace(ALONE, last_promotion=rec(20, who="server2"))
+    plan = decide(second, MASTER, cfg())
+    assert plan.outcome == REFUSED and "anti-flapping block" in plan.reason

@@ -160,8 +160,14 @@ def test_anti_flapping_record_needs_the_orch_meta_grant_and_never_fails_a_promot
     if meta:
         assert step["result"] == "ok", step
         assert s2.query_value("SELECT COUNT(*) FROM orch_meta.promotions") == 1
-        r = t.orch(cfg, "server2", "demote", "--yes")  # fenced by hand: the next MASTER is flapping
-        r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100")
+        # server1 back as server2's replica (the record replicates to it); server2 dies: opening
+        # server1 moves writes back, the second failover within block_seconds: blocked.
+        s1.start()
+        r = t.orch(cfg, "server1", "notify", "INSTANCE", "VI_1", "BACKUP", "100")
+        assert r.code == 0, r
+        lab.wait_gtid_equal(s2, s1)
+        s2.kill()
+        r = t.orch(cfg, "server1", "notify", "INSTANCE", "VI_1", "MASTER", "100")
         assert r.code == 1 and "anti-flapping block" in r.output, r
     else:
         assert step["result"] == "warning" and "denied" in step["detail"], step
