@@ -482,3 +482,47 @@ def test_torn_replication_metadata_after_a_crash_is_reset_and_the_node_rejoins(c
     lab.wait_gtid_equal(s1, s2)
     st = t.slave_status(s2)
     assert st["Slave_IO_Running"] == "Yes" and st["Slave_SQL_Running"] == "Yes" and count(s2) == 10
+
+
+# --------------------------------------------------------------------------- a stop that waits on the old master
+
+
+def test_replication_still_stopping_after_opening_is_reported_not_a_failed_promotion(cluster, tmp_path):
+    """Measured before: with the old master frozen (port open, nothing answers) and semi-sync
+    on, STOP SLAVE after opening writes waited past read_timeout (a semi-sync replica's IO
+    thread, when stopped, connects to its master to end the master's dump thread, and that
+    connect waits for a greeting that never comes) and the run ended `MASTER failed` with the
+    node writable. Now the run succeeds and says what it left (writes open, replication still
+    stopping), the journal agrees, and the maintainer removes the replication once it can."""
+    s1, s2, _, _ = cluster
+    c2, state2 = vip_config(tmp_path, s1, s2, "server2", HELD_VIP)
+    for s in (s1, s2):
+        s.sql("SET GLOBAL rpl_semi_sync_slave_enabled = ON")
+    s2.sql("STOP SLAVE IO_THREAD")
+    s2.sql("START SLAVE IO_THREAD")  # a semi-sync replica from now on
+    insert_rows(s1, 1, 10)
+    lab.wait_gtid_equal(s1, s2)
+    s1.pause()
+    try:
+        time.sleep(0.2)
+        r = t.orch(c2, None, "notify", "INSTANCE", "VI_1", "MASTER", "100", timeout=60)
+        assert r.code == 0, r
+        assert not t.read_only(s2) and count(s2) == 10
+        assert "still stopping" in r.output, r.output
+        end = [e for e in t.journal(state2) if e.get("phase") == "end" and e["event"] == "MASTER"][-1]
+        assert end["result"] == "act" and not end.get("error"), end
+        by_step = {s["step"]: s for s in end["steps"]}
+        assert by_step["SetWritable"]["result"] == "ok"
+        assert by_step["StopReplica"]["result"] == "warning" and "still stopping" in by_step["StopReplica"]["detail"]
+        assert by_step["ResetReplica"]["result"] == "skipped"
+        s2.sql("INSERT INTO test.t (id, v) VALUES (11, 'after')")  # the new master takes writes meanwhile
+    finally:
+        s1.resume()
+    # The maintainer on the VIP holder finishes the job: no replication left on the master.
+    s1.kill()
+    deadline = time.monotonic() + 90
+    while t.slave_status(s2) is not None:
+        assert time.monotonic() < deadline, "the maintainer never removed the new master's replication"
+        t.orch(c2, None, "maintain", "--once", timeout=60)
+        time.sleep(0.5)
+    assert not t.read_only(s2) and count(s2) == 11

@@ -105,6 +105,25 @@ def rewound_ids(lab: netns.NetnsLab, since: float) -> Dict[str, Set[int]]:
     return found
 
 
+def failed_promotions(lab: netns.NetnsLab) -> Set[str]:
+    """host:run id of every MASTER run journaled as failed, on either host."""
+    import json
+
+    failed: Set[str] = set()
+    for host in lab.hosts.values():
+        path = host.file("state") / "journal.jsonl"
+        if not path.exists():
+            continue
+        for line in path.read_text(errors="replace").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("phase") == "end" and rec.get("event") == "MASTER" and rec.get("result") == "failed":
+                failed.add(f"{host.name}:{rec.get('id')}")
+    return failed
+
+
 def partition_drill(lab: netns.NetnsLab, report: List[str], name: str, inject: Callable[[str], None],
                     restore: Callable[[str], None], stranded: bool = False, victim: str = "master") -> None:
     old = lab.master()
@@ -116,6 +135,7 @@ def partition_drill(lab: netns.NetnsLab, report: List[str], name: str, inject: C
         writers.append(lab.local_writer(lab.hosts[old], f"part-{name}-stranded"))
     sampler = Sampler(lab.dbs)
     t0 = 0.0
+    failed_before = failed_promotions(lab)
     try:
         lab.wait_healthy(CONVERGE_SECONDS)  # semi-sync on: the drill starts lossless
         for w in writers:
@@ -168,6 +188,9 @@ def partition_drill(lab: netns.NetnsLab, report: List[str], name: str, inject: C
         for key in rewinds:
             if not any((Path(lab.hosts[key.split(':')[0]].file('state')) / 'rewind' / key.split(':', 1)[1]).iterdir()):
                 raise LabError(f"[rewind] {key} saved nothing")
+        failed = failed_promotions(lab) - failed_before
+        if failed:
+            raise LabError(f"[journal] promotions ended failed (a step after opening writes waited on the old master?): {sorted(failed)}")
         gap = outage([a for a in writers[0].acked()], t0)
         report.append(f"{lab.profile:<7} {name:<30} {old}->{final}: VIP-writer outage {gap:5.2f}  two writers {both:4.2f}  "
                       f"converged +{healed:4.1f} after the fault  acked {len(acked)}  rewound {len(discarded)} row(s)"
