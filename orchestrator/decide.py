@@ -206,9 +206,16 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
         warnings += (f"--force: promoting although {text}",)
     errant = lacking = ""
     rewind: Optional[Rewind] = None
+    # A fenced peer pointed at this node has conceded (a stale writer that fenced itself, or a
+    # node mid-rewind): whatever it has that this node lacks is its own tail, to roll back.
+    conceded = peer.reachable and not peer_open and peer.replicates_from(me.host, me.port)
     if peer.reachable:
         errant = flavor.errant(me, peer)
         lacking = flavor.lacking(peer.binlog_pos, me)
+        if lacking and conceded:
+            warnings += (f"{peer.name} has {lacking} that {me.name} lacks, but it is fenced and replicates from {me.name}: "
+                         f"its own tail (never acknowledged, rolled back by it), not followed",)
+            lacking = ""
         if errant and lacking:
             text = f"{me.name} and {peer.name} have diverged: {me.name} has {errant} that {peer.name} lacks, and lacks {lacking}"
             if not force and _may_rewind_to_follow(me, cfg, flavor):
@@ -256,7 +263,7 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
                 steps.append(StopReplica(me.name))
             steps += [ChangeSource(me.name, peer.name, peer.host, peer.port), StartReplica(me.name)]
         configured = True
-    steps.append(CatchUp(me.name, peer.name if peer.reachable else None, timeout, force))
+    steps.append(CatchUp(me.name, peer.name if peer.reachable and not conceded else None, timeout, force))
     # Writes open only on a state read just now (the VIP and the peer may have changed
     # during a long catch-up); a failed re-check leaves replication as it was.
     recheck = Recheck(me.name, peer.name if peer.reachable else None, cfg.keepalived.vip if view.holds_vip else "")

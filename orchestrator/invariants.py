@@ -17,6 +17,7 @@ from .plan import ACT, NOOP, REFUSED, HandOver, Plan
 
 SPLIT_BRAIN = "SPLIT-BRAIN"
 HANDOVER = "HANDOVER"
+STALE = "STALE"
 HANDOVER_BACKOFF = 60.0  # seconds between two hand-overs of the VIP by the same host
 
 
@@ -51,12 +52,22 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
     if path and track == "1" and view.holds_vip is False:
         return HANDOVER, Plan(f"the VIP has left {me.name} (handed over): taking part in VRRP again",
                               (HandOver(path, False, "the VIP has moved"),), ACT)
+    stale = decide_stale(view, cfg, track)
+    if stale is not None:
+        return STALE, stale
     peer_open = peer.reachable and not flavor_of(peer, cfg).is_fenced(peer)
     if view.holds_vip:
         replicating = me.replica is not None and me.replica.configured
         if me.writable and not replicating:
             if not peer_open:
                 return None
+            newer = flavor_of(me, cfg).lacking(peer.binlog_pos, me)
+            if newer:
+                # The peer took writes this master lacks, and this master's own tail may have been
+                # acknowledged (its semi-sync wait was off): never fence the newer history from here.
+                return SPLIT_BRAIN, Plan(
+                    f"SPLIT BRAIN: both {me.name} and {peer.name} are writable, and {peer.name} has {newer} that {me.name} "
+                    f"lacks: not fencing the peer with the newer history; operator attention needed", outcome=NOOP)
             if vip_elsewhere == ():
                 plan = decide(view, MASTER, cfg)
                 return SPLIT_BRAIN, Plan(f"both servers are writable and {me.name} alone answers for VIP {cfg.keepalived.vip}: "
@@ -105,6 +116,68 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
             plan.steps, plan.outcome, plan.warnings,
         )
     return None
+
+
+def stale_writer(view: ClusterView, cfg: Config) -> str:
+    """Pure: what the peer has that this writable node lacks, when this node is a stale writer
+    ("" otherwise): a host that froze and resumed (a paused VM, a stalled migration) finds its
+    server still writable while the peer, promoted meanwhile, took acknowledged writes.
+
+    Stale when the peer is not its replica (so the peer's extra transactions are its own, not
+    applied from here) and either this node has nothing the peer lacks, or what it has came
+    while its semi-sync wait was on without fallback (no replica acknowledged it: never
+    acknowledged to a client; the Rewind step proves it before rolling it back). A writable
+    node whose own tail may have been acknowledged (its wait off) is a fork, not stale: the
+    split-brain watch alerts instead."""
+    me, peer = view.me, view.peer
+    if not (me.writable and peer.reachable) or peer.replicates_from(me.host, me.port):
+        return ""
+    flavor = flavor_of(me, cfg)
+    lacking = flavor.lacking(peer.binlog_pos, me)
+    if not lacking:
+        return ""
+    if flavor.errant(me, peer):
+        from .semisync import NO_FALLBACK_MIN_MS
+
+        s = me.semisync
+        if not (cfg.failover.semi_sync and s is not None and s.no_fallback(NO_FALLBACK_MIN_MS)):
+            return ""
+    return lacking
+
+
+def decide_stale(view: ClusterView, cfg: Config, track: str = "") -> Optional[Plan]:
+    """Pure: the plan of a stale writer (``stale_writer``): fence itself (its blocked commits
+    were never acknowledged, the fence ends them), point itself at the peer, hand the VIP
+    over (keepalived.track_file), then roll its own unacknowledged tail back (proven first)
+    and replicate. Pointing it at the peer before the hand-over tells the peer's MASTER that
+    this node concedes: the peer opens without following this node's tail."""
+    lacking = stale_writer(view, cfg)
+    if not lacking:
+        return None
+    from .plan import ChangeSource, Fence, Rewind, StartReplica, StopReplica
+
+    me, peer = view.me, view.peer
+    flavor = flavor_of(me, cfg)
+    errant = flavor.errant(me, peer)
+    steps: list = [Fence(me.name)]
+    if me.replica is not None and me.replica.configured:
+        steps.append(StopReplica(me.name))
+    steps.append(ChangeSource(me.name, peer.name, peer.host, peer.port))
+    path = cfg.keepalived.track_file
+    if view.holds_vip and path and track != "1":
+        steps.append(HandOver(path, True, f"{peer.name} has the newer history ({lacking})"))
+    text = (f"{me.name} is writable but stale: {peer.name}, which does not replicate from it, has {lacking} that {me.name} "
+            f"lacks; fencing {me.name} and giving the writes to the newer history")
+    if errant:
+        from .plan import REWIND_UNSUPPORTED
+
+        if not cfg.failover.auto_rewind or flavor.name in REWIND_UNSUPPORTED:
+            return Plan(f"{text}; its own tail {errant} (never acknowledged: semi-sync wait on) stays for orch demote --rewind",
+                        tuple(steps), ACT)
+        steps.append(Rewind(me.name, peer.name, errant, proven=True))
+        text += f"; rolling back its own tail {errant} (proven never acknowledged, saved first)"
+    steps.append(StartReplica(me.name))
+    return Plan(text + f", then replicating from {peer.name}", tuple(steps), ACT)
 
 
 def decide_pending(view: ClusterView, cfg: Config, event: str) -> Plan:
@@ -174,6 +247,11 @@ def decide_semisync(view: ClusterView, cfg: Config, witness: Optional[bool] = No
     if semisync_replica_gone(view):
         if not s.enabled:
             return None
+        newer = _peer_newer(view, cfg)
+        if newer:
+            # Never on a stale master: its blocked commits must stay unacknowledged.
+            return Plan(f"{me.name}'s replica is gone but {newer}: {me.name}'s commits keep waiting (never acknowledged)",
+                        outcome=NOOP)
         if witness is True:
             return Plan(
                 f"{me.name}'s replica is gone ({_replica_text(view)}) and the witness {cfg.failover.witness} answers: "
@@ -193,6 +271,18 @@ def decide_semisync(view: ClusterView, cfg: Config, witness: Optional[bool] = No
             (SemiSyncWait(me.name, True, f"{peer.name} replicates and has caught up (lag {r.lag if r else '?'}s)"),), ACT,
         )
     return None
+
+
+def _peer_newer(view: ClusterView, cfg: Config) -> str:
+    """Why the peer may hold history this master lacks ("" when it cannot): it is writable, or
+    it has transactions this master lacks."""
+    me, peer = view.me, view.peer
+    if peer.writable:
+        return f"{peer.name} is writable"
+    if not peer.reachable or peer.replicates_from(me.host, me.port):
+        return ""
+    lacking = flavor_of(me, cfg).lacking(peer.binlog_pos, me)
+    return f"{peer.name} has {lacking} that {me.name} lacks" if lacking else ""
 
 
 def _replica_text(view: ClusterView) -> str:

@@ -526,3 +526,76 @@ def test_replication_still_stopping_after_opening_is_reported_not_a_failed_promo
         t.orch(c2, None, "maintain", "--once", timeout=60)
         time.sleep(0.5)
     assert not t.read_only(s2) and count(s2) == 11
+
+
+# --------------------------------------------------------------------------- a host that wakes up
+
+
+def test_woken_stale_master_fences_itself_hands_the_vip_over_and_rolls_its_tail_back(cluster, tmp_path):
+    """Measured before (issue: a host that wakes up must not win over newer history): the whole
+    master host frozen 10 s, server2 promoted and acknowledged 833 writes; server1 resumed still
+    writable, took the VIP back (higher priority), server2's BACKUP fenced server2, and server1's
+    maintainer switched its semi-sync wait off ("the replica is gone and the witness answers"):
+    server1 took writes again and the 833 acknowledged rows were not on the master.
+
+    Now: server1's maintainer sees itself stale (server2, not its replica, has transactions it
+    lacks; its own commits since waited for a semi-sync acknowledgement that never came), keeps
+    the wait on, fences itself, points itself at server2, hands the VIP over through the track
+    file and rolls its unacknowledged tail back (proven, saved). server2's MASTER then opens
+    server2 without following server1's tail, and server1 replicates every acknowledged row."""
+    from .test_semisync import enable, insert_in_thread
+
+    s1, s2, _, _ = cluster
+    for s in (s1, s2):
+        s.sql("SET GLOBAL rpl_semi_sync_slave_enabled = ON")
+    enable(s1, s2)
+    insert_rows(s1, 1, 10)
+    lab.wait_gtid_equal(s1, s2)
+    track = tmp_path / "keepalived.track"
+    track.write_text("0\n")
+    semi = {"semi_sync": True, "witness": "127.0.0.1"}
+    c1, state1 = vip_config(tmp_path, s1, s2, "server1", HELD_VIP, **semi)
+    c2, state2 = vip_config(tmp_path, s1, s2, "server2", HELD_VIP, **semi)
+    d1 = __import__("yaml").safe_load(Path(c1).read_text())
+    d1["keepalived"]["track_file"] = str(track)
+    c1 = t.write_config(Path(c1), d1)
+    s1.pause()  # the whole master host freezes: its server still writable, its wait still on
+    try:
+        time.sleep(0.2)
+        r = t.orch(c2, None, "notify", "INSTANCE", "VI_1", "MASTER", "100", timeout=60)
+        assert r.code == 0 and not t.read_only(s2), r
+        insert_rows(s2, 11, 40)  # acknowledged by server2 (its wait is off: no replica yet)
+    finally:
+        s1.resume()
+    assert not t.read_only(s1), "precondition: the woken master is still writable"
+    # A client commits on the woken server1: written to its binlog, then waits for an ack.
+    out: dict = {}
+    blocked = insert_in_thread(s1, 9001, out)
+    time.sleep(0.5)
+    assert 9001 not in out, f"precondition: server1's commit waits for a semi-sync acknowledgement: {out}"
+    # keepalived moved the VIP back to server1: server2's BACKUP fences server2 (its tail is errant
+    # for server1: it stays fenced).
+    c2b, _ = vip_config(tmp_path, s1, s2, "server2", ELSEWHERE_VIP, **semi)
+    t.orch(c2b, None, "notify", "INSTANCE", "VI_1", "BACKUP", "100", timeout=60)
+    assert t.read_only(s2)
+    r = t.orch(c1, None, "maintain", "--once", timeout=120)
+    assert r.code == 0, r
+    assert "stale" in r.output, r.output
+    assert "stop waiting" not in r.output, "the stale master's semi-sync wait must stay on"
+    assert t.read_only(s1), "the stale master fenced itself"
+    assert track.read_text().strip() == "1", "the VIP is handed over to the newer history"
+    blocked.join(10)
+    assert isinstance(out.get(9001), Exception), f"the blocked commit was never acknowledged: {out}"
+    ends = [e for e in t.journal(state1) if e.get("phase") == "end" and e.get("event") == "STALE"]
+    assert ends and ends[-1]["result"] == "act", ends
+    # The VIP reaches server2: its MASTER opens it with its own history.
+    c2, _ = vip_config(tmp_path, s1, s2, "server2", HELD_VIP, **semi)
+    r = t.orch(c2, None, "notify", "INSTANCE", "VI_1", "MASTER", "100", timeout=60)
+    assert r.code == 0 and not t.read_only(s2), r
+    insert_rows(s2, 51, 5)
+    lab.wait_gtid_equal(s2, s1)
+    assert count(s1) == count(s2) == 55, "every acknowledged row on both, the unacknowledged one on neither"
+    assert s2.query_value("SELECT COUNT(*) FROM test.t WHERE id = 9001") == 0
+    assert t.read_only(s1) and not t.read_only(s2)
+    assert t.slave_status(s1)["Slave_SQL_Running"] == "Yes" and t.slave_status(s2) is None
+    t.assert_no_secrets(r.output)
