@@ -49,5 +49,10 @@ class Refused(OrchError):
     """A plan was refused for safety (errant GTIDs, catch-up timeout, replication error)."""
 
 
+class CatchUpRefused(Refused):
+    """A promotion refused because its node had not applied everything in time: the
+    maintainer retries it as soon as it has (invariants.caught_up)."""
+
+
 class LockBusy(OrchError):
     """Another orch run holds the lock."""

@@ -18,7 +18,7 @@ import time
 from . import flavors
 from .config import Config
 from .db import Server
-from .errors import DOWN, DatabaseError, OrchError, Refused
+from .errors import DOWN, CatchUpRefused, DatabaseError, OrchError, Refused
 from .flavors import BLOCKERS_QUERY, KILL_CONNECTION, LOCK_WAIT_TIMEOUT
 from .lazy import Pattern
 from .model import ClusterView, ThreadState
@@ -558,7 +558,7 @@ class Executor:
                     if step.force:
                         log.warning("--force: promoting anyway although %s", text)
                         return f"warning: forced although {text}"
-                    raise Refused(f"{text}; {step.node} stays read-only (orch promote --force overrides)")
+                    raise CatchUpRefused(f"{text}; {step.node} stays read-only (orch promote --force overrides)")
                 wait = min(WAIT_SLICE, max(remaining, 0.01))
                 sql, args = flavor.wait_statement(missing, wait)
                 server.value(sql, args, timeout=wait + server.read_timeout)

@@ -180,6 +180,20 @@ def decide_stale(view: ClusterView, cfg: Config, track: str = "") -> Optional[Pl
     return Plan(text + f", then replicating from {peer.name}", tuple(steps), ACT)
 
 
+def caught_up(view: ClusterView, cfg: Config) -> bool:
+    """Pure: would a promotion's catch-up of this node finish at once? Everything it received
+    is applied and, with the peer reachable, it lacks nothing the peer executed. The maintainer
+    retries a promotion refused for its catch-up as soon as this holds, not a minute later."""
+    me, peer = view.me, view.peer
+    if not me.reachable:
+        return False
+    flavor = flavor_of(me, cfg)
+    r = me.replica
+    if r is not None and r.configured and (r.sql_error or flavor.unapplied(me)):
+        return False
+    return not (peer.reachable and flavor.lacking(peer.binlog_pos, me))
+
+
 def decide_pending(view: ClusterView, cfg: Config, event: str) -> Plan:
     """A notify event that could not get the run lock, decided on today's state."""
     plan = decide(view, event, cfg)

@@ -599,3 +599,53 @@ def test_woken_stale_master_fences_itself_hands_the_vip_over_and_rolls_its_tail_
     assert t.read_only(s1) and not t.read_only(s2)
     assert t.slave_status(s1)["Slave_SQL_Running"] == "Yes" and t.slave_status(s2) is None
     t.assert_no_secrets(r.output)
+
+
+def test_long_running_maintainer_retries_a_timed_out_catch_up_as_soon_as_it_is_applied(cluster, tmp_path):
+    """Measured before: MASTER refused for a catch-up timeout, maintainer running: the VIP
+    holder became writable 62 s later although its backlog applied in a few seconds (a refused
+    plan was retried once a minute). The long-running maintainer now retries it on the first
+    pass that shows the backlog applied; an identical refusal is still journaled once a minute."""
+    from orchestrator import config as config_mod
+    from orchestrator.commands.maintain import Maintainer
+
+    s1, s2, _, _ = cluster
+    c2, state2 = vip_config(tmp_path, s1, s2, "server2", HELD_VIP, catchup_timeout=0.5)
+    insert_rows(s1, 1, 3)
+    lab.wait_gtid_equal(s1, s2)
+    holder = hold_row(s2, 1)  # the next replicated UPDATE waits: the catch-up cannot finish
+    s1.sql("UPDATE test.t SET v = 'late' WHERE id = 1")
+    insert_rows(s1, 4, 200)
+    wait_received(s2, s1)
+    s1.kill()
+    from orchestrator.commands.common import ensure_state_dir
+
+    loaded = config_mod.load(c2)
+    ensure_state_dir(loaded)
+    m = Maintainer(loaded)
+    try:
+        m.run_pass()
+        m.run_pass()
+        assert t.read_only(s2), "promoted short"
+        refusals = [e for e in t.journal(state2) if e.get("phase") == "end" and e.get("result") == "refused"]
+        assert len(refusals) == 1, "an identical refusal is journaled once, not every pass"
+        holder.rollback()
+        holder.close()
+        holder = None
+        applied_at = None
+        deadline = time.monotonic() + 20
+        while t.read_only(s2):
+            assert time.monotonic() < deadline, "the maintainer did not retry the promotion once the backlog was applied"
+            if applied_at is None and count(s2) == 203:
+                applied_at = time.monotonic()
+            m.run_pass()
+            time.sleep(0.2)
+        opened_at = time.monotonic()
+    finally:
+        if holder is not None:
+            holder.rollback()
+            holder.close()
+        m.close()
+    assert count(s2) == 203 and s2.query_value("SELECT v FROM test.t WHERE id = 1") == "late"
+    # The pass after the one that saw it applied opened it: within a pass or two, not a minute.
+    assert applied_at is None or opened_at - applied_at < 5, f"opened {opened_at - applied_at:.1f}s after the backlog was applied"

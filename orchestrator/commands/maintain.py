@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from ..config import Config
-from ..errors import LockBusy, Refused, UsageError
+from ..errors import CatchUpRefused, LockBusy, Refused, UsageError
 from ..lock import RunLock
 from ..plan import NOOP, REFUSED
 from .common import ensure_state_dir, load_config, new_run
@@ -42,7 +42,8 @@ class Maintainer:
         self.admins: Dict[str, AtlasAdmin] = {a.name: admin_for(a) for a in cfg.atlas}
         self.last_reason = ""
         self.last_arp_check = -DUPLICATE_CHECK_EVERY
-        self.refused: Dict[str, Tuple[float, str]] = {}  # refusal_key -> (when, why) of its last refusal
+        # refusal_key -> (when, why, a catch-up's: retried once caught up) of its last refusal
+        self.refused: Dict[str, Tuple[float, str, bool]] = {}
         self.pending = False  # something to re-check soon: the loop runs every FAST_INTERVAL
         self.on_pending_change: Optional[Callable[[bool], None]] = None
 
@@ -210,6 +211,7 @@ class Maintainer:
     def _execute(self, plan: Plan, view: ClusterView, event: str) -> int:
         """Run a plan through the shared executor and journal; the number of changes made."""
         from ..atlas.apply import run_atlas_steps
+        from ..invariants import caught_up
         from ..journal import new_run_id
         from .common import RunContext, execute_plan
 
@@ -218,16 +220,18 @@ class Maintainer:
 
         key = refusal_key(event, plan)
         quiet = self.refused.get(key)
-        if quiet is not None and time.monotonic() - quiet[0] < REFUSAL_RETRY_EVERY:
+        if quiet is not None and time.monotonic() - quiet[0] < REFUSAL_RETRY_EVERY and not (quiet[2] and caught_up(view, self.cfg)):
             # Refused a moment ago (an anti-flapping block, a rewind that cannot be proven, a
             # failing pre hook, no witness): said loudly every pass, but tried again (and
-            # journaled, and hooks run) only every REFUSAL_RETRY_EVERY seconds.
+            # journaled, and hooks run) only every REFUSAL_RETRY_EVERY seconds, or as soon as
+            # this pass shows its reason gone (a catch-up that timed out is done now).
             log.error("maintain: %s: still refused: %s", plan.reason, quiet[1])
             return 0
         run = RunContext(self.cfg, event, new_run_id(), self.servers, view, time.monotonic(), atlas_runner=atlas_runner, by="maintain")
         _, result = execute_plan(run, plan)
         if plan.outcome == REFUSED or isinstance(result.error, Refused):
-            self.refused[key] = (time.monotonic(), str(result.error) if result.error else plan.reason)
+            self.refused[key] = (time.monotonic(), str(result.error) if result.error else plan.reason,
+                                 isinstance(result.error, CatchUpRefused))
         else:
             self.refused.pop(key, None)
         return sum(1 for r in result.results if r.result == "ok" and r.step != "Persist")
