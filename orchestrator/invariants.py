@@ -12,7 +12,7 @@ from typing import Optional, Tuple
 
 from .config import Config
 from .decide import MASTER, decide, decide_fault, flavor_of
-from .model import ClusterView, ThreadState
+from .model import ClusterView, NodeState, ThreadState
 from .plan import ACT, NOOP, REFUSED, HandOver, Plan
 
 SPLIT_BRAIN = "SPLIT-BRAIN"
@@ -118,19 +118,26 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
     return None
 
 
+def _receives_from(node: NodeState, source: NodeState) -> bool:
+    """``node`` is a working replica of ``source``: pointed at it, its IO thread running. A
+    configuration left behind (a promotion whose STOP SLAVE was still waiting on a vanished
+    old master) does not make a node the replica of its old master."""
+    return node.replicates_from(source.host, source.port) and node.replica is not None and node.replica.io is ThreadState.RUNNING
+
+
 def stale_writer(view: ClusterView, cfg: Config) -> str:
     """Pure: what the peer has that this writable node lacks, when this node is a stale writer
     ("" otherwise): a host that froze and resumed (a paused VM, a stalled migration) finds its
     server still writable while the peer, promoted meanwhile, took acknowledged writes.
 
-    Stale when the peer is not its replica (so the peer's extra transactions are its own, not
-    applied from here) and either this node has nothing the peer lacks, or what it has came
+    Stale when the peer does not receive from it (so the peer's extra transactions are its own,
+    not applied from here) and either this node has nothing the peer lacks, or what it has came
     while its semi-sync wait was on without fallback (no replica acknowledged it: never
     acknowledged to a client; the Rewind step proves it before rolling it back). A writable
     node whose own tail may have been acknowledged (its wait off) is a fork, not stale: the
     split-brain watch alerts instead."""
     me, peer = view.me, view.peer
-    if not (me.writable and peer.reachable) or peer.replicates_from(me.host, me.port):
+    if not (me.writable and peer.reachable) or _receives_from(peer, me):
         return ""
     flavor = flavor_of(me, cfg)
     lacking = flavor.lacking(peer.binlog_pos, me)
@@ -293,7 +300,7 @@ def _peer_newer(view: ClusterView, cfg: Config) -> str:
     me, peer = view.me, view.peer
     if peer.writable:
         return f"{peer.name} is writable"
-    if not peer.reachable or peer.replicates_from(me.host, me.port):
+    if not peer.reachable or _receives_from(peer, me):
         return ""
     lacking = flavor_of(me, cfg).lacking(peer.binlog_pos, me)
     return f"{peer.name} has {lacking} that {me.name} lacks" if lacking else ""
