@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from ..config import Config, Keepalived
-from ..errors import DatabaseError, UsageError
+from ..errors import EXIT_FAILED, EXIT_OK, DatabaseError, UsageError
 from ..flavors.common import version_tuple
 
 if TYPE_CHECKING:
@@ -763,7 +763,7 @@ def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts
 
 
 def exit_code(checks: Sequence[Check]) -> int:
-    return 1 if any(c.status == FAIL for c in checks) else 0
+    return EXIT_FAILED if any(c.status == FAIL for c in checks) else EXIT_OK
 
 
 def render_table(checks: Sequence[Check], cfg: Config) -> str:
