@@ -389,16 +389,30 @@ def test_keepalived_track_file():
     assert ka_checks(weighted, ka)["keepalived track file"].status == "fail"
 
 
+def with_check_cnf(text: str, path: Path) -> str:
+    """A keepalived.conf whose chk_mysql reads ``path`` instead of /etc/orch/check.cnf."""
+    assert "/etc/orch/check.cnf" in text
+    return text.replace("/etc/orch/check.cnf", str(path))
+
+
 @pytest.mark.mariadb
 def test_doctor_checks_a_keepalived_file_from_the_command_line(cluster, tmp_path):
     s1, s2, cfg, state = cluster
+    check_cnf = tmp_path / "check.cnf"
+    check_cnf.write_text(s1.client_defaults())
+    check_cnf.chmod(0o600)
     conf = tmp_path / "keepalived.conf"
-    conf.write_text(SAMPLE.replace("        chk_mysql\n", "        chk_mysql weight -10\n"))
+    conf.write_text(with_check_cnf(SAMPLE, check_cnf).replace("        chk_mysql\n", "        chk_mysql weight -10\n"))
     code, doc, r = run(cfg, "--keepalived-config", str(conf))
     assert code == 1 and check(doc, "keepalived weight trap")["status"] == "fail", r
-    conf.write_text(SAMPLE)
+    conf.write_text(with_check_cnf(SAMPLE, check_cnf))
     code, doc, r = run(cfg, "--keepalived-config", str(conf))
     assert code == 0 and check(doc, "keepalived events")["status"] == "pass", r
+    for name in ("keepalived notify node", "keepalived health check login", "keepalived health check server",
+                 "keepalived health check at max_connections", "server1: host is this machine"):
+        assert check(doc, name)["status"] == "pass", check(doc, name)
+    # The test config sets no failover.witness while the sample pings one: said, not failed.
+    assert check(doc, "keepalived witness")["status"] == "warn" and "failover.witness: 10.0.0.254" in check(doc, "keepalived witness")["fix"]
 
 
 def test_semi_sync_needs_replication_master_admin_on_mariadb():
