@@ -9,14 +9,13 @@ from __future__ import annotations
 import gc
 import sys
 
-from .errors import OrchError, UsageError
+from .errors import EXIT_BUG, EXIT_INTERRUPTED, OrchError, UsageError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
     from typing import List, Optional, TextIO
 
-EXIT_UNEXPECTED = 70
 NOTIFY_TYPES = ("INSTANCE", "GROUP")
 NOTIFY_STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "DELETED")
 
@@ -184,12 +183,12 @@ def _dispatch(argv: "Optional[List[str]]", stdout: "TextIO", stdin: "TextIO") ->
         return exc.exit_code
     except KeyboardInterrupt:
         print("orch: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except SystemExit as exc:  # argparse --help / --version
         return int(exc.code or 0)
     except Exception:
         logging.getLogger("orchestrator").exception("unexpected error (a bug: please report it with this traceback)")
-        return EXIT_UNEXPECTED
+        return EXIT_BUG
 
 
 if __name__ == "__main__":

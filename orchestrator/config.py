@@ -12,7 +12,7 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from .errors import ConfigError
+from .errors import ConfigError, UsageError
 from .lazy import Pattern
 
 TYPE_CHECKING = False
@@ -733,16 +733,25 @@ def _text_of(raw: Any) -> str:
 
 
 def load(path: Optional[str] = None, node: Optional[str] = None) -> Config:
-    """Read and validate the YAML config. ``path`` defaults to $ORCH_CONFIG or /etc/orch/orch.yaml."""
+    """Read and validate the YAML config. ``path`` defaults to $ORCH_CONFIG or /etc/orch/orch.yaml.
+
+    What came from the command line (or its environment variables) and is wrong is bad
+    input (UsageError, exit 2): a config file that cannot be read, a --node that is not one
+    of the file's nodes. A file that says something wrong is a ConfigError (exit 1)."""
+    given = "-c" if path else ("$ORCH_CONFIG" if os.environ.get("ORCH_CONFIG") else "the default")
     path = path or os.environ.get("ORCH_CONFIG") or DEFAULT_PATH
+    flag = "--node" if node else "ORCH_NODE"
     node = node or os.environ.get("ORCH_NODE") or None
     try:
         with open(path, encoding="utf-8") as fh:
             text = fh.read()
     except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror}"]) from None
+        raise UsageError(f"orch: cannot read the config file {path} ({given}): {exc.strerror}") from None
     cached = _read_compiled(path, text)
     raw = cached[0] if cached else _parse_yaml(path, text)
+    nodes = raw.get("nodes") if isinstance(raw, Mapping) else None
+    if node and isinstance(nodes, Mapping) and nodes and node not in nodes:
+        raise UsageError(f"orch: {flag} {node} is not one of nodes ({', '.join(str(n) for n in nodes)}) in {path}")
     cfg = parse(raw, path, node)
     if not cached:
         _write_compiled(path, text, raw)

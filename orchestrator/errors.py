@@ -1,17 +1,26 @@
-"""The project's exceptions. Each maps to an exit code in the CLI; messages are one line
-and never contain secrets."""
+"""The project's exceptions and exit codes. Each exception maps to an exit code in the CLI;
+messages are one line and never contain secrets."""
+
+# Every exit code orch uses: README's "Exit codes" table lists exactly these
+# (tests/test_exit_codes.py holds the two equal and runs each through the CLI).
+EXIT_OK = 0  # done, or nothing to do
+EXIT_FAILED = 1  # refused or failed, nothing unsafe done; a check or a configuration that does not pass
+EXIT_USAGE = 2  # bad input on the command line: arguments, a config file that cannot be read, --node
+EXIT_INCOMPLETE = 3  # safe but incomplete: waiting for the peer, or an event handed to the maintainer
+EXIT_BUG = 70  # an unexpected error (a bug): the traceback is in the log
+EXIT_INTERRUPTED = 130  # Ctrl-C
 
 
 class OrchError(Exception):
     """Base for every error the orchestrator reports to a user (exit 1)."""
 
-    exit_code = 1
+    exit_code = EXIT_FAILED
 
 
 class UsageError(OrchError):
     """Bad command-line arguments (exit 2)."""
 
-    exit_code = 2
+    exit_code = EXIT_USAGE
 
 
 class ConfigError(OrchError):

@@ -244,8 +244,8 @@ def instrument(maintainer: Any, cfg: Config, port: int) -> Metrics:
     metrics.serve(port)
     observe = maintainer.observe
 
-    def observed() -> Any:
-        view = observe()
+    def observed(*args: Any, **kwargs: Any) -> Any:
+        view = observe(*args, **kwargs)
         try:
             metrics.update_view(view)
         except Exception:  # metrics never stop the maintainer

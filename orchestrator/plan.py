@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .errors import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Dict, List, Optional, Tuple, Union
@@ -20,7 +22,7 @@ ACT = "act"  # the steps bring the state where it should be
 REFUSED = "refused"  # unsafe: steps (if any) only make things safer; exit 1
 INCOMPLETE = "incomplete"  # safe for now, more to do once something comes back; exit 3
 
-EXIT_CODES = {NOOP: 0, ACT: 0, REFUSED: 1, INCOMPLETE: 3}
+EXIT_CODES = {NOOP: EXIT_OK, ACT: EXIT_OK, REFUSED: EXIT_FAILED, INCOMPLETE: EXIT_INCOMPLETE}
 
 
 @dataclass(frozen=True)

@@ -79,8 +79,9 @@ def received_ago(record: Optional[Dict[str, Any]], now: float) -> Optional[float
     return now - changed
 
 
-def stamp(view: ClusterView, state_dir: str, now: Optional[float] = None) -> ClusterView:
-    """The view with each replica's ``received_ago`` filled in, and the memory updated."""
+def stamp(view: ClusterView, state_dir: str, now: Optional[float] = None, save: bool = True) -> ClusterView:
+    """The view with each replica's ``received_ago`` filled in, and the memory updated
+    (unless not ``save``: a dry run writes nothing)."""
     now = time.time() if now is None else now
     path = os.path.join(state_dir, FILE)
     records = _load(path)
@@ -94,5 +95,6 @@ def stamp(view: ClusterView, state_dir: str, now: Optional[float] = None) -> Clu
         if node.reachable and node.replica is not None and node.replica.configured:
             node = replace(node, replica=replace(node.replica, received_ago=received_ago(record, now)))
         nodes[node.name] = node
-    _save(path, records)
+    if save:
+        _save(path, records)
     return replace(view, me=nodes[view.me.name], peer=nodes[view.peer.name])

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from orchestrator.config import load, parse
-from orchestrator.errors import ConfigError
+from orchestrator.errors import ConfigError, UsageError
 
 GOOD = {
     "self": "server1",
@@ -174,7 +174,7 @@ def test_keepalived_section():
 
 
 def test_load_errors(tmp_path):
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(UsageError, match="cannot read the config file"):  # bad input: exit 2
         load(str(tmp_path / "absent.yaml"))
     p = tmp_path / "x.yaml"
     p.write_text("- a list\n")

@@ -389,16 +389,30 @@ def test_keepalived_track_file():
     assert ka_checks(weighted, ka)["keepalived track file"].status == "fail"
 
 
+def with_check_cnf(text: str, path: Path) -> str:
+    """A keepalived.conf whose chk_mysql reads ``path`` instead of /etc/orch/check.cnf."""
+    assert "/etc/orch/check.cnf" in text
+    return text.replace("/etc/orch/check.cnf", str(path))
+
+
 @pytest.mark.mariadb
 def test_doctor_checks_a_keepalived_file_from_the_command_line(cluster, tmp_path):
     s1, s2, cfg, state = cluster
+    check_cnf = tmp_path / "check.cnf"
+    check_cnf.write_text(s1.client_defaults())
+    check_cnf.chmod(0o600)
     conf = tmp_path / "keepalived.conf"
-    conf.write_text(SAMPLE.replace("        chk_mysql\n", "        chk_mysql weight -10\n"))
+    conf.write_text(with_check_cnf(SAMPLE, check_cnf).replace("        chk_mysql\n", "        chk_mysql weight -10\n"))
     code, doc, r = run(cfg, "--keepalived-config", str(conf))
     assert code == 1 and check(doc, "keepalived weight trap")["status"] == "fail", r
-    conf.write_text(SAMPLE)
+    conf.write_text(with_check_cnf(SAMPLE, check_cnf))
     code, doc, r = run(cfg, "--keepalived-config", str(conf))
     assert code == 0 and check(doc, "keepalived events")["status"] == "pass", r
+    for name in ("keepalived notify node", "keepalived health check login", "keepalived health check server",
+                 "keepalived health check at max_connections", "server1: host is this machine"):
+        assert check(doc, name)["status"] == "pass", check(doc, name)
+    # The test config sets no failover.witness while the sample pings one: said, not failed.
+    assert check(doc, "keepalived witness")["status"] == "warn" and "failover.witness: 10.0.0.254" in check(doc, "keepalived witness")["fix"]
 
 
 def test_semi_sync_needs_replication_master_admin_on_mariadb():
@@ -422,3 +436,177 @@ def test_release_series_of_the_pair(v1, v2, status):
     view = ClusterView(NodeState("server1", "10.0.0.1", 3306, True, version=v1), NodeState("server2", "10.0.0.2", 3306, True, version=v2))
     [c] = d.check_release_series(view)
     assert c.status == status and (("not supported" in c.detail) == (status == "warn")), c
+
+
+# --- what must match across files ---------------------------------------------------------------
+
+SAMPLE2 = (ROOT / "conf" / "keepalived-server2.conf").read_text()
+
+
+def cross(text: str, cfg: Any, host: "d.HostFacts | None" = None) -> Dict[str, d.Check]:
+    root = d.parse_keepalived(text)
+    checks = d.check_notify_node(root, cfg.keepalived, cfg.self_name, "keepalived.conf")
+    checks += d.check_witness_ping(root, cfg.keepalived, cfg.failover.witness)
+    return {c.name: c for c in checks}
+
+
+def shipped_cfg(**changes: Any) -> Any:
+    """conf/orch.yaml as parsed, with ``changes`` (self, failover...) made."""
+    import yaml
+
+    from orchestrator.config import parse
+
+    raw = yaml.safe_load((ROOT / "conf" / "orch.yaml").read_text())
+    raw["mysql"] = {"user": "orch", "password": "pw1"}
+    raw["replication"] = {"user": "repl", "password": "pw2"}
+    raw["atlas"][0]["admin"] = {"host": "127.0.0.1", "port": 2345, "user": "user", "password": "pw3"}
+    for key, value in changes.items():
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) else value
+    return parse(raw, "conf/orch.yaml")
+
+
+def test_notify_node_is_this_hosts_self():
+    assert cross(SAMPLE, shipped_cfg())["keepalived notify node"].status == "pass"
+    c = cross(SAMPLE2, shipped_cfg())["keepalived notify node"]  # server2's conf on server1's host
+    assert c.status == "fail" and "--node server2" in c.detail and "self on this host is server1" in c.detail, c
+    assert "--node server1" in c.fix
+    assert cross(SAMPLE2, shipped_cfg(self="server2"))["keepalived notify node"].status == "pass"
+    equals = SAMPLE.replace("--node server1", "--node=server2")
+    assert cross(equals, shipped_cfg())["keepalived notify node"].status == "fail"
+    # The FIFO carries no node (orch notify-fifo runs with this host's config): nothing to compare.
+    fifo = (ROOT / "conf" / "keepalived-fifo-server1.conf").read_text()
+    assert "keepalived notify node" not in cross(fifo, shipped_cfg(self="server2"))
+
+
+def test_witness_ping_is_failover_witness():
+    assert cross(SAMPLE, shipped_cfg())["keepalived witness"].status == "pass"  # both ship 10.0.0.254
+    c = cross(SAMPLE.replace("-W 1 10.0.0.254", "-W 1 10.9.9.9"), shipped_cfg())["keepalived witness"]
+    assert c.status == "fail" and "pings 10.9.9.9" in c.detail and "failover.witness is 10.0.0.254" in c.detail, c
+    assert "10.0.0.254" in c.fix
+    c = cross(SAMPLE, shipped_cfg(failover={"semi_sync": False, "witness": ""}))["keepalived witness"]
+    assert c.status == "warn" and "failover.witness: 10.0.0.254" in c.fix, c
+    untracked = SAMPLE.replace("        chk_witness\n", "")  # defined, not tracked: it decides nothing
+    c = cross(untracked, shipped_cfg())["keepalived witness"]
+    assert c.status == "warn" and "no tracked vrrp_script pings" in c.detail, c
+
+
+def test_self_host_is_an_address_of_this_machine():
+    cfg = shipped_cfg()  # server1 10.0.0.1, server2 10.0.0.2
+    here = d.HostFacts({"server1": (("10.0.0.1", True),), "server2": (("10.0.0.2", False),)})
+    assert d.check_self_address(cfg, here)[0].status == "pass"
+    swapped = d.HostFacts({"server1": (("10.0.0.1", False),), "server2": (("10.0.0.2", True),)})
+    [c] = d.check_self_address(cfg, swapped)
+    assert c.status == "fail" and "10.0.0.1 is not an address of this host" in c.detail and "self (or --node) to server2" in c.fix, c
+    nowhere = d.HostFacts({"server1": (("10.0.0.1", False),), "server2": (("10.0.0.2", False),)})
+    [c] = d.check_self_address(cfg, nowhere)
+    assert c.status == "fail" and "correct nodes.server1.host" in c.fix, c
+    [c] = d.check_self_address(cfg, d.HostFacts({}, {"server1": "cannot tell: Name or service not known"}))
+    assert c.status == "warn", c
+
+
+def test_gather_host_asks_this_hosts_addresses():
+    """Loopback is this host's; TEST-NET-1 (192.0.2.0/24) is nobody's. Nothing is configured."""
+    from orchestrator.config import parse
+
+    def cfg(host1: str) -> Any:
+        return parse({"self": "server1", "nodes": {"server1": {"host": host1}, "server2": {"host": "192.0.2.2"}},
+                      "mysql": {"user": "o", "password": "p"}, "replication": {"user": "r", "password": "q"},
+                      "keepalived": {"vip_check": False}})
+
+    for host, status in (("127.0.0.1", "pass"), ("127.0.0.5", "pass"), ("localhost", "pass"), ("192.0.2.1", "fail")):
+        facts, _ = d.gather_host(cfg(host), None)
+        assert d.check_self_address(cfg(host), facts)[0].status == status, (host, facts)
+    facts, _ = d.gather_host(cfg("no-such-host.invalid"), None)
+    assert d.check_self_address(cfg("no-such-host.invalid"), facts)[0].status == "warn"
+
+
+def test_metrics_off_means_no_alert_can_fire():
+    [c] = d.check_metrics(shipped_cfg())
+    assert c.status == "pass" and "9105" in c.detail  # conf/orch.yaml ships them on, for conf/orch-alerts.yml
+    [c] = d.check_metrics(shipped_cfg(maintainer={"metrics_port": 0}))
+    assert c.status == "warn" and "orch-alerts.yml" in c.detail and "metrics_port: 9105" in c.fix, c
+    assert "orch_" in (ROOT / "conf" / "orch-alerts.yml").read_text()
+
+
+def test_client_options_read_as_the_client_reads_them():
+    text = ('[mysqld]\nport=1\n[client]\nhost = 10.0.0.1\nport=3307 # extra_port\nuser="orch"\n'
+            'password="p\\"w#1\\\\"\n[mysql]\nconnect_timeout=1\n')
+    assert d.client_options_of(text) == {"host": "10.0.0.1", "port": "3307", "user": "orch", "password": 'p"w#1\\'}
+
+
+def health(cluster: Any, tmp_path: Path, cnf_text: "str | None", mode: int = 0o600, **cfg_changes: Any) -> Tuple[int, Dict[str, Any], t.Result]:
+    """orch doctor with server1's shipped keepalived.conf whose chk_mysql reads a check.cnf holding ``cnf_text``."""
+    s1, s2, _, state = cluster
+    check_cnf = tmp_path / "check.cnf"
+    if cnf_text is not None:
+        check_cnf.write_text(cnf_text)
+        check_cnf.chmod(mode)
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(with_check_cnf(SAMPLE, check_cnf))
+    cfg = t.write_config(tmp_path / "orch-ka.yaml", t.config_dict(s1, s2, state, **cfg_changes))
+    return run(cfg, "--keepalived-config", str(conf))
+
+
+@pytest.mark.mariadb
+def test_health_check_account_logs_in_and_reaches_this_nodes_server(cluster, tmp_path):
+    s1, s2, _, _ = cluster
+    code, doc, r = health(cluster, tmp_path, s1.client_defaults())
+    assert check(doc, "keepalived health check login")["status"] == "pass", r
+    assert check(doc, "keepalived health check server")["status"] == "pass", r
+    assert "keepalived health check file mode" not in {c["name"] for c in doc["checks"]}
+    # A wrong password: what keepalived would see, a FAULT; the password never printed.
+    wrong = s1.client_defaults().replace(lab.option_value(lab.ORCH_CREDENTIALS.password), '"not-the-pw-1"')
+    code, doc, r = health(cluster, tmp_path, wrong)
+    c = check(doc, "keepalived health check login")
+    assert code == 1 and c["status"] == "fail" and "Access denied" in c["detail"] and "FAULT" in c["detail"], c
+    t.assert_no_secrets(r.stdout, r.stderr, extra=("not-the-pw-1",))
+    # No file at all (keepalived.conf names one this host lacks).
+    (tmp_path / "check.cnf").unlink()
+    code, doc, r = health(cluster, tmp_path, None)
+    assert code == 1 and check(doc, "keepalived health check login")["status"] == "fail", r
+    # server2's check.cnf on server1's host: the check would judge server1 by server2's health.
+    code, doc, r = health(cluster, tmp_path, s2.client_defaults(), mode=0o644)
+    c = check(doc, "keepalived health check server")
+    assert code == 1 and c["status"] == "fail" and "reaches server2, not server1" in c["detail"] and str(s1.port) in c["fix"], c
+    assert check(doc, "keepalived health check file mode")["status"] == "warn"
+
+
+@pytest.mark.mariadb
+def test_health_check_account_without_connection_admin_is_a_warning(cluster, tmp_path):
+    s1, s2, _, _ = cluster
+    plain = lab.Credentials("checker", "checker-pw-9")
+    s1.create_account(plain)  # USAGE only: SELECT 1 works, max_connections does not
+    code, doc, r = health(cluster, tmp_path, s1.client_defaults(plain))
+    assert check(doc, "keepalived health check login")["status"] == "pass", r
+    c = check(doc, "keepalived health check at max_connections")
+    assert c["status"] == "warn" and "lacks CONNECTION ADMIN" in c["detail"], c
+    t.assert_no_secrets(r.stdout, extra=("checker-pw-9",))
+    s1.sql("GRANT CONNECTION ADMIN ON *.* TO 'checker'@'%'")
+    code, doc, r = health(cluster, tmp_path, s1.client_defaults(plain))
+    assert check(doc, "keepalived health check at max_connections")["status"] == "pass", r
+
+
+@pytest.mark.mariadb
+def test_cross_file_checks_through_the_cli(cluster, tmp_path):
+    """server2's keepalived.conf and a foreign witness on server1's host; then a self whose host is not this host."""
+    s1, s2, _, state = cluster
+    check_cnf = tmp_path / "check.cnf"
+    check_cnf.write_text(s1.client_defaults())
+    check_cnf.chmod(0o600)
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(with_check_cnf(SAMPLE2, check_cnf))
+    cfg = t.write_config(tmp_path / "w.yaml", t.config_dict(s1, s2, state, failover={"block_seconds": 0, "witness": "10.9.9.9"}))
+    code, doc, r = run(cfg, "--keepalived-config", str(conf))
+    assert code == 1, r
+    assert check(doc, "keepalived notify node")["status"] == "fail" and "--node server2" in check(doc, "keepalived notify node")["detail"]
+    assert check(doc, "keepalived witness")["status"] == "fail"
+    assert check(doc, "metrics")["status"] == "warn"
+    code, doc, r = run(cfg, "--keepalived-config", str(conf), node="server2")  # the same files are right for server2
+    assert check(doc, "keepalived notify node")["status"] == "pass", r
+    # self's host is not this host's (TEST-NET-1: nobody's), as when server2's orch.yaml was copied with self unchanged.
+    d2 = t.config_dict(s1, s2, state)
+    d2["nodes"]["server1"]["host"] = "192.0.2.1"
+    code, doc, r = run(t.write_config(tmp_path / "far.yaml", d2))
+    c = check(doc, "server1: host is this machine")
+    assert code == 1 and c["status"] == "fail" and "192.0.2.1 is not an address of this host" in c["detail"], c
+    assert "server2" in c["fix"]  # server2's host (127.0.0.1) is this host's

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import time
 from typing import TextIO
 
+from ..errors import EXIT_FAILED
 from ..lock import RunLock
 from ..plan import NOOP
 from .common import RunContext, confirmed, ensure_state_dir, execute_plan, load_config, new_run
@@ -25,8 +27,10 @@ def ack(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     started = time.monotonic()
     cfg = load_config(args)
     run_id = new_run(cfg)
-    ensure_state_dir(cfg)
-    with RunLock(cfg.state_dir, cfg.failover.lock_timeout):
+    with contextlib.ExitStack() as held:
+        if not args.dry_run:  # a dry run writes nothing in state_dir, not even the lock file
+            ensure_state_dir(cfg)
+            held.enter_context(RunLock(cfg.state_dir, cfg.failover.lock_timeout))
         servers = open_servers(cfg)
         try:
             view = observe(cfg, servers)
@@ -39,7 +43,7 @@ def ack(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
             if plan.outcome == NOOP or not plan.steps:
                 return plan.exit_code
             if not confirmed(out, stdin, args.yes):
-                return 1
+                return EXIT_FAILED
             return execute_plan(RunContext(cfg, EVENT, run_id, servers, view, started, out=out), plan)[0]
         finally:
             for s in servers.values():

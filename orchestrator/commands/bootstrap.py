@@ -71,7 +71,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Mappi
 
 from ..clientfile import OptionFile, client_options, option_value, run_client
 from ..config import Config
-from ..errors import CommandError, OrchError, Refused
+from ..errors import EXIT_FAILED, EXIT_OK, CommandError, OrchError, Refused
 from ..flavors.common import version_tuple
 from .doctor import release_series_mismatch
 
@@ -569,12 +569,12 @@ def bootstrap(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
             log.warning("bootstrap: %s", warning)
         if plan.refused:
             log.error("bootstrap refused: %s", plan.reason)
-            return 1
+            return EXIT_FAILED
         if getattr(args, "dry_run", False):
             out.write("dry run: nothing changed\n")
-            return 0
+            return EXIT_OK
         if plan.steps and not confirmed(out, stdin, args.yes):
-            return 1
+            return EXIT_FAILED
         if plan.steps:
             ensure_state_dir(cfg)
             run_id = new_run(cfg)

@@ -7,7 +7,7 @@ import sys
 from typing import TextIO
 
 from ..config import load
-from ..errors import ConfigError
+from ..errors import EXIT_FAILED, EXIT_OK, ConfigError
 
 
 def check_config(args: argparse.Namespace, out: TextIO) -> int:
@@ -16,12 +16,12 @@ def check_config(args: argparse.Namespace, out: TextIO) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"orch: config error: {problem}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     for w in cfg.warnings:
         out.write(f"warning: {w}\n")
     nodes = ", ".join(f"{n.name}={n.host}:{n.port}" for n in cfg.nodes)
     out.write(f"config OK: {cfg.path}: cluster {cfg.cluster}, self {cfg.self_name}, nodes {nodes}, flavor {cfg.flavor}, {len(cfg.atlas)} Atlas\n")
-    return 0
+    return EXIT_OK
 
 
 def health_check(args: argparse.Namespace, out: TextIO) -> int:
@@ -38,10 +38,10 @@ def health_check(args: argparse.Namespace, out: TextIO) -> int:
         server.value("SELECT 1")
     except DatabaseError as exc:
         print(f"orch check: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     finally:
         server.close()
-    return 0
+    return EXIT_OK
 
 
 def replica_check(args: argparse.Namespace, out: TextIO) -> int:
@@ -69,7 +69,7 @@ def replica_check(args: argparse.Namespace, out: TextIO) -> int:
     health = replica_health(view, view.me, view.peer, cfg, in_atlas=True)
     if health.healthy is False:
         print(f"orch check --replica: unhealthy: {health.reason}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     # None: healthy as far as can be told without the peer (errant GTIDs unchecked).
     out.write(f"orch check --replica: ok: {health.reason}\n")
-    return 0
+    return EXIT_OK

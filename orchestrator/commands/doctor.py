@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from ..config import Config, Keepalived
-from ..errors import DatabaseError, UsageError
+from ..errors import EXIT_FAILED, EXIT_OK, DatabaseError, UsageError
 from ..flavors.common import version_tuple
 
 if TYPE_CHECKING:
@@ -59,7 +59,7 @@ class ServerFacts:
 VARIABLES = (
     "log_bin", "binlog_format", "binlog_row_image", "log_slave_updates", "log_replica_updates", "gtid_mode",
     "enforce_gtid_consistency", "gtid_strict_mode", "server_id", "server_uuid", "read_only", "super_read_only",
-    "auto_increment_increment", "auto_increment_offset",
+    "auto_increment_increment", "auto_increment_offset", "extra_port",
     "rpl_semi_sync_master_enabled", "rpl_semi_sync_slave_enabled", "rpl_semi_sync_master_timeout",
     "rpl_semi_sync_master_wait_point", "rpl_semi_sync_source_enabled", "rpl_semi_sync_replica_enabled",
     "rpl_semi_sync_source_timeout", "rpl_semi_sync_source_wait_point",
@@ -680,6 +680,329 @@ def check_keepalived(root: Block, ka: Keepalived, path: str) -> List[Check]:
     return out
 
 
+# --- what must match across files ----------------------------------------------------------
+# orch.yaml, keepalived.conf, check.cnf and this host each say something about the others;
+# each check below compares two of them.
+
+
+@dataclass(frozen=True)
+class HealthCheckFacts:
+    """The health check keepalived runs (a tracked vrrp_script running hooks/check-mysql), and
+    what running it with its client defaults file showed. Never the password."""
+
+    script: str  # the vrrp_script's name
+    defaults_file: str
+    mode: int = -1  # the file's permission bits (-1: cannot stat)
+    options: Mapping[str, str] = field(default_factory=dict)  # [client] host, port, socket, user
+    login_error: Optional[str] = None  # None: not run; "": check-mysql passed; else why it failed
+    server_id: str = ""  # the server the file's account reaches
+    grants: Tuple[str, ...] = ()
+    grants_error: str = ""
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What doctor read on this host: which nodes' hosts are its addresses, and the health check."""
+
+    addresses: Mapping[str, Tuple[Tuple[str, bool], ...]] = field(default_factory=dict)  # node -> ((address, local?), ...)
+    address_errors: Mapping[str, str] = field(default_factory=dict)  # node -> why its host did not resolve
+    health: Optional[HealthCheckFacts] = None
+    health_tracked: Tuple[str, ...] = ()  # how each tracked vrrp_script checks the server ("orch check", ...)
+
+
+def chosen_instance(root: Block, ka: Keepalived) -> Optional[Block]:
+    """The vrrp_instance keepalived.instance names (the first one when unset), as check_keepalived picks it."""
+    instances = root.find("vrrp_instance")
+    if ka.instance:
+        return next((i for i in instances if len(i.words) > 1 and i.words[1] == ka.instance), None)
+    return instances[0] if instances else None
+
+
+def _script_words(block: Block) -> List[str]:
+    """A vrrp_script's command as words (keepalived splits it on blanks, quotes kept together)."""
+    import shlex
+
+    text = next((c.words[1] for c in block.children or [] if c.words[0] == "script" and len(c.words) > 1), "")
+    try:
+        return shlex.split(text)
+    except ValueError:
+        return text.split()
+
+
+def tracked_scripts(root: Block, inst: Block) -> List[Tuple[str, List[str]]]:
+    """(name, command words) of each vrrp_script the instance tracks."""
+    scripts = {s.words[1]: s for s in root.find("vrrp_script") if len(s.words) > 1}
+    names = [e.words[0] for blk in inst.find("track_script") for e in blk.children or []]
+    return [(n, _script_words(scripts[n])) for n in names if n in scripts]
+
+
+def notify_nodes(root: Block, inst: Block) -> List[str]:
+    """The --node of each notify line that runs orch's hook for this instance (or its sync group)."""
+    import shlex
+
+    iname = inst.words[1] if len(inst.words) > 1 else ""
+    groups = [g for g in root.find("vrrp_sync_group") if any(iname in (b.words or []) for gb in g.find("group") for b in gb.children or [])]
+    out = []
+    for b in list(inst.find("notify")) + [b for g in groups for b in g.find("notify")]:
+        try:
+            words = shlex.split(b.words[1]) if len(b.words) > 1 else []
+        except ValueError:
+            words = b.words[1].split()
+        for i, w in enumerate(words):
+            if w == "--node" and i + 1 < len(words):
+                out.append(words[i + 1])
+            elif w.startswith("--node="):
+                out.append(w.split("=", 1)[1])
+    return out
+
+
+def check_notify_node(root: Block, ka: Keepalived, self_name: str, path: str) -> List[Check]:
+    """The node keepalived's notify line names is this host's self (orch.yaml or --node)."""
+    inst = chosen_instance(root, ka)
+    if inst is None:
+        return []
+    nodes = notify_nodes(root, inst)
+    wrong = [n for n in nodes if n != self_name]
+    if wrong:
+        return [Check("keepalived notify node", FAIL,
+                      f"{path}'s notify runs the hook with --node {wrong[0]}, but orch's self on this host is {self_name}: "
+                      f"every keepalived event here would be decided for {wrong[0]} (the other host's keepalived.conf?)",
+                      f"use this host's keepalived.conf (notify ... --node {self_name}), or correct self in orch.yaml")]
+    if nodes:
+        return [Check("keepalived notify node", PASS, f"notify runs the hook with --node {self_name}, this host's self")]
+    return []
+
+
+def _ping_target(words: Sequence[str]) -> str:
+    """The address a ping command pings (its last word), or "" when it is not a ping."""
+    if not words or words[0].rsplit("/", 1)[-1] not in ("ping", "ping6", "fping", "fping6"):
+        return ""
+    return words[-1] if not words[-1].startswith("-") else ""
+
+
+def check_witness_ping(root: Block, ka: Keepalived, witness: str) -> List[Check]:
+    """keepalived's witness check (chk_witness) pings failover.witness, the address orch pings."""
+    inst = chosen_instance(root, ka)
+    if inst is None:
+        return []
+    name = "keepalived witness"
+    pinged = [(n, _ping_target(words)) for n, words in tracked_scripts(root, inst)]
+    pinged = [(n, target) for n, target in pinged if target]
+    if not pinged:
+        if witness:
+            return [Check(name, WARN, f"no tracked vrrp_script pings failover.witness {witness}: an isolated master keeps the VIP",
+                          f"add chk_witness (script \"/usr/bin/ping -n -q -c 1 -W 1 {witness}\") to track_script, as in conf/keepalived-server1.conf")]
+        return []
+    script, target = pinged[0]
+    if not witness:
+        return [Check(name, WARN, f"{script} pings {target}, but failover.witness is not set: orch promotes a node whose peer "
+                                  "is gone without asking the witness",
+                      f"set failover.witness: {target} in orch.yaml")]
+    wrong = [(n, t) for n, t in pinged if t != witness]
+    if wrong:
+        return [Check(name, FAIL, f"{wrong[0][0]} pings {wrong[0][1]}, but failover.witness is {witness}: keepalived and orch "
+                                  "judge isolation by different hosts",
+                      f"make them one address: the gateway both hosts reach (ping {witness} in {wrong[0][0]}, or failover.witness: {wrong[0][1]})")]
+    return [Check(name, PASS, f"{script} pings {witness}, failover.witness")]
+
+
+def check_self_address(cfg: Config, host: HostFacts) -> List[Check]:
+    """nodes.<self>.host is an address of this machine: self names this host's node."""
+    me = cfg.me
+    name = f"{me.name}: host is this machine"
+    if me.name in host.address_errors:
+        return [Check(name, WARN, f"nodes.{me.name}.host {me.host}: {host.address_errors[me.name]}",
+                      "give nodes.<name>.host as an IP address, or fix name resolution on this host")]
+    addresses = host.addresses.get(me.name, ())
+    if not addresses:
+        return []
+    if any(local for _, local in addresses):
+        return [Check(name, PASS, f"nodes.{me.name}.host {me.host} is an address of this host")]
+    others = [n.name for n in cfg.nodes if n.name != me.name and any(local for _, local in host.addresses.get(n.name, ()))]
+    hint = f"; nodes.{others[0]}.host is: this host is {others[0]}" if others else ""
+    return [Check(name, FAIL, f"nodes.{me.name}.host {me.host} is not an address of this host{hint}: orch would fence, promote "
+                              "and check the VIP for the wrong node",
+                  f"set self (or --node) to {others[0]} on this host" if others else
+                  f"set self (or --node) to this host's node, or correct nodes.{me.name}.host")]
+
+
+def _connection_admin(flavor: str) -> str:
+    return "CONNECTION_ADMIN" if flavor == "mysql" else "CONNECTION ADMIN"
+
+
+def check_health_account(cfg: Config, host: HostFacts, servers: Mapping[str, ServerFacts]) -> List[Check]:
+    """The account of the health check's client defaults file logs in, reaches this node's
+    server and runs what hooks/check-mysql runs (SELECT 1); at max_connections it still gets in."""
+    name = "keepalived health check"
+    h = host.health
+    if h is None:
+        if host.health_tracked:
+            return [Check(name, PASS, f"tracked: {', '.join(host.health_tracked)}")]
+        return [Check(name, WARN, "no tracked vrrp_script runs check-mysql or orch check: keepalived keeps the VIP on a dead server",
+                      "add chk_mysql (script \"/usr/local/lib/orch/check-mysql /etc/orch/check.cnf\") to track_script, as in conf/keepalived-server1.conf")]
+    out = []
+    label = f"{h.defaults_file} ({h.script})"
+    if h.mode >= 0 and h.mode & 0o077:
+        out.append(Check(name + " file mode", WARN, f"{h.defaults_file} is mode {h.mode:o}: it holds a password",
+                         f"chmod 600 {h.defaults_file}"))
+    if h.login_error is None:
+        return out
+    if h.login_error:
+        return out + [Check(name + " login", FAIL, f"hooks/check-mysql with {label} fails: {h.login_error}: keepalived "
+                                                   "would put this node in FAULT and give up the VIP",
+                            f"give {h.defaults_file} a [client] host, port, user and password=\"...\" of an account on "
+                            f"{cfg.self_name}'s server (README: keepalived)")]
+    who = f"{h.options.get('user', '?')}@{h.options.get('host', 'localhost')}:{h.options.get('port', 'default port')}"
+    out.append(Check(name + " login", PASS, f"hooks/check-mysql with {label}: {who} logs in and SELECT 1 answers"))
+    me = servers.get(cfg.self_name)
+    by_id = {s.variables.get("server_id"): s.name for s in servers.values() if s.reachable and s.variables.get("server_id")}
+    if h.server_id and me is not None and me.reachable and me.variables.get("server_id"):
+        reached = by_id.get(h.server_id, f"a server with server_id {h.server_id}")
+        if reached != cfg.self_name:
+            out.append(Check(name + " server", FAIL, f"{h.defaults_file} reaches {reached}, not {cfg.self_name}: keepalived "
+                                                     f"would judge this node by another server's health",
+                             f"point {h.defaults_file}'s host and port at {cfg.self_name} ({cfg.me.host}:{cfg.me.port})"))
+        else:
+            out.append(Check(name + " server", PASS, f"reaches {cfg.self_name} (server_id {h.server_id})"))
+    flavor = me.flavor if me is not None else ""
+    extra_port = me.variables.get("extra_port", "0") if me is not None else "0"
+    if extra_port not in ("", "0") and h.options.get("port") == extra_port:
+        out.append(Check(name + " at max_connections", PASS, f"port {extra_port} is the server's extra_port"))
+    elif h.grants_error:
+        out.append(Check(name + " at max_connections", WARN, f"SHOW GRANTS failed: {h.grants_error}",
+                         "check the account's grants by hand (README: keepalived)"))
+    else:
+        held = {g.upper() for g in h.grants}
+        admin = _connection_admin(flavor)
+        if held & {admin, "SUPER", "ALL PRIVILEGES", "ALL"}:
+            out.append(Check(name + " at max_connections", PASS, f"{h.options.get('user', 'the account')} may connect beyond max_connections"))
+        else:
+            out.append(Check(name + " at max_connections", WARN,
+                             f"{h.options.get('user', 'the account')} lacks {admin}: at max_connections the check fails and "
+                             "keepalived gives up a busy but healthy master's VIP",
+                             f"use the orch account (it has {admin}) in {h.defaults_file}, or MariaDB's extra_port (README: keepalived)"))
+    return out
+
+
+def check_metrics(cfg: Config) -> List[Check]:
+    """The shipped alerting rules (conf/orch-alerts.yml) need the maintainer's metrics."""
+    port = cfg.maintainer.metrics_port
+    if port:
+        return [Check("metrics", PASS, f"orch maintain serves Prometheus metrics on port {port}")]
+    return [Check("metrics", WARN, "maintainer.metrics_port is 0: orch maintain serves no metrics (unless run with "
+                                   "--metrics-port), so no alert of conf/orch-alerts.yml can fire",
+                  "set maintainer.metrics_port: 9105 and scrape it (README: Metrics)")]
+
+
+def client_options_of(text: str) -> Dict[str, str]:
+    """host, port, socket, user and password as the mariadb/mysql client reads them from a
+    defaults file's client groups (quotes and escapes undone; the last one wins)."""
+    groups = {"client", "client-server", "client-mariadb", "mysql", "mariadb", "mariadb-client"}
+    out: Dict[str, str] = {}
+    group = ""
+    escapes = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "s": " ", "\\": "\\", '"': '"', "'": "'"}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and "]" in line:
+            group = line[1:line.index("]")].strip().lower()
+            continue
+        if group not in groups or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        key = key.replace("_", "-").lower()
+        if key not in ("host", "port", "socket", "user", "password"):
+            continue
+        if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) > 1:
+            value = re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), "\\" + m.group(1)), value[1:-1])
+        else:
+            value = value.split("#", 1)[0].strip()
+        out[key] = value
+    return out
+
+
+def _mysql_client() -> str:
+    """The client hooks/check-mysql runs (ORCH_MYSQL_CLIENT, else the first it finds)."""
+    import os
+
+    if os.environ.get("ORCH_MYSQL_CLIENT"):
+        return os.environ["ORCH_MYSQL_CLIENT"]
+    for candidate in ("/usr/bin/mariadb", "/usr/bin/mysql", "/usr/local/bin/mariadb", "/usr/local/bin/mysql"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return "mariadb"
+
+
+def gather_health_check(root: Block, inst: Block) -> Tuple[Optional[HealthCheckFacts], Tuple[str, ...], str]:
+    """Run the tracked check-mysql exactly as keepalived does (the package's copy of the hook,
+    with the conf's defaults file), then ask that account which server it reached and its
+    grants. Returns (facts, how each other tracked script checks the server, the file's password
+    for redaction)."""
+    import os
+
+    from ..clientfile import run_client
+    from ..errors import CommandError
+    from ..shipped import HOOKS_DIR
+
+    others: List[str] = []
+    for script, words in tracked_scripts(root, inst):
+        if words and words[0].rsplit("/", 1)[-1] in ("check-mysql", "orch-check-mysql"):
+            defaults = words[1] if len(words) > 1 else "/etc/orch/check.cnf"
+            break
+        if words and words[0].rsplit("/", 1)[-1] == "orch" and "check" in words:
+            others.append(f"{script}: {' '.join(words)}")
+    else:
+        return None, tuple(others), ""
+    try:
+        mode = os.stat(defaults).st_mode & 0o777
+    except OSError:
+        mode = -1
+    try:
+        with open(defaults, encoding="utf-8", errors="replace") as fh:
+            options = client_options_of(fh.read())
+    except OSError:
+        options = {}
+    password = options.pop("password", "")
+    try:
+        run_client(["/bin/sh", str(HOOKS_DIR / "check-mysql"), defaults], "check-mysql", timeout=10)
+    except CommandError as exc:
+        return HealthCheckFacts(script, defaults, mode, options, login_error=str(exc).split(": ", 1)[-1]), tuple(others), password
+    server_id, grants, grants_error = "", (), ""
+    try:
+        done = run_client([_mysql_client(), f"--defaults-file={defaults}", "--batch", "--skip-column-names",
+                           "--execute", "SELECT @@server_id; SHOW GRANTS"], "the health check's account", timeout=10)
+        lines = done.stdout.decode("utf-8", "replace").splitlines()
+        server_id = lines[0].strip() if lines else ""
+        grants, _ = parse_grants(lines[1:])  # privilege names only: the lines hold a password hash
+    except CommandError as exc:
+        grants_error = str(exc).split(": ", 1)[-1]
+    return (HealthCheckFacts(script, defaults, mode, options, "", server_id, grants, grants_error), tuple(others), password)
+
+
+def gather_host(cfg: Config, keepalived: Optional[Tuple[Block, str]]) -> Tuple[HostFacts, Tuple[str, ...]]:
+    """This host's side: whether each node's host is one of its addresses and, with a
+    keepalived.conf, its health check. Returns the facts and secrets met on the way."""
+    import socket
+
+    from ..observe import holds_address
+
+    addresses: Dict[str, Tuple[Tuple[str, bool], ...]] = {}
+    errors: Dict[str, str] = {}
+    for node in cfg.nodes:
+        try:
+            found = sorted({str(info[4][0]) for info in socket.getaddrinfo(node.host, None, proto=socket.IPPROTO_TCP)})
+            addresses[node.name] = tuple((a, holds_address(a)) for a in found)
+        except OSError as exc:
+            errors[node.name] = f"cannot tell whether it is this host: {exc.strerror or exc}"
+    health, tracked, secret = None, (), ""
+    if keepalived is not None:
+        inst = chosen_instance(keepalived[0], cfg.keepalived)
+        if inst is not None:
+            health, tracked, secret = gather_health_check(keepalived[0], inst)
+    return HostFacts(addresses, errors, health, tracked), ((secret,) if secret else ())
+
+
 # --- gathering and output ------------------------------------------------------------------
 
 
@@ -735,10 +1058,13 @@ def _repl_login(server: Server, cfg: Config) -> str:
         probe.close()
 
 
-def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts], keepalived: Optional[Tuple[Block, str]]) -> List[Check]:
+def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts], keepalived: Optional[Tuple[Block, str]],
+               host: Optional[HostFacts] = None) -> List[Check]:
     """Every check, in the order an operator fixes things."""
     me, peer = servers.get(view.me.name), servers.get(view.peer.name)
     checks: List[Check] = []
+    if host is not None:
+        checks += check_self_address(cfg, host)  # a wrong self makes every other line about the wrong node
     checks += check_replication(view, cfg)
     master, _ = _roles(view)
     for s in (me, peer):
@@ -757,13 +1083,18 @@ def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts
         checks += check_semi_sync(servers, view, cfg)
     checks += check_atlas(view, cfg)
     checks += check_anti_flapping(view, cfg)
+    checks += check_metrics(cfg)
     if keepalived is not None:
         checks += check_keepalived(keepalived[0], cfg.keepalived, keepalived[1])
+        checks += check_notify_node(keepalived[0], cfg.keepalived, cfg.self_name, keepalived[1])
+        checks += check_witness_ping(keepalived[0], cfg.keepalived, cfg.failover.witness)
+        if host is not None:
+            checks += check_health_account(cfg, host, servers)
     return checks
 
 
 def exit_code(checks: Sequence[Check]) -> int:
-    return 1 if any(c.status == FAIL for c in checks) else 0
+    return EXIT_FAILED if any(c.status == FAIL for c in checks) else EXIT_OK
 
 
 def render_table(checks: Sequence[Check], cfg: Config) -> str:
@@ -800,8 +1131,9 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         for s in servers.values():
             s.close()
-    checks = run_checks(cfg, view, facts, keepalived)
-    secrets = cfg.secrets
+    host, found_secrets = gather_host(cfg, keepalived)
+    checks = run_checks(cfg, view, facts, keepalived, host)
+    secrets = tuple(cfg.secrets) + found_secrets
     checks = [Check(c.name, c.status, logs.redact(c.detail, secrets), logs.redact(c.fix, secrets)) for c in checks]
     code = exit_code(checks)
     if args.format == "json":

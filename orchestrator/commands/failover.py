@@ -8,7 +8,7 @@ import time
 
 from ..config import Config
 from ..decide import BACKUP, MASTER, decide
-from ..errors import LockBusy
+from ..errors import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, LockBusy
 from ..lock import RunLock
 from ..plan import NOOP
 from .common import RunContext, confirmed, ensure_state_dir, execute_plan, load_config, new_run
@@ -27,20 +27,22 @@ def _run(args: argparse.Namespace, event: str, out: TextIO, stdin: "TextIO | Non
     run_id = new_run(cfg)
     if not operator and cfg.keepalived.instance and args.name != cfg.keepalived.instance:
         log.info("no action: %s %s %s is not VRRP %s", args.type, args.name, event, cfg.keepalived.instance)
-        return 0
+        return EXIT_OK
     from ..db import open_servers
     from ..observe import observe
 
-    ensure_state_dir(cfg)
     dry_run = getattr(args, "dry_run", False)
     lock = RunLock(cfg.state_dir, cfg.failover.lock_timeout)
     with contextlib.ExitStack() as held:
-        try:
-            held.enter_context(lock)
-        except LockBusy as exc:
-            if operator:
-                raise
-            return _hand_over(cfg, event, run_id, exc)
+        # A dry run writes nothing in state_dir (no lock file, no hand-over): it only reads.
+        if not dry_run:
+            ensure_state_dir(cfg)
+            try:
+                held.enter_context(lock)
+            except LockBusy as exc:
+                if operator:
+                    raise
+                return _hand_over(cfg, event, run_id, exc)
         if lock.waited > 0.05:
             log.info("waited %.2fs for another orch run to finish", lock.waited)
         servers = open_servers(cfg)
@@ -55,7 +57,7 @@ def _run(args: argparse.Namespace, event: str, out: TextIO, stdin: "TextIO | Non
                 out.write("dry run: nothing changed\n")
                 return plan.exit_code
             if operator and plan.outcome != NOOP and plan.steps and not confirmed(out, stdin, args.yes):
-                return 1
+                return EXIT_FAILED
             run = RunContext(cfg, event, run_id, servers, view, started, out=out if operator else None)
             return execute_plan(run, plan)[0]
         finally:
@@ -72,9 +74,9 @@ def _hand_over(cfg: Config, event: str, run_id: str, exc: LockBusy) -> int:
     except OSError as oexc:
         log.critical("%s; and the %s event could not be handed to the maintainer (%s): run orch %s by hand",
                      exc, event, oexc, "promote" if event == MASTER else "demote")
-        return 1
+        return EXIT_FAILED
     log.error("%s: the %s event is handed to the maintainer (%s), which decides it on its next pass", exc, event, where)
-    return 3
+    return EXIT_INCOMPLETE
 
 
 def notify(args: argparse.Namespace, out: TextIO) -> int:

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import List, Optional, TextIO, Tuple
 
-from ..errors import OrchError, UsageError
+from ..errors import EXIT_OK, OrchError, UsageError
 
 log = logging.getLogger("orchestrator.fifo")
 
@@ -222,7 +222,7 @@ def notify_fifo(args: argparse.Namespace, out: TextIO) -> int:
         log.warning("notify-fifo: stopping with %d event(s) not handled: %s (the maintainer keeps the invariants)",
                     len(left), ", ".join(str(e) for e in left))
     log.info("notify-fifo: stopped (signal %d)", stop.requested)
-    return 0
+    return EXIT_OK
 
 
 def _wait(reader: Reader, stop: Stop) -> None:

@@ -13,7 +13,7 @@ import os
 import time
 from typing import TextIO, Tuple
 
-from ..errors import OrchError, UsageError
+from ..errors import EXIT_FAILED, EXIT_OK, OrchError, UsageError
 
 DEFAULT_DIR = "/tmp/orch-lab"
 
@@ -33,28 +33,28 @@ def lab(args: argparse.Namespace, out: TextIO) -> int:
         if current is None:
             if args.action == "down":
                 out.write(f"no lab in {workdir}: nothing to stop\n")
-                return 0
+                return EXIT_OK
             raise OrchError(f"no lab in {workdir}: start one with `orch lab up{hint}`")
         if args.action == "status":
             for line in current.status_lines():
                 out.write(line + "\n")
             problems = current.health()
             out.write("health: ok\n" if not problems else "health: " + "\n        ".join(problems) + "\n")
-            return 0 if not problems else 1
+            return EXIT_OK if not problems else EXIT_FAILED
         if args.action == "failover":
             out.write(f"orch lab failover ({current.mode} lab in {workdir})\n")
-            return 0 if current.failover(out) else 1
+            return EXIT_OK if current.failover(out) else EXIT_FAILED
         if args.action == "switchover":
             from ..lab.switchover import narrate
 
             out.write(f"orch lab switchover ({current.mode} lab in {workdir})\n")
-            return 0 if narrate(current, out) else 1
+            return EXIT_OK if narrate(current, out) else EXIT_FAILED
         if args.action == "down":
             current.down()
             out.write(f"lab {current.lab_id} stopped: every process it started is gone"
                       + (" and its network namespaces are deleted" if current.mode == "netns" else "")
                       + f"; logs stay in {workdir}\n")
-            return 0
+            return EXIT_OK
     except LabError as exc:
         raise OrchError(str(exc)) from None
     raise UsageError(f"orch lab: unknown action {args.action!r}")
@@ -88,7 +88,7 @@ def _up(workdir: str, requested: str, hint: str, out: TextIO) -> int:
             out.write(f"a {existing.mode} lab is already running in {workdir}:\n")
             for line in existing.status_lines():
                 out.write(line + "\n")
-            return 0
+            return EXIT_OK
         out.write(f"removing the remains of lab {existing.lab_id} in {workdir}\n")
         existing.down()
     mode, why = choose_mode(requested)
@@ -114,4 +114,4 @@ def _up(workdir: str, requested: str, hint: str, out: TextIO) -> int:
         f"  orch lab down{hint}        stop everything"
         + (" and delete the namespaces" if mode == "netns" else "") + "\n"
     )
-    return 0
+    return EXIT_OK

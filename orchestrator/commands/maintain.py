@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from ..config import Config
-from ..errors import CatchUpRefused, LockBusy, Refused, UsageError
+from ..errors import EXIT_FAILED, CatchUpRefused, LockBusy, Refused, UsageError
 from ..lock import RunLock
 from ..plan import NOOP, REFUSED
 from .common import ensure_state_dir, load_config, new_run
@@ -46,6 +46,7 @@ class Maintainer:
         self.refused: Dict[str, Tuple[float, str, bool]] = {}
         self.pending = False  # something to re-check soon: the loop runs every FAST_INTERVAL
         self.on_pending_change: Optional[Callable[[bool], None]] = None
+        self.last_view: Optional[ClusterView] = None  # what the last pass saw (--once: its exit code)
 
     def close(self) -> None:
         for s in self.servers.values():
@@ -53,14 +54,17 @@ class Maintainer:
         for a in self.admins.values():
             a.close()
 
-    def observe(self) -> ClusterView:
+    def observe(self, dry_run: bool = False) -> ClusterView:
         """Both servers (at once) and every Atlas, without the run lock (a notify must never
         wait for a maintainer talking to an unreachable peer)."""
         from ..observe import observe
         from ..receipts import stamp
 
-        # With how long ago each replica last received from its source (remembered across passes).
-        return stamp(observe(self.cfg, self.servers, atlas=True, admins=self.admins), self.cfg.state_dir)
+        # With how long ago each replica last received from its source (remembered across passes;
+        # a dry run reads that memory and writes nothing).
+        view = stamp(observe(self.cfg, self.servers, atlas=True, admins=self.admins), self.cfg.state_dir, save=not dry_run)
+        self.last_view = view
+        return view
 
     def _say(self, reason: str, acting: bool) -> None:
         if reason != self.last_reason or acting:
@@ -92,7 +96,7 @@ class Maintainer:
         marker = journal.marker()
         if waiting(self.cfg.state_dir) and not dry_run:
             return self._run_handed_over()
-        view = self.observe()
+        view = self.observe(dry_run)
         from ..execute import last_handback_age, read_track_file
 
         path = self.cfg.keepalived.track_file
@@ -250,13 +254,20 @@ def maintain(args: argparse.Namespace, out: TextIO) -> int:
         raise UsageError("orch maintain: --metrics-port serves the long-running maintainer; not with --once or --dry-run")
     cfg = load_config(args)
     new_run(cfg)
-    ensure_state_dir(cfg)
+    if not args.dry_run:  # a dry run writes nothing in state_dir
+        ensure_state_dir(cfg)
     if not cfg.atlas:
         log.warning("no atlas configured: nothing to maintain")
     m = Maintainer(cfg)
     try:
         if args.once or args.dry_run:
             m.run_pass(dry_run=args.dry_run, out=out)
+            seen = m.last_view
+            if seen is not None and not seen.me.reachable and not seen.peer.reachable:
+                # From cron nobody reads the log: the exit code says that nothing was kept.
+                log.error("maintain: reached neither server (%s: %s; %s: %s): nothing checked or kept",
+                          seen.me.name, seen.me.error, seen.peer.name, seen.peer.error)
+                return EXIT_FAILED
             return 0
         from apscheduler.schedulers.blocking import BlockingScheduler
 

@@ -8,6 +8,7 @@ from typing import Any, Dict, List, Optional, TextIO, Tuple
 
 from ..config import Config
 from ..decide import flavor_of, replica_health
+from ..errors import EXIT_FAILED, EXIT_OK
 from ..journal import Journal
 from ..model import ClusterView, NodeState
 from .common import load_config
@@ -215,4 +216,4 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
                 continue
             listed = ", ".join(f"{b['address']} ({b['type']}, {b['state']})" for b in a["backends"]) or "no backends"
             out.write(f"atlas {a['name']}: {listed}\n")
-    return 0 if view.me.reachable and view.peer.reachable else 1
+    return EXIT_OK if view.me.reachable and view.peer.reachable else EXIT_FAILED

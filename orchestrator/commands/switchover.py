@@ -32,7 +32,7 @@ from typing import List, Optional, TextIO, Tuple
 
 from ..config import Config
 from ..decide import flavor_of, replica_health
-from ..errors import UsageError
+from ..errors import EXIT_FAILED, UsageError
 from ..lock import RunLock
 from ..model import ClusterView, ThreadState
 from ..plan import (
@@ -238,8 +238,9 @@ def switchover(args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO]) -
     cfg = load_config(args)
     candidate_name(cfg, getattr(args, "to", None))  # bad input: one line, exit 2, nothing done
     run_id = new_run(cfg)
-    ensure_state_dir(cfg)
     dry_run = getattr(args, "dry_run", False)
+    if not dry_run:  # a dry run writes nothing in state_dir
+        ensure_state_dir(cfg)
     with contextlib.ExitStack() as held:
         servers = open_servers(cfg)
         held.callback(lambda: [s.close() for s in servers.values()])
@@ -252,7 +253,7 @@ def switchover(args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO]) -
             out.write("dry run: nothing changed\n")
             return plan.exit_code
         if plan.outcome == ACT and not confirmed(out, stdin, args.yes):
-            return 1
+            return EXIT_FAILED
         # Held to the end: this host's maintainer (which would un-fence a fenced VIP holder,
         # or write 0 to the track file once the VIP left) and notify runs wait meanwhile.
         lock = held.enter_context(RunLock(cfg.state_dir, min(LOCK_WAIT, cfg.failover.lock_timeout)))
@@ -296,11 +297,11 @@ def switchover(args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO]) -
             return code
         if result.error is not None:
             abort(str(result.error).replace(" (orch promote --force overrides)", ""))
-            return 1
+            return EXIT_FAILED
         took = time.monotonic() - started
         out.write(f"switchover done in {took:.2f}s: {new} is the master and holds the VIP, {old} replicates from it\n")
         failed = run_switchover_hooks(cfg, "post_switchover", run_id, old, new, plan.reason)
         if failed:
             log.warning("post_switchover hook failed (best effort): %s", failed)
         return code
-    return 1
+    return EXIT_FAILED

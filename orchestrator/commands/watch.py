@@ -19,7 +19,7 @@ import signal
 import time
 from typing import Optional, TextIO
 
-from ..errors import UsageError
+from ..errors import EXIT_OK, UsageError
 
 log = logging.getLogger("orchestrator.watch")
 
@@ -99,4 +99,4 @@ def watch_mysqld(args: argparse.Namespace, out: TextIO) -> int:
     signal.signal(signal.SIGINT, on_signal)
     log.info("watching %s for keepalived's %s", args.pid_file, args.track_file)
     watch(args.pid_file, args.track_file, stop)
-    return 0
+    return EXIT_OK
