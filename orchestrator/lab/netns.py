@@ -434,6 +434,19 @@ class NetnsLab(Lab):
             p.send(signal.SIGSTOP if frozen else signal.SIGCONT)
         return [p.pid for p in procs]
 
+    def freeze_host(self, host: Host, frozen: bool) -> List[int]:
+        """SIGSTOP (or SIGCONT) every process in the host's namespace (mariadbd, keepalived,
+        orch, the Atlas stand-in): a paused VM or a stalled live migration. The kernel still
+        answers (ARP, TCP handshakes), nothing above it does."""
+        ns = host.netns or ""
+        pids = [int(p) for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()]
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGSTOP if frozen else signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+        return pids
+
     def freeze_mysqld(self, name: str, frozen: bool) -> int:
         """SIGSTOP (or SIGCONT) a mariadbd: its port accepts connections, nothing answers."""
         pid = self.dbs[name].pid or 0
