@@ -122,10 +122,11 @@ def write_report(request: Any, title: str, lines: Sequence[str]) -> None:
 class LabHolder:
     """The module's lab; rebuilt when a drill leaves it unhealthy."""
 
-    def __init__(self, root: Any, template: str, profile: str = "default") -> None:
+    def __init__(self, root: Any, template: str, profile: str = "default", overrides: Optional[Dict[str, Any]] = None) -> None:
         self.root = root
         self.template = template
         self.profile = profile
+        self.overrides = overrides  # None: orchestrator.lab.hosts.LAB_OVERRIDES
         self.lab: Optional[Any] = None
         self.builds = 0
 
@@ -133,7 +134,8 @@ class LabHolder:
         from orchestrator.lab import netns
 
         self.builds += 1
-        lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile)
+        lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile,
+                             overrides=self.overrides)
         lab.up()
         self.lab = lab
         return lab
