@@ -34,6 +34,9 @@ class Result:
 
 
 def config_dict(server1: lab.MariaDBInstance, server2: lab.MariaDBInstance, state_dir: str, **extra: Any) -> Dict[str, Any]:
+    """A minimal config for a test of one behaviour on a pair sharing this host (no Atlas, no
+    semi-sync, no VIP unless the test adds them). The lab, the drills and the randomized fault
+    test run conf/orch.yaml instead (orchestrator.lab.hosts.lab_config)."""
     cfg: Dict[str, Any] = {
         "cluster": "test",
         "flavor": "auto",

@@ -1,7 +1,10 @@
 """A lab host: its names, ports and addresses, and the files its daemons run with.
 
 Every lab host gets an orch config, password files, an Atlas config and the health
-check's client defaults, written by :func:`write_host_files`.
+check's client defaults, written by :func:`write_host_files`. The orch config is
+conf/orch.yaml as shipped with the lab's addresses, names, ports and paths put in
+(SUBSTITUTED) and the few values a test needs otherwise (LAB_OVERRIDES, each with its
+reason); tests/test_lab_config.py fails on any other difference.
 """
 
 from __future__ import annotations
@@ -116,9 +119,9 @@ LAB_OVERRIDES: Dict[str, Override] = {
            "(test_flapping_three_failovers_in_quick_succession three times in a row); anti-flapping would refuse "
            "the second. test_drills.py runs one drill with the shipped 3600."),
     "maintainer.interval": Override(
-        1, "the partition drills bound two writable servers by one interval + 1 s and expect convergence within "
-           "30 s of a heal; 1 s keeps that bound tight and the drills short. test_drills.py runs one drill with "
-           "the shipped 5."),
+        1, "the partition drills and the randomized fault test bound two writable servers by one interval + 1 s "
+           "and expect convergence within 30 s of a heal; 1 s keeps that bound tight and the drills short (the fault "
+           "test also runs its maintainer passes at this cadence). test_drills.py runs one drill with the shipped 5."),
     "log.syslog": Override(
         False, "the lab's daemons log to files in the lab directory; syslog would send every lab run into the "
                "host's journal"),
