@@ -35,7 +35,7 @@ import pymysql
 
 from orchestrator.lab import mariadb
 from orchestrator.lab.netns import holds_address, in_netns, namespace_unavailable, remove_namespace
-from orchestrator.lab.hosts import APP_CREDENTIALS, NAMES, Host, write_secret
+from orchestrator.lab.hosts import APP_CREDENTIALS, LAB_OVERRIDES, NAMES, Host, lab_config, write_secret
 from orchestrator.lab.probes import ServerState, server_state
 from orchestrator.lab.proc import orch_bin, run
 from orchestrator.lab.traffic import Writer, create_app_schema
@@ -53,9 +53,8 @@ MYSQL_PORT = 3306
 VRRP_INSTANCE = "VI_1"
 PRIORITY = {"server1": "250", "server2": "249"}  # what conf/keepalived-serverN.conf give
 
-MAINTAINER_INTERVAL = 1.0  # maintainer.interval in both configs, and the test's pass cadence
-CATCHUP_TIMEOUT = 10
-LOCK_TIMEOUT = 30
+# The lab's maintainer.interval (LAB_OVERRIDES), and the test's pass cadence.
+MAINTAINER_INTERVAL = float(LAB_OVERRIDES["maintainer.interval"].value)
 ORCH_TIMEOUT = 60.0  # an orch run still going after this is reported as hung
 # keepalived's check (interval 1, timeout 1, fall 2) calls a hung server failed after ~2-3 s
 PAUSE_DETECT = 2.5
@@ -86,6 +85,26 @@ def cleanup_stale() -> List[str]:
             remove_namespace(name)
             removed.append(name)
     return removed
+
+
+# --------------------------------------------------------------------------- orch.yaml
+
+def chaos_hosts(workdir: Path) -> Dict[str, Host]:
+    tag = f"{PREFIX}-{os.getpid()}"
+    return {name: Host(name, i, str(workdir / name), f"{SUBNET}.{i}", MYSQL_PORT, 0, netns=f"{tag}-h{i}")
+            for i, name in enumerate(NAMES, 1)}
+
+
+def orch_config(workdir: Path, name: str) -> Dict[str, Any]:
+    """``name``'s orch.yaml: conf/orch.yaml with this test's hosts and paths and the LAB_OVERRIDES
+    for "chaos" (orchestrator.lab.hosts); writes the password files it names."""
+    hosts = chaos_hosts(workdir)
+    host = hosts[name]
+    host.path.mkdir(parents=True, exist_ok=True)
+    write_secret(host.file("mysql.pass"), mariadb.ORCH_CREDENTIALS.password)
+    write_secret(host.file("repl.pass"), mariadb.REPL_CREDENTIALS.password)
+    host.file("state").mkdir(mode=0o700, exist_ok=True)
+    return lab_config(host, hosts[next(n for n in hosts if n != name)], "chaos", vip=VIP, witness=WITNESS, interface=IFACE)
 
 
 # --------------------------------------------------------------------------- history
@@ -216,10 +235,7 @@ class ChaosLab:
         self.workdir = workdir
         self.template = template
         tag = f"{PREFIX}-{os.getpid()}"
-        self.hosts = {
-            name: Host(name, i, str(workdir / name), f"{SUBNET}.{i}", MYSQL_PORT, 0, netns=f"{tag}-h{i}")
-            for i, name in enumerate(NAMES, 1)
-        }
+        self.hosts = chaos_hosts(workdir)
         self.bridge_ns = f"{tag}-br"
         self.client_ns = f"{tag}-cl"
         self.namespaces = [self.bridge_ns, *(h.netns or "" for h in self.hosts.values()), self.client_ns]
@@ -285,18 +301,7 @@ class ChaosLab:
 
     def _write_config(self, name: str) -> None:
         host = self.hosts[name]
-        s1, s2 = self.dbs["server1"], self.dbs["server2"]
-        cfg = orchtest.config_dict(
-            s1, s2, str(host.file("state")),
-            cluster="chaos",
-            self=name,
-            failover={"catchup_timeout": CATCHUP_TIMEOUT, "lock_timeout": LOCK_TIMEOUT, "semi_sync": True, "witness": WITNESS,
-                      "block_seconds": 0},  # faults every few seconds: anti-flapping would refuse
-            keepalived={"instance": VRRP_INSTANCE, "vip": VIP},
-            maintainer={"interval": MAINTAINER_INTERVAL, "max_lag": 10},
-        )
-        host.path.mkdir(parents=True, exist_ok=True)
-        self.configs[name] = orchtest.write_config(host.file("orch.yaml"), cfg)
+        self.configs[name] = orchtest.write_config(host.file("orch.yaml"), orch_config(self.workdir, name))
         result = self.run_orch(name, "check-config")
         if result.code != 0:
             raise AssertionError(f"orch check-config on {name} failed (exit {result.code}): {result.output.strip()}")

@@ -34,6 +34,9 @@ class Result:
 
 
 def config_dict(server1: lab.MariaDBInstance, server2: lab.MariaDBInstance, state_dir: str, **extra: Any) -> Dict[str, Any]:
+    """A minimal config for a test of one behaviour on a pair sharing this host (no Atlas, no
+    semi-sync, no VIP unless the test adds them). The lab, the drills and the randomized fault
+    test run conf/orch.yaml instead (orchestrator.lab.hosts.lab_config)."""
     cfg: Dict[str, Any] = {
         "cluster": "test",
         "flavor": "auto",
@@ -122,10 +125,11 @@ def write_report(request: Any, title: str, lines: Sequence[str]) -> None:
 class LabHolder:
     """The module's lab; rebuilt when a drill leaves it unhealthy."""
 
-    def __init__(self, root: Any, template: str, profile: str = "default") -> None:
+    def __init__(self, root: Any, template: str, profile: str = "default", overrides: Optional[Dict[str, Any]] = None) -> None:
         self.root = root
         self.template = template
         self.profile = profile
+        self.overrides = overrides  # None: orchestrator.lab.hosts.LAB_OVERRIDES
         self.lab: Optional[Any] = None
         self.builds = 0
 
@@ -133,7 +137,8 @@ class LabHolder:
         from orchestrator.lab import netns
 
         self.builds += 1
-        lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile)
+        lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile,
+                             overrides=self.overrides)
         lab.up()
         self.lab = lab
         return lab

@@ -23,8 +23,10 @@ from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
 import pytest
+import yaml
 
 from orchestrator.lab import LabError, netns
+from orchestrator.lab.hosts import CONF_DIR, SHIPPED_TIMING, overrides_except
 from orchestrator.lab.probes import Sampler, gtids_beyond, row_ids
 from orchestrator.lab.proc import tail, wait_for
 from orchestrator.lab.traffic import Writer
@@ -258,3 +260,43 @@ def test_flapping_three_failovers_in_quick_succession(lab, report):
         writer.stop()
         sampler.stop()
     report.lines.append(f"{lab.profile:<7} {'flapping (3 failovers)':<22} VIP/writes/rejoin: " + ", ".join(timings) + f"  acked {len(acked)}")
+
+
+# ---------------------------------------------------------------------------- shipped timing
+
+
+@pytest.fixture(scope="module")
+def shipped_holder(tmp_path_factory, mariadb_template):
+    """A lab whose orch runs failover.block_seconds and maintainer.interval exactly as
+    conf/orch.yaml ships them (every other LAB_OVERRIDES entry applies)."""
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    netns.cleanup_stale()
+    h = LabHolder(tmp_path_factory.mktemp("drills-shipped"), mariadb_template,
+                  overrides=overrides_except(SHIPPED_TIMING))
+    yield h
+    h.down()
+
+
+class AntiFlappingRefused(AssertionError):
+    """The drill failed because anti-flapping refused the promotion."""
+
+
+@pytest.mark.xfail(reason="anti-flapping fix pending", raises=AntiFlappingRefused, strict=False)
+def test_kill_master_mysqld_with_shipped_block_seconds_and_interval(shipped_holder, report):
+    """The first failover after bring-up with anti-flapping on (block_seconds 3600) and a
+    5 s maintainer: bring-up's own promotion of server1 must not count as a failover."""
+    lab = shipped_holder.healthy()
+    shipped = yaml.safe_load((CONF_DIR / "orch.yaml").read_text())
+    for host in lab.hosts.values():
+        cfg = yaml.safe_load(host.file("orch.yaml").read_text())
+        assert cfg["failover"]["block_seconds"] == shipped["failover"]["block_seconds"] == 3600
+        assert cfg["maintainer"]["interval"] == shipped["maintainer"]["interval"] == 5
+    try:
+        drill(lab, report, "kill -9 (as shipped)", inject=lab.kill_mysqld, restore=lab.start_mysqld)
+    except pytest.fail.Exception as exc:
+        logs = "".join(tail(h.file(log), 60) for h in lab.hosts.values() for log in ("notify.log", "maintain.log"))
+        if "anti-flapping block" in logs:
+            raise AntiFlappingRefused(f"the first failover after bring-up was refused by anti-flapping:\n{exc}") from None
+        raise

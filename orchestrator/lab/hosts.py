@@ -1,7 +1,10 @@
 """A lab host: its names, ports and addresses, and the files its daemons run with.
 
 Every lab host gets an orch config, password files, an Atlas config and the health
-check's client defaults, written by :func:`write_host_files`.
+check's client defaults, written by :func:`write_host_files`. The orch config is
+conf/orch.yaml as shipped with the lab's addresses, names, ports and paths put in
+(SUBSTITUTED) and the few values a test needs otherwise (LAB_OVERRIDES, each with its
+reason); tests/test_lab_config.py fails on any other difference.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from orchestrator.lab import mariadb
 from orchestrator.semisync import NO_FALLBACK_MS
@@ -17,9 +20,8 @@ from orchestrator.shipped import CONF_DIR, HOOKS_DIR  # the source tree's, or th
 
 REPO = Path(__file__).resolve().parents[2]
 NAMES = ("server1", "server2")
-CLUSTER = "orchlab"
 VRRP_INSTANCE = "VI_1"
-ATLAS_ADMIN = mariadb.Credentials("admin", "atlas-admin-pw")  # lab-only dummy credentials
+ATLAS_ADMIN = mariadb.Credentials("user", "atlas-admin-pw")  # conf/orch.yaml's user (Atlas's default); a lab-only password
 # The application's account. It must not hold READ ONLY ADMIN (GRANT ALL includes it in
 # MariaDB >= 10.11): read_only does not stop such an account, so the orch account, which
 # has ALL, wrote into a fenced replica through the VIP when the drills used it.
@@ -92,13 +94,144 @@ def write_secret(path: Path, value: str) -> None:
         fh.write(value + "\n")
 
 
-def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = "", ro_backends: Iterable[str] = (),
-                     witness: str = "127.0.0.1", interface: str = "") -> None:
-    """orch.yaml, password files, the Atlas config and the health check's client defaults.
+# --------------------------------------------------------------------------- the orch config
 
-    Atlas's read-write backend is the VIP (``rw_backend`` where there is none); orch
-    manages only the read-only backends, so the lab starts with none and lets
-    ``orch maintain`` add the replica.
+REMOVE = object()  # an override value: the lab leaves the key out
+
+
+@dataclass(frozen=True)
+class Override:
+    """A lab value that differs from conf/orch.yaml, and why a test needs it."""
+
+    value: Any
+    reason: str
+    labs: Tuple[str, ...] = ("netns", "loopback", "chaos")  # the labs it applies to (chaos: tests/chaos.py)
+
+
+# Every way the labs' orch.yaml differs from conf/orch.yaml, besides where things are
+# (SUBSTITUTED below): the namespace lab (drills, partition drills, `orch lab`, the
+# benchmarks), the loopback lab and the randomized fault test (tests/chaos.py, "chaos").
+# tests/test_lab_config.py fails on any other difference. Keep it short: a value belongs
+# here only when a test cannot run with the shipped one.
+LAB_OVERRIDES: Dict[str, Override] = {
+    "failover.block_seconds": Override(
+        0, "the drills, partition drills and the sandbox fail over back and forth within minutes on one cluster "
+           "(test_flapping_three_failovers_in_quick_succession three times in a row); anti-flapping would refuse "
+           "the second. test_drills.py runs one drill with the shipped 3600."),
+    "maintainer.interval": Override(
+        1, "the partition drills and the randomized fault test bound two writable servers by one interval + 1 s "
+           "and expect convergence within 30 s of a heal; 1 s keeps that bound tight and the drills short (the fault "
+           "test also runs its maintainer passes at this cadence). test_drills.py runs one drill with the shipped 5."),
+    "log.syslog": Override(
+        False, "the lab's daemons log to files in the lab directory; syslog would send every lab run into the "
+               "host's journal"),
+    "keepalived.vip": Override(
+        REMOVE, "the loopback lab has no VIP (and no keepalived): nothing to tell stale events by", ("loopback",)),
+    "keepalived.vip_check": Override(
+        False, "the loopback lab has no VIP: both servers share one host", ("loopback",)),
+    "keepalived.track_file": Override(
+        REMOVE, "no keepalived reads a track file: the loopback lab runs none, the randomized fault test plays "
+                "keepalived by moving the VIP itself (orch's hand-over, writing 1 and waiting for the VIP to leave, "
+                "would never complete)", ("loopback", "chaos")),
+    "keepalived.interface": Override(
+        REMOVE, "the loopback lab has no VRRP interface (no VIP to check by ARP)", ("loopback",)),
+    "atlas": Override(
+        REMOVE, "the randomized fault test runs no Atlas: it checks the servers, the VIP and the writer", ("chaos",)),
+}
+
+# The values the lab puts in because its hosts live elsewhere than conf/orch.yaml's
+# example hosts: addresses, node names, ports and file paths, nothing that changes
+# how orch behaves. A dotted key names a value; "nodes" the whole section.
+SUBSTITUTED: Dict[str, str] = {
+    "self": "this lab host's node name",
+    "nodes": "the lab hosts' addresses and ports",
+    "mysql.password_file": "a file in the lab host's directory",
+    "replication.password_file": "a file in the lab host's directory",
+    "failover.witness": "the lab's gateway (the bridge's address; 127.0.0.1 in the loopback lab)",
+    "state_dir": "a directory in the lab host's directory",
+    "atlas.0.admin.host": "the lab host's Atlas stand-in",
+    "atlas.0.admin.port": "the lab host's Atlas stand-in",
+    "atlas.0.admin.password_file": "a file in the lab host's directory",
+    "atlas.0.config_file": "the Atlas stand-in's config file in the lab host's directory",
+    "keepalived.vip": "the lab's VIP",
+    "keepalived.track_file": "a file in the lab host's state directory (keepalived's conf names the same)",
+    "keepalived.interface": "the lab host's interface",
+}
+
+# What a caller passes to run with block_seconds and maintainer.interval as shipped.
+SHIPPED_TIMING = ("failover.block_seconds", "maintainer.interval")
+
+
+def overrides_except(keys: Iterable[str]) -> Dict[str, Override]:
+    """LAB_OVERRIDES without ``keys``: those stay exactly as conf/orch.yaml has them."""
+    keys = set(keys)
+    unknown = keys - set(LAB_OVERRIDES)
+    if unknown:
+        raise ValueError(f"not lab overrides: {', '.join(sorted(unknown))}")
+    return {k: v for k, v in LAB_OVERRIDES.items() if k not in keys}
+
+
+def shipped_config() -> Dict[str, Any]:
+    """conf/orch.yaml as shipped (from the source tree or the installed package)."""
+    import yaml
+
+    return yaml.safe_load((CONF_DIR / "orch.yaml").read_text())
+
+
+def _set(cfg: Dict[str, Any], key: str, value: Any) -> None:
+    """Set (or, with REMOVE, drop) a dotted key that conf/orch.yaml has."""
+    *parents, last = key.split(".")
+    node: Any = cfg
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    if isinstance(node, list):
+        node[int(last)] = value
+    elif value is REMOVE:
+        node.pop(last, None)
+    else:
+        if last not in node:
+            raise KeyError(f"{key}: not in {CONF_DIR / 'orch.yaml'} (the lab only puts in and overrides shipped keys)")
+        node[last] = value
+
+
+def lab_config(host: Host, peer: Host, lab: str, vip: str = "", witness: str = "127.0.0.1", interface: str = "",
+               overrides: Optional[Mapping[str, Override]] = None) -> Dict[str, Any]:
+    """conf/orch.yaml for a lab host: SUBSTITUTED keys put in, then the overrides (LAB_OVERRIDES
+    unless given) that apply to ``lab`` ("netns", "loopback" or "chaos")."""
+    cfg = shipped_config()
+    values: Dict[str, Any] = {
+        "self": host.name,
+        "mysql.password_file": "mysql.pass",
+        "replication.password_file": "repl.pass",
+        "failover.witness": witness,
+        "state_dir": str(host.file("state")),
+        "atlas.0.admin.host": host.atlas_host,
+        "atlas.0.admin.port": host.atlas_port,
+        "atlas.0.admin.password_file": "atlas.pass",
+        "atlas.0.config_file": str(host.file("atlas.cnf")),
+        "keepalived.vip": vip,
+        "keepalived.track_file": str(track_file(host)),
+        "keepalived.interface": interface,
+    }
+    if set(values) | {"nodes"} != set(SUBSTITUTED):
+        raise AssertionError("lab_config and SUBSTITUTED disagree")  # one list of what the lab puts in
+    cfg["nodes"] = {h.name: {"host": h.address, "port": h.port} for h in sorted((host, peer), key=lambda h: h.index)}
+    for key, value in values.items():
+        _set(cfg, key, value)
+    for key, override in (LAB_OVERRIDES if overrides is None else overrides).items():
+        if lab in override.labs:
+            _set(cfg, key, override.value)
+    return cfg
+
+
+def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = "", ro_backends: Iterable[str] = (),
+                     witness: str = "127.0.0.1", interface: str = "",
+                     overrides: Optional[Mapping[str, Override]] = None) -> None:
+    """orch.yaml (:func:`lab_config`), password files, the Atlas config and the health check's client defaults.
+
+    Without a ``vip`` the host belongs to the loopback lab. Atlas's read-write backend is
+    the VIP (``rw_backend`` where there is none); orch manages only the read-only
+    backends, so the lab starts with none and lets ``orch maintain`` add the replica.
     """
     import yaml
 
@@ -108,28 +241,12 @@ def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = ""
     write_secret(host.file("repl.pass"), mariadb.REPL_CREDENTIALS.password)
     write_secret(host.file("atlas.pass"), ATLAS_ADMIN.password)
     write_secret(host.file("app.pass"), APP_CREDENTIALS.password)
-    cfg: Dict[str, Any] = {
-        "cluster": CLUSTER,
-        "flavor": "auto",
-        "self": host.name,
-        "nodes": {h.name: {"host": h.address, "port": h.port} for h in sorted((host, peer), key=lambda h: h.index)},
-        "mysql": {"user": mariadb.ORCH_CREDENTIALS.user, "password_file": "mysql.pass", "connect_timeout": 1},
-        "replication": {"user": mariadb.REPL_CREDENTIALS.user, "password_file": "repl.pass"},
-        # block_seconds 0: drills and the chaos test fail over back and forth within minutes (anti-flapping would refuse)
-        "failover": {"catchup_timeout": 10, "lock_timeout": 30, "semi_sync": True, "witness": witness, "block_seconds": 0},
-        "state_dir": str(host.file("state")),
-        # the loopback lab has no VIP: nothing to tell stale events by
-        "keepalived": {"instance": VRRP_INSTANCE, **({"vip": vip} if vip else {"vip_check": False}),
-                       **({"track_file": str(track_file(host)), "interface": interface} if interface else {})},
-        "atlas": [{
-            "name": f"atlas-{host.name}",
-            "admin": {"host": host.atlas_host, "port": host.atlas_port, "user": ATLAS_ADMIN.user, "password_file": "atlas.pass"},
-            "config_file": str(host.file("atlas.cnf")),
-        }],
-        "maintainer": {"interval": 1, "max_lag": 10},
-    }
+    cfg = lab_config(host, peer, "netns" if vip else "loopback", vip=vip, witness=witness, interface=interface,
+                     overrides=overrides)
     config = host.file("orch.yaml")
-    config.write_text(f"# {host.name} in the orch lab (written by orchestrator.lab)\n" + yaml.safe_dump(cfg, sort_keys=False))
+    config.write_text(f"# {host.name} in the orch lab: conf/orch.yaml with the lab's hosts and paths and\n"
+                      f"# orchestrator.lab.hosts.LAB_OVERRIDES (written by orchestrator.lab)\n"
+                      + yaml.safe_dump(cfg, sort_keys=False))
     os.chmod(config, 0o600)
     rw = f"{vip}:{host.port}" if vip else (rw_backend or host.backend)
     lines = [

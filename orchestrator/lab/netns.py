@@ -28,11 +28,12 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 
 from orchestrator.lab import LabError, mariadb
 from orchestrator.lab.base import Lab, Narrator, orch_outcomes, who_promoted, who_repointed
-from orchestrator.lab.hosts import APP_CREDENTIALS, ATLAS_ADMIN, CONF_DIR, HOOKS_DIR, NAMES, Host, track_file, write_host_files
+from orchestrator.lab.hosts import (APP_CREDENTIALS, ATLAS_ADMIN, CONF_DIR, HOOKS_DIR, LAB_OVERRIDES, NAMES, Host, Override,
+                                   track_file, write_host_files)
 from orchestrator.lab.probes import Sampler
 from orchestrator.lab.proc import Proc, log_size, orch_bin, run, spawn, tail, wait_for
 from orchestrator.lab.traffic import Writer, create_app_schema
@@ -204,12 +205,16 @@ class NetnsLab(Lab):
     mode = "netns"
 
     def __init__(self, workdir: str, lab_id: Optional[str] = None, template: Optional[str] = None,
-                 notify: str = "hook", persistent: bool = False, profile: str = "default") -> None:
+                 notify: str = "hook", persistent: bool = False, profile: str = "default",
+                 overrides: Optional[Mapping[str, Override]] = None) -> None:
+        """``overrides``: the lab's departures from conf/orch.yaml (default LAB_OVERRIDES; a subset
+        of it, see hosts.overrides_except, runs those keys as shipped)."""
         if notify not in NOTIFY_MODES:
             raise ValueError(f"notify must be one of {NOTIFY_MODES}")
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}")
         self.profile = profile
+        self.overrides = dict(LAB_OVERRIDES if overrides is None else overrides)
         lab_id = lab_id or secrets.token_hex(3)
         workdir = str(Path(workdir).absolute())
         hosts = [
@@ -227,11 +232,13 @@ class NetnsLab(Lab):
     @classmethod
     def from_state(cls, state: Dict[str, Any], hosts: List[Host]) -> "NetnsLab":
         lab = cls(state["workdir"], state["id"], state.get("template"), state.get("notify", "hook"), state.get("persistent", False),
-                  state.get("profile", "default"))
+                  state.get("profile", "default"),
+                  {k: LAB_OVERRIDES[k] for k in state.get("overrides", LAB_OVERRIDES)})
         return lab
 
     def extra_state(self) -> Dict[str, Any]:
-        return {"template": self.template, "notify": self.notify, "profile": self.profile, "namespaces": self.namespaces,
+        return {"template": self.template, "notify": self.notify, "profile": self.profile, "overrides": sorted(self.overrides),
+                "namespaces": self.namespaces,
                 "run_dir": str(self.run_dir), "vip": VIP, "client_ns": self.client_ns}
 
     def save(self) -> None:
@@ -260,7 +267,8 @@ class NetnsLab(Lab):
         self.progress(f"namespaces {', '.join(self.namespaces)} and bridge ready")
         template = self.template or mariadb.create_template(str(self.workdir / "template" / "data"))
         for host in self.hosts.values():
-            write_host_files(host, self.hosts[self.peer_of(host.name)], vip=VIP, witness=WITNESS, interface=IFACE)
+            write_host_files(host, self.hosts[self.peer_of(host.name)], vip=VIP, witness=WITNESS, interface=IFACE,
+                             overrides=self.overrides)
         mariadb.start_together(self.dbs.values(), template)
         self.save()
         self.progress("mariadbd running on both hosts, both read-only")
