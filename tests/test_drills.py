@@ -283,7 +283,6 @@ class AntiFlappingRefused(AssertionError):
     """The drill failed because anti-flapping refused the promotion."""
 
 
-@pytest.mark.xfail(reason="anti-flapping fix pending", raises=AntiFlappingRefused, strict=False)
 def test_kill_master_mysqld_with_shipped_block_seconds_and_interval(shipped_holder, report):
     """The first failover after bring-up with anti-flapping on (block_seconds 3600) and a
     5 s maintainer: bring-up's own promotion of server1 must not count as a failover."""
