@@ -161,6 +161,15 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
     configured = r is not None and r.configured
     if me.writable and not peer_open and not configured:
         return Plan(f"no action: {me.name} is already the writable master", outcome=NOOP, warnings=warnings)
+    if operator and view.holds_vip is False and peer.reachable and not me.writable:
+        # keepalived keeps the VIP where it is: opening this node would leave the writer
+        # without the VIP (and a healthy master fenced). A planned move goes through keepalived.
+        what = "is the writable master and" if peer_open else "is read-only, but"
+        return Plan(
+            f"refusing to promote {me.name}: {peer.name} {what} this host does not hold VIP {cfg.keepalived.vip}, so "
+            f"clients would not reach {me.name}; to move the master here, run `orch switchover` on {peer.name}'s host "
+            f"(it fences {peer.name}, lets {me.name} catch up and hands the VIP over through keepalived)",
+            outcome=REFUSED, warnings=warnings)
     if not peer.reachable and view.witness is False and not operator:
         # Two nodes cannot tell a dead peer from their own isolation; the witness can.
         return Plan(
@@ -327,6 +336,13 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False, rewind
     me, peer = view.me, view.peer
     if view.holds_vip is True and not operator:
         return Plan(f"no action: stale BACKUP event, {me.name} holds VIP {cfg.keepalived.vip}", outcome=NOOP)
+    if view.holds_vip is True and me.writable and not peer.writable:
+        # The maintainer would re-open it (the VIP holder must be writable): a fence here is
+        # only a write outage. A planned move goes through keepalived.
+        return Plan(
+            f"refusing to demote {me.name}: it is the writable master and holds VIP {cfg.keepalived.vip}; fenced, it would "
+            f"be opened again by the maintainer (the VIP holder must be writable) after a write outage; to make "
+            f"{peer.name} the master, run `orch switchover` here", outcome=REFUSED)
     if me.alive:
         return Plan(
             f"cannot fence {me.name}: its server answers, but unusably ({me.error}); it may still take writes",

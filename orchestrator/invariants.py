@@ -80,8 +80,12 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
                 outcome=NOOP)
         plan = decide(view, MASTER, cfg)
         if (peer_open or peer.alive) and not me.writable:
-            lacking = flavor_of(me, cfg).lacking(peer.binlog_pos, me) if peer_open else ""
-            if path and peer.writable and lacking:
+            flavor = flavor_of(me, cfg)
+            lacking = flavor.lacking(peer.binlog_pos, me) if peer_open else ""
+            # The VIP follows the newest writable history: a writable peer that has transactions
+            # this holder lacks, or that lacks nothing this holder has (not behind it).
+            behind = flavor.lacking(me.binlog_pos, peer) if peer_open else "?"
+            if path and peer.writable and (lacking or not behind):
                 if track == "1":
                     return HANDOVER, Plan(f"handing VIP {cfg.keepalived.vip} over to {peer.name}: waiting for keepalived to move it",
                                           outcome=NOOP)
@@ -90,9 +94,10 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
                         f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only next to the writable {peer.name}: the VIP came "
                         f"back {handback_age:.0f}s after a hand-over (does keepalived run on {peer.name}?); handing over again "
                         f"{HANDOVER_BACKOFF - handback_age:.0f}s from now", outcome=NOOP)
+                newer = f"has {lacking} that {me.name} lacks" if lacking else f"has everything {me.name} has"
                 return HANDOVER, Plan(
-                    f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only, and the writable {peer.name} has {lacking} that "
-                    f"{me.name} lacks: handing the VIP over to {peer.name} instead of winning by priority",
+                    f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only, and the writable {peer.name} {newer}: "
+                    f"handing the VIP over to {peer.name} instead of winning by priority",
                     (HandOver(path, True, f"{peer.name} is the writable master with the acknowledged history"),), ACT)
             if plan.outcome == REFUSED:  # refused before any step: said (and journaled) on every pass
                 return MASTER, Plan(f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only: {plan.reason}", (), REFUSED, plan.warnings)

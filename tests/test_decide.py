@@ -163,9 +163,30 @@ def test_force_overrides_sql_error_with_warning():
     assert CatchUp("server1", None, T, True) in plan.steps
 
 
-def test_operator_promote_without_vip_warns_but_acts():
-    plan = decide(view(REPLICA1, MASTER2, holds_vip=False), MASTER, cfg(keepalived={"vip": "10.0.0.100"}), operator=True)
+def test_operator_promote_without_vip_next_to_a_live_peer_refuses_with_the_command_to_use():
+    """keepalived keeps the VIP on the healthy master: opening this node would leave the writer
+    without the VIP (measured before: every write through the VIP failed until an operator came)."""
+    c = cfg(keepalived={"vip": "10.0.0.100"})
+    for peer in (MASTER2, node("server2", ro=True)):
+        plan = decide(view(REPLICA1, peer, holds_vip=False), MASTER, c, operator=True)
+        assert plan.outcome == REFUSED and plan.steps == (), plan.render()
+        assert "orch switchover" in plan.reason and "server2's host" in plan.reason
+
+
+def test_operator_promote_without_vip_and_a_dead_peer_warns_but_acts():
+    plan = decide(view(REPLICA1, down("server2"), holds_vip=False), MASTER, cfg(keepalived={"vip": "10.0.0.100"}), operator=True)
     assert plan.outcome == ACT and any("does not hold VIP" in w for w in plan.warnings)
+
+
+def test_operator_demote_of_the_writable_vip_holder_refuses_and_changes_nothing():
+    """Measured before: fenced, then re-opened 4 s later by its maintainer: a write outage for nothing."""
+    master1 = node("server1", ro=False)
+    replica2 = node("server2", ro=True, replica=repl("10.0.0.1"))
+    plan = decide(view(master1, replica2, holds_vip=True), BACKUP, cfg(keepalived={"vip": "10.0.0.100"}), operator=True)
+    assert plan.outcome == REFUSED and plan.steps == () and "orch switchover" in plan.reason, plan.render()
+    # Both writable: demoting the VIP holder is still the operator's call (a split brain's end).
+    plan = decide(view(master1, MASTER2, holds_vip=True), BACKUP, cfg(keepalived={"vip": "10.0.0.100"}), operator=True)
+    assert plan.outcome != REFUSED or "orch switchover" not in plan.reason
 
 
 def test_errant_on_candidate_is_a_warning_not_a_refusal():

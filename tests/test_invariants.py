@@ -4,8 +4,8 @@ from dataclasses import replace
 
 import pytest
 
-from orchestrator.invariants import SPLIT_BRAIN, decide_invariant
-from orchestrator.plan import REFUSED, ChangeSource, Fence, SetWritable
+from orchestrator.invariants import HANDOVER, SPLIT_BRAIN, decide_invariant
+from orchestrator.plan import REFUSED, ChangeSource, Fence, HandOver, SetWritable
 
 from .test_decide import MASTER1, MASTER2, REPLICA1, REPLICA2, STOPPED, cfg, down, node, repl, view
 
@@ -94,10 +94,22 @@ def test_read_only_vip_holder_hands_the_vip_to_a_writable_peer_with_more_history
     assert plan.outcome == "noop" and "not taking writes away" in plan.reason
 
 
-def test_no_hand_over_when_the_holder_lacks_nothing():
-    """A leftover VIP on a fenced node that has everything: nothing to hand over for."""
+def test_hand_over_to_a_writable_peer_that_is_not_behind():
+    """The VIP follows the newest writable history: a read-only holder next to a writable peer
+    that has everything the holder has hands the VIP over (measured before: orch promote on the
+    replica's host left the writer without the VIP, and nothing converged)."""
     event, plan = decide_invariant(view(REPLICA1, MASTER2, holds_vip=True), _track_cfg(), track="0")
-    assert plan.outcome == "noop" and not plan.steps
+    assert event == HANDOVER and plan.steps == (HandOver("/var/lib/orch/keepalived.track", True, plan.steps[0].why),), plan.render()
+    assert "has everything server1 has" in plan.reason
+
+
+def test_no_hand_over_to_a_writable_peer_that_is_behind():
+    """The holder has transactions the writable peer lacks (and lacks none of the peer's): the
+    peer is behind; handing it the VIP would move writes to the older history."""
+    me = node("server1", executed="0-1-12")
+    peer = node("server2", ro=False, executed="0-1-10")
+    event, plan = decide_invariant(view(me, peer, holds_vip=True), _track_cfg(), track="0")
+    assert not any(isinstance(s, HandOver) for s in plan.steps), plan.render()
 
 
 def test_no_second_hand_over_right_after_the_vip_came_back():
@@ -120,3 +132,69 @@ def test_the_maintainer_repeats_a_refusal_without_re_running_it():
     b = Plan("refusing to promote server2: server1 was promoted automatically 34s ago (run 20261126T174756-ad66dc)", outcome=REFUSED)
     c = Plan("refusing to promote server2: server2's SQL thread stopped on error 1062", outcome=REFUSED)
     assert refusal_key("MASTER", a) == refusal_key("MASTER", b) != refusal_key("MASTER", c)
+
+
+# --------------------------------------------------------------------------- a stale writer
+
+
+def _semi_cfg():
+    return cfg(failover={"catchup_timeout": 30, "block_seconds": 0, "semi_sync": True, "witness": "10.0.0.254"},
+               keepalived={"vip": "10.0.0.100", "track_file": "/var/lib/orch/keepalived.track"})
+
+
+def _waiting(n):
+    """A master whose semi-sync wait is on, without fallback, nobody acknowledging."""
+    from orchestrator.model import SemiSync
+    from orchestrator.semisync import NO_FALLBACK_MS
+
+    return replace(n, semisync=SemiSync(enabled=True, timeout_ms=NO_FALLBACK_MS, wait_no_replica=True, wait_point="AFTER_SYNC"))
+
+
+def test_woken_master_behind_a_promoted_peer_is_stale_fences_itself_and_hands_the_vip_over():
+    from orchestrator.invariants import STALE
+    from orchestrator.plan import Rewind, StartReplica
+
+    # server1 woke with 0-1-10 (never acknowledged: its wait is on), server2 took 0-2-10..15
+    me = _waiting(node("server1", ro=False, executed="0-1-10"))
+    peer = node("server2", ro=True, executed="0-2-15", binlog_state="0-1-9,0-2-15")
+    event, plan = decide_invariant(view(me, peer, holds_vip=True), _semi_cfg(), track="0")
+    assert event == STALE and plan.outcome == "act", plan.render()
+    kinds = [type(s).__name__ for s in plan.steps]
+    assert kinds[0] == "Fence" and kinds.index("ChangeSource") < kinds.index("HandOver") < kinds.index("Rewind"), kinds
+    assert isinstance(plan.steps[-1], StartReplica)
+    assert [s for s in plan.steps if isinstance(s, Rewind)][0].proven
+
+
+@pytest.mark.parametrize("why, me, peer", [
+    ("the peer replicates from it (a replica's own errant writes are not newer history)",
+     _waiting(node("server1", ro=False, executed="0-1-10")),
+     node("server2", ro=True, executed="0-1-10,0-2-3", binlog_pos="0-2-3", replica=repl("10.0.0.1"))),
+    ("its own tail may have been acknowledged (wait off): a fork for the split-brain watch",
+     node("server1", ro=False, executed="0-1-10"),
+     node("server2", ro=True, executed="0-2-15", binlog_pos="0-2-15")),
+    ("it lacks nothing", _waiting(node("server1", ro=False, executed="0-1-10")), node("server2", ro=True, executed="0-1-10")),
+])
+def test_not_stale(why, me, peer):
+    from orchestrator.invariants import stale_writer
+
+    assert stale_writer(view(me, peer, holds_vip=True), _semi_cfg()) == "", why
+
+
+def test_the_wait_stays_on_while_the_peer_holds_newer_history():
+    from orchestrator.invariants import decide_semisync
+
+    me = _waiting(node("server1", ro=False, executed="0-1-10"))
+    for peer, what in ((node("server2", ro=False, executed="0-1-10"), "writable"),
+                       (node("server2", ro=True, executed="0-2-15", binlog_pos="0-2-15"), "has 0-2-15")):
+        plan = decide_semisync(view(me, peer, holds_vip=True), _semi_cfg(), witness=True)
+        assert plan is not None and plan.outcome == "noop" and what in plan.reason, plan
+
+
+def test_caught_up():
+    from orchestrator.invariants import caught_up
+
+    behind = node("server2", ro=True, executed="0-1-8", replica=repl("10.0.0.1", io=STOPPED, retrieved="0-1-10"))
+    assert not caught_up(view(behind, down("server1")), cfg())
+    applied = replace(behind, executed="0-1-10", binlog_pos="0-1-10")
+    assert caught_up(view(applied, down("server1")), cfg())
+    assert not caught_up(view(applied, node("server1", ro=True, executed="0-1-11")), cfg())
