@@ -24,7 +24,7 @@ from .lazy import Pattern
 from .model import ClusterView, ThreadState
 from .observe import holds_address, observe_node, read_node
 from .plan import (
-    ATLAS_FIRST, ATLAS_STEPS, AtlasStep, AwaitPromotion, CatchUp, RecordSwitchover, ChangeSource, Fence, HandOver, NodeStep, Plan, PreserveRelayLog, Recheck, ResetReplica,
+    ATLAS_FIRST, ATLAS_STEPS, AtlasStep, AwaitPromotion, AwaitVip, CatchUp, RecordSwitchover, ChangeSource, Fence, HandOver, NodeStep, Plan, PreserveRelayLog, Recheck, ResetReplica,
     AckLocally, RecordPromotion, Rewind, RunHook, RunResult, SemiSyncReplica, SemiSyncWait, SetRwOffline, SetRwOnline, SetWritable, StartReplica, StartSqlThread, Step, StepResult,
     StopReplica, StopSqlThread,
 )
@@ -229,6 +229,8 @@ class Executor:
             return detail
         if isinstance(step, AwaitPromotion):
             return self._await_promotion(step)
+        if isinstance(step, AwaitVip):
+            return self._await_vip(step)
         if isinstance(step, RecordSwitchover):
             from .antiflap import SWITCHOVER, record
 
@@ -513,6 +515,10 @@ class Executor:
             if vip_left is not None and writable:
                 moved = f"the VIP left after {vip_left - started:.2f}s, " if step.vip else ""
                 return f"{moved}{step.node} writable after {time.monotonic() - started:.2f}s"
+            if vip_left is not None and step.vip and step.take_timeout and now - vip_left >= step.take_timeout:
+                raise Refused(f"VIP {step.vip} left this host, but {step.node} was not writable {step.take_timeout:g}s later "
+                              f"({step.node} is {last}): its keepalived did not take the VIP (frozen or stopped?), or its "
+                              f"MASTER event did not promote it")
             if vip_left is None and now - started >= step.leave_timeout:
                 raise Refused(f"VIP {step.vip} still on this host {step.leave_timeout:g}s after the track file was written: keepalived "
                               f"did not react (is its track_file {self.cfg.keepalived.track_file} tracked with weight 0? "
@@ -521,6 +527,15 @@ class Executor:
                 where = ("the VIP is still on this host" if vip_left is None else "the VIP has left this host") if step.vip else ""
                 raise Refused(f"{step.node} not promoted within {step.timeout:g}s: {where + ', ' if where else ''}{step.node} is {last}")
             time.sleep(0.02)
+
+    def _await_vip(self, step: AwaitVip) -> str:
+        """Poll (every 20 ms) until this host holds the VIP again; Refused past the timeout."""
+        started = time.monotonic()
+        while not holds_address(step.vip):
+            if time.monotonic() - started >= step.timeout:
+                raise Refused(f"VIP {step.vip} not back on this host within {step.timeout:g}s: keepalived decides now")
+            time.sleep(0.02)
+        return f"VIP back after {time.monotonic() - started:.2f}s"
 
     def _catch_up(self, step: CatchUp) -> str:
         server = self.servers[step.node]

@@ -164,10 +164,25 @@ class AwaitPromotion:
     vip: str
     timeout: float
     leave_timeout: float = 3.0  # keepalived reacts to its track file at once: a VIP still here past this is a misconfiguration
+    # Once the VIP has left: the node takes it and opens within this, or its keepalived is not
+    # taking part (frozen, stopped) and the switchover is rolled back (0: only ``timeout``).
+    take_timeout: float = 0.0
 
     def describe(self) -> str:
         where = f"VIP {self.vip} has left this host (within {self.leave_timeout:g}s) and " if self.vip else ""
-        return f"wait up to {self.timeout:g}s until {where}{self.node} is writable (its MASTER event promoted it)"
+        take = f", within {self.take_timeout:g}s of the VIP leaving" if self.vip and self.take_timeout else ""
+        return f"wait up to {self.timeout:g}s until {where}{self.node} is writable{take} (its MASTER event promoted it)"
+
+
+@dataclass(frozen=True)
+class AwaitVip:
+    """An aborted hand-over: wait until keepalived has brought the VIP back to this host."""
+
+    vip: str
+    timeout: float
+
+    def describe(self) -> str:
+        return f"wait up to {self.timeout:g}s until keepalived brings VIP {self.vip} back to this host"
 
 
 @dataclass(frozen=True)

@@ -13,13 +13,13 @@ from typing import List, Optional
 import pytest
 
 from orchestrator.commands.switchover import (
-    PROMOTION_MARGIN, LocalFacts, candidate_name, keepalived_running, plan_abort, plan_switchover, preflight,
+    PROMOTION_MARGIN, TAKEOVER_SECONDS, VIP_RETURN_SECONDS, LocalFacts, candidate_name, keepalived_running, plan_abort, plan_switchover, preflight,
 )
 from orchestrator.config import parse
 from orchestrator.errors import UsageError
 from orchestrator.model import ClusterView, NodeState, ReplicaStatus, ThreadState
 from orchestrator.plan import (
-    ACT, REFUSED, AwaitPromotion, CatchUp, ChangeSource, Fence, HandOver, Recheck, RecordSwitchover, SetWritable, StartReplica,
+    ACT, REFUSED, AwaitPromotion, AwaitVip, CatchUp, ChangeSource, Fence, HandOver, Recheck, RecordSwitchover, SetWritable, StartReplica,
 )
 
 RUN, CONN, STOPPED = ThreadState.RUNNING, ThreadState.CONNECTING, ThreadState.STOPPED
@@ -74,7 +74,7 @@ def test_plan_is_fence_catch_up_hand_over_then_rejoin():
         Fence("server1"),
         CatchUp("server2", "server1", 30),
         HandOver(TRACK, True, "switchover: keepalived gives the VIP to server2"),
-        AwaitPromotion("server2", VIP, 30 + PROMOTION_MARGIN),
+        AwaitPromotion("server2", VIP, 30 + PROMOTION_MARGIN, take_timeout=TAKEOVER_SECONDS),
         HandOver(TRACK, False, "the VIP is on server2: server1 takes part again, as BACKUP"),
         ChangeSource("server1", "server2", "10.0.0.2", 3306),
         StartReplica("server1"),
@@ -132,7 +132,7 @@ def test_preflight_lists_every_problem_at_once():
 def test_without_vip_check_it_warns_and_waits_for_the_candidate_only():
     plan = plan_switchover(view(holds_vip=None), cfg(vip=False), LocalFacts(keepalived_running=False, track=""))
     assert plan.outcome == ACT, plan.render()
-    assert AwaitPromotion("server2", "", 30 + PROMOTION_MARGIN) in plan.steps
+    assert AwaitPromotion("server2", "", 30 + PROMOTION_MARGIN, take_timeout=TAKEOVER_SECONDS) in plan.steps
     assert any("not checked" in w for w in plan.warnings)
     assert any("keepalived does not run" in w for w in plan.warnings)
 
@@ -163,10 +163,21 @@ def test_abort_after_the_track_file_was_written_takes_part_again_first():
                           Recheck("server1", "server2", VIP), SetWritable("server1"))
 
 
-def test_abort_never_unfences_once_the_vip_left():
+def test_abort_after_the_vip_left_and_nobody_took_it_brings_it_back_then_unfences():
+    """The candidate's keepalived did not take the VIP (frozen): measured before, 41 s with no
+    writer and the old master left fenced. Now the track file goes back to 0, keepalived here
+    takes the VIP back after its master-down interval, and this node opens again (re-checked)."""
     plan = plan_abort(view(me=FENCED1, holds_vip=False), cfg(), "not promoted", track="1")
-    assert plan.steps == (HandOver(TRACK, False, "switchover aborted: this node takes part in VRRP again"),)
-    assert "not un-fencing" in plan.reason
+    assert plan.steps == (HandOver(TRACK, False, "switchover aborted: this node takes part in VRRP again"),
+                          AwaitVip(VIP, VIP_RETURN_SECONDS), Recheck("server1", "server2", VIP), SetWritable("server1"))
+    assert "un-fencing server1, once keepalived has brought VIP" in plan.reason
+
+
+def test_abort_never_unfences_once_the_vip_left_to_a_candidate_that_took_writes_or_with_the_track_file_at_0():
+    for peer, track in ((node("server2", ro=False), "1"), (node("server2", ro=True), "0")):
+        plan = plan_abort(view(me=FENCED1, peer=peer, holds_vip=False), cfg(), "not promoted", track=track)
+        assert not any(isinstance(s, SetWritable) for s in plan.steps), plan.render()
+        assert "not un-fencing" in plan.reason
 
 
 def test_abort_never_unfences_next_to_a_writable_candidate():
@@ -422,3 +433,53 @@ def test_switchover_under_a_live_writer_loses_nothing_and_back(lab, request):
             terminal.write_line(f"switchover in the namespace lab (median window {statistics.median(windows):.3f}s):")
             for line in lines:
                 terminal.write_line("  " + line)
+
+
+def _report(request, title: str, line: str) -> None:
+    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if terminal is not None and capture is not None:
+        with capture.global_and_fixture_disabled():
+            terminal.write_line("")
+            terminal.write_line(f"{title}: {line}")
+
+
+@pytest.mark.netns
+def test_switchover_whose_candidate_keepalived_is_frozen_puts_the_vip_back(lab, request):
+    """Measured before: the old master fenced itself and gave the VIP up, nobody took it, and
+    orch switchover waited 40 s before aborting without un-fencing: 41 s with no writer. Now the
+    candidate has TAKEOVER_SECONDS to take the VIP, then the track file goes back to 0, keepalived
+    here takes the VIP back (its master-down interval) and the old master opens again."""
+    from orchestrator.lab.switchover import operator_round
+
+    rnd = operator_round(lab, "switch-frozen-candidate", ("switchover", "--yes"),
+                         during=lambda old, new: lab.freeze_keepalived(lab.hosts[new], True),
+                         after=lambda old, new: lab.freeze_keepalived(lab.hosts[new], False))
+    assert rnd.exit_code == 1, rnd.output
+    assert "did not take the VIP" in rnd.output and "un-fencing" in rnd.output, rnd.output
+    assert rnd.lost == [], f"acknowledged rows lost: {rnd.lost[:10]}"
+    assert rnd.both_writable == 0
+    assert rnd.new_master == rnd.old_master and lab.master() == rnd.old_master
+    # Bounded by the take-over bound plus keepalived's master-down interval (goal 5 s; it was 41 s).
+    assert rnd.window < TAKEOVER_SECONDS + VIP_RETURN_SECONDS + 3, f"write-block window {rnd.window:.2f}s"
+    _report(request, "switchover, candidate's keepalived frozen",
+            f"aborted, VIP back on {rnd.old_master}: write-block window {rnd.window:.2f}s, {rnd.acked} acked writes, 0 lost, "
+            f"never two writers, command {rnd.took:.2f}s")
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("command, on_replica", [(("promote", "--yes"), True), (("demote", "--yes"), False)])
+def test_promote_on_the_replica_and_demote_on_the_master_refuse_and_change_nothing(lab, request, command, on_replica):
+    """Measured before: promote on the replica's host opened it with the VIP left on the fenced
+    master (writes through the VIP failed for good); demote on the master fenced it until its
+    maintainer re-opened it 4 s later. Both now refuse, name orch switchover, and change nothing."""
+    from orchestrator.lab.switchover import operator_round
+
+    rnd = operator_round(lab, f"{command[0]}-refused", command, on_replica=on_replica)
+    assert rnd.exit_code == 1, rnd.output
+    assert "orch switchover" in rnd.output, rnd.output
+    assert rnd.lost == [] and rnd.both_writable == 0
+    assert rnd.fenced is None, "the master was never fenced"
+    assert rnd.new_master == rnd.old_master and lab.master() == rnd.old_master
+    _report(request, f"orch {command[0]} ({'replica' if on_replica else 'master'}'s host)",
+            f"refused, nothing changed: longest write gap {rnd.window:.3f}s, {rnd.acked} acked writes, 0 lost, never two writers")

@@ -36,7 +36,7 @@ from ..errors import EXIT_FAILED, UsageError
 from ..lock import RunLock
 from ..model import ClusterView, ThreadState
 from ..plan import (
-    ACT, REFUSED, AwaitPromotion, CatchUp, ChangeSource, Fence, HandOver, Plan, Recheck, RecordSwitchover, SetWritable, StartReplica,
+    ACT, REFUSED, AwaitPromotion, AwaitVip, CatchUp, ChangeSource, Fence, HandOver, Plan, Recheck, RecordSwitchover, SetWritable, StartReplica,
     Step,
 )
 from .common import RunContext, confirmed, ensure_state_dir, execute_plan, load_config, new_run
@@ -47,6 +47,16 @@ SWITCHOVER = "SWITCHOVER"
 # On top of failover.catchup_timeout: keepalived's move of the VIP (FAULT at once, the peer's
 # skew time, at most advert_int) and the candidate's MASTER run (start-up, its run lock).
 PROMOTION_MARGIN = 10.0
+# keepalived's timing with the shipped profile (advert_int 1 s, priorities 250/249): when this
+# node goes FAULT it sends a priority-0 advert and the candidate takes the VIP after its skew
+# time, (256 - 249) / 256 * 1 s = 0.03 s; its MASTER run (caught up already) opens it in tenths
+# of a second. TAKEOVER_SECONDS: one advert interval + 0.5 s margin for a busy host; past it the
+# candidate's keepalived is not taking part and the hand-over is rolled back.
+TAKEOVER_SECONDS = 1.5
+# The VIP back here once the track file reads 0: this node leaves FAULT as BACKUP and, hearing
+# no adverts, becomes MASTER after the master-down interval, 3 * advert_int + skew (3.02 s at
+# priority 250): 3 * 1 s + 0.02 s + 1 s margin.
+VIP_RETURN_SECONDS = 4.0
 LOCK_WAIT = 10.0  # seconds a switchover waits for another orch run on this host
 
 
@@ -139,7 +149,8 @@ def plan_switchover(view: ClusterView, cfg: Config, facts: LocalFacts) -> Plan:
         Fence(me.name),
         CatchUp(cand.name, me.name, timeout),
         HandOver(path, True, f"switchover: keepalived gives the VIP to {cand.name}"),
-        AwaitPromotion(cand.name, cfg.keepalived.vip if view.holds_vip else "", timeout + PROMOTION_MARGIN),
+        AwaitPromotion(cand.name, cfg.keepalived.vip if view.holds_vip else "", timeout + PROMOTION_MARGIN,
+                       take_timeout=TAKEOVER_SECONDS),
         HandOver(path, False, f"the VIP is on {cand.name}: {me.name} takes part again, as BACKUP"),
         ChangeSource(me.name, cand.name, cand.host, cand.port),
         StartReplica(me.name),
@@ -161,10 +172,15 @@ def plan_abort(view: ClusterView, cfg: Config, why: str, track: str) -> Plan:
     steps: List[Step] = []
     if path and track not in ("", "0"):
         steps.append(HandOver(path, False, "switchover aborted: this node takes part in VRRP again"))
-    if view.holds_vip is False:
+    vip_left = view.holds_vip is False
+    if vip_left and not (steps and me.reachable and not me.writable and not cand.writable and not cand.alive):
         return Plan(f"switchover aborted ({why}); VIP {cfg.keepalived.vip} has left {me.name}: not un-fencing it "
                     f"(keepalived and {cand.name}'s MASTER event decide now; orch status shows the outcome)",
                     tuple(steps), REFUSED)
+    if vip_left:
+        # The candidate did not take the VIP: with the track file back at 0, keepalived here
+        # takes it back after its master-down interval; then this node opens again.
+        steps.append(AwaitVip(cfg.keepalived.vip, VIP_RETURN_SECONDS))
     if not me.reachable or me.writable:
         what = "is writable already" if me.writable else f"cannot be observed ({me.error})"
         return Plan(f"switchover aborted ({why}); {me.name} {what}", tuple(steps), REFUSED)
@@ -173,9 +189,10 @@ def plan_abort(view: ClusterView, cfg: Config, why: str, track: str) -> Plan:
         return Plan(f"switchover aborted ({why}); {cand.name} {what}: {me.name} stays fenced (orch promote decides)",
                     tuple(steps), REFUSED)
     steps += [Recheck(me.name, cand.name if cand.reachable else None,
-                      cfg.keepalived.vip if view.holds_vip else ""), SetWritable(me.name)]
-    return Plan(f"switchover aborted ({why}): un-fencing {me.name}, which still holds the VIP, nothing else changed",
-                tuple(steps), REFUSED)
+                      cfg.keepalived.vip if view.holds_vip is not None else ""), SetWritable(me.name)]
+    where = (f"once keepalived has brought VIP {cfg.keepalived.vip} back ({cand.name} did not take it)" if vip_left
+             else "which still holds the VIP")
+    return Plan(f"switchover aborted ({why}): un-fencing {me.name}, {where}, nothing else changed", tuple(steps), REFUSED)
 
 
 # ---------------------------------------------------------------------------- effects

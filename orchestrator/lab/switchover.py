@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from orchestrator.lab import LabError
 from orchestrator.lab.base import Lab, Narrator
@@ -73,6 +73,18 @@ def switchover_round(lab: Lab, name: str, timeout: float = 60) -> Round:
 
     Requires a healthy lab (semi-sync on); leaves it healthy again (or raises LabError).
     """
+    return operator_round(lab, name, ("switchover", "--yes"), timeout=timeout)
+
+
+def operator_round(lab: Lab, name: str, command: Tuple[str, ...], on_replica: bool = False, timeout: float = 60,
+                   during: Optional[Callable[[str, str], Any]] = None, after: Optional[Callable[[str, str], Any]] = None) -> Round:
+    """Run an operator command (``orch switchover``, ``promote``, ``demote``...) on the master's
+    host (or the replica's) under a writer through the VIP, timed from outside: the write-block
+    window, acknowledged rows lost, samples with both servers writable. ``during(old, new)``
+    runs just before the command (a fault), ``after(old, new)`` right after it (its end).
+
+    Requires a healthy lab (semi-sync on); leaves it healthy again (or raises LabError).
+    """
     if lab.mode != "netns":
         raise LabError("a switchover goes through keepalived: it needs the namespace lab (orch lab up --mode netns)")
     lab.wait_healthy(30)
@@ -80,7 +92,7 @@ def switchover_round(lab: Lab, name: str, timeout: float = 60) -> Round:
     if old is None:
         raise LabError("no single VIP holder")
     new = lab.peer_of(old)
-    host = lab.hosts[old]
+    host = lab.hosts[new if on_replica else old]
     rnd = Round(old, new)
     writer = lab.writer(name, connect_timeout=CLIENT_CONNECT_TIMEOUT)
     sampler = Sampler(lab.dbs, interval=0.02)
@@ -92,9 +104,15 @@ def switchover_round(lab: Lab, name: str, timeout: float = 60) -> Round:
         sampler.start()
         time.sleep(0.5)
         watcher.start()
-        argv = ["ip", "netns", "exec", host.netns or "", orch_bin(), "-c", str(host.file("orch.yaml")), "switchover", "--yes"]
+        argv = ["ip", "netns", "exec", host.netns or "", orch_bin(), "-c", str(host.file("orch.yaml")), *command]
+        if during is not None:
+            during(old, new)
         rnd.started = time.monotonic()
-        done = run(argv, timeout=timeout, check=False)
+        try:
+            done = run(argv, timeout=timeout, check=False)
+        finally:
+            if after is not None:
+                after(old, new)
         end = time.monotonic()
         rnd.took = end - rnd.started
         rnd.exit_code, rnd.output = done.returncode, (done.stdout or "") + (done.stderr or "")
@@ -119,10 +137,9 @@ def switchover_round(lab: Lab, name: str, timeout: float = 60) -> Round:
             rnd.writable = t
         if row.get(old) == 0 and row.get(new) == 0:
             rnd.both_writable += 1
-    if rnd.exit_code != 0:
-        return rnd
     rnd.healed = lab.wait_healthy(40, [a[0] for a in acked], sampler)
     master = lab.master()
+    rnd.new_master = master or ""
     if master is not None:
         rnd.lost = sorted({a[0] for a in acked} - row_ids(lab.dbs[master]))
     return rnd
