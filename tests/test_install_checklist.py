@@ -140,6 +140,7 @@ class InstallHost:
     netns: str
     db: mariadb.MariaDBInstance
     procs: Dict[str, Proc] = field(default_factory=dict)
+    killed_at: float = 0.0  # when `systemctl kill` killed its mariadbd (CLOCK_MONOTONIC)
 
     @property
     def address(self) -> str:
@@ -254,7 +255,23 @@ def start_atlas(host: InstallHost, instance: str) -> None:
 
 def kill_unit(host: InstallHost, unit: str) -> None:
     assert unit in ("mariadb", "mariadb.service"), f"systemctl kill {unit}: only mariadb is killed here"
+    host.killed_at = time.monotonic()
     host.db.kill()
+
+
+def atlas_backends(host: InstallHost) -> Optional[List[Tuple[str, str, str]]]:
+    """(address, state, type) of every backend in this host's Atlas (stand-in); None while it does not answer."""
+    from orchestrator.atlas.client import AtlasAdmin
+    from orchestrator.errors import AtlasError
+
+    def query() -> Optional[List[Tuple[str, str, str]]]:
+        try:
+            with AtlasAdmin("127.0.0.1", 2345, "user", PASSWORDS[2], timeout=2.0) as admin:
+                return [(b.address, b.state, b.type) for b in admin.backends()]
+        except AtlasError:
+            return None
+
+    return netns.in_netns(host.netns, query, 10)
 
 
 # Lines the test cannot run as written (no systemd, no apt here), each with what it does instead.
@@ -446,7 +463,9 @@ def test_the_install_checklist_makes_a_pair_that_fails_over(installation, tmp_pa
                                  + notify[-600:])
                 raise
         acked = {a[0] for a in writer.acked()}
-    assert acked, "the writer never got an insert acknowledged"
+    assert s1.killed_at, "the failover blocks never killed server1's mariadbd"
+    assert [a for a in writer.acked() if a[1] < s1.killed_at], "no insert acknowledged before the kill"
+    assert writer.acked_since(s1.killed_at), "no insert acknowledged through the VIP after the failover"
 
     assert netns.holds_address(s2.netns, VIP) and not netns.holds_address(s1.netns, VIP)
     st1, st2 = server_state(s1.db), server_state(s2.db)
@@ -457,3 +476,10 @@ def test_the_install_checklist_makes_a_pair_that_fails_over(installation, tmp_pa
     mariadb.wait_gtid_equal(s2.db, s1.db, timeout=30)
     assert acked <= row_ids(s1.db)
     assert sampler.both_writable() == [], sampler.both_writable()[:3]
+    # Healed in Atlas too: each host's maintainer puts the writer (the VIP) online and server1 back as the read backend.
+    healed = sorted([(f"{VIP}:3306", "rw"), (f"{s1.address}:3306", "ro")])
+    for host in inst.hosts.values():
+        wait_for(f"{host.name}'s Atlas to list the VIP online and server1 as its read-only backend",
+                 lambda: sorted((a, ty) for a, st, ty in (atlas_backends(host) or []) if st != "offline") == healed
+                 and len(atlas_backends(host) or []) == 2,
+                 30, detail=lambda: f"{atlas_backends(host)}; {tail(host.root / 'orch-maintain.log', 3)}")
