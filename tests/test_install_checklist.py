@@ -55,8 +55,6 @@ from orchestrator.lab.probes import Sampler, row_ids, server_state
 from orchestrator.lab.proc import Proc, run, spawn, tail, wait_for
 from orchestrator.lab.traffic import Writer, create_app_schema
 
-pytestmark = pytest.mark.netns
-
 REPO = Path(__file__).resolve().parent.parent
 README = REPO / "README.md"
 ROOTS = Path("/run/orch-install")  # root-owned all the way up: keepalived's enable_script_security runs the hooks
@@ -430,6 +428,7 @@ def installation(tmp_path):
         assert not problems, problems
 
 
+@pytest.mark.netns
 def test_the_install_checklist_makes_a_pair_that_fails_over(installation, tmp_path):
     inst = installation
     s1, s2 = inst.hosts["server1"], inst.hosts["server2"]
