@@ -390,9 +390,6 @@ def installation(tmp_path):
     reason = netns.unavailable_reason()
     if reason:
         pytest.skip(reason)
-    lab_id = secrets.token_hex(3)
-    base = ROOTS / lab_id
-    netns.secure_dir(base)
     source = tmp_path / "checkout"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", "build", "dist", "*.egg-info", "__pycache__",
                                                                   ".pytest_cache", ".git"))
@@ -401,26 +398,31 @@ def installation(tmp_path):
     (pybin / "python3").write_text(f"#!/bin/sh\nexec {shlex.quote(sys.executable)} \"$@\"\n")
     os.chmod(pybin / "python3", 0o755)
     datadir = fresh_datadir(tmp_path / "template" / "data")
-    bridge, host_ns, client = make_network(lab_id)
-    hosts = {}
-    for i, name in enumerate(HOSTS, 1):
-        root = base / name
-        for d in SKELETON:
-            (root / d).mkdir(mode=0o755, parents=True, exist_ok=True)
-        db = mariadb.MariaDBInstance(name, str(root / "var/lib/mysql"), 3306, 0, host=f"{SUBNET}.{i}", netns=host_ns[name])
-        db.initialize(datadir)
-        (root / "root/.my.cnf").write_text(f"[client]\nsocket={db.socket}\n")
-        (root / "etc/default/keepalived").write_text(
-            f'DAEMON_ARGS="--use-file {root}/etc/keepalived/keepalived.conf --pid {root}/run/keepalived.pid '
-            f'--vrrp_pid {root}/run/vrrp.pid --checkers_pid {root}/run/checkers.pid --log-console --log-detail --no-syslog"\n')
-        hosts[name] = InstallHost(name, i, root, host_ns[name], db)
-    inst = Installation(hosts, source, pybin, client)
+    lab_id = secrets.token_hex(3)
+    base = ROOTS / lab_id
+    namespaces = [f"orchinst-{lab_id}-{suffix}" for suffix in ("br", "h1", "h2", "cl")]  # make_network's names
+    inst = Installation({}, source, pybin, "")
     try:
+        netns.secure_dir(base)
+        bridge, host_ns, inst.client_ns = make_network(lab_id)
+        assert [bridge, *host_ns.values(), inst.client_ns] == namespaces
+        for i, name in enumerate(HOSTS, 1):
+            root = base / name
+            for d in SKELETON:
+                (root / d).mkdir(mode=0o755, parents=True, exist_ok=True)
+            db = mariadb.MariaDBInstance(name, str(root / "var/lib/mysql"), 3306, 0, host=f"{SUBNET}.{i}", netns=host_ns[name])
+            db.initialize(datadir)
+            (root / "root/.my.cnf").write_text(f"[client]\nsocket={db.socket}\n")
+            (root / "etc/default/keepalived").write_text(
+                f'DAEMON_ARGS="--use-file {root}/etc/keepalived/keepalived.conf --pid {root}/run/keepalived.pid '
+                f'--vrrp_pid {root}/run/vrrp.pid --checkers_pid {root}/run/checkers.pid --log-console --log-detail --no-syslog"\n')
+            inst.hosts[name] = InstallHost(name, i, root, host_ns[name], db)
         yield inst
     finally:
-        problems = stop_everything(inst, [bridge, *host_ns.values(), client])
+        existing = set(run(["ip", "netns", "list"], check=False).stdout.split())
+        problems = stop_everything(inst, [ns for ns in namespaces if ns in existing])
         (tmp_path / "transcript.txt").write_text("\n".join(inst.transcript))
-        for host in hosts.values():  # keep the logs for a post-mortem, then the root goes
+        for host in inst.hosts.values():  # keep the logs for a post-mortem, then the root goes
             for log in ("keepalived.log", "orch-maintain.log", "atlas.log", "var/log/orch/notify.log"):
                 if (host.root / log).exists():
                     shutil.copyfile(host.root / log, tmp_path / f"{host.name}-{Path(log).name}")
