@@ -1,6 +1,6 @@
-# The orch image: atlas-orchestrator installed as a regular pip install into /opt/orch
+# The orch image: this checkout (distribution atlas-ha-orch) installed as a regular pip install into /opt/orch
 # (orch, orch-keepalived-notify, orch-check-mysql on PATH), nothing else.
-#   docker build -f docker/orch.Dockerfile -t atlas-orchestrator:orch .
+#   docker build -f docker/orch.Dockerfile -t atlas-ha-orch:orch .
 # Build context: the repository root. Not built in CI (see docker/README.md).
 FROM python:3.11-slim-bookworm
 RUN apt-get update \

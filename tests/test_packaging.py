@@ -8,6 +8,7 @@ venv; its dependencies come from the dev venv's site-packages through a .pth pat
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -41,6 +42,7 @@ def installed(tmp_path_factory) -> Path:
     # The dependencies, from the dev venv (a path line: its editable-install hooks are not run).
     Path(purelib, "dev-deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     (wheel,) = wheels.glob("*.whl")
+    assert wheel.name.startswith("atlas_ha_orch-"), wheel.name  # our distribution name, not PyPI's other project
     install = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
                               "--disable-pip-version-check", "--no-deps", "--no-index", str(wheel)],
                              capture_output=True, text=True, timeout=300)
@@ -109,3 +111,42 @@ def test_orch_lab_up_from_the_pip_install(installed, tmp_path):
     finally:
         down = run([orch, "lab", "down", "--dir", lab_dir], tmp_path)
         assert down.returncode == 0, f"{down.stdout}\n{down.stderr}"
+
+
+# The distribution is atlas-ha-orch: "atlas-orchestrator" on PyPI is someone else's project, so
+# no file may tell anyone to install that name from an index. (The pattern is spelled in
+# pieces so that this file does not match itself.)
+OLD_NAME = "atlas" + "[-_.]" + "orchestrator"
+FROM_INDEX = re.compile(r"\bpip3?\b[^\n]*?\binstall\b[^\n]*?(?<![\w./-])" + OLD_NAME + r"(?![\w/-])", re.IGNORECASE)
+SKIPPED_DIRS = {".venv", "build", "dist", "__pycache__", ".pytest_cache", ".git"}
+
+
+def text_files(root: Path):
+    for path in sorted(root.rglob("*")):
+        parts = path.relative_to(root).parts
+        if any(p in SKIPPED_DIRS or p.endswith(".egg-info") for p in parts) or not path.is_file():
+            continue
+        try:
+            yield path, path.read_text(encoding="utf-8")
+        except (UnicodeDecodeError, OSError):
+            continue
+
+
+def test_the_pattern_finds_an_install_of_the_old_name():
+    old = "atlas" + "-orchestrator"
+    for line in (f"/opt/orch/bin/pip install {old}   # or: pip install .", f"python3 -m pip install -U '{old}[test]'",
+                 f"pip3 install {old.replace('-', '_')}==0.1"):
+        assert FROM_INDEX.search(line), line
+    for line in (f"WORKDIR /opt/{old}", "pip install .", f"# {old}: failover for the pair", "pip install atlas-ha-orch"):
+        assert not FROM_INDEX.search(line), line
+
+
+def test_no_file_tells_to_pip_install_the_old_name():
+    found = [f"{path.relative_to(REPO)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group(0)}"
+             for path, text in text_files(REPO) for m in FROM_INDEX.finditer(text)]
+    assert found == [], "\n".join(found)
+
+
+def test_the_distribution_name_is_ours():
+    text = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^name = "atlas-ha-orch"$', text, re.MULTILINE), text
