@@ -454,15 +454,7 @@ def test_the_install_checklist_makes_a_pair_that_fails_over(installation, tmp_pa
     with writer, sampler:
         time.sleep(1)
         for block in (b for b in blocks if b.kind == "failover"):
-            try:
-                inst.run(block)
-            except AssertionError:
-                notify = tail(s2.file("/var/log/orch/notify.log"), 40) + tail(s2.root / "orch-maintain.log", 40)
-                if "anti-flapping block" in notify:
-                    pytest.xfail("the first failover after the install is refused by anti-flapping (the bring-up "
-                                 "promotion counts as an automatic one; being fixed in decide/antiflap): "
-                                 + notify[-600:])
-                raise
+            inst.run(block)
         acked = {a[0] for a in writer.acked()}
     assert s1.killed_at, "the failover blocks never killed server1's mariadbd"
     assert [a for a in writer.acked() if a[1] < s1.killed_at], "no insert acknowledged before the kill"
