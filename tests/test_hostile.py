@@ -286,11 +286,9 @@ def test_replica_still_receiving_proves_the_master_alive(cluster, tmp_path):
 # --------------------------------------------------------------------------- 4. the maintainer's invariant
 
 
-def test_refused_master_is_retried_by_the_maintainer(cluster, tmp_path):
-    """Measured before: after a catch-up timeout the VIP holder stayed read-only for good
-    (keepalived sends no second MASTER), with every row applied soon after."""
-    s1, s2, _, _ = cluster
-    c2, state2 = vip_config(tmp_path, s1, s2, "server2", HELD_VIP, catchup_timeout=0.5)
+def backlog_then_master_killed(s1, s2):
+    """server2 received 201 transactions it cannot apply yet (a session of the returned
+    connection holds the row the first one updates), then server1 is killed."""
     insert_rows(s1, 1, 3)
     lab.wait_gtid_equal(s1, s2)
     holder = hold_row(s2, 1)  # the next replicated UPDATE waits: the catch-up cannot finish
@@ -298,6 +296,15 @@ def test_refused_master_is_retried_by_the_maintainer(cluster, tmp_path):
     insert_rows(s1, 4, 200)
     wait_received(s2, s1)
     s1.kill()
+    return holder
+
+
+def test_refused_master_is_retried_by_the_maintainer(cluster, tmp_path):
+    """Measured before: after a catch-up timeout the VIP holder stayed read-only for good
+    (keepalived sends no second MASTER), with every row applied soon after."""
+    s1, s2, _, _ = cluster
+    c2, state2 = vip_config(tmp_path, s1, s2, "server2", HELD_VIP, catchup_timeout=0.5)
+    holder = backlog_then_master_killed(s1, s2)
     try:
         r = t.orch(c2, None, "notify", "INSTANCE", "VI_1", "MASTER", "100")
         assert r.code == 1 and "catch-up timed out" in r.output, r
@@ -609,17 +616,11 @@ def test_long_running_maintainer_retries_a_timed_out_catch_up_as_soon_as_it_is_a
     from orchestrator import config as config_mod
     from orchestrator.commands.maintain import Maintainer
 
-    s1, s2, _, _ = cluster
-    c2, state2 = vip_config(tmp_path, s1, s2, "server2", HELD_VIP, catchup_timeout=0.5)
-    insert_rows(s1, 1, 3)
-    lab.wait_gtid_equal(s1, s2)
-    holder = hold_row(s2, 1)  # the next replicated UPDATE waits: the catch-up cannot finish
-    s1.sql("UPDATE test.t SET v = 'late' WHERE id = 1")
-    insert_rows(s1, 4, 200)
-    wait_received(s2, s1)
-    s1.kill()
     from orchestrator.commands.common import ensure_state_dir
 
+    s1, s2, _, _ = cluster
+    c2, state2 = vip_config(tmp_path, s1, s2, "server2", HELD_VIP, catchup_timeout=0.5)
+    holder = backlog_then_master_killed(s1, s2)
     loaded = config_mod.load(c2)
     ensure_state_dir(loaded)
     m = Maintainer(loaded)

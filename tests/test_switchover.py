@@ -425,23 +425,19 @@ def test_switchover_under_a_live_writer_loses_nothing_and_back(lab, request):
         windows.append(rnd.window)
         lines.append(f"{rnd.old_master}->{rnd.new_master}: write-block window {rnd.window:.3f}s, {rnd.acked} acked writes, "
                      f"0 lost, switchover command {rnd.took:.2f}s, healthy again after {rnd.healed:.1f}s")
+    _report(request, f"switchover in the namespace lab (median window {statistics.median(windows):.3f}s):", *lines)
+
+
+def _report(request, title: str, *lines: str) -> None:
+    """Figures on the terminal, past pytest's capture."""
     terminal = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
     if terminal is not None and capture is not None:
         with capture.global_and_fixture_disabled():
             terminal.write_line("")
-            terminal.write_line(f"switchover in the namespace lab (median window {statistics.median(windows):.3f}s):")
+            terminal.write_line(title)
             for line in lines:
                 terminal.write_line("  " + line)
-
-
-def _report(request, title: str, line: str) -> None:
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    capture = request.config.pluginmanager.get_plugin("capturemanager")
-    if terminal is not None and capture is not None:
-        with capture.global_and_fixture_disabled():
-            terminal.write_line("")
-            terminal.write_line(f"{title}: {line}")
 
 
 @pytest.mark.netns
@@ -462,7 +458,7 @@ def test_switchover_whose_candidate_keepalived_is_frozen_puts_the_vip_back(lab, 
     assert rnd.new_master == rnd.old_master and lab.master() == rnd.old_master
     # Bounded by the take-over bound plus keepalived's master-down interval (goal 5 s; it was 41 s).
     assert rnd.window < TAKEOVER_SECONDS + VIP_RETURN_SECONDS + 3, f"write-block window {rnd.window:.2f}s"
-    _report(request, "switchover, candidate's keepalived frozen",
+    _report(request, "switchover, candidate's keepalived frozen:",
             f"aborted, VIP back on {rnd.old_master}: write-block window {rnd.window:.2f}s, {rnd.acked} acked writes, 0 lost, "
             f"never two writers, command {rnd.took:.2f}s")
 
@@ -481,5 +477,5 @@ def test_promote_on_the_replica_and_demote_on_the_master_refuse_and_change_nothi
     assert rnd.lost == [] and rnd.both_writable == 0
     assert rnd.fenced is None, "the master was never fenced"
     assert rnd.new_master == rnd.old_master and lab.master() == rnd.old_master
-    _report(request, f"orch {command[0]} ({'replica' if on_replica else 'master'}'s host)",
+    _report(request, f"orch {command[0]} ({'replica' if on_replica else 'master'}'s host):",
             f"refused, nothing changed: longest write gap {rnd.window:.3f}s, {rnd.acked} acked writes, 0 lost, never two writers")
