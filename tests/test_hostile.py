@@ -503,6 +503,11 @@ def test_replication_still_stopping_after_opening_is_reported_not_a_failed_promo
     stopping), the journal agrees, and the maintainer removes the replication once it can."""
     s1, s2, _, _ = cluster
     c2, state2 = vip_config(tmp_path, s1, s2, "server2", HELD_VIP)
+    # STOP SLAVE then takes about 2 s (the replica's connect to end the dump thread gives up):
+    # a 1 s read_timeout makes it outlast the bound every time, not one run in five.
+    raw = __import__("yaml").safe_load(Path(c2).read_text())
+    raw["mysql"]["read_timeout"] = 1
+    c2 = t.write_config(Path(c2), raw)
     for s in (s1, s2):
         s.sql("SET GLOBAL rpl_semi_sync_slave_enabled = ON")
     s2.sql("STOP SLAVE IO_THREAD")

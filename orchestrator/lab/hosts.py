@@ -137,6 +137,9 @@ LAB_OVERRIDES: Dict[str, Override] = {
         REMOVE, "the loopback lab has no VRRP interface (no VIP to check by ARP)", ("loopback",)),
     "atlas": Override(
         REMOVE, "the randomized fault test runs no Atlas: it checks the servers, the VIP and the writer", ("chaos",)),
+    "maintainer.metrics_port": Override(
+        0, "the loopback lab runs both hosts' maintainers on one host: they cannot both listen on the shipped "
+           "port (each namespace lab host has its own)", ("loopback",)),
 }
 
 # The values the lab puts in because its hosts live elsewhere than conf/orch.yaml's
