@@ -292,7 +292,8 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
         steps.append(RecordPromotion(me.name, kind))  # right after writes open: a later failed step must not lose it
     if configured:
         steps += [StopReplica(me.name), ResetReplica(me.name)]
-    steps[:0] = _rw_offline(cfg, f"no safe writer until {me.name} is open")
+    # The Atlas steps and hooks run in their own phases (plan.py): Plan puts them in place.
+    steps += _rw_offline(cfg, f"no safe writer until {me.name} is open")
     steps += _rw_online(cfg, f"{me.name} is the writable master") + _remove_own_backend(cfg, f"{me.name} is the master now", after_rw_up=True)
     if peer_open:
         reason = f"promoting {me.name}: fencing {peer.name} (still writable) first, then applying everything received"
@@ -304,17 +305,16 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
         reason = f"promoting {me.name}: {peer.name} is not reachable ({peer.error}), applying the relay log first"
     reason += f"; {antiflap.opening_kind(view)}"  # orch status and the journal tell a failover from a re-opening
     if cfg.hooks.pre_failover or cfg.hooks.post_failover:
-        steps[:0] = hook_steps(cfg, "pre_failover", me.name, peer.name, reason)  # before anything changes
-        steps += hook_steps(cfg, "post_failover", me.name, peer.name, reason)  # the executor runs them last
+        steps += hook_steps(cfg, "pre_failover", me.name, peer.name, reason) + hook_steps(cfg, "post_failover", me.name, peer.name, reason)
     return Plan(reason, tuple(steps), ACT, warnings)
 
 
-def hook_steps(cfg: Config, phase: str, new_master: str, old_master: str, reason: str) -> List[Step]:
-    """One RunHook step per configured hook of ``phase`` (hooks.<phase>), with the promotion's
+def hook_steps(cfg: Config, event: str, new_master: str, old_master: str, reason: str) -> List[Step]:
+    """One RunHook step per configured hook of ``event`` (hooks.<event>), with the promotion's
     context (the executor adds ORCH_RUN_ID). orch switchover may use it for its own phases."""
-    context = (("ORCH_EVENT", phase), ("ORCH_CLUSTER", cfg.cluster), ("ORCH_NODE", cfg.self_name),
+    context = (("ORCH_EVENT", event), ("ORCH_CLUSTER", cfg.cluster), ("ORCH_NODE", cfg.self_name),
                ("ORCH_OLD_MASTER", old_master), ("ORCH_NEW_MASTER", new_master), ("ORCH_REASON", reason))
-    return [RunHook(phase, argv, cfg.hooks.timeout, context) for argv in cfg.hooks.of(phase)]
+    return [RunHook(event, argv, cfg.hooks.timeout, context) for argv in cfg.hooks.of(event)]
 
 
 def _may_rewind_to_follow(me: NodeState, cfg: Config, flavor: flavors.Flavor) -> bool:

@@ -1,6 +1,11 @@
 """A Plan is a reason sentence plus small frozen steps; the executor only interprets them,
 and reports a StepResult for each (journaled as they are).
 
+Each step class declares its ``phase`` (when in a run it goes) and whether it is
+``best_effort`` (its failure is a warning and the run goes on). A Plan sorts its steps
+stably by phase when it is built, so the plan printed (--dry-run, the journal) is the
+order the executor runs.
+
 The results live here, not in execute.py, so that the Atlas steps (atlas/apply.py) can
 report theirs without importing the executor that calls them.
 """
@@ -8,6 +13,7 @@ report theirs without importing the executor that calls them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 
 from .errors import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK
 
@@ -25,12 +31,27 @@ INCOMPLETE = "incomplete"  # safe for now, more to do once something comes back;
 EXIT_CODES = {NOOP: EXIT_OK, ACT: EXIT_OK, REFUSED: EXIT_FAILED, INCOMPLETE: EXIT_INCOMPLETE}
 
 
+class Phase(IntEnum):
+    """When a step runs; a plan runs its phases in this order (the executor's failure policy, execute.py)."""
+
+    PRE_HOOK = 0  # before anything changes, Atlas included; a failure aborts the plan
+    ATLAS_FIRST = 1  # the read/write backend offline: no safe writer from here on (one try per Atlas)
+    DATABASE = 2  # the servers' steps (and keepalived's): in order, the first failure stops the plan
+    ATLAS = 3  # once the database steps ran; SetRwOnline runs even when a step after the opening failed
+    POST_HOOK = 4  # last, after Atlas lets writes through: a slow hook must not hold them
+
+
+PRE_HOOK, ATLAS_FIRST, DATABASE, ATLAS, POST_HOOK = Phase
+
+
 @dataclass(frozen=True)
 class NodeStep:
     """A step acting on one server; subclasses only name the action."""
 
     node: str
     template = ""  # not a field: each subclass names its action
+    phase = DATABASE  # class constants, not fields (no annotation: the hook does not import typing)
+    best_effort = False
 
     def describe(self) -> str:
         return self.template.format(node=self.node)
@@ -75,6 +96,9 @@ class ResetReplica(NodeStep):
 class ChangeSource:
     """Point a server's replication at its peer (GTID auto-positioning)."""
 
+    phase = DATABASE
+    best_effort = False
+
     node: str
     source: str
     host: str
@@ -88,6 +112,9 @@ class ChangeSource:
 class CatchUp:
     """Wait until node applied everything it received and, when ``peer`` is set,
     everything the peer executed (read after the peer was fenced)."""
+
+    phase = DATABASE
+    best_effort = False
 
     node: str
     peer: Optional[str]
@@ -104,6 +131,9 @@ class CatchUp:
 class Recheck:
     """Right before writes open: this host still holds the VIP, and the peer is still read-only."""
 
+    phase = DATABASE
+    best_effort = False
+
     node: str
     peer: Optional[str]
     vip: str = ""
@@ -119,6 +149,9 @@ class Recheck:
 class SemiSyncWait:
     """Switch a master's semi-sync wait on (no fallback) or off; recorded in state_dir first
     when switched off, after when switched on (a rewind trusts the record)."""
+
+    phase = DATABASE
+    best_effort = False  # its own: a refused switch is a warning, a server that is down fails the plan
 
     node: str
     on: bool
@@ -144,6 +177,9 @@ class HandOver:
     """Write keepalived's track file (keepalived.track_file, weight 0): 1 puts this node's
     VRRP instance in FAULT, so the VIP moves to the peer; 0 lets it take part again."""
 
+    phase = DATABASE
+    best_effort = False
+
     path: str
     give_up: bool
     why: str = ""
@@ -159,6 +195,9 @@ class AwaitPromotion:
     """A switchover's hand-over: wait until the VIP has left this host (when ``vip`` is
     checked) and ``node`` is writable, i.e. keepalived moved the VIP and the node's MASTER
     event promoted it."""
+
+    phase = DATABASE
+    best_effort = False
 
     node: str
     vip: str
@@ -178,6 +217,9 @@ class AwaitPromotion:
 class AwaitVip:
     """An aborted hand-over: wait until keepalived has brought the VIP back to this host."""
 
+    phase = DATABASE
+    best_effort = False
+
     vip: str
     timeout: float
 
@@ -191,6 +233,9 @@ class RecordSwitchover:
     on ``node`` (the old master, still writable) so that it replicates to the candidate before
     the hand-over: the candidate's MASTER event is then the planned promotion, neither blocked
     nor recorded as an automatic one. Not best effort: without it that MASTER could be refused."""
+
+    phase = DATABASE
+    best_effort = False
 
     node: str
     candidate: str
@@ -209,6 +254,9 @@ class RemoveBackend:
     step is skipped and the maintainer removes it later.
     """
 
+    phase = ATLAS
+    best_effort = True  # the maintainer retries
+
     atlas: str
     address: str
     why: str = ""
@@ -223,6 +271,9 @@ class RemoveBackend:
 class AddBackend:
     """Add a read-only backend to one Atlas (best effort)."""
 
+    phase = ATLAS
+    best_effort = True  # the maintainer retries
+
     atlas: str
     address: str
     why: str = ""
@@ -234,6 +285,9 @@ class AddBackend:
 @dataclass(frozen=True)
 class PersistBackends:
     """Rewrite an Atlas's config file so that it lists the runtime read-only backends."""
+
+    phase = ATLAS
+    best_effort = True  # the maintainer retries
 
     atlas: str
     config_file: str = ""
@@ -257,6 +311,9 @@ class SetRwOffline:
     peer's MASTER event (another host, another process) opened it and set the writer online;
     an open peer gets the writer back online at once."""
 
+    phase = ATLAS_FIRST
+    best_effort = True  # the maintainer retries
+
     atlas: str
     address: str = ""
     why: str = ""
@@ -271,6 +328,9 @@ class SetRwOffline:
 class SetRwOnline:
     """SET ONLINE an Atlas's offline read/write backend (every offline rw entry when
     ``address`` is empty): Atlas's checker takes it ``up`` within its cycle."""
+
+    phase = ATLAS
+    best_effort = True  # the maintainer retries
 
     atlas: str
     address: str = ""
@@ -295,6 +355,9 @@ class Rewind:
     path, which checks at execution that the tail was never acknowledged and refuses otherwise;
     False: an operator's ``orch demote --rewind``."""
 
+    phase = DATABASE
+    best_effort = False
+
     node: str
     peer: str
     errant: str
@@ -315,6 +378,11 @@ class RecordPromotion:
     node: str
     kind: str
     acks: str = ""
+    phase = DATABASE  # right after SetWritable: a later failed step must not lose it
+
+    @property
+    def best_effort(self) -> bool:
+        return self.kind != "ack"  # an operator's acknowledgement is the run's whole point
 
     def describe(self) -> str:
         if self.kind == "ack":
@@ -328,6 +396,9 @@ class RecordPromotion:
 class AckLocally:
     """Acknowledge promotion ``acks`` on this host only (state_dir), when no server is writable
     to hold a replicated acknowledgement (a read-only server must not log a transaction of its own)."""
+
+    phase = DATABASE
+    best_effort = False
 
     state_dir: str
     acks: str
@@ -343,46 +414,70 @@ class RunHook:
     ORCH_* environment variables (the executor adds ORCH_RUN_ID). A pre hook that fails or
     times out aborts the plan; a post hook is best effort and runs after everything else."""
 
-    phase: str  # pre_failover, post_failover (pre/post_switchover: orch switchover calls hooks.run_hooks)
+    event: str  # pre_failover, post_failover (pre/post_switchover: orch switchover calls hooks.run_hooks)
     argv: Tuple[str, ...]
     timeout: float
     context: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def post(self) -> bool:
-        return self.phase.startswith("post_")
+        return self.event.startswith("post_")
+
+    @property
+    def phase(self) -> Phase:
+        return POST_HOOK if self.post else PRE_HOOK
+
+    @property
+    def best_effort(self) -> bool:
+        return self.post
 
     def describe(self) -> str:
         command = " ".join(self.argv)
         command = command if len(command) <= 160 else command[:157] + "..."
         what = "best effort" if self.post else "a failure or timeout aborts the promotion"
-        return f"run {self.phase} hook {command} (timeout {self.timeout:g}s; {what})"
+        return f"run {self.event} hook {command} (timeout {self.timeout:g}s; {what})"
 
 
 if TYPE_CHECKING:
     Step = Union[
         Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
-        Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, RecordSwitchover, RemoveBackend, AddBackend, PersistBackends,
-        SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RunHook,
+        Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, AwaitVip, RecordSwitchover, RemoveBackend,
+        AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RunHook,
     ]
 
     AtlasStep = Union[RemoveBackend, AddBackend, PersistBackends, SetRwOffline, SetRwOnline]
 else:  # names for annotations only: the notify hook does not import typing (~3 ms)
     Step = AtlasStep = object
 
+# Every step type (tests/test_execute.py: each has a phase, and the executor a way to run it).
+STEP_TYPES = (
+    Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
+    Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, AwaitVip, RecordSwitchover, RemoveBackend,
+    AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RunHook,
+)
+# The Atlas phases' steps: the executor hands each phase's steps to the Atlas runner at once
+# (atlas/apply.py: one connection per Atlas).
+ATLAS_PHASES = (ATLAS_FIRST, ATLAS)
 ATLAS_STEPS = (RemoveBackend, AddBackend, PersistBackends, SetRwOffline, SetRwOnline)
-# Atlas steps the executor runs before the database steps (writes are off before anything changes).
-ATLAS_FIRST = (SetRwOffline,)
 
 
 @dataclass(frozen=True)
 class Plan:
-    """What a run decided: why (one sentence), the steps in order, and the outcome."""
+    """What a run decided: why (one sentence), the steps, and the outcome.
+
+    The steps are kept in phase order (a stable sort: within a phase, as decided), so
+    that render() and the journal show the order the executor runs them in.
+    """
 
     reason: str
     steps: Tuple[Step, ...] = ()
     outcome: str = ACT
     warnings: Tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        phases = [step.phase for step in self.steps]
+        if any(a > b for a, b in zip(phases, phases[1:])):
+            object.__setattr__(self, "steps", tuple(sorted(self.steps, key=lambda step: step.phase)))
 
     @property
     def exit_code(self) -> int:

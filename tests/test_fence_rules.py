@@ -2,7 +2,7 @@
 
 import pytest
 
-from orchestrator.execute import may_block_fence, session_text, statement_digest
+from orchestrator.fence import may_block_fence, session_text, statement_digest
 
 
 @pytest.mark.parametrize("info, blocks", [

@@ -111,7 +111,7 @@ def run_atlas_steps(
         mine = [s for s in mine if not isinstance(s, PersistBackends)]
         try:
             # Before the database steps (SET OFFLINE) a single try: a dead Atlas must not delay the failover.
-            _connect(admin, 1 if all(isinstance(s, ATLAS_FIRST) for s in mine + rewrite) else CONNECT_ATTEMPTS)
+            _connect(admin, 1 if all(s.phase is ATLAS_FIRST for s in mine + rewrite) else CONNECT_ATTEMPTS)
             for step in mine:
                 try:
                     outcome = "ok"

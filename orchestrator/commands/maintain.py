@@ -97,7 +97,7 @@ class Maintainer:
         if waiting(self.cfg.state_dir) and not dry_run:
             return self._run_handed_over()
         view = self.observe(dry_run)
-        from ..execute import last_handback_age, read_track_file
+        from ..trackfile import last_handback_age, read_track_file
 
         path = self.cfg.keepalived.track_file
         track, handback_age = (read_track_file(path), last_handback_age(self.cfg.state_dir)) if path else ("", None)

@@ -6,7 +6,7 @@ runs wait meanwhile, so nothing here fights the switchover):
 1. preflight (pure, :func:`preflight`): the candidate is a healthy replica of this node,
    both threads running, no errant GTIDs; this node is the writable master and holds the
    VIP; keepalived runs here and keepalived.track_file is configured and reads 0;
-2. fence this node (the executor's bounded fence);
+2. fence this node (the bounded fence, orchestrator/fence.py);
 3. wait until the candidate applied everything this node executed (exact GTIDs,
    failover.catchup_timeout);
 4. write 1 to the track file: keepalived puts this node in FAULT and the VIP moves;
@@ -217,7 +217,7 @@ def keepalived_running(proc: str = "/proc") -> bool:
 
 
 def local_facts(cfg: Config) -> LocalFacts:
-    from ..execute import read_track_file
+    from ..trackfile import read_track_file
 
     track = read_track_file(cfg.keepalived.track_file) if cfg.keepalived.track_file else ""
     return LocalFacts(keepalived_running=keepalived_running(), track=track)
@@ -294,7 +294,7 @@ def switchover(args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO]) -
 
         def abort(why: str) -> None:
             # Decided on what is there now (a failed fence may have set read_only all the same).
-            from ..execute import read_track_file
+            from ..trackfile import read_track_file
 
             after = observe(cfg, servers)
             track = read_track_file(cfg.keepalived.track_file) if cfg.keepalived.track_file else ""
