@@ -1,13 +1,13 @@
 """Configuration: YAML -> frozen dataclasses, with every problem reported at once.
 
-One schema, each key stated once: a section is a frozen dataclass whose fields are made
-by ``setting()`` (YAML key, default, bounds or choices, one line of help). One reader,
-``read_section``, walks a section's mapping against those fields (unknown keys, types,
-bounds, choices); a section's own check (``@_checks``) then says what no single field
-can (the nodes map, rules across fields). Reading touches no file: ``validate`` leaves
-password_file and tls_ca as paths, ``resolve`` reads them (and looks at hook programs).
-``parse`` does both, ``load`` reads the YAML first, and ``reference()`` renders the
-schema as docs/configuration.md. Key names are a public interface.
+Each key is stated once, as a field of its section's dataclass made by ``setting()``
+(orchestrator/schema.py): YAML key, default, bounds or choices, one line of help. One
+reader walks each section against its fields; a section's own check (``@checks``) then
+says what no single field can (the nodes map, rules across fields). Reading touches no
+file: ``validate`` leaves password_file and tls_ca as paths and ``resolve`` reads them
+(and looks at the hook programs); ``parse`` does both, ``load`` reads the YAML first.
+``reference()`` renders the schema as docs/configuration.md. Key names are a public
+interface; adding a section is one dataclass and one field of Config.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ import re
 import socket
 import stat
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from dataclasses import dataclass, replace
 
 from .errors import ConfigError, UsageError
 from .lazy import Pattern
+from .schema import Reading, as_mapping, checks, keys_of, mapping, paths, read, setting, tables, text
+from .schema import read_section  # noqa: F401  (one section alone, for whoever adds one)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -34,211 +36,8 @@ HOOK_PHASES = ("pre_failover", "post_failover", "pre_switchover", "post_switchov
 MAX_REPLICATION_PASSWORD = 96  # bytes MariaDB keeps of MASTER_PASSWORD
 
 
-# --- the schema's vocabulary --------------------------------------------------------
-
-
-def setting(default: Any = MISSING, help: str = "", *, key: str = "", lo: Any = None, hi: Any = None,
-            choices: Tuple[str, ...] = (), check: Any = None, read: Any = None, section: Any = None,
-            keys: Tuple[str, ...] = (), under: str = "", custom: bool = False, either: str = "",
-            shown_type: str = "", shown_default: str = "", required: bool = False, positional: bool = False, repr: bool = True) -> Any:
-    """A key of the config file: a dataclass field whose metadata the reader and reference() use.
-
-    ``default`` is the value when the key is absent (none: the key is required); ``key`` the
-    YAML name when it is not the attribute's; ``lo``/``hi`` bounds and ``choices`` the values
-    allowed. The annotation gives the type (str, int, float, bool) unless ``check(value,
-    meta)`` reads the value (ValueError: the problem), ``read(value, path, reading)`` reads a
-    structure, or ``section`` (or a dataclass default) is a nested section read by its own
-    fields (``keys``: only these). ``under``: the key sits in that sub-mapping (``log:``).
-    ``custom``: the section's check reads it. ``either``: required unless that key is given.
-    ``shown_type``/``shown_default``: what reference() says where it cannot derive it.
-    ``required``/``positional`` split the YAML default from the class's: a key required in
-    YAML whose class has a default, a YAML default the class cannot have (a field before
-    required ones)."""
-    if section is None and is_dataclass(default) and not isinstance(default, type):
-        section = type(default)
-    meta = {"help": help, "default": MISSING if required else default}
-    for name, value in (("key", key), ("lo", lo), ("hi", hi), ("choices", choices), ("check", check), ("read", read),
-                        ("section", section), ("keys", keys), ("under", under), ("custom", custom), ("either", either),
-                        ("shown_type", shown_type), ("shown_default", shown_default)):
-        if value is not None and value != "" and value != () and value is not False:
-            meta[name] = value
-    return field(default=MISSING if positional else default, repr=repr, metadata=meta)
-
-
-_CHECKS: Dict[Any, Any] = {}
-
-
-def _checks(cls: Any) -> Any:
-    """Register ``check(cls, values, raw, path, reading) -> instance``: what a section says
-    beyond its fields, run after they are read (subclasses inherit it)."""
-    def register(check: Any) -> Any:
-        _CHECKS[cls] = check
-        return check
-    return register
-
-
-class _Reading:
-    """The problems found so far, and what relative paths in the file are relative to."""
-
-    def __init__(self, base_dir: str = "", self_override: Optional[str] = None) -> None:
-        self.items: List[str] = []
-        self.base_dir = base_dir or os.getcwd()
-        self.self_override = self_override
-
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}")
-
-
-_ABSENT = object()
-_ZERO = {"str": "", "int": 0, "float": 0.0, "bool": False}
-
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _mapping(raw: Any, path: str, reading: _Reading) -> Mapping[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, Mapping):
-        reading.add(path, "expected a mapping")
-        return {}
-    return raw
-
-
-def _unknown_keys(m: Mapping[str, Any], path: str, known: Any, reading: _Reading) -> None:
-    """A misspelt key must not silently fall back to its default."""
-    for key in m:
-        if key not in known:
-            reading.add(_join(path, key), "unknown key")
-
-
-def _key(f: Any) -> str:
-    return f.metadata.get("key") or f.name
-
-
-def _settings(cls: Any, keys: Tuple[str, ...] = ()) -> List[Any]:
-    """cls's fields that are keys of the file (all, or those named in ``keys``)."""
-    return [f for f in fields(cls) if "help" in f.metadata and (not keys or _key(f) in keys)]
-
-
-def _read(cls: Any, raw: Any, path: str, reading: _Reading, keys: Tuple[str, ...] = (),
-          given: Optional[Dict[str, Any]] = None, defaults: Optional[Dict[str, Any]] = None) -> Any:
-    """One section: its mapping against cls's settings, then the section's check.
-    ``given``: values that are not keys (a node's name); ``defaults``: ones known only here."""
-    m = _mapping(raw, path, reading)
-    settings = _settings(cls, keys)
-    _unknown_keys(m, path, {f.metadata.get("under") or _key(f) for f in settings}, reading)
-    values = dict(given or {})
-    groups: Dict[str, Any] = {}
-    for f in settings:
-        meta = f.metadata
-        default = (defaults or {}).get(f.name, meta["default"])
-        under = meta.get("under", "")
-        source, where = m, path
-        if under:
-            if under not in groups:
-                groups[under] = _group(settings, m, under, _join(path, under), reading)
-            source, where = groups[under], _join(path, under)
-        if meta.get("custom"):
-            continue
-        if source is None:  # a group left out: its keys are not read
-            values[f.name] = _ZERO.get(f.type) if default is MISSING else default
-            continue
-        values[f.name] = _value(f, source.get(_key(f), _ABSENT), default, _join(where, _key(f)), reading)
-    for klass in cls.__mro__:
-        if klass in _CHECKS:
-            return _CHECKS[klass](cls, values, raw, path, reading)
-    return cls(**values)
-
-
-def _group(settings: List[Any], m: Mapping[str, Any], under: str, path: str, reading: _Reading) -> Any:
-    """The sub-mapping ``under`` (atlas's ``admin``, ``log``), or None when it is absent or
-    empty (then its keys are not read; absent and holding a required key: missing)."""
-    raw = m.get(under)
-    members = [f for f in settings if f.metadata.get("under") == under]
-    if raw is None and any(f.metadata["default"] is MISSING and not f.metadata.get("custom") for f in members):
-        reading.add(path, "missing")
-    g = _mapping(raw, path, reading)
-    _unknown_keys(g, path, {_key(f) for f in members}, reading)
-    return g or None
-
-
-def _value(f: Any, value: Any, default: Any, path: str, reading: _Reading) -> Any:
-    meta = f.metadata
-    section = meta.get("section")
-    if section is not None:
-        if value is _ABSENT or value is None:
-            if default is None:
-                return None
-            if default is MISSING:
-                reading.add(path, "missing")
-                return _read(section, {}, path, _Reading(reading.base_dir), keys=meta.get("keys", ()))
-            value = None
-        return _read(section, value, path, reading, keys=meta.get("keys", ()))
-    if "read" in meta:
-        if value is _ABSENT and default is not MISSING:
-            return default
-        return meta["read"](None if value is _ABSENT else value, path, reading)
-    fallback = _ZERO.get(f.type) if default is MISSING else default
-    if value is _ABSENT:
-        if default is MISSING:
-            reading.add(path, "missing")
-        return fallback
-    check = meta.get("check") or (_choice if "choices" in meta else _KINDS[f.type])
-    try:
-        return check(value, meta)
-    except ValueError as exc:
-        reading.add(path, str(exc))
-        return fallback
-
-
-# Value checks: (value, meta) -> the value to keep, or ValueError(the problem). The first
-# line of the docstring names the type in reference().
-
-
-def _text(value: Any, meta: Any = None) -> str:
-    """string"""
-    if value is None:
-        raise ValueError("missing")
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError("expected a non-empty string")
-    return value
-
-
-def _integer(value: Any, meta: Any) -> int:
-    """integer"""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("expected an integer")
-    if not meta["lo"] <= value <= meta["hi"]:
-        raise ValueError(f"expected an integer from {meta['lo']} to {meta['hi']}")
-    return value
-
-
-def _number(value: Any, meta: Any) -> float:
-    """number"""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError("expected a number")
-    if not meta["lo"] <= value <= meta["hi"]:
-        raise ValueError(f"expected a number from {meta['lo']:g} to {meta['hi']:g}")
-    return float(value)
-
-
-def _boolean(value: Any, meta: Any) -> bool:
-    """true or false"""
-    if not isinstance(value, bool):
-        raise ValueError("expected true or false")
-    return value
-
-
-def _choice(value: Any, meta: Any) -> str:
-    """one of"""
-    if value not in meta["choices"]:
-        raise ValueError(f"expected one of {', '.join(meta['choices'])}")
-    return str(value)
-
-
-_KINDS = {"str": _text, "int": _integer, "float": _number, "bool": _boolean}
+# Value checks of this file's keys: (value, meta) -> the value to keep, or ValueError(the
+# problem); the docstring's first line names the type in the reference.
 
 
 def _any_string(value: Any, meta: Any) -> str:
@@ -297,7 +96,7 @@ def _atlas_address(value: Any, meta: Any) -> str:
 
 def _mail_address(value: Any, meta: Any) -> str:
     """mail address"""
-    value = _text(value)
+    value = text(value)
     if "@" not in value or re.search(r"[\r\n]", value):
         raise ValueError("expected a mail address")
     return value
@@ -305,7 +104,7 @@ def _mail_address(value: Any, meta: Any) -> str:
 
 def _webhook_url(value: Any, meta: Any) -> str:
     """http(s) URL"""
-    value = _text(value)
+    value = text(value)
     from urllib.parse import urlsplit  # only with a webhook configured
 
     try:
@@ -323,7 +122,7 @@ def _webhook_url(value: Any, meta: Any) -> str:
 # Structure readers: (value or None when absent, path, reading) -> the value to keep.
 
 
-def _argv_lists(value: Any, path: str, reading: _Reading) -> Tuple[Tuple[str, ...], ...]:
+def _argv_lists(value: Any, path: str, reading: Reading) -> Tuple[Tuple[str, ...], ...]:
     """list of argv lists
 
     Each hook a non-empty list of strings whose first item is an absolute program path
@@ -349,10 +148,10 @@ def _argv_lists(value: Any, path: str, reading: _Reading) -> Tuple[Tuple[str, ..
 _HEADER_NAME = Pattern(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
-def _headers(value: Any, path: str, reading: _Reading) -> Tuple[Tuple[str, str], ...]:
+def _headers(value: Any, path: str, reading: Reading) -> Tuple[Tuple[str, str], ...]:
     """mapping of HTTP headers"""
     headers = []
-    for name, text in _mapping(value, path, reading).items():
+    for name, text in mapping(value, path, reading).items():
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             reading.add(path, f"{name!r} is not an HTTP header name")
         elif not isinstance(text, str) or re.search(r"[\r\n\0]", text):
@@ -362,7 +161,7 @@ def _headers(value: Any, path: str, reading: _Reading) -> Tuple[Tuple[str, str],
     return tuple(headers)
 
 
-def _recipients(value: Any, path: str, reading: _Reading) -> Tuple[str, ...]:
+def _recipients(value: Any, path: str, reading: Reading) -> Tuple[str, ...]:
     """list of mail addresses"""
     if value is None:
         reading.add(path, "missing")
@@ -379,18 +178,18 @@ def _recipients(value: Any, path: str, reading: _Reading) -> Tuple[str, ...]:
     return tuple(recipients)
 
 
-def _nodes(value: Any, path: str, reading: _Reading) -> Tuple[Node, ...]:
+def _nodes(value: Any, path: str, reading: Reading) -> Tuple[Node, ...]:
     """map of two nodes, by name"""
-    m = _mapping(value, path, reading)
+    m = mapping(value, path, reading)
     if value is None:
         reading.add(path, "missing")
         return ()
     if len(m) != 2:
         reading.add(path, f"expected exactly 2 nodes, got {len(m)}")
-    return tuple(_read(Node, spec, f"{path}.{name}", reading, given={"name": str(name)}) for name, spec in m.items())
+    return tuple(read(Node, spec, f"{path}.{name}", reading, given={"name": str(name)}) for name, spec in m.items())
 
 
-def _atlas(value: Any, path: str, reading: _Reading) -> Tuple[AtlasInstance, ...]:
+def _atlas(value: Any, path: str, reading: Reading) -> Tuple[AtlasInstance, ...]:
     """list of Atlas instances"""
     if value is None:
         return ()
@@ -400,14 +199,14 @@ def _atlas(value: Any, path: str, reading: _Reading) -> Tuple[AtlasInstance, ...
     out: List[AtlasInstance] = []
     for i, item in enumerate(value):
         where = f"{path}[{i}]"
-        atlas = _read(AtlasInstance, item, where, reading, defaults={"name": f"atlas{i + 1}"})
+        atlas = read(AtlasInstance, item, where, reading, defaults={"name": f"atlas{i + 1}"})
         if atlas.name in {a.name for a in out}:
             reading.add(f"{where}.name", f"duplicate name {atlas.name!r}")
         out.append(atlas)
     return tuple(out)
 
 
-def _secret(m: Mapping[str, Any], path: str, reading: _Reading) -> Tuple[str, str]:
+def _secret(m: Mapping[str, Any], path: str, reading: Reading) -> Tuple[str, str]:
     """(password, password_file): the password given inline, or the file to read it from
     (relative to the config's directory; resolve() reads it)."""
     if "password" in m and "password_file" in m:
@@ -429,7 +228,7 @@ def _secret(m: Mapping[str, Any], path: str, reading: _Reading) -> Tuple[str, st
     return str(value), ""
 
 
-def _as_mapping(raw: Any) -> Mapping[str, Any]:
+def as_mapping(raw: Any) -> Mapping[str, Any]:
     return raw if isinstance(raw, Mapping) else {}
 
 
@@ -464,9 +263,9 @@ class Account:
 REPLICATION_KEYS = ("user", "password", "password_file")  # the replica's account has no timeouts or TLS of orch's
 
 
-@_checks(Account)
-def _account(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: _Reading) -> Account:
-    values["password"], values["password_file"] = _secret(_as_mapping(raw), path, reading)
+@checks(Account)
+def _account(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Account:
+    values["password"], values["password_file"] = _secret(as_mapping(raw), path, reading)
     if values.get("tls_ca"):  # (the replication account has no TLS keys)
         values["tls_ca"] = os.path.join(reading.base_dir, values["tls_ca"])
         if values["tls"] == "preferred":
@@ -484,9 +283,9 @@ class Node:
     atlas_address: str = setting("", "the backend as Atlas lists it", check=_atlas_address, shown_default="host:port")
 
 
-@_checks(Node)
-def _node(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: _Reading) -> Node:
-    if _as_mapping(raw).get("atlas_address") is None:
+@checks(Node)
+def _node(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Node:
+    if as_mapping(raw).get("atlas_address") is None:
         values["atlas_address"] = f"{values['host']}:{values['port']}"
         try:
             values["atlas_address"] = parse_ipv4_address(values["atlas_address"])
@@ -514,8 +313,8 @@ class Failover:
                                    "waits for orch ack (0: off)", lo=0, hi=30 * 86400)
 
 
-@_checks(Failover)
-def _failover(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: _Reading) -> Failover:
+@checks(Failover)
+def _failover(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Failover:
     if values["semi_sync"] and not values["witness"]:
         reading.add(f"{path}.witness", "missing: with semi_sync the maintainer needs it to tell a dead replica from "
                     "an isolated master")
@@ -541,9 +340,9 @@ class AtlasInstance:
     password_file: str = _password_file(under="admin")
 
 
-@_checks(AtlasInstance)
-def _atlas_instance(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: _Reading) -> AtlasInstance:
-    m = _as_mapping(raw)
+@checks(AtlasInstance)
+def _atlas_instance(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> AtlasInstance:
+    m = as_mapping(raw)
     admin = m.get("admin")
     if isinstance(admin, Mapping) and admin:
         values["password"], values["password_file"] = _secret(admin, f"{path}.admin", reading)
@@ -583,9 +382,9 @@ class Keepalived:
                              "(ARP)", check=_interface)
 
 
-@_checks(Keepalived)
-def _keepalived(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: _Reading) -> Keepalived:
-    vip = _as_mapping(raw).get("vip") or ""
+@checks(Keepalived)
+def _keepalived(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Keepalived:
+    vip = as_mapping(raw).get("vip") or ""
     if vip and not values["vip_check"]:
         reading.add(f"{path}.vip", "set while keepalived.vip_check is false: give one or the other")
         vip = ""
@@ -628,9 +427,9 @@ class Smtp:
     password_file: str = _password_file()
 
 
-@_checks(Smtp)
-def _smtp(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: _Reading) -> Smtp:
-    m = _as_mapping(raw)
+@checks(Smtp)
+def _smtp(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Smtp:
+    m = as_mapping(raw)
     if "port" not in m and values["starttls"]:
         values["port"] = 587
     if "user" in m:
@@ -663,8 +462,8 @@ class Alerts:
         return tuple(v for v in values if v)
 
 
-@_checks(Alerts)
-def _alerts(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: _Reading) -> Optional[Alerts]:
+@checks(Alerts)
+def _alerts(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Optional[Alerts]:
     if values["webhook"] is None and values["smtp"] is None:
         if isinstance(raw, Mapping):
             reading.add(path, "give webhook or smtp (or leave alerts out)")
@@ -701,14 +500,16 @@ class Config:
     flavor: str = setting("auto", "the servers' kind; auto reads SELECT VERSION()", choices=FLAVORS, positional=True)
     self_name: str = setting(help="this host's node; --node or ORCH_NODE override", key="self", custom=True,
                              shown_type="node name", shown_default="required (or --node)", positional=True)
-    nodes: Tuple[Node, ...] = setting(help="the two servers, by name", read=_nodes, positional=True)
+    nodes: Tuple[Node, ...] = setting(help="the two servers, by name", read=_nodes, each=(Node, ".<name>"),
+                                      positional=True)
     mysql: Account = setting(help="the account orch uses on both servers", section=Account, positional=True)
     replication: Account = setting(help="the account the replica uses to reach the peer", section=Account,
                                    keys=REPLICATION_KEYS, positional=True)
     failover: Failover = setting(Failover(), "the failover's deadlines and safety")
     state_dir: str = setting("/var/lib/orch", "lock, journal.jsonl, pending-event.json, semisync.json, rewind/, "
                              "flap-ack.json", check=_directory)
-    atlas: Tuple[AtlasInstance, ...] = setting((), "every Atlas this host manages (usually the local one)", read=_atlas)
+    atlas: Tuple[AtlasInstance, ...] = setting((), "every Atlas this host manages (usually the local one)", read=_atlas,
+                                                   each=(AtlasInstance, "[]"))
     maintainer: Maintainer = setting(Maintainer(), "the maintainer (orch maintain): its pace, lag limit and metrics")
     keepalived: Keepalived = setting(Keepalived(), "which keepalived events are ours, and the VIP")
     hooks: Hooks = setting(Hooks(), "site commands around a promotion or a switchover (README: Hooks)")
@@ -740,10 +541,10 @@ class Config:
         return tuple(v for v in values if v)
 
 
-@_checks(Config)
-def _config(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: _Reading) -> Config:
+@checks(Config)
+def _config(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Config:
     nodes = values["nodes"]
-    self_name = reading.self_override or _as_mapping(raw).get("self")
+    self_name = reading.self_override or as_mapping(raw).get("self")
     if not self_name:
         reading.add("self", "missing (or give --node / ORCH_NODE)")
     elif nodes and str(self_name) not in {n.name for n in nodes}:
@@ -761,29 +562,9 @@ def _config(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: _Rea
 # --- the schema as key lists and as a reference -------------------------------------
 
 
-def schema(cls: Any = Config, prefix: str = "", keys: Tuple[str, ...] = ()) -> Iterator[Tuple[str, Any]]:
-    """Every key of the file: (dotted path, its field), sections before their keys. A node's
-    keys are under ``nodes.<name>``, an Atlas instance's under ``atlas[]``."""
-    for f in _settings(cls, keys):
-        meta = f.metadata
-        path = _join(_join(prefix, meta["under"]) if "under" in meta else prefix, _key(f))
-        yield path, f
-        if "section" in meta:
-            yield from schema(meta["section"], path, meta.get("keys", ()))
-        elif meta.get("read") is _nodes:
-            yield from schema(Node, f"{path}.<name>")
-        elif meta.get("read") is _atlas:
-            yield from schema(AtlasInstance, f"{path}[]")
-
-
-def keys_of(cls: Any, under: str = "", keys: Tuple[str, ...] = ()) -> Tuple[str, ...]:
-    """The YAML keys of one section (of its sub-mapping ``under``), groups included."""
-    out: List[str] = []
-    for f in _settings(cls, keys):
-        name = _key(f) if f.metadata.get("under", "") == under else (f.metadata["under"] if not under else "")
-        if name and name not in out:
-            out.append(name)
-    return tuple(out)
+def all_keys(cls: Any = Config) -> Iterator[Tuple[str, Any]]:
+    """Every key of the file: (dotted path, its field), as docs/configuration.md lists them."""
+    return paths(cls)
 
 
 # The key lists, derived from the schema (tests/test_conf_files.py checks the example shows each).
@@ -801,55 +582,10 @@ WEBHOOK_KEYS = keys_of(Webhook)
 SMTP_KEYS = keys_of(Smtp)
 
 
-def _shown(value: Any) -> str:
-    if value is True or value is False:
-        return f"`{str(value).lower()}`"
-    if isinstance(value, float):
-        return f"`{value:g}`"
-    if value in ("", (), None):
-        return "none"
-    return f"`{value}`"
-
-
-def _bound(value: Any) -> str:
-    return str(int(value)) if value == int(value) else f"{value:g}"
-
-
-def _describe(f: Any) -> Tuple[str, str, str]:
-    """(type, default, allowed) of one key, as reference() shows them."""
-    meta = f.metadata
-    if "shown_type" in meta:
-        kind = meta["shown_type"]
-    elif "section" in meta:
-        kind = "section"
-    elif "choices" in meta:
-        kind = "string"
-    else:  # what reads the value names its type in its docstring's first line
-        reader = meta.get("read") or meta.get("check") or _KINDS.get(f.type)
-        kind = (getattr(reader, "__doc__", None) or str(f.type)).splitlines()[0]
-    if meta.get("shown_default"):
-        default = meta["shown_default"]
-    elif meta["default"] is MISSING:
-        default = f"required (or {meta['either']})" if "either" in meta else "required"
-    elif "section" in meta:
-        default = "" if meta["default"] is not None else "none"
-    elif "either" in meta:
-        default = f"none (or {meta['either']})"
-    else:
-        default = _shown(meta["default"])
-    if "choices" in meta:
-        allowed = ", ".join(f"`{c}`" for c in meta["choices"])
-    elif "lo" in meta:
-        allowed = f"{_bound(meta['lo'])} to {_bound(meta['hi'])}"
-    else:
-        allowed = ""
-    return kind, default, allowed
-
-
 def reference(cls: Any = Config) -> str:
     """The configuration reference as Markdown: every key with its type, default, allowed
-    values and help, one table per section (docs/configuration.md is this text)."""
-    lines = [
+    values and help, one table per section. docs/configuration.md is this text."""
+    return "\n".join([
         "# Configuration reference",
         "",
         "<!-- Generated by orchestrator.config.reference() from the schema in orchestrator/config.py;",
@@ -861,62 +597,28 @@ def reference(cls: Any = Config) -> str:
         "level is an error; `orch check-config` reports every problem with its path. A relative",
         "file path is relative to the directory of orch.yaml.",
         "",
-    ]
-    rows: Dict[str, List[str]] = {"": []}
-    order = [""]
-    for path, f in schema(cls):
-        top = path.split(".")[0].split("[")[0]
-        if "." not in path and "[" not in path and ("section" in f.metadata or f.metadata.get("read") in (_nodes, _atlas)):
-            rows[top] = []
-            order.append(top)
-            rows[top].append(f.metadata["help"])
-            continue
-        if "under" in f.metadata and f.metadata["under"] not in rows and path.startswith(f.metadata["under"] + "."):
-            rows[f.metadata["under"]] = [""]
-            order.append(f.metadata["under"])
-        section = top if top in rows else ""
-        kind, default, allowed = _describe(f)
-        rows[section].append(f"| `{path}` | {kind} | {default} | {allowed} | {f.metadata['help']} |")
-    for section in order:
-        lines += [f"## `{section}`" if section else "## Top level", ""]
-        body = rows[section]
-        if section and body[0]:
-            lines += [body[0][0].upper() + body[0][1:] + ".", ""]
-        lines += ["| Key | Type | Default | Allowed | Meaning |", "|---|---|---|---|---|"]
-        lines += body[1:] if section else body
-        lines.append("")
-    return "\n".join(lines)
+        *tables(cls),
+    ])
 
 
 # --- reading a whole file: validate (pure), resolve (files), parse (both), load -------
-
-
-def read_section(cls: Any, raw: Any, path: str = "", base_dir: str = "", given: Optional[Dict[str, Any]] = None) -> Any:
-    """Read one section's mapping against cls's schema (no file is read); raise ConfigError
-    listing every problem, each with its path under ``path``. ``given``: fields that are
-    not keys (Config's path)."""
-    reading = _Reading(base_dir)
-    section = _read(cls, raw, path, reading, given=given)
-    if reading.items:
-        raise ConfigError(reading.items)
-    return section
 
 
 def _base_dir(path: str) -> str:
     return os.path.dirname(os.path.abspath(path)) if path and not path.startswith("<") else os.getcwd()
 
 
-def _validate(raw: Any, path: str, reading: _Reading) -> Config:
+def _validate(raw: Any, path: str, reading: Reading) -> Config:
     if not isinstance(raw, Mapping):
         raise ConfigError([f"{path}: expected a YAML mapping at the top level"])
-    return _read(Config, raw, "", reading, given={"path": path})
+    return read(Config, raw, "", reading, given={"path": path})
 
 
 def validate(raw: Any, path: str = "<config>", self_override: Optional[str] = None) -> Config:
     """Validate a loaded YAML document against the schema without reading any file:
     password_file and tls_ca stay paths (resolve() reads them). Raise ConfigError listing
     every problem."""
-    reading = _Reading(_base_dir(path), self_override)
+    reading = Reading(_base_dir(path), self_override)
     cfg = _validate(raw, path, reading)
     if reading.items:
         raise ConfigError(reading.items)
@@ -926,7 +628,7 @@ def validate(raw: Any, path: str = "<config>", self_override: Optional[str] = No
 def resolve(cfg: Config) -> Config:
     """Read what a validated config points at: passwords from their files, the CA's
     presence, hook programs (warnings). Raise ConfigError listing every problem."""
-    reading = _Reading()
+    reading = Reading()
     cfg = _resolve(cfg, reading)
     if reading.items:
         raise ConfigError(reading.items)
@@ -936,14 +638,14 @@ def resolve(cfg: Config) -> Config:
 def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None) -> Config:
     """Validate a loaded YAML document, then resolve it; raise ConfigError listing every
     problem of both steps at once."""
-    reading = _Reading(_base_dir(path), self_override)
+    reading = Reading(_base_dir(path), self_override)
     cfg = _resolve(_validate(raw, path, reading), reading)
     if reading.items:
         raise ConfigError(reading.items)
     return cfg
 
 
-def _resolve(cfg: Config, reading: _Reading) -> Config:
+def _resolve(cfg: Config, reading: Reading) -> Config:
     mysql = _with_password(cfg.mysql, "mysql", reading)
     if mysql.tls_ca and not os.path.isfile(mysql.tls_ca):
         reading.add("mysql.tls_ca", f"{mysql.tls_ca} does not exist")
@@ -959,7 +661,7 @@ def _resolve(cfg: Config, reading: _Reading) -> Config:
                    warnings=cfg.warnings + _hook_warnings(cfg.hooks))
 
 
-def _with_password(holder: Any, path: str, reading: _Reading) -> Any:
+def _with_password(holder: Any, path: str, reading: Reading) -> Any:
     """``holder`` with its password read from its password_file (when it names one)."""
     pf = holder.password_file
     if not pf:

@@ -16,7 +16,7 @@ from orchestrator.config import Config, parse, read_section, resolve, setting, v
 from orchestrator.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = dict(config.schema())
+SCHEMA = dict(config.all_keys())
 
 GOOD = {
     "self": "server1",
