@@ -1,6 +1,13 @@
 """Configuration: YAML -> frozen dataclasses, with every problem reported at once.
 
-Defaults live here and nowhere else. Key names are a public interface.
+Each key is stated once, as a field of its section's dataclass made by ``setting()``
+(orchestrator/schema.py): YAML key, default, bounds or choices, one line of help. One
+reader walks each section against its fields; a section's own check (``@checks``) then
+says what no single field can (the nodes map, rules across fields). Reading touches no
+file: ``validate`` leaves password_file and tls_ca as paths and ``resolve`` reads them
+(and looks at the hook programs); ``parse`` does both, ``load`` reads the YAML first.
+``reference()`` renders the schema as docs/configuration.md. Key names are a public
+interface; adding a section is one dataclass and one field of Config.
 """
 
 from __future__ import annotations
@@ -10,123 +17,438 @@ import re
 import socket
 import stat
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from .errors import ConfigError, UsageError
 from .lazy import Pattern
+from .schema import Reading, as_mapping, checks, keys_of, mapping, paths, read, setting, tables, text
+from .schema import read_section  # noqa: F401  (one section alone, for whoever adds one)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, List, Optional, Tuple
+    from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 DEFAULT_PATH = "/etc/orch/orch.yaml"
 FLAVORS = ("auto", "mysql", "mariadb")
 PERSIST_MODES = ("rewrite", "save_config", "none")
-
-
 TLS_MODES = ("disabled", "preferred", "required")
+HOOK_PHASES = ("pre_failover", "post_failover", "pre_switchover", "post_switchover")
 MAX_REPLICATION_PASSWORD = 96  # bytes MariaDB keeps of MASTER_PASSWORD
+
+
+# Value checks of this file's keys: (value, meta) -> the value to keep, or ValueError(the
+# problem); the docstring's first line names the type in the reference.
+
+
+def _any_string(value: Any, meta: Any) -> str:
+    """string"""
+    if not isinstance(value, str):
+        raise ValueError("expected a string")
+    return value
+
+
+def _file_path(value: Any, meta: Any) -> str:
+    """file path"""
+    if not isinstance(value, str):
+        raise ValueError("expected a file path")
+    return value
+
+
+def _absolute_path(value: Any, meta: Any) -> str:
+    """absolute file path"""
+    if not isinstance(value, str) or (value and not os.path.isabs(value)):
+        raise ValueError("expected an absolute file path")
+    return value
+
+
+def _directory(value: Any, meta: Any) -> str:
+    """directory path"""
+    if not isinstance(value, str) or not value:
+        raise ValueError("expected a directory path")
+    return value
+
+
+def _interface(value: Any, meta: Any) -> str:
+    """network interface name"""
+    if not isinstance(value, str) or (value and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", value)):
+        raise ValueError("expected a network interface name")
+    return value
+
+
+def _witness(value: Any, meta: Any) -> str:
+    """IPv4 address"""
+    if value in ("", None):
+        return ""
+    try:
+        return ipv4_address(str(value))
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IPv4 address") from None
+
+
+def _atlas_address(value: Any, meta: Any) -> str:
+    """IPv4:port"""
+    if value is None:
+        return ""  # host:port, filled in by the node's check
+    if not isinstance(value, str):
+        raise ValueError("expected IPv4:port")
+    return parse_ipv4_address(value)
+
+
+def _mail_address(value: Any, meta: Any) -> str:
+    """mail address"""
+    value = text(value)
+    if "@" not in value or re.search(r"[\r\n]", value):
+        raise ValueError("expected a mail address")
+    return value
+
+
+def _webhook_url(value: Any, meta: Any) -> str:
+    """http(s) URL"""
+    value = text(value)
+    from urllib.parse import urlsplit  # only with a webhook configured
+
+    try:
+        parts = urlsplit(value)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = None, False
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or re.search(r"\s", value):
+        raise ValueError("expected an http:// or https:// URL")
+    if "@" in parts.netloc:
+        raise ValueError("credentials in the URL are not supported: give them in headers (Authorization)")
+    return value
+
+
+# Structure readers: (value or None when absent, path, reading) -> the value to keep.
+
+
+def _argv_lists(value: Any, path: str, reading: Reading) -> Tuple[Tuple[str, ...], ...]:
+    """list of argv lists
+
+    Each hook a non-empty list of strings whose first item is an absolute program path
+    (no PATH lookup, no shell)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        reading.add(path, "expected a list of argv lists ([[/usr/local/bin/x, arg], ...])")
+        return ()
+    hooks = []
+    for i, argv in enumerate(value):
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
+            reading.add(f"{path}[{i}]", "expected a non-empty list of non-empty strings (an argv, run without a shell)")
+        elif not os.path.isabs(argv[0]):
+            reading.add(f"{path}[{i}][0]", f"expected an absolute program path, got {argv[0]!r} (hooks run without PATH lookup)")
+        elif any("\0" in a for a in argv):
+            reading.add(f"{path}[{i}]", "an argument contains a NUL byte")
+        else:
+            hooks.append(tuple(argv))
+    return tuple(hooks)
+
+
+_HEADER_NAME = Pattern(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _headers(value: Any, path: str, reading: Reading) -> Tuple[Tuple[str, str], ...]:
+    """mapping of HTTP headers"""
+    headers = []
+    for name, text in mapping(value, path, reading).items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            reading.add(path, f"{name!r} is not an HTTP header name")
+        elif not isinstance(text, str) or re.search(r"[\r\n\0]", text):
+            reading.add(f"{path}.{name}", "expected a one-line string")  # never echo the value: it may be a token
+        else:
+            headers.append((name, text))
+    return tuple(headers)
+
+
+def _recipients(value: Any, path: str, reading: Reading) -> Tuple[str, ...]:
+    """list of mail addresses"""
+    if value is None:
+        reading.add(path, "missing")
+        return ()
+    if not isinstance(value, list) or not value:
+        reading.add(path, "expected a list of mail addresses")
+        return ()
+    recipients = []
+    for i, address in enumerate(value):
+        if not isinstance(address, str) or "@" not in address or re.search(r"[\r\n]", address):
+            reading.add(f"{path}[{i}]", "expected a mail address")
+        else:
+            recipients.append(address)
+    return tuple(recipients)
+
+
+def _nodes(value: Any, path: str, reading: Reading) -> Tuple[Node, ...]:
+    """map of two nodes, by name"""
+    m = mapping(value, path, reading)
+    if value is None:
+        reading.add(path, "missing")
+        return ()
+    if len(m) != 2:
+        reading.add(path, f"expected exactly 2 nodes, got {len(m)}")
+    return tuple(read(Node, spec, f"{path}.{name}", reading, given={"name": str(name)}) for name, spec in m.items())
+
+
+def _atlas(value: Any, path: str, reading: Reading) -> Tuple[AtlasInstance, ...]:
+    """list of Atlas instances"""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        reading.add(path, "expected a list of Atlas instances")
+        return ()
+    out: List[AtlasInstance] = []
+    for i, item in enumerate(value):
+        where = f"{path}[{i}]"
+        atlas = read(AtlasInstance, item, where, reading, defaults={"name": f"atlas{i + 1}"})
+        if atlas.name in {a.name for a in out}:
+            reading.add(f"{where}.name", f"duplicate name {atlas.name!r}")
+        out.append(atlas)
+    return tuple(out)
+
+
+def _secret(m: Mapping[str, Any], path: str, reading: Reading) -> Tuple[str, str]:
+    """(password, password_file): the password given inline, or the file to read it from
+    (relative to the config's directory; resolve() reads it)."""
+    if "password" in m and "password_file" in m:
+        reading.add(path, "give password or password_file, not both")
+        return "", ""
+    if "password_file" in m:
+        pf = m["password_file"]
+        if not isinstance(pf, str) or not pf:
+            reading.add(f"{path}.password_file", "expected a file path")
+            return "", ""
+        return "", os.path.join(reading.base_dir, pf)
+    value = m.get("password")
+    if value is None:
+        reading.add(f"{path}.password", "missing (or give password_file)")
+        return "", ""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        reading.add(f"{path}.password", "expected a string")
+        return "", ""
+    return str(value), ""
+
+
+def as_mapping(raw: Any) -> Mapping[str, Any]:
+    return raw if isinstance(raw, Mapping) else {}
+
+
+_PASSWORD_HELP = "its password (any UTF-8)"
+_PASSWORD_FILE_HELP = "a file whose first line is the password (relative to orch.yaml's directory)"
+
+
+def _password_file(**kw: Any) -> Any:
+    return setting("", _PASSWORD_FILE_HELP, custom=True, shown_type="file path", **kw)
+
+
+# --- the sections -------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Account:
     """A MySQL account orch logs in with (mysql) or hands to the replica (replication)."""
 
-    user: str
-    password: str = field(repr=False)
-    connect_timeout: float = 2.0
-    tls: str = "preferred"  # like the mysql client: TLS when the server offers it
-    tls_ca: str = ""  # verify the server's certificate (and host name) against this CA
-    read_timeout: float = 2.0  # observation statements; the handshake uses connect_timeout
+    user: str = setting(help="the account's user name", positional=True)
+    password: str = setting(help=_PASSWORD_HELP, either="password_file", custom=True, positional=True, repr=False)
+    connect_timeout: float = setting(2.0, "seconds for the TCP connect and the handshake: past it, a server is down",
+                                     lo=0.1, hi=60)
+    tls: str = setting("preferred", "like the mysql client: preferred uses TLS when the server offers it",
+                       choices=TLS_MODES)
+    tls_ca: str = setting("", "verify the server's certificate and host name against this CA file (implies required)",
+                          check=_file_path)
+    read_timeout: float = setting(2.0, "seconds for an observation statement (the handshake uses connect_timeout): "
+                                  "past it, alive but unusable", lo=0.1, hi=600)
+    password_file: str = _password_file()
+
+
+REPLICATION_KEYS = ("user", "password", "password_file")  # the replica's account has no timeouts or TLS of orch's
+
+
+@checks(Account)
+def _account(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Account:
+    values["password"], values["password_file"] = _secret(as_mapping(raw), path, reading)
+    if values.get("tls_ca"):  # (the replication account has no TLS keys)
+        values["tls_ca"] = os.path.join(reading.base_dir, values["tls_ca"])
+        if values["tls"] == "preferred":
+            values["tls"] = "required"  # a CA to verify against means TLS is wanted
+    return cls(**values)
 
 
 @dataclass(frozen=True)
 class Node:
     """One of the two servers."""
 
-    name: str
-    host: str
-    port: int = 3306
-    atlas_address: str = ""  # "ip:port" as Atlas knows this server; default host:port
+    name: str  # its key in nodes
+    host: str = setting(help="its address (IPv4 where Atlas is managed)", positional=True)
+    port: int = setting(3306, "its MySQL port", lo=1, hi=65535)
+    atlas_address: str = setting("", "the backend as Atlas lists it", check=_atlas_address, shown_default="host:port")
+
+
+@checks(Node)
+def _node(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Node:
+    if as_mapping(raw).get("atlas_address") is None:
+        values["atlas_address"] = f"{values['host']}:{values['port']}"
+        try:
+            values["atlas_address"] = parse_ipv4_address(values["atlas_address"])
+        except ValueError:
+            pass  # only an error when Atlas is configured: the config's check says so
+    return cls(**values)
 
 
 @dataclass(frozen=True)
 class Failover:
     """The failover's deadlines."""
 
-    catchup_timeout: float = 30.0
-    lock_timeout: float = 120.0  # how long a hook waits for another run to finish
-    fence_timeout: float = 3.0  # how long fencing a live peer may wait for its running writes
-    semi_sync: bool = False  # semi-synchronous replication without asynchronous fallback (orch manages the wait)
-    witness: str = ""  # an address both hosts reach (the gateway): tells "my replica died" from "I am isolated"
-    auto_rewind: bool = True  # roll back a divergent tail automatically when it is proven never acknowledged
-    block_seconds: float = 3600.0  # anti-flapping: refuse an automatic promotion this soon after the last one (0: off)
+    catchup_timeout: float = setting(30.0, "seconds to wait for the relay log to be applied", lo=0, hi=3600)
+    lock_timeout: float = setting(120.0, "seconds a notify waits for another orch run on this host; then the "
+                                  "maintainer takes the event", lo=0, hi=3600)
+    fence_timeout: float = setting(3.0, "seconds fencing a live peer may wait for its running writes; then orch "
+                                   "kills them, once", lo=0.1, hi=600)
+    semi_sync: bool = setting(False, "semi-synchronous replication without asynchronous fallback, the wait managed "
+                              "by orch (README: Partitions and split brain)")
+    witness: str = setting("", "an address both hosts reach (the gateway): tells a dead replica from isolation; "
+                           "required with semi_sync", check=_witness)
+    auto_rewind: bool = setting(True, "roll back a divergent tail automatically when it is proven never "
+                                "acknowledged (saved first)")
+    block_seconds: float = setting(3600.0, "anti-flapping: an automatic promotion this soon after the last one "
+                                   "waits for orch ack (0: off)", lo=0, hi=30 * 86400)
+
+
+@checks(Failover)
+def _failover(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Failover:
+    if values["semi_sync"] and not values["witness"]:
+        reading.add(f"{path}.witness", "missing: with semi_sync the maintainer needs it to tell a dead replica from "
+                    "an isolated master")
+    return cls(**values)
 
 
 @dataclass(frozen=True)
 class AtlasInstance:
     """One Atlas proxy and how orch reaches its admin port."""
 
-    name: str
-    host: str
-    port: int
-    user: str
-    password: str = field(repr=False)
-    config_file: str = ""
-    persist: str = "rewrite"
-    timeout: float = 2.0
+    name: str = setting(help="a name for logs and orch status", shown_default="atlas1, atlas2... by position",
+                        positional=True)
+    host: str = setting("127.0.0.1", "the admin port's address", under="admin", positional=True)
+    port: int = setting(2345, "the admin port", lo=1, hi=65535, under="admin", positional=True)
+    user: str = setting(help="Atlas's admin-username", under="admin", positional=True)
+    password: str = setting(help=_PASSWORD_HELP, either="password_file", under="admin", custom=True, positional=True,
+                            repr=False)
+    config_file: str = setting("", "Atlas's config file, where changes are persisted", check=_file_path)
+    persist: str = setting("rewrite", "how read backends are persisted: rewrite (the config_file), save_config "
+                           "(Atlas's own SAVE CONFIG), none", choices=PERSIST_MODES,
+                           shown_default="rewrite with a config_file, else none")
+    timeout: float = setting(2.0, "seconds per admin command", lo=0.1, hi=60, under="admin")
+    password_file: str = _password_file(under="admin")
+
+
+@checks(AtlasInstance)
+def _atlas_instance(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> AtlasInstance:
+    m = as_mapping(raw)
+    admin = m.get("admin")
+    if isinstance(admin, Mapping) and admin:
+        values["password"], values["password_file"] = _secret(admin, f"{path}.admin", reading)
+    else:  # not given (and said so): as before the schema, no address either
+        values.update(host="", port=0, user="", password="", password_file="")
+    if "persist" not in m:
+        values["persist"] = "rewrite" if values["config_file"] else "none"
+    if m.get("persist", values["persist"]) == "rewrite" and not values["config_file"]:
+        reading.add(f"{path}.config_file", "missing (persist: rewrite needs it)")
+    return cls(**values)
 
 
 @dataclass(frozen=True)
 class Maintainer:
     """The maintainer's pace and its replica lag limit."""
 
-    interval: float = 5.0
-    max_lag: int = 10
-    metrics_port: int = 0  # Prometheus metrics on this port (0: off)
+    interval: float = setting(5.0, "seconds between reconcile passes (1 s while a replica is out of Atlas)",
+                              lo=0.1, hi=3600)
+    max_lag: int = setting(10, "seconds; a replica further behind is not a read backend (nor passes orch check "
+                           "--replica)", lo=0, hi=86400)
+    metrics_port: int = setting(0, "Prometheus metrics of orch maintain on this port (conf/orch-alerts.yml needs "
+                                "them); 0: off", lo=0, hi=65535)
 
 
 @dataclass(frozen=True)
 class Keepalived:
     """Which keepalived events are ours, and the VIP they move."""
 
-    instance: str = ""  # act only on notify events for this VRRP instance/group name
-    vip: str = ""  # notify checks whether this host holds it (the real state)
-    vip_check: bool = True  # false: no VIP to check (moved by other means, or a one-host test pair)
-    track_file: str = ""  # keepalived vrrp_track_file (weight 0) orch writes to hand the VIP over
-    interface: str = ""  # the VRRP interface: the duplicate-VIP (ARP) check runs on it
+    instance: str = setting("", "act only on notify events of this VRRP instance (or group) name", check=_any_string)
+    vip: str = setting("", "the VIP: notify checks whether this host holds it (the real state); required unless "
+                       "vip_check is false", custom=True, shown_type="IP address")
+    vip_check: bool = setting(True, "false (and no vip) only where something else moves the VIP, or both nodes "
+                              "share a host")
+    track_file: str = setting("", "keepalived's vrrp_track_file (weight 0): orch writes 1 to hand the VIP over",
+                              check=_absolute_path)
+    interface: str = setting("", "the VRRP interface: the maintainer checks that no other host answers for the VIP "
+                             "(ARP)", check=_interface)
+
+
+@checks(Keepalived)
+def _keepalived(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Keepalived:
+    vip = as_mapping(raw).get("vip") or ""
+    if vip and not values["vip_check"]:
+        reading.add(f"{path}.vip", "set while keepalived.vip_check is false: give one or the other")
+        vip = ""
+    elif vip:
+        try:
+            vip = ip_address(str(vip).split("/")[0])
+        except ValueError:
+            reading.add(f"{path}.vip", "expected an IP address")
+            vip = ""
+    elif values["vip_check"]:
+        reading.add(f"{path}.vip", "missing: notify needs it to tell stale keepalived events from the real state "
+                    "(opt out with keepalived.vip_check: false where something else moves the VIP, or both nodes run on one host)")
+    values["vip"] = vip
+    return cls(**values)
 
 
 @dataclass(frozen=True)
 class Webhook:
     """Where alerts are POSTed as JSON; header values may carry tokens (secrets)."""
 
-    url: str = field(repr=False)
-    timeout: float = 3.0
-    headers: Tuple[Tuple[str, str], ...] = field(default=(), repr=False)
+    url: str = setting(help="the http:// or https:// URL alerts are POSTed to (a secret: often the token itself)",
+                       check=_webhook_url, positional=True, repr=False)
+    timeout: float = setting(3.0, "seconds per POST", lo=0.1, hi=60)
+    headers: Tuple[Tuple[str, str], ...] = setting((), "extra HTTP headers (Authorization...); their values are "
+                                                   "secrets", read=_headers, repr=False)
 
 
 @dataclass(frozen=True)
 class Smtp:
     """The mail relay alerts go through (STARTTLS and login optional)."""
 
-    host: str
-    port: int = 25
-    starttls: bool = False
-    user: str = ""
-    password: str = field(default="", repr=False)
-    sender: str = ""  # the key is ``from``
-    to: Tuple[str, ...] = ()
-    timeout: float = 3.0
+    host: str = setting(help="the mail relay", positional=True)
+    port: int = setting(25, "its SMTP port", lo=1, hi=65535, shown_default="25 (587 with starttls)")
+    starttls: bool = setting(False, "STARTTLS before anything else; must be true to log in to a non-loopback host")
+    user: str = setting("", "log in as this user (with password or password_file)")
+    password: str = setting("", _PASSWORD_HELP, either="password_file", custom=True, repr=False)
+    sender: str = setting("", "the From address", key="from", check=_mail_address, required=True)
+    to: Tuple[str, ...] = setting((), "the recipients", read=_recipients, required=True)
+    timeout: float = setting(3.0, "seconds per mail", lo=0.1, hi=60)
+    password_file: str = _password_file()
+
+
+@checks(Smtp)
+def _smtp(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Smtp:
+    m = as_mapping(raw)
+    if "port" not in m and values["starttls"]:
+        values["port"] = 587
+    if "user" in m:
+        values["password"], values["password_file"] = _secret(m, path, reading)
+        if values["host"] and not values["starttls"] and not _loopback(values["host"]):
+            reading.add(f"{path}.starttls", "must be true to log in to a non-loopback host (the password would cross "
+                        "the network in clear)")
+    elif "password" in m or "password_file" in m:
+        reading.add(f"{path}.user", "missing (a password needs a user)")
+    return cls(**values)
 
 
 @dataclass(frozen=True)
 class Alerts:
     """Alert transports (at least one) and the window within which an identical alert is sent once."""
 
-    webhook: Optional[Webhook] = None
-    smtp: Optional[Smtp] = None
-    dedup_seconds: float = 300.0
+    webhook: Optional[Webhook] = setting(None, "a JSON webhook", section=Webhook)
+    smtp: Optional[Smtp] = setting(None, "a mail", section=Smtp)
+    dedup_seconds: float = setting(300.0, "an identical alert within this window is counted, not sent", lo=0, hi=86400)
 
     @property
     def secrets(self) -> Tuple[str, ...]:
@@ -140,7 +462,16 @@ class Alerts:
         return tuple(v for v in values if v)
 
 
-HOOK_PHASES = ("pre_failover", "post_failover", "pre_switchover", "post_switchover")
+@checks(Alerts)
+def _alerts(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Optional[Alerts]:
+    if values["webhook"] is None and values["smtp"] is None:
+        if isinstance(raw, Mapping):
+            reading.add(path, "give webhook or smtp (or leave alerts out)")
+        return None
+    return cls(**values)
+
+
+_HOOK_HELP = "argv lists, run in order"
 
 
 @dataclass(frozen=True)
@@ -148,11 +479,13 @@ class Hooks:
     """Site commands run around a promotion or a switchover (orchestrator/hooks.py): argv
     lists run without a shell, context in ORCH_* environment variables."""
 
-    timeout: float = 10.0  # seconds per hook; then it is killed with its process group
-    pre_failover: Tuple[Tuple[str, ...], ...] = ()
-    post_failover: Tuple[Tuple[str, ...], ...] = ()
-    pre_switchover: Tuple[Tuple[str, ...], ...] = ()
-    post_switchover: Tuple[Tuple[str, ...], ...] = ()
+    timeout: float = setting(10.0, "seconds per hook; then it is killed with its process group", lo=0.1, hi=3600)
+    pre_failover: Tuple[Tuple[str, ...], ...] = setting((), "before a promotion: one that fails or times out "
+                                                        "refuses it", read=_argv_lists)
+    post_failover: Tuple[Tuple[str, ...], ...] = setting((), "after a promotion, best effort", read=_argv_lists)
+    pre_switchover: Tuple[Tuple[str, ...], ...] = setting((), "before orch switchover: one that fails or times out "
+                                                          "refuses it", read=_argv_lists)
+    post_switchover: Tuple[Tuple[str, ...], ...] = setting((), "after orch switchover, best effort", read=_argv_lists)
 
     def of(self, phase: str) -> Tuple[Tuple[str, ...], ...]:
         return getattr(self, phase) if phase in HOOK_PHASES else ()
@@ -162,21 +495,27 @@ class Hooks:
 class Config:
     """The whole validated configuration."""
 
-    path: str
-    cluster: str
-    flavor: str
-    self_name: str
-    nodes: Tuple[Node, ...]
-    mysql: Account
-    replication: Account
-    failover: Failover = Failover()
-    state_dir: str = "/var/lib/orch"
-    atlas: Tuple[AtlasInstance, ...] = ()
-    maintainer: Maintainer = Maintainer()
-    keepalived: Keepalived = Keepalived()
-    hooks: Hooks = Hooks()
-    alerts: Optional[Alerts] = None  # None: no alerts configured (the notify path checks only this)
-    syslog: bool = False
+    path: str  # the file it was read from
+    cluster: str = setting("atlas-ha", "a name for logs, the journal and alerts", positional=True)
+    flavor: str = setting("auto", "the servers' kind; auto reads SELECT VERSION()", choices=FLAVORS, positional=True)
+    self_name: str = setting(help="this host's node; --node or ORCH_NODE override", key="self", custom=True,
+                             shown_type="node name", shown_default="required (or --node)", positional=True)
+    nodes: Tuple[Node, ...] = setting(help="the two servers, by name", read=_nodes, each=(Node, ".<name>"),
+                                      positional=True)
+    mysql: Account = setting(help="the account orch uses on both servers", section=Account, positional=True)
+    replication: Account = setting(help="the account the replica uses to reach the peer", section=Account,
+                                   keys=REPLICATION_KEYS, positional=True)
+    failover: Failover = setting(Failover(), "the failover's deadlines and safety")
+    state_dir: str = setting("/var/lib/orch", "lock, journal.jsonl, pending-event.json, semisync.json, rewind/, "
+                             "flap-ack.json", check=_directory)
+    atlas: Tuple[AtlasInstance, ...] = setting((), "every Atlas this host manages (usually the local one)", read=_atlas,
+                                                   each=(AtlasInstance, "[]"))
+    maintainer: Maintainer = setting(Maintainer(), "the maintainer (orch maintain): its pace, lag limit and metrics")
+    keepalived: Keepalived = setting(Keepalived(), "which keepalived events are ours, and the VIP")
+    hooks: Hooks = setting(Hooks(), "site commands around a promotion or a switchover (README: Hooks)")
+    alerts: Optional[Alerts] = setting(None, "a webhook and/or a mail on promotion, refusal, split brain... "
+                                       "(README: Alerts)", section=Alerts)
+    syslog: bool = setting(False, "also log to syslog (always to stderr)", under="log")
     warnings: Tuple[str, ...] = ()
 
     def node(self, name: str) -> Node:
@@ -202,109 +541,151 @@ class Config:
         return tuple(v for v in values if v)
 
 
-class _Problems:
-    def __init__(self) -> None:
-        self.items: List[str] = []
+@checks(Config)
+def _config(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Config:
+    nodes = values["nodes"]
+    self_name = reading.self_override or as_mapping(raw).get("self")
+    if not self_name:
+        reading.add("self", "missing (or give --node / ORCH_NODE)")
+    elif nodes and str(self_name) not in {n.name for n in nodes}:
+        reading.add("self", f"{self_name!r} is not one of nodes: {', '.join(n.name for n in nodes)}")
+    values["self_name"] = str(self_name)
+    if values["atlas"]:
+        for n in nodes:
+            try:
+                parse_ipv4_address(n.atlas_address)
+            except ValueError:
+                reading.add(f"nodes.{n.name}.atlas_address", f"{n.host!r} is not an IPv4 address; set atlas_address to IPv4:port")
+    return cls(**values)
 
-    def add(self, path: str, message: str) -> None:
-        self.items.append(f"{path}: {message}")
+
+# --- the schema as key lists and as a reference -------------------------------------
 
 
-def _mapping(raw: Any, path: str, problems: _Problems) -> Mapping[str, Any]:
-    if raw is None:
-        return {}
+def all_keys(cls: Any = Config) -> Iterator[Tuple[str, Any]]:
+    """Every key of the file: (dotted path, its field), as docs/configuration.md lists them."""
+    return paths(cls)
+
+
+# The key lists, derived from the schema (tests/test_conf_files.py checks the example shows each).
+KNOWN_KEYS = keys_of(Config)
+NODE_KEYS = keys_of(Node)
+MYSQL_KEYS = keys_of(Account)
+FAILOVER_KEYS = keys_of(Failover)
+ATLAS_KEYS = keys_of(AtlasInstance)
+ATLAS_ADMIN_KEYS = keys_of(AtlasInstance, "admin")
+MAINTAINER_KEYS = keys_of(Maintainer)
+KEEPALIVED_KEYS = keys_of(Keepalived)
+LOG_KEYS = keys_of(Config, "log")
+ALERTS_KEYS = keys_of(Alerts)
+WEBHOOK_KEYS = keys_of(Webhook)
+SMTP_KEYS = keys_of(Smtp)
+
+
+def reference(cls: Any = Config) -> str:
+    """The configuration reference as Markdown: every key with its type, default, allowed
+    values and help, one table per section. docs/configuration.md is this text."""
+    return "\n".join([
+        "# Configuration reference",
+        "",
+        "<!-- Generated by orchestrator.config.reference() from the schema in orchestrator/config.py;",
+        "     tests/test_config_schema.py fails when this file differs from it. Edit the schema, then run",
+        "     python -c 'from orchestrator.config import reference; print(reference(), end=\"\")' > docs/configuration.md -->",
+        "",
+        "orch reads `/etc/orch/orch.yaml` (or `-c FILE`, or `$ORCH_CONFIG`); `conf/orch.yaml` is a",
+        "complete example and README's Configuration section explains it. An unknown key at any",
+        "level is an error; `orch check-config` reports every problem with its path. A relative",
+        "file path is relative to the directory of orch.yaml.",
+        "",
+        *tables(cls),
+    ])
+
+
+# --- reading a whole file: validate (pure), resolve (files), parse (both), load -------
+
+
+def _base_dir(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path)) if path and not path.startswith("<") else os.getcwd()
+
+
+def _validate(raw: Any, path: str, reading: Reading) -> Config:
     if not isinstance(raw, Mapping):
-        problems.add(path, "expected a mapping")
-        return {}
-    return raw
+        raise ConfigError([f"{path}: expected a YAML mapping at the top level"])
+    return read(Config, raw, "", reading, given={"path": path})
 
 
-def _unknown_keys(m: Mapping[str, Any], path: str, known: Tuple[str, ...], problems: _Problems) -> None:
-    """A misspelt key must not silently fall back to its default."""
-    for key in m:
-        if key not in known:
-            problems.add(f"{path}.{key}" if path else str(key), "unknown key")
+def validate(raw: Any, path: str = "<config>", self_override: Optional[str] = None) -> Config:
+    """Validate a loaded YAML document against the schema without reading any file:
+    password_file and tls_ca stay paths (resolve() reads them). Raise ConfigError listing
+    every problem."""
+    reading = Reading(_base_dir(path), self_override)
+    cfg = _validate(raw, path, reading)
+    if reading.items:
+        raise ConfigError(reading.items)
+    return cfg
 
 
-def _str(raw: Mapping[str, Any], key: str, path: str, problems: _Problems, default: Optional[str] = None) -> str:
-    value = raw.get(key, default)
-    if value is None:
-        problems.add(f"{path}.{key}" if path else key, "missing")
-        return ""
-    if not isinstance(value, str) or not value.strip():
-        problems.add(f"{path}.{key}" if path else key, "expected a non-empty string")
-        return ""
-    return value
+def resolve(cfg: Config) -> Config:
+    """Read what a validated config points at: passwords from their files, the CA's
+    presence, hook programs (warnings). Raise ConfigError listing every problem."""
+    reading = Reading()
+    cfg = _resolve(cfg, reading)
+    if reading.items:
+        raise ConfigError(reading.items)
+    return cfg
 
 
-def _int(raw: Mapping[str, Any], key: str, path: str, problems: _Problems, default: int, lo: int, hi: int) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        problems.add(f"{path}.{key}", "expected an integer")
-        return default
-    if not lo <= value <= hi:
-        problems.add(f"{path}.{key}", f"expected an integer from {lo} to {hi}")
-        return default
-    return value
+def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None) -> Config:
+    """Validate a loaded YAML document, then resolve it; raise ConfigError listing every
+    problem of both steps at once."""
+    reading = Reading(_base_dir(path), self_override)
+    cfg = _resolve(_validate(raw, path, reading), reading)
+    if reading.items:
+        raise ConfigError(reading.items)
+    return cfg
 
 
-def _number(raw: Mapping[str, Any], key: str, path: str, problems: _Problems, default: float, lo: float, hi: float) -> float:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        problems.add(f"{path}.{key}", "expected a number")
-        return default
-    if not lo <= value <= hi:
-        problems.add(f"{path}.{key}", f"expected a number from {lo:g} to {hi:g}")
-        return default
-    return float(value)
+def _resolve(cfg: Config, reading: Reading) -> Config:
+    mysql = _with_password(cfg.mysql, "mysql", reading)
+    if mysql.tls_ca and not os.path.isfile(mysql.tls_ca):
+        reading.add("mysql.tls_ca", f"{mysql.tls_ca} does not exist")
+    replication = _with_password(cfg.replication, "replication", reading)
+    if len(replication.password.encode("utf-8")) > MAX_REPLICATION_PASSWORD:
+        # MariaDB keeps at most 96 bytes of MASTER_PASSWORD (MySQL: 32 characters).
+        reading.add("replication.password", f"longer than {MAX_REPLICATION_PASSWORD} bytes of UTF-8: the server would not keep it whole")
+    atlas = tuple(_with_password(a, f"atlas[{i}].admin", reading) for i, a in enumerate(cfg.atlas))
+    alerts = cfg.alerts
+    if alerts is not None and alerts.smtp is not None and alerts.smtp.password_file:
+        alerts = replace(alerts, smtp=_with_password(alerts.smtp, "alerts.smtp", reading))
+    return replace(cfg, mysql=mysql, replication=replication, atlas=atlas, alerts=alerts,
+                   warnings=cfg.warnings + _hook_warnings(cfg.hooks))
 
 
-def _bool(raw: Mapping[str, Any], key: str, path: str, problems: _Problems, default: bool) -> bool:
-    value = raw.get(key, default)
-    if not isinstance(value, bool):
-        problems.add(f"{path}.{key}", "expected true or false")
-        return default
-    return value
-
-
-def _witness(raw: Mapping[str, Any], problems: _Problems) -> str:
-    value = raw.get("witness", "")
-    if value in ("", None):
-        return ""
+def _with_password(holder: Any, path: str, reading: Reading) -> Any:
+    """``holder`` with its password read from its password_file (when it names one)."""
+    pf = holder.password_file
+    if not pf:
+        return holder
     try:
-        return ipv4_address(str(value))
-    except ValueError:
-        problems.add("failover.witness", f"{value!r} is not an IPv4 address")
-        return ""
+        with open(pf, encoding="utf-8") as fh:
+            value = fh.read().rstrip("\r\n")
+    except OSError as exc:
+        reading.add(f"{path}.password_file", f"cannot read {pf}: {exc.strerror}")
+        return holder
+    if not value:
+        reading.add(f"{path}.password_file", f"{pf} is empty")
+    return replace(holder, password=value)
 
 
-def _password(raw: Mapping[str, Any], path: str, problems: _Problems, base_dir: str) -> str:
-    if "password" in raw and "password_file" in raw:
-        problems.add(path, "give password or password_file, not both")
-        return ""
-    if "password_file" in raw:
-        pf = raw["password_file"]
-        if not isinstance(pf, str) or not pf:
-            problems.add(f"{path}.password_file", "expected a file path")
-            return ""
-        pf = os.path.join(base_dir, pf)
-        try:
-            with open(pf, encoding="utf-8") as fh:
-                value = fh.read().rstrip("\r\n")
-        except OSError as exc:
-            problems.add(f"{path}.password_file", f"cannot read {pf}: {exc.strerror}")
-            return ""
-        if not value:
-            problems.add(f"{path}.password_file", f"{pf} is empty")
-        return value
-    value = raw.get("password")
-    if value is None:
-        problems.add(f"{path}.password", "missing (or give password_file)")
-        return ""
-    if not isinstance(value, (str, int)) or isinstance(value, bool):
-        problems.add(f"{path}.password", "expected a string")
-        return ""
-    return str(value)
+def _hook_warnings(hooks: Hooks) -> Tuple[str, ...]:
+    """A pre hook that cannot run refuses every promotion: say so at every load."""
+    out = []
+    for phase in HOOK_PHASES:
+        for i, argv in enumerate(hooks.of(phase)):
+            if not os.access(argv[0], os.X_OK):
+                what = "every promotion would be refused" if phase.startswith("pre_") else "it would fail"
+                out.append(f"hooks.{phase}[{i}]: {argv[0]} is missing or not executable: {what}")
+    return tuple(out)
 
 
 def parse_ipv4_address(text: str) -> str:
@@ -317,175 +698,6 @@ def parse_ipv4_address(text: str) -> str:
     except ValueError:
         raise ValueError(f"{text!r} is not IPv4:port (Atlas takes no host names)") from None
     return f"{ip}:{int(port)}"
-
-
-def _account(raw: Any, path: str, problems: _Problems, base_dir: str, with_timeout: bool) -> Account:
-    m = _mapping(raw, path, problems)
-    if raw is None:
-        problems.add(path, "missing")
-        return Account("", "")
-    _unknown_keys(m, path, MYSQL_KEYS if with_timeout else REPLICATION_KEYS, problems)
-    user = _str(m, "user", path, problems)
-    password = _password(m, path, problems, base_dir)
-    if not with_timeout:
-        return Account(user, password)
-    timeout = _number(m, "connect_timeout", path, problems, 2.0, 0.1, 60)
-    read_timeout = _number(m, "read_timeout", path, problems, 2.0, 0.1, 600)
-    tls = m.get("tls", "preferred")
-    if tls not in TLS_MODES:
-        problems.add(f"{path}.tls", f"expected one of {', '.join(TLS_MODES)}")
-        tls = "preferred"
-    tls_ca = m.get("tls_ca", "")
-    if not isinstance(tls_ca, str):
-        problems.add(f"{path}.tls_ca", "expected a file path")
-        tls_ca = ""
-    elif tls_ca:
-        tls_ca = os.path.join(base_dir, tls_ca)
-        if not os.path.isfile(tls_ca):
-            problems.add(f"{path}.tls_ca", f"{tls_ca} does not exist")
-        if tls == "preferred":
-            tls = "required"  # a CA to verify against means TLS is wanted
-    return Account(user, password, timeout, tls, tls_ca, read_timeout)
-
-
-def _nodes(raw: Any, problems: _Problems) -> Tuple[Node, ...]:
-    m = _mapping(raw, "nodes", problems)
-    if raw is None:
-        problems.add("nodes", "missing")
-        return ()
-    if len(m) != 2:
-        problems.add("nodes", f"expected exactly 2 nodes, got {len(m)}")
-    nodes = []
-    for name, spec in m.items():
-        path = f"nodes.{name}"
-        spec = _mapping(spec, path, problems)
-        _unknown_keys(spec, path, NODE_KEYS, problems)
-        host = _str(spec, "host", path, problems)
-        port = _int(spec, "port", path, problems, 3306, 1, 65535)
-        atlas_address = spec.get("atlas_address")
-        if atlas_address is None:
-            atlas_address = f"{host}:{port}"
-            try:
-                atlas_address = parse_ipv4_address(atlas_address)
-            except ValueError:
-                pass  # only an error when Atlas is configured; checked below
-        elif not isinstance(atlas_address, str):
-            problems.add(f"{path}.atlas_address", "expected IPv4:port")
-        else:
-            try:
-                atlas_address = parse_ipv4_address(atlas_address)
-            except ValueError as exc:
-                problems.add(f"{path}.atlas_address", str(exc))
-        nodes.append(Node(str(name), host, port, str(atlas_address)))
-    return tuple(nodes)
-
-
-def _atlas(raw: Any, problems: _Problems, base_dir: str) -> Tuple[AtlasInstance, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        problems.add("atlas", "expected a list of Atlas instances")
-        return ()
-    out = []
-    names = set()
-    for i, item in enumerate(raw):
-        path = f"atlas[{i}]"
-        m = _mapping(item, path, problems)
-        _unknown_keys(m, path, ATLAS_KEYS, problems)
-        name = _str(m, "name", path, problems, default=f"atlas{i + 1}")
-        if name in names:
-            problems.add(f"{path}.name", f"duplicate name {name!r}")
-        names.add(name)
-        admin = _mapping(m.get("admin"), f"{path}.admin", problems)
-        if m.get("admin") is None:
-            problems.add(f"{path}.admin", "missing")
-        apath = f"{path}.admin"
-        _unknown_keys(admin, apath, ATLAS_ADMIN_KEYS, problems)
-        host = _str(admin, "host", apath, problems, default="127.0.0.1") if admin else ""
-        port = _int(admin, "port", apath, problems, 2345, 1, 65535) if admin else 0
-        user = _str(admin, "user", apath, problems) if admin else ""
-        password = _password(admin, apath, problems, base_dir) if admin else ""
-        timeout = _number(admin, "timeout", apath, problems, 2.0, 0.1, 60) if admin else 2.0
-        config_file = m.get("config_file", "")
-        if not isinstance(config_file, str):
-            problems.add(f"{path}.config_file", "expected a file path")
-            config_file = ""
-        persist = m.get("persist", "rewrite" if config_file else "none")
-        if persist not in PERSIST_MODES:
-            problems.add(f"{path}.persist", f"expected one of {', '.join(PERSIST_MODES)}")
-        elif persist == "rewrite" and not config_file:
-            problems.add(f"{path}.config_file", "missing (persist: rewrite needs it)")
-        out.append(AtlasInstance(name, host, port, user, password, config_file, str(persist), timeout))
-    return tuple(out)
-
-
-def _keepalived(raw: Any, problems: _Problems) -> Keepalived:
-    ka = _mapping(raw, "keepalived", problems)
-    _unknown_keys(ka, "keepalived", KEEPALIVED_KEYS, problems)
-    vip_check = ka.get("vip_check", True)
-    if not isinstance(vip_check, bool):
-        problems.add("keepalived.vip_check", "expected true or false")
-        vip_check = True
-    vip = ka.get("vip") or ""
-    if vip and not vip_check:
-        problems.add("keepalived.vip", "set while keepalived.vip_check is false: give one or the other")
-        vip = ""
-    elif vip:
-        try:
-            vip = ip_address(str(vip).split("/")[0])
-        except ValueError:
-            problems.add("keepalived.vip", "expected an IP address")
-            vip = ""
-    elif vip_check:
-        problems.add("keepalived.vip", "missing: notify needs it to tell stale keepalived events from the real state "
-                     "(opt out with keepalived.vip_check: false where something else moves the VIP, or both nodes run on one host)")
-    instance = ka.get("instance", "")
-    if not isinstance(instance, str):
-        problems.add("keepalived.instance", "expected a string")
-        instance = ""
-    track_file = ka.get("track_file", "")
-    if not isinstance(track_file, str) or (track_file and not os.path.isabs(track_file)):
-        problems.add("keepalived.track_file", "expected an absolute file path")
-        track_file = ""
-    interface = ka.get("interface", "")
-    if not isinstance(interface, str) or (interface and not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,15}", interface)):
-        problems.add("keepalived.interface", "expected a network interface name")
-        interface = ""
-    return Keepalived(instance=instance, vip=vip, vip_check=vip_check, track_file=track_file, interface=interface)
-
-
-_HEADER_NAME = Pattern(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
-def _webhook(raw: Any, problems: _Problems) -> Optional[Webhook]:
-    path = "alerts.webhook"
-    m = _mapping(raw, path, problems)
-    _unknown_keys(m, path, WEBHOOK_KEYS, problems)
-    url = _str(m, "url", path, problems)
-    if url:
-        from urllib.parse import urlsplit  # only with a webhook configured
-
-        try:
-            parts = urlsplit(url)
-            port_ok = parts.port is None or parts.port > 0
-        except ValueError:
-            parts, port_ok = None, False
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or re.search(r"\s", url):
-            problems.add(f"{path}.url", "expected an http:// or https:// URL")
-        elif "@" in parts.netloc:
-            problems.add(f"{path}.url", "credentials in the URL are not supported: give them in headers (Authorization)")
-    timeout = _number(m, "timeout", path, problems, 3.0, 0.1, 60)
-    headers: List[Tuple[str, str]] = []
-    raw_headers = m.get("headers")
-    hm = _mapping(raw_headers, f"{path}.headers", problems)
-    for name, value in hm.items():
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-            problems.add(f"{path}.headers", f"{name!r} is not an HTTP header name")
-        elif not isinstance(value, str) or re.search(r"[\r\n\0]", value):
-            problems.add(f"{path}.headers.{name}", "expected a one-line string")  # never echo the value: it may be a token
-        else:
-            headers.append((name, value))
-    return Webhook(url, timeout, tuple(headers))
 
 
 def _loopback(host: str) -> bool:
@@ -529,188 +741,6 @@ def _ipv6(text: str) -> Any:
     import ipaddress
 
     return ipaddress.IPv6Address(text)
-
-
-def _smtp(raw: Any, problems: _Problems, base_dir: str) -> Optional[Smtp]:
-    path = "alerts.smtp"
-    m = _mapping(raw, path, problems)
-    _unknown_keys(m, path, SMTP_KEYS, problems)
-    host = _str(m, "host", path, problems)
-    starttls = _bool(m, "starttls", path, problems, False)
-    port = _int(m, "port", path, problems, 587 if starttls else 25, 1, 65535)
-    user = ""
-    password = ""
-    if "user" in m:
-        user = _str(m, "user", path, problems)
-        password = _password(m, path, problems, base_dir)
-        if host and not starttls and not _loopback(host):
-            problems.add(f"{path}.starttls", "must be true to log in to a non-loopback host (the password would cross the network in clear)")
-    elif "password" in m or "password_file" in m:
-        problems.add(f"{path}.user", "missing (a password needs a user)")
-    sender = _str(m, "from", path, problems)
-    if sender and ("@" not in sender or re.search(r"[\r\n]", sender)):
-        problems.add(f"{path}.from", "expected a mail address")
-    to = m.get("to")
-    recipients: List[str] = []
-    if to is None:
-        problems.add(f"{path}.to", "missing")
-    elif not isinstance(to, list) or not to:
-        problems.add(f"{path}.to", "expected a list of mail addresses")
-    else:
-        for i, address in enumerate(to):
-            if not isinstance(address, str) or "@" not in address or re.search(r"[\r\n]", address):
-                problems.add(f"{path}.to[{i}]", "expected a mail address")
-            else:
-                recipients.append(address)
-    timeout = _number(m, "timeout", path, problems, 3.0, 0.1, 60)
-    return Smtp(host, port, starttls, user, password, sender, tuple(recipients), timeout)
-
-
-def _alerts(raw: Any, problems: _Problems, base_dir: str) -> Optional[Alerts]:
-    if raw is None:
-        return None
-    m = _mapping(raw, "alerts", problems)
-    _unknown_keys(m, "alerts", ALERTS_KEYS, problems)
-    webhook = _webhook(m["webhook"], problems) if m.get("webhook") is not None else None
-    smtp = _smtp(m["smtp"], problems, base_dir) if m.get("smtp") is not None else None
-    dedup = _number(m, "dedup_seconds", "alerts", problems, 300.0, 0, 86400)
-    if webhook is None and smtp is None:
-        if isinstance(raw, Mapping):
-            problems.add("alerts", "give webhook or smtp (or leave alerts out)")
-        return None
-    return Alerts(webhook, smtp, dedup)
-
-
-def _hooks(raw: Any, problems: _Problems) -> Hooks:
-    """hooks: {timeout, pre_failover: [[argv...], ...], ...}: each hook a non-empty list of
-    strings whose first item is an absolute program path (no PATH lookup, no shell)."""
-    if raw is None:
-        return Hooks()
-    m = _mapping(raw, "hooks", problems)
-    _unknown_keys(m, "hooks", ("timeout",) + HOOK_PHASES, problems)
-    timeout = _number(m, "timeout", "hooks", problems, 10.0, 0.1, 3600)
-    lists = {}
-    for phase in HOOK_PHASES:
-        value = m.get(phase, [])
-        path = f"hooks.{phase}"
-        if value is None:
-            value = []
-        if not isinstance(value, list):
-            problems.add(path, "expected a list of argv lists ([[/usr/local/bin/x, arg], ...])")
-            continue
-        hooks = []
-        for i, argv in enumerate(value):
-            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) and a for a in argv):
-                problems.add(f"{path}[{i}]", "expected a non-empty list of non-empty strings (an argv, run without a shell)")
-            elif not os.path.isabs(argv[0]):
-                problems.add(f"{path}[{i}][0]", f"expected an absolute program path, got {argv[0]!r} (hooks run without PATH lookup)")
-            elif any("\0" in a for a in argv):
-                problems.add(f"{path}[{i}]", "an argument contains a NUL byte")
-            else:
-                hooks.append(tuple(argv))
-        lists[phase] = tuple(hooks)
-    return Hooks(timeout=timeout, **lists)
-
-
-def _hook_warnings(hooks: Hooks) -> Tuple[str, ...]:
-    """A pre hook that cannot run refuses every promotion: say so at every load."""
-    out = []
-    for phase in HOOK_PHASES:
-        for i, argv in enumerate(hooks.of(phase)):
-            if not os.access(argv[0], os.X_OK):
-                what = "every promotion would be refused" if phase.startswith("pre_") else "it would fail"
-                out.append(f"hooks.{phase}[{i}]: {argv[0]} is missing or not executable: {what}")
-    return tuple(out)
-
-
-KNOWN_KEYS = (
-    "cluster", "flavor", "self", "nodes", "mysql", "replication", "failover", "state_dir",
-    "atlas", "maintainer", "keepalived", "log", "alerts", "hooks",
-)
-NODE_KEYS = ("host", "port", "atlas_address")
-MYSQL_KEYS = ("user", "password", "password_file", "connect_timeout", "read_timeout", "tls", "tls_ca")
-REPLICATION_KEYS = ("user", "password", "password_file")
-FAILOVER_KEYS = ("catchup_timeout", "lock_timeout", "fence_timeout", "semi_sync", "witness", "auto_rewind", "block_seconds")
-ATLAS_KEYS = ("name", "admin", "config_file", "persist")
-ATLAS_ADMIN_KEYS = ("host", "port", "user", "password", "password_file", "timeout")
-MAINTAINER_KEYS = ("interval", "max_lag", "metrics_port")
-KEEPALIVED_KEYS = ("instance", "vip", "vip_check", "track_file", "interface")
-LOG_KEYS = ("syslog",)
-ALERTS_KEYS = ("webhook", "smtp", "dedup_seconds")
-WEBHOOK_KEYS = ("url", "timeout", "headers")
-SMTP_KEYS = ("host", "port", "starttls", "user", "password", "password_file", "from", "to", "timeout")
-
-
-def parse(raw: Any, path: str = "<config>", self_override: Optional[str] = None) -> Config:
-    """Validate a loaded YAML document; raise ConfigError listing every problem."""
-    problems = _Problems()
-    base_dir = os.path.dirname(os.path.abspath(path)) if path and not path.startswith("<") else os.getcwd()
-    if not isinstance(raw, Mapping):
-        raise ConfigError([f"{path}: expected a YAML mapping at the top level"])
-    _unknown_keys(raw, "", KNOWN_KEYS, problems)
-    cluster = _str(raw, "cluster", "", problems, default="atlas-ha")
-    flavor = raw.get("flavor", "auto")
-    if flavor not in FLAVORS:
-        problems.add("flavor", f"expected one of {', '.join(FLAVORS)}")
-    nodes = _nodes(raw.get("nodes"), problems)
-    self_name = self_override or raw.get("self")
-    if not self_name:
-        problems.add("self", "missing (or give --node / ORCH_NODE)")
-    elif nodes and str(self_name) not in {n.name for n in nodes}:
-        problems.add("self", f"{self_name!r} is not one of nodes: {', '.join(n.name for n in nodes)}")
-    mysql = _account(raw.get("mysql"), "mysql", problems, base_dir, with_timeout=True)
-    replication = _account(raw.get("replication"), "replication", problems, base_dir, with_timeout=False)
-    if len(replication.password.encode("utf-8")) > MAX_REPLICATION_PASSWORD:
-        # MariaDB keeps at most 96 bytes of MASTER_PASSWORD (MySQL: 32 characters).
-        problems.add("replication.password", f"longer than {MAX_REPLICATION_PASSWORD} bytes of UTF-8: the server would not keep it whole")
-    fo = _mapping(raw.get("failover"), "failover", problems)
-    _unknown_keys(fo, "failover", FAILOVER_KEYS, problems)
-    failover = Failover(
-        catchup_timeout=_number(fo, "catchup_timeout", "failover", problems, 30.0, 0, 3600),
-        lock_timeout=_number(fo, "lock_timeout", "failover", problems, 120.0, 0, 3600),
-        fence_timeout=_number(fo, "fence_timeout", "failover", problems, 3.0, 0.1, 600),
-        semi_sync=_bool(fo, "semi_sync", "failover", problems, False),
-        witness=_witness(fo, problems),
-        auto_rewind=_bool(fo, "auto_rewind", "failover", problems, True),
-        block_seconds=_number(fo, "block_seconds", "failover", problems, 3600.0, 0, 30 * 86400),
-    )
-    if failover.semi_sync and not failover.witness:
-        problems.add("failover.witness", "missing: with semi_sync the maintainer needs it to tell a dead replica from an isolated master")
-    state_dir = raw.get("state_dir", "/var/lib/orch")
-    if not isinstance(state_dir, str) or not state_dir:
-        problems.add("state_dir", "expected a directory path")
-        state_dir = "/var/lib/orch"
-    atlas = _atlas(raw.get("atlas"), problems, base_dir)
-    if atlas:
-        for n in nodes:
-            try:
-                parse_ipv4_address(n.atlas_address)
-            except ValueError:
-                problems.add(f"nodes.{n.name}.atlas_address", f"{n.host!r} is not an IPv4 address; set atlas_address to IPv4:port")
-    mt = _mapping(raw.get("maintainer"), "maintainer", problems)
-    _unknown_keys(mt, "maintainer", MAINTAINER_KEYS, problems)
-    maintainer = Maintainer(
-        interval=_number(mt, "interval", "maintainer", problems, 5.0, 0.1, 3600),
-        max_lag=_int(mt, "max_lag", "maintainer", problems, 10, 0, 86400),
-        metrics_port=_int(mt, "metrics_port", "maintainer", problems, 0, 0, 65535),
-    )
-    keepalived = _keepalived(raw.get("keepalived"), problems)
-    alerts = _alerts(raw.get("alerts"), problems, base_dir)
-    hooks = _hooks(raw.get("hooks"), problems)
-    lg = _mapping(raw.get("log"), "log", problems)
-    _unknown_keys(lg, "log", LOG_KEYS, problems)
-    syslog = lg.get("syslog", False)
-    if not isinstance(syslog, bool):
-        problems.add("log.syslog", "expected true or false")
-        syslog = False
-    if problems.items:
-        raise ConfigError(problems.items)
-    return Config(
-        path=path, cluster=cluster, flavor=str(flavor), self_name=str(self_name), nodes=nodes,
-        mysql=mysql, replication=replication, failover=failover, state_dir=state_dir,
-        atlas=atlas, maintainer=maintainer, keepalived=keepalived, syslog=syslog, alerts=alerts,
-        hooks=hooks, warnings=_hook_warnings(hooks),
-    )
 
 
 def _permission_warnings(path: str, raw: Any) -> Tuple[str, ...]:
