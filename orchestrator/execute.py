@@ -201,7 +201,7 @@ class Executor:
         if isinstance(step, RecordPromotion):
             return self._record_promotion(step)
         if isinstance(step, AckLocally):
-            from .antiflap import write_local_ack
+            from .promotions import write_local_ack
 
             try:
                 return write_local_ack(step.state_dir, step.acks, self.run_id)
@@ -232,7 +232,7 @@ class Executor:
         if isinstance(step, AwaitVip):
             return self._await_vip(step)
         if isinstance(step, RecordSwitchover):
-            from .antiflap import SWITCHOVER, record
+            from .promotions import SWITCHOVER, record
 
             return record(self.servers[step.node], SWITCHOVER, step.candidate, self.run_id or _run_id())
         if isinstance(step, SemiSyncWait):
@@ -274,7 +274,7 @@ class Executor:
 
     def _record_promotion(self, step: RecordPromotion) -> str:
         """Anti-flapping record: best effort, a failure to record never fails the promotion."""
-        from .antiflap import record
+        from .promotions import record
 
         if step.kind == "ack":
             return record(self.servers[step.node], step.kind, step.node, self.run_id or _run_id(), step.acks)
