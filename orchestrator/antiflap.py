@@ -1,39 +1,22 @@
-"""Anti-flapping: the record of promotions both nodes see, and the block it implies.
+"""Anti-flapping, pure: the block a promotion record implies, and what opening a node is.
 
-Each host has its own state_dir, so the record lives in the databases: after a promotion
-opens writes, the new master inserts a row into ``orch_meta.promotions`` (created when
-missing), which replicates to the peer. Observation reads the latest row from each
-server's copy (one query each, only with ``failover.block_seconds``); the decision (pure,
-``block_reason``) refuses an automatic promotion while the latest promotion on record is
-an automatic one younger than block_seconds that no operator acknowledged.
-
-Ages are measured by the clock of the server the row is read from (``UNIX_TIMESTAMP()``
-in the same query), never by this host's clock.
-
-``orch ack`` writes an ``ack`` row naming the promotion on the writable server. When no
-server is writable (the block itself leaves both read-only), a row would be a transaction
-of a read-only server's own (an errant GTID): the acknowledgement is then kept in this
-host's state_dir (``flap-ack.json``) and covers promotions decided on this host.
+Each host has its own state_dir, so the record lives in the databases (``orch_meta.promotions``,
+read and written by ``orchestrator/promotions.py``); observation puts the latest row in the
+view (``ClusterView.last_promotion``). The decisions here take that value: ``block_reason``
+refuses an automatic promotion while the latest promotion on record is an automatic one
+younger than failover.block_seconds that no operator acknowledged; ``decide_ack`` plans
+``orch ack``. Nothing here runs SQL or reads a file.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import weakref
-
-from .errors import DatabaseError
 from .model import ClusterView, PromotionRecord
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, Mapping, Optional, Tuple
+    from typing import Any, Mapping, Optional, Tuple
     from .plan import Plan
 
-log = logging.getLogger(__name__)
-
-SCHEMA = "orch_meta"
-TABLE = "orch_meta.promotions"
 FAILOVER = "failover"  # an automatic promotion (keepalived's MASTER, the maintainer): the kind that blocks
 OPERATOR = "operator"  # orch promote: an operator took charge, no block follows
 SWITCHOVER = "switchover"  # written by orch switchover on the old master before it hands the VIP over
@@ -42,67 +25,26 @@ KINDS = (FAILOVER, OPERATOR, SWITCHOVER, ACK)
 # A switchover's row names its candidate: the candidate's MASTER within this many seconds of
 # it is the planned promotion (not recorded as a failover, so it starts no block).
 SWITCHOVER_WINDOW = 300.0
-ACK_FILE = "flap-ack.json"
-NO_TABLE = (1146, 1049)  # table, database does not exist: nothing on record
-
-CREATE_SCHEMA = f"CREATE DATABASE IF NOT EXISTS {SCHEMA}"
-CREATE_TABLE = (
-    f"CREATE TABLE IF NOT EXISTS {TABLE} ("
-    "run_id VARCHAR(64) NOT NULL, kind VARCHAR(16) NOT NULL, node VARCHAR(64) NOT NULL, "
-    "at DECIMAL(17,6) NOT NULL, acks VARCHAR(64) NOT NULL DEFAULT '', "
-    "PRIMARY KEY (run_id, kind), KEY by_time (at)) ENGINE=InnoDB"
-)
-INSERT = f"INSERT INTO {TABLE} (run_id, kind, node, at, acks) VALUES (%s, %s, %s, UNIX_TIMESTAMP(NOW(6)), %s)"
-# The latest promotion (any kind but ack), whether an ack names it, and the server's clock: one query.
-LATEST = (
-    "SELECT UNIX_TIMESTAMP(NOW(6)) AS now, p.run_id, p.kind, p.node, p.at, "
-    f"EXISTS (SELECT 1 FROM {TABLE} a WHERE a.kind = 'ack' AND a.acks = p.run_id) AS acked "
-    f"FROM {TABLE} p WHERE p.kind <> 'ack' ORDER BY p.at DESC, p.run_id DESC LIMIT 1"
-)
 
 
-# Servers (kept open by the maintainer) whose table was missing: a failed statement closes
-# the connection, so until the table appears they are asked whether it exists, which cannot fail.
-_missing: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
-PRESENT = "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'orch_meta' AND TABLE_NAME = 'promotions'"
-
-
-def read_latest(server: Any, name: str) -> Tuple[Optional[PromotionRecord], str]:
-    """(the latest promotion in this server's copy or None, why it could not be read or "")."""
-    try:
-        if _missing.get(server) and not int(server.value(PRESENT) or 0):
-            return None, ""
-        rows = server.query(LATEST)
-        _missing.pop(server, None)
-    except DatabaseError as exc:
-        if exc.code in NO_TABLE:
-            _missing[server] = True
-            return None, ""
-        return None, f"{name}: {str(exc).split(': ', 1)[-1]}"
-    if not rows:
-        return None, ""
-    row = rows[0]
-    at = float(row["at"])
-    return PromotionRecord(run_id=str(row["run_id"]), kind=str(row["kind"]), node=str(row["node"]), at=at,
-                           age=float(row["now"]) - at, acked=bool(int(row["acked"] or 0)), seen_on=name), ""
-
-
-def combine(copies: Mapping[str, Tuple[Optional[PromotionRecord], str]], state_dir: str) -> Tuple[Optional[PromotionRecord], str]:
-    """The latest record over both servers' copies (acknowledged if either copy, or this host's
-    state_dir, says so) and the errors of the copies that could not be read."""
+def latest(copies: Mapping[str, Tuple[Optional[PromotionRecord], str]],
+           local_ack: Optional[str] = None) -> Tuple[Optional[PromotionRecord], str]:
+    """The latest record over both servers' copies (acknowledged if either copy says so, or
+    ``local_ack``, the run id this host's state_dir acknowledges, names it; None: not read)
+    and the errors of the copies that could not be read."""
     records = [r for r, _ in copies.values() if r is not None]
     errors = "; ".join(e for _, e in copies.values() if e)
     if not records:
         return None, errors
-    latest = max(records, key=lambda r: (r.at, r.run_id))
-    acked = any(r.acked for r in records if r.run_id == latest.run_id and r.kind == latest.kind)
-    if not acked and latest.kind == FAILOVER:
-        acked = read_local_ack(state_dir) == latest.run_id
-    if acked != latest.acked:
+    newest = max(records, key=lambda r: (r.at, r.run_id))
+    acked = any(r.acked for r in records if r.run_id == newest.run_id and r.kind == newest.kind)
+    if not acked and newest.kind == FAILOVER and local_ack is not None:
+        acked = local_ack == newest.run_id
+    if acked != newest.acked:
         from dataclasses import replace
 
-        latest = replace(latest, acked=acked)
-    return latest, errors
+        newest = replace(newest, acked=acked)
+    return newest, errors
 
 
 def writes_move(view: ClusterView) -> str:
@@ -161,71 +103,6 @@ def promotion_kind(view: ClusterView, cfg: Any, operator: bool) -> str:
     if rec is not None and rec.kind == SWITCHOVER and rec.node == view.me.name and -60 <= rec.age < SWITCHOVER_WINDOW:
         return ""
     return FAILOVER if writes_move(view) else ""  # a re-opening records nothing
-
-
-def record(server: Any, kind: str, node: str, run_id: str, acks: str = "") -> str:
-    """Insert one row (creating the schema and table when missing); raises DatabaseError.
-
-    ``orch switchover`` calls it with kind SWITCHOVER and the candidate as ``node`` on the
-    old master while it is still writable, before fencing it: the row then reaches the
-    candidate before the hand-over, and its MASTER event is the planned promotion.
-    """
-    if kind not in KINDS:
-        raise ValueError(f"unknown promotion kind {kind!r}")
-    args = (run_id, kind, node, acks)
-    why = f"anti-flapping record: {kind} {node}" + (f" acknowledges {acks}" if acks else "")
-    try:
-        server.execute(INSERT, args, why=why)
-        return "recorded"
-    except DatabaseError as exc:
-        if exc.code == 1062:
-            return "already recorded"
-        if exc.code not in NO_TABLE:
-            raise
-    server.execute(CREATE_SCHEMA, why="anti-flapping record (first promotion on record)")
-    server.execute(CREATE_TABLE, why="anti-flapping record (first promotion on record)")
-    server.execute(INSERT, args, why=why)
-    return f"recorded (created {TABLE})"
-
-
-def record_switchover(server: Any, candidate: str, run_id: str) -> str:
-    """For orch switchover, on the old master while it is still writable (before its fence):
-    the candidate's coming MASTER is the planned promotion, neither blocked nor counted as
-    a failover. Best effort: returns a warning instead of raising (then the candidate's MASTER
-    meets the block as any automatic promotion would, and is recorded as a failover)."""
-    try:
-        return record(server, SWITCHOVER, candidate, run_id)
-    except DatabaseError as exc:
-        log.warning("switchover not recorded for anti-flapping: %s", exc)
-        return f"warning: not recorded: {exc}"
-
-
-def ack_path(state_dir: str) -> str:
-    return os.path.join(state_dir, ACK_FILE)
-
-
-def read_local_ack(state_dir: str) -> str:
-    """The run id this host's state_dir acknowledges ("" when none)."""
-    import json
-
-    try:
-        with open(ack_path(state_dir), encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
-        return ""
-    return str(data.get("acks", "")) if isinstance(data, dict) else ""
-
-
-def write_local_ack(state_dir: str, acks: str, run_id: str) -> str:
-    """Acknowledge ``acks`` in this host's state_dir (written whole, then renamed)."""
-    import time
-
-    from .statefile import replace_json
-
-    data: Dict[str, Any] = {"acks": acks, "run": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    path = ack_path(state_dir)
-    replace_json(path, data, fsync=True, newline=True)
-    return f"written to {path}"
 
 
 def decide_ack(view: ClusterView, cfg: Any) -> "Plan":

@@ -356,7 +356,7 @@ def _atlas_instance(cls: Any, values: Dict[str, Any], raw: Any, path: str, readi
 
 
 @dataclass(frozen=True)
-class Maintainer:
+class MaintainerSettings:
     """The maintainer's pace and its replica lag limit."""
 
     interval: float = setting(5.0, "seconds between reconcile passes (1 s while a replica is out of Atlas)",
@@ -510,7 +510,7 @@ class Config:
                              "flap-ack.json", check=_directory)
     atlas: Tuple[AtlasInstance, ...] = setting((), "every Atlas this host manages (usually the local one)", read=_atlas,
                                                    each=(AtlasInstance, "[]"))
-    maintainer: Maintainer = setting(Maintainer(), "the maintainer (orch maintain): its pace, lag limit and metrics")
+    maintainer: MaintainerSettings = setting(MaintainerSettings(), "the maintainer (orch maintain): its pace, lag limit and metrics")
     keepalived: Keepalived = setting(Keepalived(), "which keepalived events are ours, and the VIP")
     hooks: Hooks = setting(Hooks(), "site commands around a promotion or a switchover (README: Hooks)")
     alerts: Optional[Alerts] = setting(None, "a webhook and/or a mail on promotion, refusal, split brain... "
@@ -574,7 +574,7 @@ MYSQL_KEYS = keys_of(Account)
 FAILOVER_KEYS = keys_of(Failover)
 ATLAS_KEYS = keys_of(AtlasInstance)
 ATLAS_ADMIN_KEYS = keys_of(AtlasInstance, "admin")
-MAINTAINER_KEYS = keys_of(Maintainer)
+MAINTAINER_KEYS = keys_of(MaintainerSettings)
 KEEPALIVED_KEYS = keys_of(Keepalived)
 LOG_KEYS = keys_of(Config, "log")
 ALERTS_KEYS = keys_of(Alerts)

@@ -15,7 +15,7 @@ from .errors import ALIVE, DOWN, LOST, DatabaseError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Sequence
+    from typing import Any, Dict, List, Optional, Sequence, Set
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,9 @@ class Server:
         self.account = account
         self.read_timeout = read_timeout if read_timeout is not None else getattr(account, "read_timeout", 2.0)
         self._conn: Any = None
+        # Tables a statement found missing on this server, for a reader that asks whether one
+        # exists before reading it again (a failed statement closes the connection).
+        self.missing_tables: Set[str] = set()
 
     @property
     def label(self) -> str:

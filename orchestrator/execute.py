@@ -231,12 +231,12 @@ class Executor:
         return detail
 
     def _record_switchover(self, step: RecordSwitchover) -> str:
-        from .antiflap import SWITCHOVER, record
+        from .promotions import SWITCHOVER, record
 
         return record(self.servers[step.node], SWITCHOVER, step.candidate, self.run_id or _run_id())
 
     def _ack_locally(self, step: AckLocally) -> str:
-        from .antiflap import write_local_ack
+        from .promotions import write_local_ack
 
         try:
             return write_local_ack(step.state_dir, step.acks, self.run_id)
@@ -264,7 +264,7 @@ class Executor:
 
     def _record_promotion(self, step: RecordPromotion) -> str:
         """Anti-flapping record; best effort but for an acknowledgement (RecordPromotion.best_effort)."""
-        from .antiflap import record
+        from .promotions import record
 
         try:
             return record(self.servers[step.node], step.kind, step.node, self.run_id or _run_id(), step.acks)

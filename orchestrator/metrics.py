@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -24,11 +24,11 @@ from .errors import OrchError
 from .journal import JOURNAL, KEEP
 
 if TYPE_CHECKING:
+    from .maintainer import Maintainer, PassResult
     from .model import ClusterView, NodeState
 
 log = logging.getLogger("orchestrator.metrics")
 NAN = float("nan")
-T = TypeVar("T")
 
 
 class Metrics:
@@ -126,23 +126,22 @@ class Metrics:
             if is_promotion(record):
                 self.failovers.inc()
 
-    def timed(self, run_pass: Callable[..., T]) -> Callable[..., T]:
-        """``run_pass`` measured, followed by a read of the journal."""
+    def on_view(self, view: ClusterView) -> None:
+        """A maintainer listener: every view a pass observes sets the gauges."""
+        try:
+            self.update_view(view)
+        except Exception:  # metrics never stop the maintainer
+            log.exception("metrics: updating from the view failed")
 
-        def measured(*args: Any, **kwargs: Any) -> T:
-            started = time.monotonic()
-            try:
-                return run_pass(*args, **kwargs)
-            finally:
-                self.pass_seconds.set(time.monotonic() - started)
-                self.last_pass.set(time.time())
-                self.passes.inc()
-                try:
-                    self.read_journal()
-                except Exception:  # metrics never stop the maintainer
-                    log.exception("metrics: reading the journal failed")
-
-        return measured
+    def on_pass(self, result: PassResult) -> None:
+        """A maintainer listener: every pass is timed and followed by a read of the journal."""
+        self.pass_seconds.set(result.seconds)
+        self.last_pass.set(time.time())
+        self.passes.inc()
+        try:
+            self.read_journal()
+        except Exception:  # metrics never stop the maintainer
+            log.exception("metrics: reading the journal failed")
 
 
 def count_gtids(text: str) -> int:
@@ -237,21 +236,9 @@ def _lines(data: bytes) -> Iterator[bytes]:
             yield raw
 
 
-def instrument(maintainer: Any, cfg: Config, port: int) -> Metrics:
-    """Serve metrics for a running Maintainer: every view it observes sets the gauges, and
-    every pass is timed and followed by a read of the journal."""
+def instrument(maintainer: Maintainer, cfg: Config, port: int) -> Metrics:
+    """Serve metrics for a running Maintainer, registered as its listener (on_view, on_pass)."""
     metrics = Metrics(cfg)
     metrics.serve(port)
-    observe = maintainer.observe
-
-    def observed(*args: Any, **kwargs: Any) -> Any:
-        view = observe(*args, **kwargs)
-        try:
-            metrics.update_view(view)
-        except Exception:  # metrics never stop the maintainer
-            log.exception("metrics: updating from the view failed")
-        return view
-
-    maintainer.observe = observed
-    maintainer.run_pass = metrics.timed(maintainer.run_pass)
+    maintainer.add_listener(metrics)
     return metrics

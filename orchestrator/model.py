@@ -189,8 +189,9 @@ class AtlasState:
 
 @dataclass(frozen=True)
 class PromotionRecord:
-    """The latest promotion on record in orch_meta.promotions (anti-flapping,
-    orchestrator/antiflap.py), read from either server's copy (the table replicates)."""
+    """The latest promotion on record in orch_meta.promotions (anti-flapping: read by
+    orchestrator/promotions.py, decided on by orchestrator/antiflap.py), from either
+    server's copy (the table replicates)."""
 
     run_id: str
     kind: str  # failover (automatic), operator (orch promote) or switchover

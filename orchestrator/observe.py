@@ -175,7 +175,7 @@ def observe(
     def run(name: str) -> None:
         results[name] = observe_node(servers[name], cfg.flavor, cfg.failover.semi_sync)
         if promotions and cfg.failover.block_seconds > 0 and results[name].reachable:
-            from .antiflap import read_latest
+            from .promotions import read_latest
 
             copies[name] = read_latest(servers[name], name)
 
@@ -196,7 +196,7 @@ def observe(
         me, peer = settle_errant(cfg, servers, me, peer)
     last_promotion, promotion_error = None, ""
     if copies:
-        from .antiflap import combine
+        from .promotions import combine
 
         last_promotion, promotion_error = combine(copies, cfg.state_dir)
     # A peer that does not answer may be dead, or this node may be the one cut off: ask

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import antiflap
+from orchestrator import promotions as flap_record
 from orchestrator.config import parse
 from orchestrator.decide import MASTER, decide
 from orchestrator.errors import ConfigError
@@ -133,14 +134,39 @@ def test_decide_ack():
 def test_combine_takes_the_latest_copy_and_any_acknowledgement(tmp_path):
     old = replace(rec(100), run_id="a", at=10.0)
     new = replace(rec(50), run_id="b", at=60.0)
-    latest, err = antiflap.combine({"server1": (old, ""), "server2": (new, "")}, str(tmp_path))
+    latest, err = flap_record.combine({"server1": (old, ""), "server2": (new, "")}, str(tmp_path))
     assert latest.run_id == "b" and not latest.acked and err == ""
-    latest, _ = antiflap.combine({"server1": (new, ""), "server2": (replace(new, acked=True), "")}, str(tmp_path))
+    latest, _ = flap_record.combine({"server1": (new, ""), "server2": (replace(new, acked=True), "")}, str(tmp_path))
     assert latest.acked
-    antiflap.write_local_ack(str(tmp_path), "b", "run-x")
-    latest, _ = antiflap.combine({"server1": (new, ""), "server2": (None, "server2: denied")}, str(tmp_path))
+    flap_record.write_local_ack(str(tmp_path), "b", "run-x")
+    latest, _ = flap_record.combine({"server1": (new, ""), "server2": (None, "server2: denied")}, str(tmp_path))
     assert latest.acked
-    assert antiflap.combine({"server1": (None, "")}, str(tmp_path)) == (None, "")
+    assert flap_record.combine({"server1": (None, "")}, str(tmp_path)) == (None, "")
+
+
+@pytest.mark.parametrize("copies, local_ack, run_id, acked", [
+    ({"server1": (replace(rec(100), run_id="a", at=10.0), ""), "server2": (replace(rec(50), run_id="b", at=60.0), "")}, None, "b", False),
+    ({"server1": (rec(50), ""), "server2": (rec(50, acked=True), "")}, None, "20261126T170000-abcdef", True),
+    ({"server1": (rec(50), "")}, "20261126T170000-abcdef", "20261126T170000-abcdef", True),  # this host's acknowledgement
+    ({"server1": (rec(50), "")}, "another-run", "20261126T170000-abcdef", False),
+    ({"server1": (rec(50, kind="operator"), "")}, "20261126T170000-abcdef", "20261126T170000-abcdef", False),  # only a failover is acknowledged
+])
+def test_latest_is_pure_over_both_copies_and_this_hosts_acknowledgement(copies, local_ack, run_id, acked):
+    newest, errors = antiflap.latest(copies, local_ack)
+    assert (newest.run_id, newest.acked, errors) == (run_id, acked, "")
+
+
+def test_latest_keeps_the_errors_of_unreadable_copies():
+    assert antiflap.latest({"server1": (None, "server1: denied"), "server2": (None, "")}) == (None, "server1: denied")
+
+
+def test_the_decisions_import_no_input_or_output():
+    """decide.py and the pure anti-flapping module never reach the record's SQL or files."""
+    from .test_imports import import_graph
+
+    graph = import_graph()
+    assert graph["orchestrator.antiflap"] <= {"orchestrator.model", "orchestrator.plan"}, graph["orchestrator.antiflap"]
+    assert "orchestrator.promotions" not in graph["orchestrator.decide"]
 
 
 def test_block_seconds_config():
@@ -269,8 +295,8 @@ def test_a_switchover_is_planned_neither_blocked_nor_counted_as_a_failover(clust
     cfgs = node_configs(s1, s2, tmp_path)
     servers = open_servers(load(cfgs["server1"][0]))
     try:
-        assert antiflap.record(servers["server1"], antiflap.FAILOVER, "server1", "run-earlier").startswith("recorded")
-        assert antiflap.record_switchover(servers["server1"], "server2", "run-switchover") == "recorded"
+        assert flap_record.record(servers["server1"], antiflap.FAILOVER, "server1", "run-earlier").startswith("recorded")
+        assert flap_record.record_switchover(servers["server1"], "server2", "run-switchover") == "recorded"
     finally:
         servers["server1"].close()
     lab.wait_gtid_equal(s1, s2)
@@ -279,6 +305,28 @@ def test_a_switchover_is_planned_neither_blocked_nor_counted_as_a_failover(clust
     assert r.code == 0, r
     assert not t.read_only(s2)
     assert [p["kind"] for p in promotions(s2)] == ["failover", "switchover"]
+
+
+@pytest.mark.mariadb
+def test_a_server_without_the_table_is_asked_whether_it_exists_until_it_does(cluster, tmp_path):
+    """A failed read closes the connection: a server kept open (the maintainer's) remembers
+    that the table is missing and asks information_schema instead, until a row is recorded."""
+    from orchestrator.config import load
+    from orchestrator.db import open_servers
+
+    s1, s2, _, _ = cluster
+    s1.sql(f"DROP DATABASE IF EXISTS {flap_record.SCHEMA}")
+    server = open_servers(load(node_configs(s1, s2, tmp_path)["server1"][0]))["server1"]
+    try:
+        assert flap_record.read_latest(server, "server1") == (None, "")
+        assert flap_record.TABLE in server.missing_tables
+        assert flap_record.read_latest(server, "server1") == (None, "") and server.connected, "asked, not failed"
+        assert flap_record.record(server, antiflap.FAILOVER, "server1", "run-first") == f"recorded (created {flap_record.TABLE})"
+        latest, error = flap_record.read_latest(server, "server1")
+        assert error == "" and latest.run_id == "run-first" and latest.kind == antiflap.FAILOVER
+        assert flap_record.TABLE not in server.missing_tables
+    finally:
+        server.close()
 
 
 def test_doctor_says_whether_the_record_is_readable_and_blocks():

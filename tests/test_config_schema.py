@@ -72,7 +72,7 @@ def test_each_default_is_stated_once():
     for cls in (config.Node, config.AtlasInstance):
         check(cls)
     c = parse(GOOD)
-    assert c.failover == config.Failover() and c.maintainer == config.Maintainer() and c.hooks == config.Hooks()
+    assert c.failover == config.Failover() and c.maintainer == config.MaintainerSettings() and c.hooks == config.Hooks()
     assert c.state_dir == SCHEMA["state_dir"].metadata["default"] == "/var/lib/orch"
 
 

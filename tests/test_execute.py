@@ -13,7 +13,7 @@ from typing import List
 import pytest
 
 from orchestrator import plan as plan_mod
-from orchestrator.antiflap import ACK_FILE
+from orchestrator.promotions import ACK_FILE
 from orchestrator.config import parse
 from orchestrator.db import open_servers
 from orchestrator.decide import MASTER, decide

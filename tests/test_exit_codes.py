@@ -36,7 +36,7 @@ def test_readme_table_is_the_constants():
 
 
 def test_only_the_constants_are_returned_by_commands():
-    """Every command returns a named code (maintain's run_pass counts changes: not an exit code)."""
+    """Every command returns a named code (maintain's run_pass, which counts changes, is orchestrator/maintainer.py)."""
     root = README.parent / "orchestrator"
     files = [root / "cli.py", root / "errors.py"] + sorted((root / "commands").glob("*.py"))
     literal = re.compile(r"^\s*return (\d+)(\s*$| if .* else \d+$)|sys\.exit\(\d|exit_code = \d", re.M)
@@ -45,7 +45,7 @@ def test_only_the_constants_are_returned_by_commands():
         for m in literal.finditer(path.read_text()):
             line = path.read_text()[:m.start()].count("\n") + 1
             found.append(f"{path.name}:{line}: {m.group(0).strip()}")
-    allowed = {"maintain.py", "doctor.py"}  # run_pass's change counts; doctor's _weight() parses a number
+    allowed = {"doctor.py"}  # doctor's _weight() parses a number
     assert [f for f in found if f.split(":")[0] not in allowed] == []
 
 

@@ -619,7 +619,7 @@ def test_long_running_maintainer_retries_a_timed_out_catch_up_as_soon_as_it_is_a
     plan was retried once a minute). The long-running maintainer now retries it on the first
     pass that shows the backlog applied; an identical refusal is still journaled once a minute."""
     from orchestrator import config as config_mod
-    from orchestrator.commands.maintain import Maintainer
+    from orchestrator.maintainer import Maintainer
 
     from orchestrator.commands.common import ensure_state_dir
 

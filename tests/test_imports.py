@@ -62,7 +62,8 @@ def test_notify_path_imports_no_lab_stand_in_or_scheduler(tmp_path, with_atlas):
     walked = {"orchestrator.commands.failover", "orchestrator.observe", "orchestrator.decide", "orchestrator.execute",
               "orchestrator.db", "pymysql"} | ({"orchestrator.atlas.apply", "orchestrator.atlas.client"} if with_atlas else set())
     assert walked <= modules, f"the notify path was not walked: {sorted(walked - modules)} missing"
-    heavy = ["orchestrator.lab", "orchestrator.commands.lab", "orchestrator.commands.maintain", "apscheduler"]
+    heavy = ["orchestrator.lab", "orchestrator.commands.lab", "orchestrator.commands.maintain", "orchestrator.maintainer",
+             "orchestrator.pass_choice", "orchestrator.metrics", "apscheduler"]
     if not with_atlas:
         heavy += ["orchestrator.atlas", "tenacity"]
     loaded = sorted(m for m in modules if any(in_package(m, h) for h in heavy))

@@ -125,7 +125,7 @@ def test_no_second_hand_over_right_after_the_vip_came_back():
 def test_the_maintainer_repeats_a_refusal_without_re_running_it():
     """A refused plan (an anti-flapping block, an unprovable rewind) is said every pass but run
     and journaled again only after a minute: the same refusal is recognised through its changing numbers."""
-    from orchestrator.commands.maintain import refusal_key
+    from orchestrator.pass_choice import refusal_key
     from orchestrator.plan import Plan
 
     a = Plan("refusing to promote server2: server1 was promoted automatically 33s ago (run 20261126T174756-ad66dc)", outcome=REFUSED)

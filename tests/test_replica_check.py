@@ -10,7 +10,7 @@ from . import orchtest as t
 
 pytestmark = pytest.mark.mariadb
 
-HEAVY = ("apscheduler", "tenacity", "orchestrator.atlas", "orchestrator.commands.maintain", "orchestrator.lab",
+HEAVY = ("apscheduler", "tenacity", "orchestrator.atlas", "orchestrator.commands.maintain", "orchestrator.maintainer", "orchestrator.lab",
          "orchestrator.execute", "prometheus_client")
 
 

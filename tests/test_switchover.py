@@ -399,7 +399,7 @@ def test_switchover_under_a_live_writer_loses_nothing_and_back(lab, request):
 
     import yaml
 
-    from orchestrator import antiflap
+    from orchestrator import antiflap, promotions
 
     # Anti-flapping on (the lab runs without it), and an automatic promotion of the master on
     # record 1 s ago: without the switchover's own record, the candidate's MASTER is refused.
@@ -410,9 +410,9 @@ def test_switchover_under_a_live_writer_loses_nothing_and_back(lab, request):
         path.write_text(yaml.safe_dump(raw, sort_keys=False))
     master = lab.master()
     db = lab.dbs[master]
-    db.sql(antiflap.CREATE_SCHEMA)
-    db.sql(antiflap.CREATE_TABLE)
-    db.sql(antiflap.INSERT, ("test-automatic", antiflap.FAILOVER, master, ""))
+    db.sql(promotions.CREATE_SCHEMA)
+    db.sql(promotions.CREATE_TABLE)
+    db.sql(promotions.INSERT, ("test-automatic", antiflap.FAILOVER, master, ""))
     lines: List[str] = []
     windows = []
     for i in range(2):  # there and back

@@ -1,0 +1,155 @@
+"""The anti-flapping record's I/O: rows of ``orch_meta.promotions``, and this host's acknowledgement.
+
+Each host has its own state_dir, so the record lives in the databases: after a promotion
+opens writes, the new master inserts a row into ``orch_meta.promotions`` (created when
+missing), which replicates to the peer. Observation reads the latest row from each
+server's copy (one query each, only with ``failover.block_seconds``); the decisions on it
+are pure and live in ``orchestrator/antiflap.py``.
+
+Ages are measured by the clock of the server the row is read from (``UNIX_TIMESTAMP()``
+in the same query), never by this host's clock.
+
+``orch ack`` writes an ``ack`` row naming the promotion on the writable server. When no
+server is writable (the block itself leaves both read-only), a row would be a transaction
+of a read-only server's own (an errant GTID): the acknowledgement is then kept in this
+host's state_dir (``flap-ack.json``) and covers promotions decided on this host.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from .antiflap import FAILOVER, KINDS, SWITCHOVER, latest
+from .errors import DatabaseError
+from .model import PromotionRecord
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Dict, Mapping, Optional, Tuple
+
+# The kinds of row are antiflap's (pure); SWITCHOVER is named here too for the executor's step.
+__all__ = ["SWITCHOVER", "read_latest", "combine", "record", "record_switchover", "read_local_ack", "write_local_ack"]
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "orch_meta"
+TABLE = "orch_meta.promotions"
+ACK_FILE = "flap-ack.json"
+NO_TABLE = (1146, 1049)  # table, database does not exist: nothing on record
+
+CREATE_SCHEMA = f"CREATE DATABASE IF NOT EXISTS {SCHEMA}"
+CREATE_TABLE = (
+    f"CREATE TABLE IF NOT EXISTS {TABLE} ("
+    "run_id VARCHAR(64) NOT NULL, kind VARCHAR(16) NOT NULL, node VARCHAR(64) NOT NULL, "
+    "at DECIMAL(17,6) NOT NULL, acks VARCHAR(64) NOT NULL DEFAULT '', "
+    "PRIMARY KEY (run_id, kind), KEY by_time (at)) ENGINE=InnoDB"
+)
+INSERT = f"INSERT INTO {TABLE} (run_id, kind, node, at, acks) VALUES (%s, %s, %s, UNIX_TIMESTAMP(NOW(6)), %s)"
+# The latest promotion (any kind but ack), whether an ack names it, and the server's clock: one query.
+LATEST = (
+    "SELECT UNIX_TIMESTAMP(NOW(6)) AS now, p.run_id, p.kind, p.node, p.at, "
+    f"EXISTS (SELECT 1 FROM {TABLE} a WHERE a.kind = 'ack' AND a.acks = p.run_id) AS acked "
+    f"FROM {TABLE} p WHERE p.kind <> 'ack' ORDER BY p.at DESC, p.run_id DESC LIMIT 1"
+)
+# Asked instead of LATEST while the table is missing on a server (it cannot fail).
+PRESENT = "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'orch_meta' AND TABLE_NAME = 'promotions'"
+
+
+def read_latest(server: Any, name: str) -> Tuple[Optional[PromotionRecord], str]:
+    """(the latest promotion in this server's copy or None, why it could not be read or "").
+
+    A failed statement closes the connection, so a server (kept open by the maintainer)
+    whose table was missing is asked whether it exists until it appears; the server object
+    remembers it (``Server.missing_tables``) for as long as it lives.
+    """
+    try:
+        if TABLE in server.missing_tables and not int(server.value(PRESENT) or 0):
+            return None, ""
+        rows = server.query(LATEST)
+        server.missing_tables.discard(TABLE)
+    except DatabaseError as exc:
+        if exc.code in NO_TABLE:
+            server.missing_tables.add(TABLE)
+            return None, ""
+        return None, f"{name}: {str(exc).split(': ', 1)[-1]}"
+    if not rows:
+        return None, ""
+    row = rows[0]
+    at = float(row["at"])
+    return PromotionRecord(run_id=str(row["run_id"]), kind=str(row["kind"]), node=str(row["node"]), at=at,
+                           age=float(row["now"]) - at, acked=bool(int(row["acked"] or 0)), seen_on=name), ""
+
+
+def combine(copies: Mapping[str, Tuple[Optional[PromotionRecord], str]], state_dir: str) -> Tuple[Optional[PromotionRecord], str]:
+    """The latest record over both servers' copies (acknowledged if either copy, or this host's
+    state_dir, says so) and the errors of the copies that could not be read."""
+    newest, errors = latest(copies)
+    if newest is not None and newest.kind == FAILOVER and not newest.acked:
+        return latest(copies, read_local_ack(state_dir))  # only a failover's block can be acknowledged here
+    return newest, errors
+
+
+def record(server: Any, kind: str, node: str, run_id: str, acks: str = "") -> str:
+    """Insert one row (creating the schema and table when missing); raises DatabaseError.
+
+    ``orch switchover`` calls it with kind SWITCHOVER and the candidate as ``node`` on the
+    old master while it is still writable, before fencing it: the row then reaches the
+    candidate before the hand-over, and its MASTER event is the planned promotion.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown promotion kind {kind!r}")
+    args = (run_id, kind, node, acks)
+    why = f"anti-flapping record: {kind} {node}" + (f" acknowledges {acks}" if acks else "")
+    try:
+        server.execute(INSERT, args, why=why)
+        return "recorded"
+    except DatabaseError as exc:
+        if exc.code == 1062:
+            return "already recorded"
+        if exc.code not in NO_TABLE:
+            raise
+    server.execute(CREATE_SCHEMA, why="anti-flapping record (first promotion on record)")
+    server.execute(CREATE_TABLE, why="anti-flapping record (first promotion on record)")
+    server.execute(INSERT, args, why=why)
+    return f"recorded (created {TABLE})"
+
+
+def record_switchover(server: Any, candidate: str, run_id: str) -> str:
+    """For orch switchover, on the old master while it is still writable (before its fence):
+    the candidate's coming MASTER is the planned promotion, neither blocked nor counted as
+    a failover. Best effort: returns a warning instead of raising (then the candidate's MASTER
+    meets the block as any automatic promotion would, and is recorded as a failover)."""
+    try:
+        return record(server, SWITCHOVER, candidate, run_id)
+    except DatabaseError as exc:
+        log.warning("switchover not recorded for anti-flapping: %s", exc)
+        return f"warning: not recorded: {exc}"
+
+
+def ack_path(state_dir: str) -> str:
+    return os.path.join(state_dir, ACK_FILE)
+
+
+def read_local_ack(state_dir: str) -> str:
+    """The run id this host's state_dir acknowledges ("" when none)."""
+    import json
+
+    try:
+        with open(ack_path(state_dir), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return ""
+    return str(data.get("acks", "")) if isinstance(data, dict) else ""
+
+
+def write_local_ack(state_dir: str, acks: str, run_id: str) -> str:
+    """Acknowledge ``acks`` in this host's state_dir (written whole, then renamed)."""
+    import time
+
+    from .statefile import replace_json
+
+    data: Dict[str, Any] = {"acks": acks, "run": run_id, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    path = ack_path(state_dir)
+    replace_json(path, data, fsync=True, newline=True)
+    return f"written to {path}"
