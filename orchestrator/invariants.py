@@ -8,8 +8,11 @@ plan that repairs them, with the same refusals as an event would meet.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from typing import Optional, Tuple
 
+from . import flavors
 from .config import Config
 from .decide import MASTER, decide, decide_fault, flavor_of
 from .model import ClusterView, NodeState, ThreadState
@@ -61,10 +64,11 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
         if me.writable and not replicating:
             if not peer_open:
                 return None
-            newer = flavor_of(me, cfg).lacking(peer.binlog_pos, me)
-            if newer:
-                # The peer took writes this master lacks, and this master's own tail may have been
-                # acknowledged (its semi-sync wait was off): never fence the newer history from here.
+            newer = missing_from(flavor_of(me, cfg), me, peer)
+            if newer and not stale_writer(replace(view, me=peer, peer=me), cfg):
+                # The peer took writes this master lacks, and they may have been acknowledged (it is
+                # not a stale writer whose tail waited for an acknowledgement): never fence the newer
+                # history from here. A stale peer is fenced (and fences itself).
                 return SPLIT_BRAIN, Plan(
                     f"SPLIT BRAIN: both {me.name} and {peer.name} are writable, and {peer.name} has {newer} that {me.name} "
                     f"lacks: not fencing the peer with the newer history; operator attention needed", outcome=NOOP)
@@ -81,10 +85,10 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
         plan = decide(view, MASTER, cfg)
         if (peer_open or peer.alive) and not me.writable:
             flavor = flavor_of(me, cfg)
-            lacking = flavor.lacking(peer.binlog_pos, me) if peer_open else ""
+            lacking = missing_from(flavor, me, peer) if peer_open else ""
             # The VIP follows the newest writable history: a writable peer that has transactions
             # this holder lacks, or that lacks nothing this holder has (not behind it).
-            behind = flavor.lacking(me.binlog_pos, peer) if peer_open else "?"
+            behind = missing_from(flavor, peer, me) if peer_open else "?"
             if path and peer.writable and (lacking or not behind):
                 if track == "1":
                     return HANDOVER, Plan(f"handing VIP {cfg.keepalived.vip} over to {peer.name}: waiting for keepalived to move it",
@@ -123,6 +127,13 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
     return None
 
 
+def missing_from(flavor: "flavors.Flavor", node: NodeState, other: NodeState) -> str:
+    """What ``other`` has that ``node`` lacks ("" when nothing): transactions of its own (its
+    errant GTIDs against ``node``: by MariaDB's per-domain rules a divergent tail with lower
+    sequence numbers is seen only this way) or a position ``node`` has not reached."""
+    return flavor.errant(other, node) or flavor.lacking(other.binlog_pos, node)
+
+
 def _receives_from(node: NodeState, source: NodeState) -> bool:
     """``node`` is a working replica of ``source``: pointed at it, its IO thread running. A
     configuration left behind (a promotion whose STOP SLAVE was still waiting on a vanished
@@ -145,7 +156,7 @@ def stale_writer(view: ClusterView, cfg: Config) -> str:
     if not (me.writable and peer.reachable) or _receives_from(peer, me):
         return ""
     flavor = flavor_of(me, cfg)
-    lacking = flavor.lacking(peer.binlog_pos, me)
+    lacking = missing_from(flavor, me, peer)
     if not lacking:
         return ""
     if flavor.errant(me, peer):
@@ -307,7 +318,7 @@ def _peer_newer(view: ClusterView, cfg: Config) -> str:
         return f"{peer.name} is writable"
     if not peer.reachable or _receives_from(peer, me):
         return ""
-    lacking = flavor_of(me, cfg).lacking(peer.binlog_pos, me)
+    lacking = missing_from(flavor_of(me, cfg), me, peer)
     return f"{peer.name} has {lacking} that {me.name} lacks" if lacking else ""
 
 

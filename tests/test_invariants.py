@@ -198,3 +198,32 @@ def test_caught_up():
     applied = replace(behind, executed="0-1-10", binlog_pos="0-1-10")
     assert caught_up(view(applied, down("server1")), cfg())
     assert not caught_up(view(applied, node("server1", ro=True, executed="0-1-11")), cfg())
+
+
+def test_the_vip_holder_fences_a_stale_writable_peer_but_never_a_peer_with_newer_acknowledged_history():
+    """Both writable, this host alone answers for the VIP. A peer whose extra transactions waited
+    for a semi-sync acknowledgement (a woken stale master) is fenced; a peer whose extra
+    transactions may have been acknowledged (its wait off) is not: an alert, never a fence."""
+    # server1 (this host) was promoted and wrote 0-1-11..15 after server2's 0-2-10; server2
+    # woke up writable with 0-2-11, which server1 lacks.
+    me = node("server1", ro=False, executed="0-1-15", binlog_state="0-2-10,0-1-15")
+    acked_peer = node("server2", ro=False, executed="0-2-11")
+    stale_peer = _waiting(acked_peer)
+    event, plan = decide_invariant(view(me, stale_peer, holds_vip=True), _semi_cfg(), vip_elsewhere=())
+    assert event == SPLIT_BRAIN and Fence("server2") in plan.steps, plan.render()
+    event, plan = decide_invariant(view(me, acked_peer, holds_vip=True), _semi_cfg(), vip_elsewhere=())
+    assert event == SPLIT_BRAIN and plan.outcome == "noop" and "newer history" in plan.reason, plan.render()
+
+
+def test_stale_even_when_its_own_unacknowledged_tail_has_higher_sequence_numbers():
+    """MariaDB: the woken master committed 20 transactions that waited (0-1-11..30), the promoted
+    peer only 5 (0-2-11..15). By sequence alone nothing is missing; by the peer's own GTIDs the
+    peer has what this node lacks: stale, and its wait stays on."""
+    from orchestrator.invariants import decide_semisync, stale_writer
+
+    me = _waiting(node("server1", ro=False, executed="0-1-30"))
+    peer = node("server2", ro=True, executed="0-2-15", binlog_state="0-1-10,0-2-15")
+    v = view(me, peer, holds_vip=True)
+    assert stale_writer(v, _semi_cfg()) == "0-2-15"
+    plan = decide_semisync(v, _semi_cfg(), witness=True)
+    assert plan is not None and plan.outcome == "noop", plan
