@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, 
 from ..config import Config, Keepalived
 from ..errors import EXIT_FAILED, EXIT_OK, DatabaseError, UsageError
 from ..flavors import requirements
-from ..flavors.common import ON, parse_grants, version_tuple
+from ..flavors.common import ON, SEMI_SYNC_NAMES, parse_grants, version_tuple
 from ..keepalived import conf
+from ..keepalived.health import HealthCheckFacts, run_health_check
 
 if TYPE_CHECKING:
     from ..db import Server
@@ -61,13 +62,7 @@ class ServerFacts:
 
 def _semi(variables: Mapping[str, str], what: str) -> Optional[str]:
     """A semi-sync variable under its MySQL 8.0.26+ or older/MariaDB name (None: no plugin)."""
-    names = {
-        "master_enabled": ("rpl_semi_sync_source_enabled", "rpl_semi_sync_master_enabled"),
-        "slave_enabled": ("rpl_semi_sync_replica_enabled", "rpl_semi_sync_slave_enabled"),
-        "timeout": ("rpl_semi_sync_source_timeout", "rpl_semi_sync_master_timeout"),
-        "wait_point": ("rpl_semi_sync_source_wait_point", "rpl_semi_sync_master_wait_point"),
-    }[what]
-    for name in names:
+    for name in SEMI_SYNC_NAMES[what]:
         if name in variables:
             return variables[name]
     return None
@@ -521,27 +516,12 @@ def check_keepalived(root: conf.Block, ka: Keepalived, path: str) -> List[Check]
 
 
 @dataclass(frozen=True)
-class HealthCheckFacts:
-    """The health check keepalived runs (a tracked vrrp_script running hooks/check-mysql), and
-    what running it with its client defaults file showed. Never the password."""
-
-    script: str  # the vrrp_script's name
-    defaults_file: str
-    mode: int = -1  # the file's permission bits (-1: cannot stat)
-    options: Mapping[str, str] = field(default_factory=dict)  # [client] host, port, socket, user
-    login_error: Optional[str] = None  # None: not run; "": check-mysql passed; else why it failed
-    server_id: str = ""  # the server the file's account reaches
-    grants: Tuple[str, ...] = ()
-    grants_error: str = ""
-
-
-@dataclass(frozen=True)
 class HostFacts:
     """What doctor read on this host: which nodes' hosts are its addresses, and the health check."""
 
     addresses: Mapping[str, Tuple[Tuple[str, bool], ...]] = field(default_factory=dict)  # node -> ((address, local?), ...)
     address_errors: Mapping[str, str] = field(default_factory=dict)  # node -> why its host did not resolve
-    health: Optional[HealthCheckFacts] = None
+    health: Optional[HealthCheckFacts] = None  # keepalived/health.py
     health_tracked: Tuple[str, ...] = ()  # how each tracked vrrp_script checks the server ("orch check", ...)
 
 
@@ -671,59 +651,6 @@ def check_metrics(cfg: Config) -> List[Check]:
                   "set maintainer.metrics_port: 9105 and scrape it (README: Metrics)")]
 
 
-def _mysql_client() -> str:
-    """The client hooks/check-mysql runs (ORCH_MYSQL_CLIENT, else the first it finds)."""
-    import os
-
-    if os.environ.get("ORCH_MYSQL_CLIENT"):
-        return os.environ["ORCH_MYSQL_CLIENT"]
-    for candidate in ("/usr/bin/mariadb", "/usr/bin/mysql", "/usr/local/bin/mariadb", "/usr/local/bin/mysql"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return "mariadb"
-
-
-def gather_health_check(root: conf.Block, inst: conf.Block) -> Tuple[Optional[HealthCheckFacts], Tuple[str, ...], str]:
-    """Run the tracked check-mysql exactly as keepalived does (the package's copy of the hook,
-    with the conf's defaults file), then ask that account which server it reached and its
-    grants. Returns (facts, how each other tracked script checks the server, the file's password
-    for redaction)."""
-    import os
-
-    from ..clientfile import client_options_of, run_client
-    from ..errors import CommandError
-    from ..shipped import HOOKS_DIR
-
-    found, others = conf.health_check(root, inst)
-    if found is None:
-        return None, others, ""
-    script, defaults = found
-    try:
-        mode = os.stat(defaults).st_mode & 0o777
-    except OSError:
-        mode = -1
-    try:
-        with open(defaults, encoding="utf-8", errors="replace") as fh:
-            options = client_options_of(fh.read())
-    except OSError:
-        options = {}
-    password = options.pop("password", "")
-    try:
-        run_client(["/bin/sh", str(HOOKS_DIR / "check-mysql"), defaults], "check-mysql", timeout=10)
-    except CommandError as exc:
-        return HealthCheckFacts(script, defaults, mode, options, login_error=str(exc).split(": ", 1)[-1]), others, password
-    server_id, grants, grants_error = "", (), ""
-    try:
-        done = run_client([_mysql_client(), f"--defaults-file={defaults}", "--batch", "--skip-column-names",
-                           "--execute", "SELECT @@server_id; SHOW GRANTS"], "the health check's account", timeout=10)
-        lines = done.stdout.decode("utf-8", "replace").splitlines()
-        server_id = lines[0].strip() if lines else ""
-        grants, _ = parse_grants(lines[1:])  # privilege names only: the lines hold a password hash
-    except CommandError as exc:
-        grants_error = str(exc).split(": ", 1)[-1]
-    return (HealthCheckFacts(script, defaults, mode, options, "", server_id, grants, grants_error), others, password)
-
-
 def gather_host(cfg: Config, keepalived: Optional[Tuple[conf.Block, str]]) -> Tuple[HostFacts, Tuple[str, ...]]:
     """This host's side: whether each node's host is one of its addresses and, with a
     keepalived.conf, its health check. Returns the facts and secrets met on the way."""
@@ -743,7 +670,7 @@ def gather_host(cfg: Config, keepalived: Optional[Tuple[conf.Block, str]]) -> Tu
     if keepalived is not None:
         inst = conf.chosen_instance(keepalived[0], cfg.keepalived)
         if inst is not None:
-            health, tracked, secret = gather_health_check(keepalived[0], inst)
+            health, tracked, secret = run_health_check(keepalived[0], inst)
     return HostFacts(addresses, errors, health, tracked), ((secret,) if secret else ())
 
 

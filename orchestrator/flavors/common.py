@@ -44,6 +44,14 @@ VARIABLES = (
     "rpl_semi_sync_master_wait_point",
 )
 
+# A semi-sync setting's names: MySQL 8.0.26+'s, then MariaDB's (and older MySQL's).
+SEMI_SYNC_NAMES = {
+    "master_enabled": ("rpl_semi_sync_source_enabled", "rpl_semi_sync_master_enabled"),
+    "slave_enabled": ("rpl_semi_sync_replica_enabled", "rpl_semi_sync_slave_enabled"),
+    "timeout": ("rpl_semi_sync_source_timeout", "rpl_semi_sync_master_timeout"),
+    "wait_point": ("rpl_semi_sync_source_wait_point", "rpl_semi_sync_master_wait_point"),
+}
+
 
 class Required:
     """Server settings orch needs: each variable's accepted values (upper case), how bad a
