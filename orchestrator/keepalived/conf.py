@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Dict, List, Optional, Sequence, Tuple
+    from typing import List, Optional, Sequence, Tuple
 
     from ..config import Keepalived
 
