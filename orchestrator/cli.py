@@ -16,9 +16,6 @@ if TYPE_CHECKING:
     import argparse
     from typing import List, Optional, TextIO
 
-NOTIFY_TYPES = ("INSTANCE", "GROUP")
-NOTIFY_STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "DELETED")
-
 
 def build_parser() -> "argparse.ArgumentParser":
     """The whole parser (argv.build_parser)."""
@@ -90,12 +87,11 @@ def parse_args(argv: "Optional[List[str]]") -> "argparse.Namespace":
 
 def parse_notify(args: "argparse.Namespace") -> None:
     """Validate keepalived's arguments; raise UsageError naming the bad one."""
-    if args.type not in NOTIFY_TYPES:
-        raise UsageError(f"orch notify: TYPE must be INSTANCE or GROUP, got {args.type!r}")
-    if args.state not in NOTIFY_STATES:
-        raise UsageError(f"orch notify: STATE must be one of {', '.join(NOTIFY_STATES)}, got {args.state!r}")
-    if args.priority is not None and not args.priority.lstrip("-").isdigit():
-        raise UsageError(f"orch notify: PRIORITY must be an integer, got {args.priority!r}")
+    from .keepalived.events import notify_call_error
+
+    why = notify_call_error(args.type, args.state, args.priority)
+    if why:
+        raise UsageError(f"orch notify: {why}")
 
 
 def main(argv: "Optional[List[str]]" = None, stdout: "Optional[TextIO]" = None, stdin: "Optional[TextIO]" = None) -> int:

@@ -4,7 +4,7 @@ option file, mode 0600 in a private directory removed afterwards, never argv."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
 
 if TYPE_CHECKING:
     import subprocess
@@ -18,6 +18,36 @@ def option_value(value: str) -> str:
     """
     escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t"))
     return f'"{escaped}"'
+
+
+def client_options_of(text: str) -> Dict[str, str]:
+    """host, port, socket, user and password as the mariadb/mysql client reads them from a
+    defaults file's client groups (quotes and escapes undone; the last one wins)."""
+    import re
+
+    groups = {"client", "client-server", "client-mariadb", "mysql", "mariadb", "mariadb-client"}
+    out: Dict[str, str] = {}
+    group = ""
+    escapes = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "s": " ", "\\": "\\", '"': '"', "'": "'"}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("[") and "]" in line:
+            group = line[1:line.index("]")].strip().lower()
+            continue
+        if group not in groups or "=" not in line:
+            continue
+        key, value = (part.strip() for part in line.split("=", 1))
+        key = key.replace("_", "-").lower()
+        if key not in ("host", "port", "socket", "user", "password"):
+            continue
+        if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) > 1:
+            value = re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), "\\" + m.group(1)), value[1:-1])
+        else:
+            value = value.split("#", 1)[0].strip()
+        out[key] = value
+    return out
 
 
 def client_options(user: str, password: str, tls: str = "preferred", tls_ca: str = "",

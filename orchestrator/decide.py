@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from . import antiflap, flavors
 from .config import Config
+from .keepalived.events import BACKUP, DELETED, FAULT, MASTER, STOP  # the events decide() plans for
 from .model import ClusterView, NodeState, ThreadState
 from .plan import (
     ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, Plan, PreserveRelayLog, Recheck, RemoveBackend,
@@ -20,14 +21,6 @@ from .plan import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import List, Optional, Tuple
-
-MASTER = "MASTER"
-BACKUP = "BACKUP"
-FAULT = "FAULT"
-STOP = "STOP"
-DELETED = "DELETED"
-STATES = (MASTER, BACKUP, FAULT, STOP, DELETED)
-
 
 def flavor_of(node: NodeState, cfg: Config) -> flavors.Flavor:
     return flavors.get(node.flavor or cfg.flavor, node.version)

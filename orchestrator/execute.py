@@ -20,7 +20,7 @@ here and the modules this calls: fence.py (read_only on or off, verified), catch
 rewind.py. Outside plans, observe.py reads the view (as orch doctor and orch check-mysql
 read), and orch bootstrap (commands/bootstrap.py) runs its own setup statements (accounts,
 seeding) on a pair that has no failover to run yet. Atlas is reached through
-atlas/apply.py, keepalived's track file through trackfile.py.
+atlas/apply.py, keepalived's track file through keepalived/track.py.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ class Executor:
         return self._one_statement(step)
 
     def _hand_over(self, step: HandOver) -> str:
-        from .trackfile import record_handover, write_track_file  # only a hand-over writes it
+        from .keepalived.track import record_handover, write_track_file  # only a hand-over writes it
 
         detail = write_track_file(step.path, step.give_up)
         record_handover(self.cfg.state_dir, step.give_up)

@@ -55,8 +55,8 @@ class PassListener(Protocol):
 
 def track_file_facts(cfg: Config) -> Tuple[str, Optional[float]]:
     """keepalived.track_file's value and the seconds since orch last wrote 0 to it (("", None) without one)."""
-    # The one import of the track-file helpers here (they are moving out of execute.py).
-    from .trackfile import last_handback_age, read_track_file
+    # The one import of the track-file helpers here.
+    from .keepalived.track import last_handback_age, read_track_file
 
     path = cfg.keepalived.track_file
     return (read_track_file(path), last_handback_age(cfg.state_dir)) if path else ("", None)

@@ -10,8 +10,12 @@ from typing import Any, Dict, List, Tuple
 
 import pytest
 
+from orchestrator.clientfile import client_options_of
 from orchestrator.commands import doctor as d
 from orchestrator.config import Keepalived
+from orchestrator.flavors import mariadb
+from orchestrator.flavors.common import parse_grants
+from orchestrator.keepalived import conf
 from orchestrator.lab import mariadb as lab
 
 from . import orchtest as t
@@ -278,13 +282,13 @@ def readme_grant() -> str:
 
 
 def test_required_privileges_are_readmes_grant_line():
-    assert [p for p, _ in d.REQUIRED_PRIVILEGES["mariadb"]] == [p.strip() for p in readme_grant().split(",")]
+    assert [p for p, _ in mariadb.PRIVILEGES] == [p.strip() for p in readme_grant().split(",")]
 
 
 def test_parse_grants_keeps_names_never_lines():
     lines = ["GRANT RELOAD, PROCESS ON *.* TO `orch`@`%` IDENTIFIED BY PASSWORD '*ABCDEF'",
              "GRANT SELECT ON `test`.* TO `orch`@`%`", "GRANT `ops` TO `orch`@`%`"]
-    assert d.parse_grants(lines) == (("RELOAD", "PROCESS"), True)
+    assert parse_grants(lines) == (("RELOAD", "PROCESS"), True)
 
 
 def mysql_facts(name: str, **variables: str) -> d.ServerFacts:
@@ -316,7 +320,7 @@ KA = Keepalived(instance="VI_1", vip="10.0.0.100")
 
 
 def ka_checks(text: str, ka: Keepalived = KA) -> Dict[str, d.Check]:
-    return {c.name: c for c in d.check_keepalived(d.parse_keepalived(text), ka, "keepalived.conf")}
+    return {c.name: c for c in d.check_keepalived(conf.parse(text), ka, "keepalived.conf")}
 
 
 @pytest.mark.parametrize("sample", ["keepalived-server1.conf", "keepalived-server2.conf", "keepalived-fifo-server1.conf"])
@@ -363,10 +367,10 @@ def test_keepalived_script_security_nopreempt_and_vip():
 def test_fifo_sample_is_the_notify_sample_with_the_fifo():
     """conf/keepalived-fifo-server1.conf stays conf/keepalived-server1.conf but for how events reach orch."""
     def statements(name: str, drop: str) -> list:
-        def walk(block: d.Block) -> list:
+        def walk(block: conf.Block) -> list:
             return [(tuple(b.words), walk(b) if b.children is not None else None)
                     for b in block.children or [] if b.words[0] != drop]
-        return walk(d.parse_keepalived((ROOT / "conf" / name).read_text()))
+        return walk(conf.parse((ROOT / "conf" / name).read_text()))
 
     assert statements("keepalived-fifo-server1.conf", "vrrp_notify_fifo") == statements("keepalived-server1.conf", "notify")
 
@@ -444,7 +448,7 @@ SAMPLE2 = (ROOT / "conf" / "keepalived-server2.conf").read_text()
 
 
 def cross(text: str, cfg: Any, host: "d.HostFacts | None" = None) -> Dict[str, d.Check]:
-    root = d.parse_keepalived(text)
+    root = conf.parse(text)
     checks = d.check_notify_node(root, cfg.keepalived, cfg.self_name, "keepalived.conf")
     checks += d.check_witness_ping(root, cfg.keepalived, cfg.failover.witness)
     return {c.name: c for c in checks}
@@ -531,7 +535,7 @@ def test_metrics_off_means_no_alert_can_fire():
 def test_client_options_read_as_the_client_reads_them():
     text = ('[mysqld]\nport=1\n[client]\nhost = 10.0.0.1\nport=3307 # extra_port\nuser="orch"\n'
             'password="p\\"w#1\\\\"\n[mysql]\nconnect_timeout=1\n')
-    assert d.client_options_of(text) == {"host": "10.0.0.1", "port": "3307", "user": "orch", "password": 'p"w#1\\'}
+    assert client_options_of(text) == {"host": "10.0.0.1", "port": "3307", "user": "orch", "password": 'p"w#1\\'}
 
 
 def health(cluster: Any, tmp_path: Path, cnf_text: "str | None", mode: int = 0o600, **cfg_changes: Any) -> Tuple[int, Dict[str, Any], t.Result]:

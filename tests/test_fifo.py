@@ -12,7 +12,8 @@ from typing import Callable, List
 
 import pytest
 
-from orchestrator.commands.fifo import Event, Queue, parse_line
+from orchestrator.commands.fifo import Queue
+from orchestrator.keepalived.events import Event, parse_line
 from orchestrator.lock import RunLock
 
 from . import orchtest as t

@@ -1,5 +1,9 @@
 """Statement-level tests for both flavors (no MySQL server can be installed here)."""
 
+import re
+from pathlib import Path
+from typing import List
+
 import pytest
 
 from orchestrator import flavors
@@ -149,3 +153,58 @@ def test_status_row_keeps_relay_position_and_io_progress():
     r = f.parse_replica_status(row)
     assert (r.relay_log_file, r.relay_log_pos, r.io_marker, r.heartbeat_period) == ("r.000003", 4, ("b.000001", 900, 7), 1.0)
     assert f.parse_replica_status({**row, "Slave_received_heartbeats": 8}).io_marker != r.io_marker
+
+
+# --- README's grants are the flavors' privilege lists ---------------------------------------
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def readme_orch_grants() -> List[str]:
+    """The privilege lists of README's GRANT ... ON *.* TO 'orch'@ lines (step 5, Accounts)."""
+    lines = re.findall(r"^GRANT (.+?) ON \*\.\* TO 'orch'@", README.read_text(), re.M)
+    assert len(lines) == 2, f"README.md's orch GRANT lines on *.* changed: {lines}"
+    return lines
+
+
+def names(grant: str) -> List[str]:
+    return [p.strip() for p in " ".join(grant.split()).split(",")]
+
+
+def test_readmes_orch_grant_is_mariadbs_privileges():
+    """The Accounts step's first GRANT is what orch doctor checks on MariaDB, in its order."""
+    from orchestrator.flavors import mariadb
+
+    assert names(readme_orch_grants()[0]) == [p for p, _ in mariadb.PRIVILEGES]
+
+
+def test_readmes_semi_sync_grant_is_mariadbs_semi_sync_privilege():
+    from orchestrator.flavors import mariadb
+
+    grant = readme_orch_grants()[1]
+    assert names(grant) == [mariadb.SEMI_SYNC_PRIVILEGE[0]]
+    line = next(l for l in README.read_text().splitlines() if l.startswith(f"GRANT {grant} ON"))
+    assert "failover.semi_sync" in line and "failover.semi_sync" in mariadb.SEMI_SYNC_PRIVILEGE[1]
+
+
+def test_readmes_mysql_grants_are_mysqls_privileges():
+    """The MySQL paragraph after the checklist names the orch account's grants on MySQL."""
+    from orchestrator.flavors import mysql
+
+    m = re.search(r"in step 5 the orch account's grants are\s+`([^`]+)`", README.read_text())
+    assert m, "README.md lost the MySQL grants"
+    assert names(m.group(1)) == [p for p, _ in mysql.PRIVILEGES]
+
+
+def test_each_flavor_declares_what_orch_doctor_reads():
+    """Both flavor modules answer the same questions; the variables orch doctor reads are
+    one list without repeats, and the GTID settings each flavor requires are among them."""
+    from orchestrator.flavors import mariadb, mysql
+
+    for module in (mariadb, mysql):
+        assert module.PRIVILEGES and all(p.upper() == p and why for p, why in module.PRIVILEGES)
+        assert module.SEMI_SYNC_PRIVILEGE[0] in module.SUPER_COVERS
+        assert set(module.GTIDS.values) <= set(flavors.server_variables())
+        assert set(module.READ_ONLY_ORIGINS.values()) == {"config", "runtime", "default"}
+    assert len(set(flavors.server_variables())) == len(flavors.server_variables())
+    assert flavors.requirements("mysql") is mysql and flavors.requirements("mariadb") is mariadb

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from orchestrator.errors import OrchError
-from orchestrator.trackfile import HANDOVER_RECORD, last_handback_age, read_track_file, record_handover, write_track_file
+from orchestrator.keepalived.track import HANDOVER_RECORD, last_handback_age, read_track_file, record_handover, write_track_file
 
 
 def test_written_in_place_and_read_back(tmp_path):

@@ -4,21 +4,24 @@ Pure checks take gathered facts and return ``Check`` values (name, pass / warn /
 what was seen, the fix in one sentence); one thin gatherer reads both servers, every
 Atlas and, when given, keepalived's configuration. Exit 0 when nothing fails.
 
-What differs between MySQL and MariaDB is data here (variable names, privileges,
-where a variable's value came from), keyed by the flavor name observe() reports.
+What differs between MySQL and MariaDB is data in ``flavors/`` (variables, privileges,
+where a variable's value came from), keyed by the flavor name observe() reports;
+keepalived.conf is parsed and queried by ``keepalived/conf.py``. Here are the checks.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from ..config import Config, Keepalived
 from ..errors import EXIT_FAILED, EXIT_OK, DatabaseError, UsageError
-from ..flavors.common import version_tuple
+from ..flavors import requirements
+from ..flavors.common import ON, SEMI_SYNC_NAMES, parse_grants, version_tuple
+from ..keepalived import conf
+from ..keepalived.health import HealthCheckFacts, run_health_check
 
 if TYPE_CHECKING:
     from ..db import Server
@@ -54,72 +57,19 @@ class ServerFacts:
     repl_login: Optional[str] = None  # None: not tried; "": logged in; else why not
 
 
-# --- flavor data ---------------------------------------------------------------------------
-
-VARIABLES = (
-    "log_bin", "binlog_format", "binlog_row_image", "log_slave_updates", "log_replica_updates", "gtid_mode",
-    "enforce_gtid_consistency", "gtid_strict_mode", "server_id", "server_uuid", "read_only", "super_read_only",
-    "auto_increment_increment", "auto_increment_offset", "extra_port",
-    "rpl_semi_sync_master_enabled", "rpl_semi_sync_slave_enabled", "rpl_semi_sync_master_timeout",
-    "rpl_semi_sync_master_wait_point", "rpl_semi_sync_source_enabled", "rpl_semi_sync_replica_enabled",
-    "rpl_semi_sync_source_timeout", "rpl_semi_sync_source_wait_point",
-)
-
-# Where read_only's value came from; the server knows, my.cnf itself is out of reach.
-ORIGIN_QUERY = {
-    "mariadb": "SELECT GLOBAL_VALUE_ORIGIN AS origin FROM information_schema.SYSTEM_VARIABLES WHERE VARIABLE_NAME = 'READ_ONLY'",
-    "mysql": "SELECT VARIABLE_SOURCE AS origin FROM performance_schema.variables_info WHERE VARIABLE_NAME = 'read_only'",
-}
-ORIGINS = {
-    "CONFIG": "config", "COMMAND-LINE": "config", "COMMAND_LINE": "config", "GLOBAL": "config", "SERVER": "config",
-    "EXPLICIT": "config", "EXTRA": "config", "PERSISTED": "config", "LOGIN": "config",
-    "SQL": "runtime", "DYNAMIC": "runtime",
-    "COMPILE-TIME": "default", "COMPILED": "default",
-}
-
-# Each privilege orch's account needs, and what for (README's GRANT lines).
-REQUIRED_PRIVILEGES: Dict[str, Tuple[Tuple[str, str], ...]] = {
-    "mariadb": (
-        ("RELOAD", "RESET SLAVE ALL when promoting"),
-        ("PROCESS", "seeing the sessions a fence waits behind"),
-        ("CONNECTION ADMIN", "killing them, and the connection reserved beyond max_connections"),
-        ("REPLICATION SLAVE ADMIN", "STOP/START SLAVE and CHANGE MASTER"),
-        ("READ_ONLY ADMIN", "SET GLOBAL read_only (the fence)"),
-        ("SLAVE MONITOR", "SHOW ALL SLAVES STATUS"),
-    ),
-    "mysql": (
-        ("SYSTEM_VARIABLES_ADMIN", "SET GLOBAL read_only / super_read_only (the fence)"),
-        ("REPLICATION_SLAVE_ADMIN", "STOP/START REPLICA and CHANGE REPLICATION SOURCE"),
-        ("REPLICATION CLIENT", "SHOW REPLICA STATUS"),
-        ("RELOAD", "RESET REPLICA ALL when promoting"),
-        ("PROCESS", "seeing the sessions a fence waits behind"),
-        ("CONNECTION_ADMIN", "killing them, and the connection reserved beyond max_connections"),
-    ),
-}
-SEMI_SYNC_PRIVILEGE = {"mariadb": ("REPLICATION MASTER ADMIN", "switching the semi-sync wait (failover.semi_sync)"),
-                       "mysql": ("SYSTEM_VARIABLES_ADMIN", "switching the semi-sync wait (failover.semi_sync)")}
-# What SUPER still covers: MySQL's dynamic privileges; on MariaDB 10.11 the semi-sync
-# master variables (error 1227 names "SUPER, REPLICATION MASTER ADMIN").
-SUPER_COVERS = {"mysql": ("SYSTEM_VARIABLES_ADMIN", "REPLICATION_SLAVE_ADMIN", "CONNECTION_ADMIN"),
-                "mariadb": ("REPLICATION MASTER ADMIN",)}
+# --- reading variables ----------------------------------------------------------------------
 
 
 def _semi(variables: Mapping[str, str], what: str) -> Optional[str]:
     """A semi-sync variable under its MySQL 8.0.26+ or older/MariaDB name (None: no plugin)."""
-    names = {
-        "master_enabled": ("rpl_semi_sync_source_enabled", "rpl_semi_sync_master_enabled"),
-        "slave_enabled": ("rpl_semi_sync_replica_enabled", "rpl_semi_sync_slave_enabled"),
-        "timeout": ("rpl_semi_sync_source_timeout", "rpl_semi_sync_master_timeout"),
-        "wait_point": ("rpl_semi_sync_source_wait_point", "rpl_semi_sync_master_wait_point"),
-    }[what]
-    for name in names:
+    for name in SEMI_SYNC_NAMES[what]:
         if name in variables:
             return variables[name]
     return None
 
 
 def _on(value: Optional[str]) -> bool:
-    return str(value or "").upper() in ("ON", "1", "YES", "TRUE", "FORCE", "FORCE_PLUS_PERMANENT")
+    return str(value or "").upper() in ON
 
 
 # --- server checks -------------------------------------------------------------------------
@@ -136,16 +86,8 @@ def check_binlog(s: ServerFacts) -> List[Check]:
     name = f"{s.name}: "
     out = [_verdict(name + "binary log", _on(v.get("log_bin")), "log_bin=ON",
                     "log_bin is OFF: a replica cannot follow this server", "set log_bin in my.cnf and restart the server")]
-    if s.flavor == "mysql":
-        mode, consistency = v.get("gtid_mode", ""), v.get("enforce_gtid_consistency", "")
-        out.append(_verdict(name + "GTIDs", mode.upper() == "ON" and consistency.upper() == "ON",
-                            "gtid_mode=ON, enforce_gtid_consistency=ON",
-                            f"gtid_mode={mode or '?'}, enforce_gtid_consistency={consistency or '?'}",
-                            "set gtid_mode=ON and enforce_gtid_consistency=ON (orch replicates with GTID auto-positioning)"))
-    else:
-        out.append(_verdict(name + "GTIDs", _on(v.get("gtid_strict_mode")), "gtid_strict_mode=ON",
-                            "gtid_strict_mode is OFF: out-of-order GTIDs are accepted silently",
-                            "set gtid_strict_mode=ON in my.cnf on both servers", WARN))
+    gtids = requirements(s.flavor).GTIDS
+    out.append(_verdict(name + "GTIDs", gtids.met(v), gtids.passed, gtids.seen(v), gtids.fix, gtids.status))
     out.append(_verdict(name + "log_slave_updates", _on(v.get("log_replica_updates", v.get("log_slave_updates"))),
                         "replicated transactions are written to the binary log",
                         "OFF: this server's binary log lacks what it replicated, so after a failover the other server cannot catch up from it",
@@ -264,13 +206,14 @@ def check_privileges(s: ServerFacts, semi_sync: bool) -> List[Check]:
     name = f"{s.name}: orch account privileges"
     if s.grants_error:
         return [Check(name, WARN, f"SHOW GRANTS failed: {s.grants_error}", "check the orch account's grants against README by hand")]
-    required = list(REQUIRED_PRIVILEGES.get(s.flavor, REQUIRED_PRIVILEGES["mariadb"]))
+    needs = requirements(s.flavor)
+    required = list(needs.PRIVILEGES)
     if semi_sync:
-        required.append(SEMI_SYNC_PRIVILEGE.get(s.flavor, SEMI_SYNC_PRIVILEGE["mariadb"]))
+        required.append(needs.SEMI_SYNC_PRIVILEGE)
     held = {g.upper() for g in s.grants}
     if "ALL PRIVILEGES" in held or "ALL" in held:
         return [Check(name, PASS, "ALL PRIVILEGES (more than orch needs)")]
-    covered = set(SUPER_COVERS.get(s.flavor, ())) if "SUPER" in held else set()
+    covered = set(needs.SUPER_COVERS) if "SUPER" in held else set()
     missing = [(p, why) for p, why in required if p not in held and p not in covered]
     if not missing:
         return [Check(name, PASS, ", ".join(p for p, _ in required))]
@@ -279,19 +222,6 @@ def check_privileges(s: ServerFacts, semi_sync: bool) -> List[Check]:
     detail = f"missing {text}" + (" (roles were not followed)" if s.roles else "")
     grant = ", ".join(p for p, _ in missing)
     return [Check(name, status, detail, f"GRANT {grant} ON *.* TO the orch account on {s.name}")]
-
-
-def parse_grants(lines: Sequence[str]) -> Tuple[Tuple[str, ...], bool]:
-    """Privilege names granted ON *.* and whether any role is granted; never keeps a line."""
-    privileges: List[str] = []
-    roles = False
-    for line in lines:
-        m = re.match(r"GRANT (.+?) ON \*\.\* TO ", line)
-        if m:
-            privileges += [p.strip().upper() for p in m.group(1).split(",") if p.strip()]
-        elif re.match(r"GRANT [`'\"][^`'\"]+[`'\"](@[`'\"][^`'\"]*[`'\"])? TO ", line):
-            roles = True
-    return tuple(privileges), roles
 
 
 # --- replication and semi-sync --------------------------------------------------------------
@@ -481,126 +411,38 @@ def check_atlas(view: ClusterView, cfg: Config) -> List[Check]:
 # --- keepalived ----------------------------------------------------------------------------
 
 
-@dataclass
-class Block:
-    """One keepalived statement: its words and, for a block, its children."""
-
-    words: List[str]
-    children: Optional[List["Block"]] = None
-
-    def find(self, keyword: str) -> List["Block"]:
-        return [c for c in self.children or [] if c.words and c.words[0] == keyword]
-
-    def has(self, keyword: str) -> bool:
-        return bool(self.find(keyword))
-
-
-def _tokens(text: str) -> List[Optional[str]]:
-    """Words, quoted strings and braces; None marks a line end. # and ! start comments."""
-    out: List[Optional[str]] = []
-    for line in text.splitlines():
-        i, n = 0, len(line)
-        while i < n:
-            ch = line[i]
-            if ch in "#!":
-                break
-            if ch.isspace():
-                i += 1
-            elif ch in "{}":
-                out.append(ch)
-                i += 1
-            elif ch == '"':
-                end = line.find('"', i + 1)
-                end = n if end < 0 else end
-                out.append(line[i + 1:end])
-                i = end + 1
-            else:
-                j = i
-                while j < n and not line[j].isspace() and line[j] not in '{}"':
-                    j += 1
-                out.append(line[i:j])
-                i = j
-        out.append(None)
-    return out
-
-
-def parse_keepalived(text: str) -> Block:
-    """keepalived.conf as a tree of statements (the root's children are the top level)."""
-    tokens = _tokens(text)
-    pos = 0
-
-    def block() -> List[Block]:
-        nonlocal pos
-        items: List[Block] = []
-        words: List[str] = []
-        while pos < len(tokens):
-            tok = tokens[pos]
-            pos += 1
-            if tok is None:
-                if words:
-                    items.append(Block(words))
-                    words = []
-            elif tok == "{":
-                items.append(Block(words, block()))
-                words = []
-            elif tok == "}":
-                if words:
-                    items.append(Block(words))
-                return items
-            else:
-                words.append(tok)
-        if words:
-            items.append(Block(words))
-        return items
-
-    return Block(["<root>"], block())
-
-
-def _weight(words: Sequence[str]) -> int:
-    for i, w in enumerate(words[:-1]):
-        if w == "weight":
-            try:
-                return int(words[i + 1])
-            except ValueError:
-                return 0
-    return 0
-
-
-def check_keepalived(root: Block, ka: Keepalived, path: str) -> List[Check]:
+def check_keepalived(root: conf.Block, ka: Keepalived, path: str) -> List[Check]:
     """keepalived.conf's sanity for orch: events reach orch, nopreempt without the weight
     trap, script security, the track file, the VIP."""
     out: List[Check] = []
     label = "keepalived"
-    glob = Block(["global_defs"], [c for g in root.find("global_defs") for c in g.children or []])
-    instances = root.find("vrrp_instance")
+    glob = conf.global_defs(root)
+    instances = conf.instances(root)
     if root.has("include"):
         out.append(Check(label + " include", WARN, f"{path} includes other files, which are not checked",
                          "run orch doctor on the included files too, or inline them"))
     if not instances:
         return out + [Check(label + " instance", FAIL, f"{path} has no vrrp_instance", "configure the VRRP instance (conf/keepalived-server1.conf)")]
-    wanted = ka.instance
-    chosen = [i for i in instances if len(i.words) > 1 and i.words[1] == wanted] if wanted else instances[:1]
-    if not chosen:
+    inst = conf.chosen_instance(root, ka)
+    if inst is None:
         names = ", ".join(i.words[1] for i in instances if len(i.words) > 1)
-        return out + [Check(label + " instance", FAIL, f"no vrrp_instance {wanted} (found {names}): orch ignores other instances' events",
+        return out + [Check(label + " instance", FAIL, f"no vrrp_instance {ka.instance} (found {names}): orch ignores other instances' events",
                             "set keepalived.instance in orch.yaml to the instance that moves the VIP")]
-    inst = chosen[0]
-    iname = inst.words[1] if len(inst.words) > 1 else "?"
+    iname = conf.name_of(inst) or "?"
     out.append(Check(label + " instance", PASS, f"vrrp_instance {iname}"))
 
     # Events reach orch: a notify script running the hook, or a FIFO for orch notify-fifo.
-    groups = [g for g in root.find("vrrp_sync_group") if any(iname in (b.words or []) for gb in g.find("group") for b in gb.children or [])]
-    notify = [b for b in inst.find("notify")] + [b for g in groups for b in g.find("notify")]
-    fifos = [b for b in glob.children or [] if b.words[0] in ("notify_fifo", "vrrp_notify_fifo") and len(b.words) > 1]
-    partial = [b.words[0] for b in (inst.children or []) if b.words[0] in ("notify_master", "notify_backup", "notify_fault", "notify_stop")]
+    notify = conf.notify_lines(root, inst)
+    fifos = conf.notify_fifos(root)
+    partial = conf.per_state_notify(inst)
     if notify and fifos:
-        out.append(Check(label + " events", WARN, f"both a notify script and {fifos[0].words[0]} {fifos[0].words[1]}: every event is handled twice, possibly at once",
+        out.append(Check(label + " events", WARN, f"both a notify script and {fifos[0][0]} {fifos[0][1]}: every event is handled twice, possibly at once",
                          "keep only the FIFO (conf/keepalived-fifo-server1.conf) and run orch notify-fifo"))
     elif fifos:
-        out.append(Check(label + " events", PASS, f"{fifos[0].words[0]} {fifos[0].words[1]}: run `orch notify-fifo {fifos[0].words[1]}` (conf/orch-notify-fifo.service)"))
+        out.append(Check(label + " events", PASS, f"{fifos[0][0]} {fifos[0][1]}: run `orch notify-fifo {fifos[0][1]}` (conf/orch-notify-fifo.service)"))
     elif notify:
         script = notify[0].words[1] if len(notify[0].words) > 1 else ""
-        if "keepalived-notify" in script or re.search(r"\borch\b.*\bnotify\b", script):
+        if conf.runs_orch_notify(script):
             out.append(Check(label + " events", PASS, f"notify runs {script.split()[0] if script else '?'}"))
         else:
             out.append(Check(label + " events", FAIL, f"notify runs {script!r}, not orch's hook",
@@ -612,23 +454,14 @@ def check_keepalived(root: Block, ka: Keepalived, path: str) -> List[Check]:
         out.append(Check(label + " notify_*", WARN, f"{', '.join(partial)} also run on state changes", "leave state handling to orch: remove them"))
 
     # nopreempt, and the weight trap.
-    state = next((b.words[1] for b in inst.find("state") if len(b.words) > 1), "")
+    state = conf.initial_state(inst)
     if inst.has("nopreempt"):
         if state.upper() != "BACKUP":
             out.append(Check(label + " nopreempt", FAIL, f"nopreempt with state {state or 'unset'}: keepalived ignores nopreempt unless the initial state is BACKUP",
                              "set state BACKUP on both nodes"))
         else:
             out.append(Check(label + " nopreempt", PASS, "state BACKUP, nopreempt: no automatic fail-back"))
-        scripts = {s.words[1]: s for s in root.find("vrrp_script") if len(s.words) > 1}
-        weighted = []
-        for section in ("track_script", "track_interface", "track_file", "track_process"):
-            for blk in inst.find(section):
-                for entry in blk.children or []:
-                    w = _weight(entry.words)
-                    if not w and section == "track_script" and entry.words[0] in scripts:
-                        w = next((_weight(c.words) for c in scripts[entry.words[0]].children or [] if c.words[0] == "weight"), 0)
-                    if w:
-                        weighted.append(f"{section} {entry.words[0]} (weight {w})")
+        weighted = conf.weighted_tracks(root, inst)
         if weighted:
             out.append(Check(label + " weight trap", FAIL, f"{', '.join(weighted)} with nopreempt: a failing check only lowers the priority, and with nopreempt the peer never takes over",
                              "remove the weight: a failing check then means FAULT, which gives up the VIP"))
@@ -653,25 +486,22 @@ def check_keepalived(root: Block, ka: Keepalived, path: str) -> List[Check]:
 
     # The track file orch writes to hand the VIP over.
     if ka.track_file:
-        # keepalived 2.1+ spells it track_file at the top level; vrrp_track_file before.
-        files = {b.words[1]: b for b in root.find("track_file") + root.find("vrrp_track_file") if len(b.words) > 1 and b.children is not None}
-        named = [n for n, b in files.items() if any(len(c.words) > 1 and c.words[0] == "file" and c.words[1] == ka.track_file for c in b.children or [])]
-        tracked = [e for blk in inst.find("track_file") for e in blk.children or [] if e.words[0] in named]
-        if not named:
+        use = conf.track_file_use(root, inst, ka.track_file)
+        if not use.named:
             out.append(Check(label + " track file", FAIL, f"no track_file reads {ka.track_file} (keepalived.track_file): orch's hand-over of the VIP does nothing",
                              f"add track_file orch {{ file {ka.track_file}; weight 0 }} and track_file {{ orch }} in the instance"))
-        elif not tracked:
-            out.append(Check(label + " track file", FAIL, f"track_file {named[0]} is not in vrrp_instance {iname}'s track_file",
-                             f"add track_file {{ {named[0]} weight 0 }} to vrrp_instance {iname}"))
-        elif _weight(tracked[0].words) or any(_weight(c.words) for c in files[tracked[0].words[0]].children or [] if c.words[0] == "weight"):
-            out.append(Check(label + " track file", FAIL, f"{tracked[0].words[0]} is weighted: a non-zero value only lowers the priority",
+        elif not use.tracked:
+            out.append(Check(label + " track file", FAIL, f"track_file {use.named[0]} is not in vrrp_instance {iname}'s track_file",
+                             f"add track_file {{ {use.named[0]} weight 0 }} to vrrp_instance {iname}"))
+        elif use.weighted:
+            out.append(Check(label + " track file", FAIL, f"{use.tracked[0]} is weighted: a non-zero value only lowers the priority",
                              "track it with weight 0: a non-zero value then means FAULT"))
         else:
             out.append(Check(label + " track file", PASS, f"{ka.track_file} tracked by {iname} with weight 0"))
 
     # The VIP orch checks is the one keepalived moves.
     if ka.vip:
-        addresses = [e.words[0].split("/")[0] for blk in inst.find("virtual_ipaddress") for e in blk.children or []]
+        addresses = conf.virtual_addresses(inst)
         if ka.vip in addresses:
             out.append(Check(label + " VIP", PASS, f"{iname} moves {ka.vip}"))
         else:
@@ -686,82 +516,21 @@ def check_keepalived(root: Block, ka: Keepalived, path: str) -> List[Check]:
 
 
 @dataclass(frozen=True)
-class HealthCheckFacts:
-    """The health check keepalived runs (a tracked vrrp_script running hooks/check-mysql), and
-    what running it with its client defaults file showed. Never the password."""
-
-    script: str  # the vrrp_script's name
-    defaults_file: str
-    mode: int = -1  # the file's permission bits (-1: cannot stat)
-    options: Mapping[str, str] = field(default_factory=dict)  # [client] host, port, socket, user
-    login_error: Optional[str] = None  # None: not run; "": check-mysql passed; else why it failed
-    server_id: str = ""  # the server the file's account reaches
-    grants: Tuple[str, ...] = ()
-    grants_error: str = ""
-
-
-@dataclass(frozen=True)
 class HostFacts:
     """What doctor read on this host: which nodes' hosts are its addresses, and the health check."""
 
     addresses: Mapping[str, Tuple[Tuple[str, bool], ...]] = field(default_factory=dict)  # node -> ((address, local?), ...)
     address_errors: Mapping[str, str] = field(default_factory=dict)  # node -> why its host did not resolve
-    health: Optional[HealthCheckFacts] = None
+    health: Optional[HealthCheckFacts] = None  # keepalived/health.py
     health_tracked: Tuple[str, ...] = ()  # how each tracked vrrp_script checks the server ("orch check", ...)
 
 
-def chosen_instance(root: Block, ka: Keepalived) -> Optional[Block]:
-    """The vrrp_instance keepalived.instance names (the first one when unset), as check_keepalived picks it."""
-    instances = root.find("vrrp_instance")
-    if ka.instance:
-        return next((i for i in instances if len(i.words) > 1 and i.words[1] == ka.instance), None)
-    return instances[0] if instances else None
-
-
-def _script_words(block: Block) -> List[str]:
-    """A vrrp_script's command as words (keepalived splits it on blanks, quotes kept together)."""
-    import shlex
-
-    text = next((c.words[1] for c in block.children or [] if c.words[0] == "script" and len(c.words) > 1), "")
-    try:
-        return shlex.split(text)
-    except ValueError:
-        return text.split()
-
-
-def tracked_scripts(root: Block, inst: Block) -> List[Tuple[str, List[str]]]:
-    """(name, command words) of each vrrp_script the instance tracks."""
-    scripts = {s.words[1]: s for s in root.find("vrrp_script") if len(s.words) > 1}
-    names = [e.words[0] for blk in inst.find("track_script") for e in blk.children or []]
-    return [(n, _script_words(scripts[n])) for n in names if n in scripts]
-
-
-def notify_nodes(root: Block, inst: Block) -> List[str]:
-    """The --node of each notify line that runs orch's hook for this instance (or its sync group)."""
-    import shlex
-
-    iname = inst.words[1] if len(inst.words) > 1 else ""
-    groups = [g for g in root.find("vrrp_sync_group") if any(iname in (b.words or []) for gb in g.find("group") for b in gb.children or [])]
-    out = []
-    for b in list(inst.find("notify")) + [b for g in groups for b in g.find("notify")]:
-        try:
-            words = shlex.split(b.words[1]) if len(b.words) > 1 else []
-        except ValueError:
-            words = b.words[1].split()
-        for i, w in enumerate(words):
-            if w == "--node" and i + 1 < len(words):
-                out.append(words[i + 1])
-            elif w.startswith("--node="):
-                out.append(w.split("=", 1)[1])
-    return out
-
-
-def check_notify_node(root: Block, ka: Keepalived, self_name: str, path: str) -> List[Check]:
+def check_notify_node(root: conf.Block, ka: Keepalived, self_name: str, path: str) -> List[Check]:
     """The node keepalived's notify line names is this host's self (orch.yaml or --node)."""
-    inst = chosen_instance(root, ka)
+    inst = conf.chosen_instance(root, ka)
     if inst is None:
         return []
-    nodes = notify_nodes(root, inst)
+    nodes = conf.notify_nodes(root, inst)
     wrong = [n for n in nodes if n != self_name]
     if wrong:
         return [Check("keepalived notify node", FAIL,
@@ -773,21 +542,13 @@ def check_notify_node(root: Block, ka: Keepalived, self_name: str, path: str) ->
     return []
 
 
-def _ping_target(words: Sequence[str]) -> str:
-    """The address a ping command pings (its last word), or "" when it is not a ping."""
-    if not words or words[0].rsplit("/", 1)[-1] not in ("ping", "ping6", "fping", "fping6"):
-        return ""
-    return words[-1] if not words[-1].startswith("-") else ""
-
-
-def check_witness_ping(root: Block, ka: Keepalived, witness: str) -> List[Check]:
+def check_witness_ping(root: conf.Block, ka: Keepalived, witness: str) -> List[Check]:
     """keepalived's witness check (chk_witness) pings failover.witness, the address orch pings."""
-    inst = chosen_instance(root, ka)
+    inst = conf.chosen_instance(root, ka)
     if inst is None:
         return []
     name = "keepalived witness"
-    pinged = [(n, _ping_target(words)) for n, words in tracked_scripts(root, inst)]
-    pinged = [(n, target) for n, target in pinged if target]
+    pinged = conf.witness_pings(root, inst)
     if not pinged:
         if witness:
             return [Check(name, WARN, f"no tracked vrrp_script pings failover.witness {witness}: an isolated master keeps the VIP",
@@ -824,10 +585,6 @@ def check_self_address(cfg: Config, host: HostFacts) -> List[Check]:
                               "and check the VIP for the wrong node",
                   f"set self (or --node) to {others[0]} on this host" if others else
                   f"set self (or --node) to this host's node, or correct nodes.{me.name}.host")]
-
-
-def _connection_admin(flavor: str) -> str:
-    return "CONNECTION_ADMIN" if flavor == "mysql" else "CONNECTION ADMIN"
 
 
 def check_health_account(cfg: Config, host: HostFacts, servers: Mapping[str, ServerFacts]) -> List[Check]:
@@ -873,7 +630,7 @@ def check_health_account(cfg: Config, host: HostFacts, servers: Mapping[str, Ser
                          "check the account's grants by hand (README: keepalived)"))
     else:
         held = {g.upper() for g in h.grants}
-        admin = _connection_admin(flavor)
+        admin = requirements(flavor).CONNECTION_ADMIN
         if held & {admin, "SUPER", "ALL PRIVILEGES", "ALL"}:
             out.append(Check(name + " at max_connections", PASS, f"{h.options.get('user', 'the account')} may connect beyond max_connections"))
         else:
@@ -894,93 +651,7 @@ def check_metrics(cfg: Config) -> List[Check]:
                   "set maintainer.metrics_port: 9105 and scrape it (README: Metrics)")]
 
 
-def client_options_of(text: str) -> Dict[str, str]:
-    """host, port, socket, user and password as the mariadb/mysql client reads them from a
-    defaults file's client groups (quotes and escapes undone; the last one wins)."""
-    groups = {"client", "client-server", "client-mariadb", "mysql", "mariadb", "mariadb-client"}
-    out: Dict[str, str] = {}
-    group = ""
-    escapes = {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "s": " ", "\\": "\\", '"': '"', "'": "'"}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line[0] in "#;":
-            continue
-        if line.startswith("[") and "]" in line:
-            group = line[1:line.index("]")].strip().lower()
-            continue
-        if group not in groups or "=" not in line:
-            continue
-        key, value = (part.strip() for part in line.split("=", 1))
-        key = key.replace("_", "-").lower()
-        if key not in ("host", "port", "socket", "user", "password"):
-            continue
-        if value[:1] in "\"'" and value[-1:] == value[:1] and len(value) > 1:
-            value = re.sub(r"\\(.)", lambda m: escapes.get(m.group(1), "\\" + m.group(1)), value[1:-1])
-        else:
-            value = value.split("#", 1)[0].strip()
-        out[key] = value
-    return out
-
-
-def _mysql_client() -> str:
-    """The client hooks/check-mysql runs (ORCH_MYSQL_CLIENT, else the first it finds)."""
-    import os
-
-    if os.environ.get("ORCH_MYSQL_CLIENT"):
-        return os.environ["ORCH_MYSQL_CLIENT"]
-    for candidate in ("/usr/bin/mariadb", "/usr/bin/mysql", "/usr/local/bin/mariadb", "/usr/local/bin/mysql"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return "mariadb"
-
-
-def gather_health_check(root: Block, inst: Block) -> Tuple[Optional[HealthCheckFacts], Tuple[str, ...], str]:
-    """Run the tracked check-mysql exactly as keepalived does (the package's copy of the hook,
-    with the conf's defaults file), then ask that account which server it reached and its
-    grants. Returns (facts, how each other tracked script checks the server, the file's password
-    for redaction)."""
-    import os
-
-    from ..clientfile import run_client
-    from ..errors import CommandError
-    from ..shipped import HOOKS_DIR
-
-    others: List[str] = []
-    for script, words in tracked_scripts(root, inst):
-        if words and words[0].rsplit("/", 1)[-1] in ("check-mysql", "orch-check-mysql"):
-            defaults = words[1] if len(words) > 1 else "/etc/orch/check.cnf"
-            break
-        if words and words[0].rsplit("/", 1)[-1] == "orch" and "check" in words:
-            others.append(f"{script}: {' '.join(words)}")
-    else:
-        return None, tuple(others), ""
-    try:
-        mode = os.stat(defaults).st_mode & 0o777
-    except OSError:
-        mode = -1
-    try:
-        with open(defaults, encoding="utf-8", errors="replace") as fh:
-            options = client_options_of(fh.read())
-    except OSError:
-        options = {}
-    password = options.pop("password", "")
-    try:
-        run_client(["/bin/sh", str(HOOKS_DIR / "check-mysql"), defaults], "check-mysql", timeout=10)
-    except CommandError as exc:
-        return HealthCheckFacts(script, defaults, mode, options, login_error=str(exc).split(": ", 1)[-1]), tuple(others), password
-    server_id, grants, grants_error = "", (), ""
-    try:
-        done = run_client([_mysql_client(), f"--defaults-file={defaults}", "--batch", "--skip-column-names",
-                           "--execute", "SELECT @@server_id; SHOW GRANTS"], "the health check's account", timeout=10)
-        lines = done.stdout.decode("utf-8", "replace").splitlines()
-        server_id = lines[0].strip() if lines else ""
-        grants, _ = parse_grants(lines[1:])  # privilege names only: the lines hold a password hash
-    except CommandError as exc:
-        grants_error = str(exc).split(": ", 1)[-1]
-    return (HealthCheckFacts(script, defaults, mode, options, "", server_id, grants, grants_error), tuple(others), password)
-
-
-def gather_host(cfg: Config, keepalived: Optional[Tuple[Block, str]]) -> Tuple[HostFacts, Tuple[str, ...]]:
+def gather_host(cfg: Config, keepalived: Optional[Tuple[conf.Block, str]]) -> Tuple[HostFacts, Tuple[str, ...]]:
     """This host's side: whether each node's host is one of its addresses and, with a
     keepalived.conf, its health check. Returns the facts and secrets met on the way."""
     import socket
@@ -997,9 +668,9 @@ def gather_host(cfg: Config, keepalived: Optional[Tuple[Block, str]]) -> Tuple[H
             errors[node.name] = f"cannot tell whether it is this host: {exc.strerror or exc}"
     health, tracked, secret = None, (), ""
     if keepalived is not None:
-        inst = chosen_instance(keepalived[0], cfg.keepalived)
+        inst = conf.chosen_instance(keepalived[0], cfg.keepalived)
         if inst is not None:
-            health, tracked, secret = gather_health_check(keepalived[0], inst)
+            health, tracked, secret = run_health_check(keepalived[0], inst)
     return HostFacts(addresses, errors, health, tracked), ((secret,) if secret else ())
 
 
@@ -1012,21 +683,23 @@ def gather_server(server: Server, node: NodeState, cfg: Config) -> ServerFacts:
         return ServerFacts(node.name, False, error=node.error, flavor=node.flavor)
     # Alive but unusable for observe() (a privilege missing, say): its settings and grants
     # may still say why.
-    from ..flavors import detect
+    from ..flavors import detect, server_variables
 
-    placeholders = ", ".join(["%s"] * len(VARIABLES))
+    variable_names = server_variables()
+    placeholders = ", ".join(["%s"] * len(variable_names))
     flavor = node.flavor
     try:
         if not flavor:
             flavor = detect(str(server.value("SELECT VERSION()")))
-        rows = server.query(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", VARIABLES)
+        rows = server.query(f"SHOW GLOBAL VARIABLES WHERE Variable_name IN ({placeholders})", variable_names)
     except DatabaseError as exc:
         return ServerFacts(node.name, False, error=str(exc), flavor=flavor)
     variables = {str(r["Variable_name"]).lower(): str(r["Value"]) for r in rows}
     origin = ""
     try:
-        raw = server.value(ORIGIN_QUERY.get(flavor, ORIGIN_QUERY["mariadb"]))
-        origin = ORIGINS.get(str(raw or "").upper(), "")
+        needs = requirements(flavor)
+        raw = server.value(needs.READ_ONLY_ORIGIN_QUERY)
+        origin = needs.READ_ONLY_ORIGINS.get(str(raw or "").upper(), "")
     except DatabaseError:
         pass  # MySQL without access to performance_schema: said as "cannot tell"
     grants: Tuple[str, ...] = ()
@@ -1058,7 +731,7 @@ def _repl_login(server: Server, cfg: Config) -> str:
         probe.close()
 
 
-def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts], keepalived: Optional[Tuple[Block, str]],
+def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts], keepalived: Optional[Tuple[conf.Block, str]],
                host: Optional[HostFacts] = None) -> List[Check]:
     """Every check, in the order an operator fixes things."""
     me, peer = servers.get(view.me.name), servers.get(view.peer.name)
@@ -1122,7 +795,7 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
                 text = fh.read()
         except OSError as exc:
             raise UsageError(f"orch doctor: cannot read {args.keepalived_config}: {exc.strerror}") from None
-        keepalived = (parse_keepalived(text), args.keepalived_config)
+        keepalived = (conf.parse(text), args.keepalived_config)
     cfg = load_config(args)
     servers = open_servers(cfg, read_timeout=5.0)
     try:

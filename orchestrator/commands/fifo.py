@@ -16,57 +16,19 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import select
 import signal
 import stat
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import List, Optional, TextIO, Tuple
 
 from ..errors import EXIT_OK, OrchError, UsageError
+from ..keepalived.events import Event, parse_line
 
 log = logging.getLogger("orchestrator.fifo")
 
-STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "DELETED")
-TYPES = ("INSTANCE", "GROUP")
-# keepalived quotes the name; older versions and hand-written tests may not.
-LINE = re.compile(r'^(?P<type>[A-Z_]+)\s+(?:"(?P<quoted>[^"]*)"|(?P<bare>\S+))\s+(?P<state>[A-Z_]+)(?:\s+(?P<priority>-?\d+))?\s*$')
 MAX_LINE = 4096  # bytes: a longer "line" is not keepalived's
 CHECK_PATH_EVERY = 5.0  # seconds: notice a FIFO replaced or removed under us
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str
-    name: str
-    state: str
-
-    @property
-    def key(self) -> Tuple[str, str]:
-        return (self.type, self.name)
-
-    def __str__(self) -> str:
-        return f'{self.type} "{self.name}" {self.state}'
-
-
-def parse_line(line: str) -> Tuple[Optional[Event], str]:
-    """(event, "") for a state change orch acts on; (None, why) for anything else.
-
-    ``why`` starts with "ignored" for well-formed lines orch has no business with (other
-    keepalived notifications such as MASTER_RX_LOWER_PRI), else it says what is wrong.
-    """
-    m = LINE.match(line)
-    if not m:
-        return None, "malformed: expected TYPE \"NAME\" STATE [PRIORITY]"
-    name = m.group("quoted") if m.group("quoted") is not None else m.group("bare")
-    if m.group("type") not in TYPES:
-        return None, f"ignored: type {m.group('type')} is not INSTANCE or GROUP"
-    if not name:
-        return None, "malformed: empty name"
-    if m.group("state") not in STATES:
-        return None, f"ignored: state {m.group('state')} is not one orch acts on"
-    return Event(m.group("type"), name, m.group("state")), ""
 
 
 class Queue:

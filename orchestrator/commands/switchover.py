@@ -217,7 +217,7 @@ def keepalived_running(proc: str = "/proc") -> bool:
 
 
 def local_facts(cfg: Config) -> LocalFacts:
-    from ..trackfile import read_track_file
+    from ..keepalived.track import read_track_file
 
     track = read_track_file(cfg.keepalived.track_file) if cfg.keepalived.track_file else ""
     return LocalFacts(keepalived_running=keepalived_running(), track=track)
@@ -294,7 +294,7 @@ def switchover(args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO]) -
 
         def abort(why: str) -> None:
             # Decided on what is there now (a failed fence may have set read_only all the same).
-            from ..trackfile import read_track_file
+            from ..keepalived.track import read_track_file
 
             after = observe(cfg, servers)
             track = read_track_file(cfg.keepalived.track_file) if cfg.keepalived.track_file else ""

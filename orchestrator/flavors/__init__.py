@@ -97,3 +97,23 @@ def get(name: str, version: str) -> Flavor:
 
         return mysql.MySQL(version)
     raise ValueError(f"unknown flavor {name!r}")
+
+
+def requirements(name: str) -> Any:
+    """The module of flavor ``name`` (MariaDB's for an unknown one), whose constants say what
+    orch needs of such a server: PRIVILEGES, SEMI_SYNC_PRIVILEGE, SUPER_COVERS,
+    CONNECTION_ADMIN, GTIDS, READ_ONLY_ORIGIN_QUERY and READ_ONLY_ORIGINS (orch doctor)."""
+    if name == "mysql":
+        from . import mysql
+
+        return mysql
+    from . import mariadb
+
+    return mariadb
+
+
+def server_variables() -> Tuple[str, ...]:
+    """Every server variable orch doctor reads, either flavor's (a server answers only those it has)."""
+    from . import common, mariadb, mysql
+
+    return common.VARIABLES + mysql.VARIABLES + mariadb.VARIABLES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..gtid import BinlogState, GtidPos, mariadb_errant
 from ..model import NodeState, ReplicaStatus, replica_status_from_row
-from .common import HEARTBEAT_PERIOD, Statement
+from .common import HEARTBEAT_PERIOD, ON, Required, Statement
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -108,3 +108,34 @@ class MariaDB:
 
     def is_fenced(self, node: NodeState) -> bool:
         return node.read_only
+
+
+# --- what orch needs of a MariaDB server (orch doctor checks each; commands/doctor.py) -------
+
+# Each privilege orch's account needs ON *.*, and what for: README's orch GRANT line
+# (tests/test_doctor.py holds them equal; tests/test_grants.py proves each needed).
+PRIVILEGES = (
+    ("RELOAD", "RESET SLAVE ALL when promoting"),
+    ("PROCESS", "seeing the sessions a fence waits behind"),
+    ("CONNECTION ADMIN", "killing them, and the connection reserved beyond max_connections"),
+    ("REPLICATION SLAVE ADMIN", "STOP/START SLAVE and CHANGE MASTER"),
+    ("READ_ONLY ADMIN", "SET GLOBAL read_only (the fence)"),
+    ("SLAVE MONITOR", "SHOW ALL SLAVES STATUS"),
+)
+SEMI_SYNC_PRIVILEGE = ("REPLICATION MASTER ADMIN", "switching the semi-sync wait (failover.semi_sync)")
+# What SUPER still covers on MariaDB 10.11: the semi-sync master variables (error 1227
+# names "SUPER, REPLICATION MASTER ADMIN").
+SUPER_COVERS = ("REPLICATION MASTER ADMIN",)
+CONNECTION_ADMIN = "CONNECTION ADMIN"  # may connect beyond max_connections
+
+# The server variables orch doctor reads beyond both flavors' (flavors/common.py).
+VARIABLES = ("gtid_strict_mode",)
+# GTIDs: strict mode, else out-of-order GTIDs are accepted silently (a warning).
+GTIDS = Required({"gtid_strict_mode": ON}, "warn", "gtid_strict_mode=ON",
+                 "gtid_strict_mode is OFF: out-of-order GTIDs are accepted silently",
+                 "set gtid_strict_mode=ON in my.cnf on both servers")
+
+# Where read_only's value came from, and the server's words for config / runtime / default.
+READ_ONLY_ORIGIN_QUERY = ("SELECT GLOBAL_VALUE_ORIGIN AS origin FROM information_schema.SYSTEM_VARIABLES "
+                          "WHERE VARIABLE_NAME = 'READ_ONLY'")
+READ_ONLY_ORIGINS = {"CONFIG": "config", "COMMAND-LINE": "config", "SQL": "runtime", "COMPILE-TIME": "default"}

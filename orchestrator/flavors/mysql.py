@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ..gtid import GtidSet
 from ..model import NodeState, ReplicaStatus, replica_status_from_row
-from .common import HEARTBEAT_PERIOD, Statement, version_tuple
+from .common import HEARTBEAT_PERIOD, Required, Statement, version_tuple
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -118,3 +118,42 @@ class MySQL:
 
     def is_fenced(self, node: NodeState) -> bool:
         return node.read_only and node.super_read_only
+
+
+# --- what orch needs of a MySQL server (orch doctor checks each; commands/doctor.py) ---------
+
+# Each privilege orch's account needs ON *.*, and what for: README's MySQL grants
+# (tests/test_doctor.py holds them equal).
+PRIVILEGES = (
+    ("SYSTEM_VARIABLES_ADMIN", "SET GLOBAL read_only / super_read_only (the fence)"),
+    ("REPLICATION_SLAVE_ADMIN", "STOP/START REPLICA and CHANGE REPLICATION SOURCE"),
+    ("REPLICATION CLIENT", "SHOW REPLICA STATUS"),
+    ("RELOAD", "RESET REPLICA ALL when promoting"),
+    ("PROCESS", "seeing the sessions a fence waits behind"),
+    ("CONNECTION_ADMIN", "killing them, and the connection reserved beyond max_connections"),
+)
+SEMI_SYNC_PRIVILEGE = ("SYSTEM_VARIABLES_ADMIN", "switching the semi-sync wait (failover.semi_sync)")
+# What SUPER still covers: the dynamic privileges.
+SUPER_COVERS = ("SYSTEM_VARIABLES_ADMIN", "REPLICATION_SLAVE_ADMIN", "CONNECTION_ADMIN")
+CONNECTION_ADMIN = "CONNECTION_ADMIN"  # may connect beyond max_connections
+
+# The server variables orch doctor reads beyond both flavors' (flavors/common.py): 8.0.26+
+# spells the semi-sync ones source/replica, 8.0.26 log_replica_updates.
+VARIABLES = (
+    "log_replica_updates", "gtid_mode", "enforce_gtid_consistency", "server_uuid", "super_read_only",
+    "rpl_semi_sync_source_enabled", "rpl_semi_sync_replica_enabled", "rpl_semi_sync_source_timeout",
+    "rpl_semi_sync_source_wait_point",
+)
+# GTIDs: orch replicates with GTID auto-positioning, which needs both.
+GTIDS = Required({"gtid_mode": ("ON",), "enforce_gtid_consistency": ("ON",)}, "fail",
+                 "gtid_mode=ON, enforce_gtid_consistency=ON",
+                 "gtid_mode={gtid_mode}, enforce_gtid_consistency={enforce_gtid_consistency}",
+                 "set gtid_mode=ON and enforce_gtid_consistency=ON (orch replicates with GTID auto-positioning)")
+
+# Where read_only's value came from, and the server's words for config / runtime / default.
+READ_ONLY_ORIGIN_QUERY = ("SELECT VARIABLE_SOURCE AS origin FROM performance_schema.variables_info "
+                          "WHERE VARIABLE_NAME = 'read_only'")
+READ_ONLY_ORIGINS = {
+    "COMMAND_LINE": "config", "GLOBAL": "config", "SERVER": "config", "EXPLICIT": "config", "EXTRA": "config",
+    "PERSISTED": "config", "LOGIN": "config", "DYNAMIC": "runtime", "COMPILED": "default",
+}

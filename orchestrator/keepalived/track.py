@@ -12,7 +12,7 @@ import logging
 import os
 import time
 
-from .errors import OrchError
+from ..errors import OrchError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -48,7 +48,7 @@ def read_track_file(path: str) -> str:
 
 def record_handover(state_dir: str, give_up: bool) -> None:
     """Note in state_dir what was written and when (bookkeeping: a failure is only logged)."""
-    from .statefile import replace_json
+    from ..statefile import replace_json
 
     try:
         replace_json(os.path.join(state_dir, HANDOVER_RECORD), {"value": "1" if give_up else "0", "at": time.time()})
