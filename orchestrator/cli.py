@@ -101,22 +101,16 @@ def parse_notify(args: "argparse.Namespace") -> None:
 def main(argv: "Optional[List[str]]" = None, stdout: "Optional[TextIO]" = None, stdin: "Optional[TextIO]" = None) -> int:
     """Run one command; output to ``stdout`` and questions from ``stdin`` (default: the
     process's, as they are when called)."""
-    from . import classcache
-
-    try:
-        return _dispatch(argv, stdout or sys.stdout, stdin or sys.stdin)
-    finally:
-        classcache.save()  # after the run: the next one starts faster
+    return _dispatch(argv, stdout or sys.stdout, stdin or sys.stdin)
 
 
 def _dispatch(argv: "Optional[List[str]]", stdout: "TextIO", stdin: "TextIO") -> int:
-    from . import classcache, logs  # logs first: it imports logging (see there)
-
     import logging
+
+    from . import logs
 
     try:
         args = parse_args(argv)
-        classcache.install()
         logs.setup(args.verbose)
         if args.command == "notify":
             # keepalived's hook lives about a second: no cyclic-garbage passes over every module it

@@ -185,48 +185,33 @@ def _tls_options(account: Account) -> Dict[str, Any]:
 def _unverified_context() -> Any:
     """Encryption without verification, as the mysql client's PREFERRED mode does.
 
-    Built directly: ssl.create_default_context() loads the system CA store (~30 ms),
-    which is pure write downtime on the notify path when nothing is verified anyway.
+    Built directly, once per process: ssl.create_default_context(), which PyMySQL's own
+    preferred mode calls for every connection, loads the system CA store (~30 ms) that
+    nothing then uses.
     """
-    import ssl
+    global _UNVERIFIED
+    if _UNVERIFIED is None:
+        import ssl
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        _UNVERIFIED = ctx
+    return _UNVERIFIED
 
 
-class _PreferredContext:
-    """The TLS context of the preferred mode, built when the server offers TLS.
-
-    PyMySQL makes its context when the connection object is made, before it knows whether
-    the server speaks TLS, and uses it only to wrap the socket if it does: importing ssl
-    and making an OpenSSL context for a server without TLS is ~8 ms of the notify hook.
-    Whatever PyMySQL asks of it (today only wrap_socket) is answered by the real context,
-    made on that first use.
-    """
-
-    _context: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._context is None:
-            self._context = _unverified_context()
-        return getattr(self._context, name)
+_UNVERIFIED: Any = None
 
 
 def driver() -> Any:
-    """The pymysql package. Imported here, in the main thread, before any observer thread:
-    ssl and traceback, which PyMySQL imports at start-up and uses only for TLS and for an
-    error's traceback, are put off until used (orchestrator.lazy)."""
+    """The pymysql package. Imported here, in the main thread, before any observer thread."""
     global _PYMYSQL
     if _PYMYSQL is None:
         with _DRIVER_LOCK:
             if _PYMYSQL is None:
-                from .lazy import deferred
+                import pymysql
+                import pymysql.cursors
 
-                with deferred("ssl", "traceback"):
-                    import pymysql
-                    import pymysql.cursors
                 _PYMYSQL = pymysql
     return _PYMYSQL
 
@@ -245,10 +230,9 @@ def _connection_class() -> Any:
 
         class Connection(pymysql.connections.Connection):  # type: ignore[misc]
             def _create_ssl_ctx(self, sslp: Any) -> Any:
-                # PyMySQL's preferred mode (no ssl options) asks for {}: no CA, no checks,
-                # and no context until the server offers TLS.
+                # PyMySQL's preferred mode (no ssl options) asks for {}: no CA, no checks.
                 if sslp == {}:
-                    return _PreferredContext()
+                    return _unverified_context()
                 return super()._create_ssl_ctx(sslp)
 
         _CONNECTION_CLASS = Connection

@@ -15,7 +15,6 @@ import re
 
 from .errors import DOWN, DatabaseError
 from .flavors import BLOCKERS_QUERY, KILL_CONNECTION, LOCK_WAIT_TIMEOUT
-from .lazy import Pattern
 from .observe import read_node
 
 TYPE_CHECKING = False
@@ -43,8 +42,8 @@ def statement_digest(info: Any) -> str:
     return f"{hashlib.sha1(text.encode()).hexdigest()[:12]} {text[:100]!r}"
 
 
-_READS = Pattern(r"^\s*(?:/\*.*?\*/\s*)*(SELECT|SHOW|EXPLAIN|DESCRIBE|DESC|HELP)\b", re.I | re.S)
-_WRITING_SELECT = Pattern(r"\b(INTO\s+(OUTFILE|DUMPFILE|@)|FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE)\b", re.I)
+_READS = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(SELECT|SHOW|EXPLAIN|DESCRIBE|DESC|HELP)\b", re.I | re.S)
+_WRITING_SELECT = re.compile(r"\b(INTO\s+(OUTFILE|DUMPFILE|@)|FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE)\b", re.I)
 
 
 def may_block_fence(info: Any) -> bool:

@@ -1,6 +1,5 @@
 """The one way orch replaces a small file: the JSON state files in state_dir (semisync.json,
-pending.json, handover.json, received.json, the alert dedup state, a local ack), the
-compiled config copy, and the compiled dataclass methods (classcache).
+pending.json, handover.json, received.json, the alert dedup state, a local ack).
 
 Written whole to a temporary file beside it (mode 0600 unless asked), then renamed over it:
 a reader sees the old file or the new one, never a part of either. The temporary file is removed
