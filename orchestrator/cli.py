@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import gc
 import sys
+from typing import TYPE_CHECKING, Dict, List, Optional, TextIO
 
 from .errors import EXIT_BUG, EXIT_INTERRUPTED, OrchError, UsageError
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import List, Optional, TextIO
 
 NOTIFY_TYPES = ("INSTANCE", "GROUP")
 NOTIFY_STATES = ("MASTER", "BACKUP", "FAULT", "STOP", "DELETED")
@@ -51,7 +50,7 @@ def parse_notify_call(args: "List[str]") -> "Optional[Arguments]":
     start-up); None for anything else or any doubt (an abbreviated or ``=`` option, a value
     or positional starting with ``-``, --dry-run among the positionals), which the whole
     parser then answers exactly as it always has. tests/test_cli.py holds the two equal."""
-    values = {"config": None, "node": None}
+    values: Dict[str, Optional[str]] = {"config": None, "node": None}
     verbose = False
     i = 0
     while i < len(args) and args[i] != "notify":

@@ -19,16 +19,13 @@ import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import yaml
 
 from .errors import ConfigError, UsageError
 from .schema import Reading, as_mapping, checks, keys_of, mapping, paths, read, setting, tables, text
 from .schema import read_section  # noqa: F401  (one section alone, for whoever adds one)
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
@@ -230,10 +227,6 @@ def _secret(m: Mapping[str, Any], path: str, reading: Reading) -> Tuple[str, str
         reading.add(f"{path}.password", "expected a string")
         return "", ""
     return str(value), ""
-
-
-def as_mapping(raw: Any) -> Mapping[str, Any]:
-    return raw if isinstance(raw, Mapping) else {}
 
 
 _PASSWORD_HELP = "its password (any UTF-8)"

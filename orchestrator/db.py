@@ -9,13 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from .config import Account, Node
 from .errors import ALIVE, DOWN, LOST, DatabaseError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Sequence, Set
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +157,8 @@ def tcp_connect(host: str, port: int, timeout: float) -> Any:
     try:
         # An ASCII name or address goes to getaddrinfo() as bytes: a str is first encoded
         # with the IDNA codec, whose import (stringprep, unicodedata) costs ~1.5 ms.
-        sock = socket.create_connection((host.encode("ascii") if host.isascii() else host, port), timeout)
+        address: Any = (host.encode("ascii") if host.isascii() else host, port)  # bytes: getaddrinfo takes them too
+        sock = socket.create_connection(address, timeout)
     except OSError as exc:
         raise driver().err.OperationalError(2003, f"Can't connect to MySQL server on {host!r} ({exc})") from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as PyMySQL sets its own
@@ -228,7 +226,7 @@ def _connection_class() -> Any:
     if _CONNECTION_CLASS is None:
         pymysql = driver()
 
-        class Connection(pymysql.connections.Connection):  # type: ignore[misc]
+        class Connection(pymysql.connections.Connection):  # type: ignore[name-defined]
             def _create_ssl_ctx(self, sslp: Any) -> Any:
                 # PyMySQL's preferred mode (no ssl options) asks for {}: no CA, no checks.
                 if sslp == {}:
@@ -240,12 +238,12 @@ def _connection_class() -> Any:
 
 
 def _code(exc: Exception) -> Optional[int]:
-    args = getattr(exc, "args", ())
+    args: Tuple[Any, ...] = getattr(exc, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
 
 
 def _describe(exc: Exception, quoted_values: bool = False) -> str:
-    args = getattr(exc, "args", ())
+    args: Tuple[Any, ...] = getattr(exc, "args", ())
     if len(args) >= 2 and isinstance(args[0], int):
         message = str(args[1])
         if quoted_values:

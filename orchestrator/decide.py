@@ -7,6 +7,7 @@ rest of a plan that was cut off halfway, converges to the same end state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 from . import antiflap, flavors
 from .config import Config
@@ -16,10 +17,6 @@ from .plan import (
     RecordPromotion, ResetReplica, Rewind, RunHook, SemiSyncWait, SetRwOffline, SetRwOnline, SetWritable, StartReplica,
     StartSqlThread, Step, StopReplica, StopSqlThread,
 )
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import List, Optional, Tuple
 
 MASTER = "MASTER"
 BACKUP = "BACKUP"

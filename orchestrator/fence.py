@@ -12,16 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import re
+from typing import Any, Dict, List, Optional
 
+from .db import Server
 from .errors import DOWN, DatabaseError
-from .flavors import BLOCKERS_QUERY, KILL_CONNECTION, LOCK_WAIT_TIMEOUT
+from .flavors import BLOCKERS_QUERY, KILL_CONNECTION, LOCK_WAIT_TIMEOUT, Flavor
 from .observe import read_node
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional
-    from .db import Server
-    from .flavors import Flavor
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Tuple
 
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Dict, Iterable, List, Mapping, Tuple
-
-    Interval = Tuple[int, int]  # inclusive bounds
+Interval = Tuple[int, int]  # inclusive bounds
 
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
 _TAG = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,31}$")

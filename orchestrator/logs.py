@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Iterable, Optional
+from typing import Iterable, Optional
 
 FORMAT = "%(asctime)s orch[%(process)d] %(levelname)s %(run_id)s %(name)s: %(message)s"
 

@@ -9,10 +9,7 @@ before a step relies on them, others are bookkeeping that only warns."""
 from __future__ import annotations
 
 import os
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
+from typing import Any
 
 
 def replace_json(path: str, data: Any, fsync: bool = False, newline: bool = False) -> None:

@@ -968,7 +968,8 @@ def gather_health_check(root: Block, inst: Block) -> Tuple[Optional[HealthCheckF
         run_client(["/bin/sh", str(HOOKS_DIR / "check-mysql"), defaults], "check-mysql", timeout=10)
     except CommandError as exc:
         return HealthCheckFacts(script, defaults, mode, options, login_error=str(exc).split(": ", 1)[-1]), tuple(others), password
-    server_id, grants, grants_error = "", (), ""
+    grants: Tuple[str, ...] = ()
+    server_id, grants_error = "", ""
     try:
         done = run_client([_mysql_client(), f"--defaults-file={defaults}", "--batch", "--skip-column-names",
                            "--execute", "SELECT @@server_id; SHOW GRANTS"], "the health check's account", timeout=10)
@@ -995,7 +996,8 @@ def gather_host(cfg: Config, keepalived: Optional[Tuple[Block, str]]) -> Tuple[H
             addresses[node.name] = tuple((a, holds_address(a)) for a in found)
         except OSError as exc:
             errors[node.name] = f"cannot tell whether it is this host: {exc.strerror or exc}"
-    health, tracked, secret = None, (), ""
+    tracked: Tuple[str, ...] = ()
+    health, secret = None, ""
     if keepalived is not None:
         inst = chosen_instance(keepalived[0], cfg.keepalived)
         if inst is not None:
