@@ -17,11 +17,9 @@ import os
 import threading
 import time
 from dataclasses import dataclass, replace
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-    from .config import Config, Smtp, Webhook
+from .config import Config, Smtp, Webhook
 
 log = logging.getLogger("orchestrator.alerts")
 
@@ -316,7 +314,7 @@ def post_webhook(webhook: Webhook, alert: Alert) -> None:
     import urllib.request
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[override]
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
             return None
 
     body = json.dumps(webhook_body(alert)).encode()

@@ -10,12 +10,10 @@ younger than failover.block_seconds that no operator acknowledged; ``decide_ack`
 
 from __future__ import annotations
 
-from .model import ClusterView, PromotionRecord
+from typing import Any, Mapping, Optional, Tuple
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Mapping, Optional, Tuple
-    from .plan import Plan
+from .model import ClusterView, PromotionRecord
+from .plan import Plan
 
 FAILOVER = "failover"  # an automatic promotion (keepalived's MASTER, the maintainer): the kind that blocks
 OPERATOR = "operator"  # orch promote: an operator took charge, no block follows

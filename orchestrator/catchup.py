@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Optional
 
+from .db import Server
 from .errors import CatchUpRefused
+from .flavors import Flavor
 from .model import ThreadState
 from .observe import read_node
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Optional
-    from .db import Server
-    from .flavors import Flavor
-    from .plan import CatchUp
+from .plan import CatchUp
 
 log = logging.getLogger(__name__)
 

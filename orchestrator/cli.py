@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import gc
 import sys
+from typing import TYPE_CHECKING, Dict, List, Optional, TextIO
 
 from .errors import EXIT_BUG, EXIT_INTERRUPTED, OrchError, UsageError
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import List, Optional, TextIO
 
 
 def build_parser() -> "argparse.ArgumentParser":
@@ -48,7 +47,7 @@ def parse_notify_call(args: "List[str]") -> "Optional[Arguments]":
     start-up); None for anything else or any doubt (an abbreviated or ``=`` option, a value
     or positional starting with ``-``, --dry-run among the positionals), which the whole
     parser then answers exactly as it always has. tests/test_cli.py holds the two equal."""
-    values = {"config": None, "node": None}
+    values: Dict[str, Optional[str]] = {"config": None, "node": None}
     verbose = False
     i = 0
     while i < len(args) and args[i] != "notify":
@@ -97,22 +96,16 @@ def parse_notify(args: "argparse.Namespace") -> None:
 def main(argv: "Optional[List[str]]" = None, stdout: "Optional[TextIO]" = None, stdin: "Optional[TextIO]" = None) -> int:
     """Run one command; output to ``stdout`` and questions from ``stdin`` (default: the
     process's, as they are when called)."""
-    from . import classcache
-
-    try:
-        return _dispatch(argv, stdout or sys.stdout, stdin or sys.stdin)
-    finally:
-        classcache.save()  # after the run: the next one starts faster
+    return _dispatch(argv, stdout or sys.stdout, stdin or sys.stdin)
 
 
 def _dispatch(argv: "Optional[List[str]]", stdout: "TextIO", stdin: "TextIO") -> int:
-    from . import classcache, logs  # logs first: it imports logging (see there)
-
     import logging
+
+    from . import logs
 
     try:
         args = parse_args(argv)
-        classcache.install()
         logs.setup(args.verbose)
         if args.command == "notify":
             # keepalived's hook lives about a second: no cyclic-garbage passes over every module it

@@ -4,10 +4,8 @@ option file, mode 0600 in a private directory removed afterwards, never argv."""
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Sequence
-
-if TYPE_CHECKING:
-    import subprocess
+import subprocess
+from typing import Any, Dict, Mapping, Optional, Sequence
 
 
 def option_value(value: str) -> str:

@@ -12,21 +12,22 @@ interface; adding a section is one dataclass and one field of Config.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
 import re
-import socket
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import yaml
 
 from .errors import ConfigError, UsageError
-from .lazy import Pattern
 from .schema import Reading, as_mapping, checks, keys_of, mapping, paths, read, setting, tables, text
 from .schema import read_section  # noqa: F401  (one section alone, for whoever adds one)
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, Iterator, List, Optional, Tuple
+log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/etc/orch/orch.yaml"
 FLAVORS = ("auto", "mysql", "mariadb")
@@ -145,7 +146,7 @@ def _argv_lists(value: Any, path: str, reading: Reading) -> Tuple[Tuple[str, ...
     return tuple(hooks)
 
 
-_HEADER_NAME = Pattern(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _headers(value: Any, path: str, reading: Reading) -> Tuple[Tuple[str, str], ...]:
@@ -226,10 +227,6 @@ def _secret(m: Mapping[str, Any], path: str, reading: Reading) -> Tuple[str, str
         reading.add(f"{path}.password", "expected a string")
         return "", ""
     return str(value), ""
-
-
-def as_mapping(raw: Any) -> Mapping[str, Any]:
-    return raw if isinstance(raw, Mapping) else {}
 
 
 _PASSWORD_HELP = "its password (any UTF-8)"
@@ -704,43 +701,19 @@ def _loopback(host: str) -> bool:
     if host == "localhost":
         return True
     try:
-        if ":" in host:
-            return _ipv6(host).is_loopback
-        return ipv4_address(host).startswith("127.")  # 127.0.0.0/8
+        return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
 
 
-# Addresses, as the ipaddress module reads and writes them, without importing it for IPv4
-# (~2 ms of the notify hook, which loads the config on every event). Dotted-quad IPv4 as
-# inet_pton reads it is exactly what ipaddress accepts (four decimal parts 0-255, no
-# leading zeros), and prints unchanged; anything with a colon goes to ipaddress itself.
-# tests/test_config.py compares both on many strings.
-
-
 def ipv4_address(text: str) -> str:
     """``str(ipaddress.IPv4Address(text))``: the address, or ValueError."""
-    try:
-        socket.inet_pton(socket.AF_INET, text)
-    except (OSError, ValueError, TypeError):
-        raise ValueError(f"{text!r} does not appear to be an IPv4 address") from None
-    return text
+    return str(ipaddress.IPv4Address(text))
 
 
 def ip_address(text: str) -> str:
     """``str(ipaddress.ip_address(text))``: the address, normalized, or ValueError."""
-    if ":" in text:
-        return str(_ipv6(text))
-    try:
-        return ipv4_address(text)
-    except ValueError:
-        raise ValueError(f"{text!r} does not appear to be an IPv4 or IPv6 address") from None
-
-
-def _ipv6(text: str) -> Any:
-    import ipaddress
-
-    return ipaddress.IPv6Address(text)
+    return str(ipaddress.ip_address(text))
 
 
 def _permission_warnings(path: str, raw: Any) -> Tuple[str, ...]:
@@ -777,14 +750,12 @@ def load(path: Optional[str] = None, node: Optional[str] = None) -> Config:
             text = fh.read()
     except OSError as exc:
         raise UsageError(f"orch: cannot read the config file {path} ({given}): {exc.strerror}") from None
-    cached = _read_compiled(path, text)
-    raw = cached[0] if cached else _parse_yaml(path, text)
+    raw = _parse_yaml(path, text)
     nodes = raw.get("nodes") if isinstance(raw, Mapping) else None
     if node and isinstance(nodes, Mapping) and nodes and node not in nodes:
         raise UsageError(f"orch: {flag} {node} is not one of nodes ({', '.join(str(n) for n in nodes)}) in {path}")
     cfg = parse(raw, path, node)
-    if not cached:
-        _write_compiled(path, text, raw)
+    _remove_compiled_copy(path)
     warnings = _permission_warnings(path, raw)
     if warnings:
         cfg = replace(cfg, warnings=cfg.warnings + warnings)
@@ -792,9 +763,7 @@ def load(path: Optional[str] = None, node: Optional[str] = None) -> Config:
 
 
 def _parse_yaml(path: str, text: str) -> Any:
-    import yaml  # deferred: importing PyYAML costs the notify hook ~15 ms, which the compiled copy saves
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml's parser where PyYAML has it
     try:
         return yaml.load(text, Loader=loader)
     except yaml.YAMLError as exc:
@@ -804,71 +773,25 @@ def _parse_yaml(path: str, text: str) -> Any:
         raise ConfigError([f"{path}:{where}: {problem}"]) from None
 
 
-# The compiled copy: the parsed YAML as JSON, next to the file (".orch.yaml.compiled"),
-# together with the exact text it was parsed from. It is used only when that text equals
-# the file's text now (exact invalidation: no clock or size heuristics), and only when
-# root wrote it in a root-owned directory nobody else can write: it holds what the
-# config holds (passwords), so it is mode 600, and whoever could plant one could
-# configure orch.
-COMPILED_FORMAT = 1
-
-
 def compiled_path(path: str) -> str:
+    """Where orch up to 0.x kept a parsed copy of the config (passwords included) beside it."""
     directory, name = os.path.split(os.path.abspath(path))
     return os.path.join(directory, f".{name}.compiled")
 
 
-def _trusted_directory(directory: str) -> bool:
+def _remove_compiled_copy(path: str) -> None:
+    """Remove the parsed copy an earlier orch wrote next to the config: a second copy of the
+    configuration, passwords included, that nothing reads any more."""
+    stale = compiled_path(path)
     try:
-        st = os.stat(directory)
+        st = os.lstat(stale)
     except OSError:
-        return False
-    return os.geteuid() == 0 and st.st_uid == 0 and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-
-
-def _read_compiled(path: str, text: str) -> Optional[Tuple[Any]]:
-    """(raw,) from the compiled copy of exactly ``text``, or None (absent, stale or untrusted)."""
-    compiled = compiled_path(path)
-    if not _trusted_directory(os.path.dirname(compiled)):
-        return None
-    try:
-        fd = os.open(compiled, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    import json  # the journal needs it on the notify path anyway
-
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode) or st.st_uid != 0 or st.st_mode & 0o077:
-            return None
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            data = json.loads(fh.read())
-    except (OSError, ValueError):
-        return None
-    finally:
-        os.close(fd)
-    if not isinstance(data, dict) or data.get("format") != COMPILED_FORMAT or data.get("source") != text or "raw" not in data:
-        return None
-    return (data["raw"],)
-
-
-def _write_compiled(path: str, text: str, raw: Any) -> None:
-    """Save the parse of a valid config for the next run; quietly nothing when that cannot be done exactly."""
-    compiled = compiled_path(path)
-    directory = os.path.dirname(compiled)
-    if not _trusted_directory(directory):
         return
-    import json
-
+    if not stat.S_ISREG(st.st_mode):
+        return  # not a file orch wrote: leave it alone
     try:
-        data = json.dumps({"format": COMPILED_FORMAT, "source": text, "raw": raw}, allow_nan=False)
-        if json.loads(data)["raw"] != raw:
-            return  # YAML that JSON does not keep as it is (non-string keys...): always parse it
-    except (TypeError, ValueError):
-        return  # dates, binary...: always parse it
-    from .statefile import replace_json
-
-    try:
-        replace_json(compiled, {"format": COMPILED_FORMAT, "source": text, "raw": raw})  # whole, 0600, or not at all
-    except OSError:
-        pass
+        os.unlink(stale)
+    except OSError as exc:
+        log.warning("cannot remove %s, an old parsed copy of the config: %s", stale, exc.strerror)
+        return
+    log.info("removed %s, an old parsed copy of the config (orch no longer keeps one)", stale)

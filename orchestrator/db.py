@@ -9,13 +9,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
 from .config import Account, Node
 from .errors import ALIVE, DOWN, LOST, DatabaseError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Sequence, Set
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +157,8 @@ def tcp_connect(host: str, port: int, timeout: float) -> Any:
     try:
         # An ASCII name or address goes to getaddrinfo() as bytes: a str is first encoded
         # with the IDNA codec, whose import (stringprep, unicodedata) costs ~1.5 ms.
-        sock = socket.create_connection((host.encode("ascii") if host.isascii() else host, port), timeout)
+        address: Any = (host.encode("ascii") if host.isascii() else host, port)  # bytes: getaddrinfo takes them too
+        sock = socket.create_connection(address, timeout)
     except OSError as exc:
         raise driver().err.OperationalError(2003, f"Can't connect to MySQL server on {host!r} ({exc})") from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as PyMySQL sets its own
@@ -185,48 +183,33 @@ def _tls_options(account: Account) -> Dict[str, Any]:
 def _unverified_context() -> Any:
     """Encryption without verification, as the mysql client's PREFERRED mode does.
 
-    Built directly: ssl.create_default_context() loads the system CA store (~30 ms),
-    which is pure write downtime on the notify path when nothing is verified anyway.
+    Built directly, once per process: ssl.create_default_context(), which PyMySQL's own
+    preferred mode calls for every connection, loads the system CA store (~30 ms) that
+    nothing then uses.
     """
-    import ssl
+    global _UNVERIFIED
+    if _UNVERIFIED is None:
+        import ssl
 
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        _UNVERIFIED = ctx
+    return _UNVERIFIED
 
 
-class _PreferredContext:
-    """The TLS context of the preferred mode, built when the server offers TLS.
-
-    PyMySQL makes its context when the connection object is made, before it knows whether
-    the server speaks TLS, and uses it only to wrap the socket if it does: importing ssl
-    and making an OpenSSL context for a server without TLS is ~8 ms of the notify hook.
-    Whatever PyMySQL asks of it (today only wrap_socket) is answered by the real context,
-    made on that first use.
-    """
-
-    _context: Any = None
-
-    def __getattr__(self, name: str) -> Any:
-        if self._context is None:
-            self._context = _unverified_context()
-        return getattr(self._context, name)
+_UNVERIFIED: Any = None
 
 
 def driver() -> Any:
-    """The pymysql package. Imported here, in the main thread, before any observer thread:
-    ssl and traceback, which PyMySQL imports at start-up and uses only for TLS and for an
-    error's traceback, are put off until used (orchestrator.lazy)."""
+    """The pymysql package. Imported here, in the main thread, before any observer thread."""
     global _PYMYSQL
     if _PYMYSQL is None:
         with _DRIVER_LOCK:
             if _PYMYSQL is None:
-                from .lazy import deferred
+                import pymysql
+                import pymysql.cursors
 
-                with deferred("ssl", "traceback"):
-                    import pymysql
-                    import pymysql.cursors
                 _PYMYSQL = pymysql
     return _PYMYSQL
 
@@ -243,12 +226,11 @@ def _connection_class() -> Any:
     if _CONNECTION_CLASS is None:
         pymysql = driver()
 
-        class Connection(pymysql.connections.Connection):  # type: ignore[misc]
+        class Connection(pymysql.connections.Connection):  # type: ignore[name-defined]
             def _create_ssl_ctx(self, sslp: Any) -> Any:
-                # PyMySQL's preferred mode (no ssl options) asks for {}: no CA, no checks,
-                # and no context until the server offers TLS.
+                # PyMySQL's preferred mode (no ssl options) asks for {}: no CA, no checks.
                 if sslp == {}:
-                    return _PreferredContext()
+                    return _unverified_context()
                 return super()._create_ssl_ctx(sslp)
 
         _CONNECTION_CLASS = Connection
@@ -256,12 +238,12 @@ def _connection_class() -> Any:
 
 
 def _code(exc: Exception) -> Optional[int]:
-    args = getattr(exc, "args", ())
+    args: Tuple[Any, ...] = getattr(exc, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
 
 
 def _describe(exc: Exception, quoted_values: bool = False) -> str:
-    args = getattr(exc, "args", ())
+    args: Tuple[Any, ...] = getattr(exc, "args", ())
     if len(args) >= 2 and isinstance(args[0], int):
         message = str(args[1])
         if quoted_values:

@@ -7,6 +7,7 @@ rest of a plan that was cut off halfway, converges to the same end state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import List, Optional, Tuple
 
 from . import antiflap, flavors
 from .config import Config
@@ -18,9 +19,8 @@ from .plan import (
     StartSqlThread, Step, StopReplica, StopSqlThread,
 )
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import List, Optional, Tuple
+STATES = (MASTER, BACKUP, FAULT, STOP, DELETED)
+
 
 def flavor_of(node: NodeState, cfg: Config) -> flavors.Flavor:
     return flavors.get(node.flavor or cfg.flavor, node.version)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, cast
 
 from . import flavors
 from .catchup import catch_up
@@ -43,16 +44,11 @@ from .plan import (
     StepResult, StopReplica, StopSqlThread,
 )
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set
-
 log = logging.getLogger(__name__)
 
 UNREADABLE_REPLICA_METADATA = 1201  # "Could not initialize master info structure" (a torn master.info)
 # Runs a plan's Atlas steps (atlas/apply.py unless the caller brings its own connections).
-if TYPE_CHECKING:
-    AtlasRunner = Callable[[Config, Sequence[AtlasStep]], List[StepResult]]
+AtlasRunner = Callable[[Config, Sequence[AtlasStep]], List[StepResult]]
 
 
 class _Run:
@@ -162,7 +158,7 @@ class Executor:
                     run.skip(step, run.skip_why)
         if not due:
             return
-        run.results += self._atlas(due)
+        run.results += self._atlas(cast(Sequence[AtlasStep], due))  # the Atlas phases hold only Atlas steps
         if steps[0].phase is ATLAS_FIRST:  # no safe writer from here on: Atlas must not find one by itself
             run.offline += [s for s in due if isinstance(s, SetRwOffline)]
 

@@ -12,17 +12,12 @@ from __future__ import annotations
 import logging
 import math
 import re
+from typing import Any, Dict, List, Optional
 
+from .db import Server
 from .errors import DOWN, DatabaseError
-from .flavors import BLOCKERS_QUERY, KILL_CONNECTION, LOCK_WAIT_TIMEOUT
-from .lazy import Pattern
+from .flavors import BLOCKERS_QUERY, KILL_CONNECTION, LOCK_WAIT_TIMEOUT, Flavor
 from .observe import read_node
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional
-    from .db import Server
-    from .flavors import Flavor
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +38,8 @@ def statement_digest(info: Any) -> str:
     return f"{hashlib.sha1(text.encode()).hexdigest()[:12]} {text[:100]!r}"
 
 
-_READS = Pattern(r"^\s*(?:/\*.*?\*/\s*)*(SELECT|SHOW|EXPLAIN|DESCRIBE|DESC|HELP)\b", re.I | re.S)
-_WRITING_SELECT = Pattern(r"\b(INTO\s+(OUTFILE|DUMPFILE|@)|FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE)\b", re.I)
+_READS = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(SELECT|SHOW|EXPLAIN|DESCRIBE|DESC|HELP)\b", re.I | re.S)
+_WRITING_SELECT = re.compile(r"\b(INTO\s+(OUTFILE|DUMPFILE|@)|FOR\s+UPDATE|LOCK\s+IN\s+SHARE\s+MODE)\b", re.I)
 
 
 def may_block_fence(info: Any) -> bool:

@@ -7,20 +7,16 @@ and ``gtid_binlog_state`` holds the last seq per (domain, server_id).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Dict, Iterable, List, Mapping, Tuple
 
-from .lazy import Pattern
+Interval = Tuple[int, int]  # inclusive bounds
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Dict, Iterable, List, Mapping, Tuple
-
-    Interval = Tuple[int, int]  # inclusive bounds
-
-_UUID = Pattern(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
-_TAG = Pattern(r"^[a-zA-Z_][a-zA-Z0-9_]{0,31}$")
-_INTERVAL = Pattern(r"^(\d+)(?:-(\d+))?$")
-_MARIADB_GTID = Pattern(r"^(\d+)-(\d+)-(\d+)$")
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$")
+_TAG = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,31}$")
+_INTERVAL = re.compile(r"^(\d+)(?:-(\d+))?$")
+_MARIADB_GTID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
 
 
 class GtidError(ValueError):

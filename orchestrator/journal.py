@@ -14,10 +14,7 @@ import fcntl
 import logging
 import os
 import time
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 JOURNAL = "journal.jsonl"
 MAX_BYTES = 4 * 1024 * 1024  # a run writes 1-2 KB: thousands of runs per file

@@ -15,12 +15,9 @@ import logging
 import os
 import stat
 import time
+from typing import List, Optional
 
 from .errors import LockBusy, OrchError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import List, Optional
 
 LOCK_FILE = "orch.lock"
 FALLBACK_DIRS = ("/run/orch", "/dev/shm/orch")  # tmpfs: writable when the state disk is not

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
-
-from .lazy import deferred
-
-# The first import of logging in an orch process (cli imports this module first): without
-# traceback (and linecache, tokenize, textwrap), which logging needs only to format an
-# exception's traceback, ~3 ms of the notify hook's start-up (orchestrator.lazy).
-with deferred("traceback"):
-    import logging
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Iterable, Optional
+from typing import Iterable, Optional
 
 FORMAT = "%(asctime)s orch[%(process)d] %(levelname)s %(run_id)s %(name)s: %(message)s"
 

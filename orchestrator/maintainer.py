@@ -18,13 +18,12 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol,
 from .config import Config
 from .errors import CatchUpRefused, LockBusy, Refused
 from .lock import RunLock
+from .model import ClusterView
 from .pass_choice import PassChoice, PassFacts, Refusal, choose_action, refusal_key, still_refused
-from .plan import REFUSED
+from .plan import REFUSED, AtlasStep, Plan, StepResult
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the Atlas client is imported only where an Atlas is configured
     from .atlas.client import AtlasAdmin
-    from .model import ClusterView
-    from .plan import AtlasStep, Plan, StepResult
 
 log = logging.getLogger("orchestrator.maintain")
 

@@ -15,17 +15,15 @@ import json
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .config import Config
 from .errors import OrchError
 from .journal import JOURNAL, KEEP
-
-if TYPE_CHECKING:
-    from .maintainer import Maintainer, PassResult
-    from .model import ClusterView, NodeState
+from .maintainer import Maintainer, PassResult
+from .model import ClusterView, NodeState
 
 log = logging.getLogger("orchestrator.metrics")
 NAN = float("nan")

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Tuple
 
 from . import flavors
 from .config import Config, Node
@@ -15,9 +16,7 @@ from .db import Server
 from .errors import ALIVE, DOWN, LOST, DatabaseError
 from .model import AtlasState, ClusterView, NodeState, SemiSync, ThreadState
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, List, Mapping, Optional, Tuple
+if TYPE_CHECKING:  # the Atlas client is imported only where an Atlas is configured
     from .atlas.client import AtlasAdmin
 
 PROBE_MAX = 1.2  # seconds: the longest watch of an IO thread for signs of its source's life

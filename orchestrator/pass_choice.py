@@ -18,16 +18,13 @@ gathers the facts, asks this module, and runs the plan; nothing here reads a fil
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional, Tuple
 
 from .config import Config
 from .invariants import SEMISYNC, caught_up, decide_invariant, decide_pending, decide_semisync, needs_witness
 from .model import ClusterView
 from .plan import ACT, NOOP, Plan
 from .reconcile import decide_maintain, decide_rejoin, replica_out
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Optional, Tuple
 
 MAINTAIN = "MAINTAIN"  # the journal's event for Atlas's backends
 REJOIN = "REJOIN"

@@ -7,10 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional
 
 PENDING = "pending-event.json"
 

@@ -14,13 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum
+from typing import Any, ClassVar, Dict, List, Optional, Tuple, Union
 
-from .errors import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Tuple, Union
-    from .errors import OrchError
+from .errors import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, OrchError
 
 # Outcomes and the exit codes they map to.
 NOOP = "noop"  # nothing to do: the state is already right
@@ -49,9 +45,9 @@ class NodeStep:
     """A step acting on one server; subclasses only name the action."""
 
     node: str
-    template = ""  # not a field: each subclass names its action
-    phase = DATABASE  # class constants, not fields (no annotation: the hook does not import typing)
-    best_effort = False
+    template: ClassVar[str] = ""  # each subclass names its action
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
 
     def describe(self) -> str:
         return self.template.format(node=self.node)
@@ -96,8 +92,8 @@ class ResetReplica(NodeStep):
 class ChangeSource:
     """Point a server's replication at its peer (GTID auto-positioning)."""
 
-    phase = DATABASE
-    best_effort = False
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
 
     node: str
     source: str
@@ -113,8 +109,8 @@ class CatchUp:
     """Wait until node applied everything it received and, when ``peer`` is set,
     everything the peer executed (read after the peer was fenced)."""
 
-    phase = DATABASE
-    best_effort = False
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
 
     node: str
     peer: Optional[str]
@@ -131,8 +127,8 @@ class CatchUp:
 class Recheck:
     """Right before writes open: this host still holds the VIP, and the peer is still read-only."""
 
-    phase = DATABASE
-    best_effort = False
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
 
     node: str
     peer: Optional[str]
@@ -150,8 +146,8 @@ class SemiSyncWait:
     """Switch a master's semi-sync wait on (no fallback) or off; recorded in state_dir first
     when switched off, after when switched on (a rewind trusts the record)."""
 
-    phase = DATABASE
-    best_effort = False  # its own: a refused switch is a warning, a server that is down fails the plan
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False  # its own: a refused switch is a warning, a server that is down fails the plan
 
     node: str
     on: bool
@@ -177,8 +173,8 @@ class HandOver:
     """Write keepalived's track file (keepalived.track_file, weight 0): 1 puts this node's
     VRRP instance in FAULT, so the VIP moves to the peer; 0 lets it take part again."""
 
-    phase = DATABASE
-    best_effort = False
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
 
     path: str
     give_up: bool
@@ -196,8 +192,8 @@ class AwaitPromotion:
     checked) and ``node`` is writable, i.e. keepalived moved the VIP and the node's MASTER
     event promoted it."""
 
-    phase = DATABASE
-    best_effort = False
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
 
     node: str
     vip: str
@@ -217,8 +213,8 @@ class AwaitPromotion:
 class AwaitVip:
     """An aborted hand-over: wait until keepalived has brought the VIP back to this host."""
 
-    phase = DATABASE
-    best_effort = False
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
 
     vip: str
     timeout: float
@@ -234,8 +230,8 @@ class RecordSwitchover:
     the hand-over: the candidate's MASTER event is then the planned promotion, neither blocked
     nor recorded as an automatic one. Not best effort: without it that MASTER could be refused."""
 
-    phase = DATABASE
-    best_effort = False
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
 
     node: str
     candidate: str
@@ -254,8 +250,8 @@ class RemoveBackend:
     step is skipped and the maintainer removes it later.
     """
 
-    phase = ATLAS
-    best_effort = True  # the maintainer retries
+    phase: ClassVar[Phase] = ATLAS
+    best_effort: ClassVar[bool] = True  # the maintainer retries
 
     atlas: str
     address: str
@@ -271,8 +267,8 @@ class RemoveBackend:
 class AddBackend:
     """Add a read-only backend to one Atlas (best effort)."""
 
-    phase = ATLAS
-    best_effort = True  # the maintainer retries
+    phase: ClassVar[Phase] = ATLAS
+    best_effort: ClassVar[bool] = True  # the maintainer retries
 
     atlas: str
     address: str
@@ -286,8 +282,8 @@ class AddBackend:
 class PersistBackends:
     """Rewrite an Atlas's config file so that it lists the runtime read-only backends."""
 
-    phase = ATLAS
-    best_effort = True  # the maintainer retries
+    phase: ClassVar[Phase] = ATLAS
+    best_effort: ClassVar[bool] = True  # the maintainer retries
 
     atlas: str
     config_file: str = ""
@@ -311,8 +307,8 @@ class SetRwOffline:
     peer's MASTER event (another host, another process) opened it and set the writer online;
     an open peer gets the writer back online at once."""
 
-    phase = ATLAS_FIRST
-    best_effort = True  # the maintainer retries
+    phase: ClassVar[Phase] = ATLAS_FIRST
+    best_effort: ClassVar[bool] = True  # the maintainer retries
 
     atlas: str
     address: str = ""
@@ -329,8 +325,8 @@ class SetRwOnline:
     """SET ONLINE an Atlas's offline read/write backend (every offline rw entry when
     ``address`` is empty): Atlas's checker takes it ``up`` within its cycle."""
 
-    phase = ATLAS
-    best_effort = True  # the maintainer retries
+    phase: ClassVar[Phase] = ATLAS
+    best_effort: ClassVar[bool] = True  # the maintainer retries
 
     atlas: str
     address: str = ""
@@ -355,8 +351,8 @@ class Rewind:
     path, which checks at execution that the tail was never acknowledged and refuses otherwise;
     False: an operator's ``orch demote --rewind``."""
 
-    phase = DATABASE
-    best_effort = False
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
 
     node: str
     peer: str
@@ -378,7 +374,7 @@ class RecordPromotion:
     node: str
     kind: str
     acks: str = ""
-    phase = DATABASE  # right after SetWritable: a later failed step must not lose it
+    phase: ClassVar[Phase] = DATABASE  # right after SetWritable: a later failed step must not lose it
 
     @property
     def best_effort(self) -> bool:
@@ -397,8 +393,8 @@ class AckLocally:
     """Acknowledge promotion ``acks`` on this host only (state_dir), when no server is writable
     to hold a replicated acknowledgement (a read-only server must not log a transaction of its own)."""
 
-    phase = DATABASE
-    best_effort = False
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
 
     state_dir: str
     acks: str
@@ -438,16 +434,13 @@ class RunHook:
         return f"run {self.event} hook {command} (timeout {self.timeout:g}s; {what})"
 
 
-if TYPE_CHECKING:
-    Step = Union[
-        Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
-        Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, AwaitVip, RecordSwitchover, RemoveBackend,
-        AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RunHook,
-    ]
+Step = Union[
+    Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
+    Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, AwaitVip, RecordSwitchover, RemoveBackend,
+    AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RunHook,
+]
 
-    AtlasStep = Union[RemoveBackend, AddBackend, PersistBackends, SetRwOffline, SetRwOnline]
-else:  # names for annotations only: the notify hook does not import typing (~3 ms)
-    Step = AtlasStep = object
+AtlasStep = Union[RemoveBackend, AddBackend, PersistBackends, SetRwOffline, SetRwOnline]
 
 # Every step type (tests/test_execute.py: each has a phase, and the executor a way to run it).
 STEP_TYPES = (

@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import logging
 import os
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .antiflap import FAILOVER, KINDS, SWITCHOVER, latest
 from .errors import DatabaseError
 from .model import PromotionRecord
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, Mapping, Optional, Tuple
 
 # The kinds of row are antiflap's (pure); SWITCHOVER is named here too for the executor's step.
 __all__ = ["SWITCHOVER", "read_latest", "combine", "record", "record_switchover", "read_local_ack", "write_local_ack"]

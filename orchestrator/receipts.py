@@ -23,12 +23,9 @@ import logging
 import os
 import time
 from dataclasses import replace
+from typing import Any, Dict, Optional
 
 from .model import ClusterView, NodeState
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, Optional
 
 FILE = "received.json"
 

@@ -15,19 +15,16 @@ import calendar
 import logging
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .clientfile import OptionFile
+from .config import Config
+from .db import Server
 from .errors import Refused
+from .flavors import Flavor
 from .gtid import BinlogState, GtidError, GtidPos, MariaGtid, parse_mariadb_gtids
 from .model import ThreadState
-from .plan import REWIND_UNSUPPORTED
-
-if TYPE_CHECKING:
-    from .config import Config
-    from .db import Server
-    from .flavors import Flavor
-    from .plan import Rewind
+from .plan import REWIND_UNSUPPORTED, Rewind
 
 log = logging.getLogger(__name__)
 

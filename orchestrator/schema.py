@@ -14,12 +14,9 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import MISSING, field, fields, is_dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from .errors import ConfigError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 _SPEC = frozenset(("key", "lo", "hi", "choices", "check", "read", "section", "keys", "each", "under", "custom", "either",
                    "shown_type", "shown_default"))
@@ -201,7 +198,7 @@ def _value(f: Any, value: Any, default: Any, path: str, reading: Reading) -> Any
         if default is MISSING:
             reading.add(path, "missing")
         return fallback
-    check = meta.get("check") or (_choice if "choices" in meta else _KINDS[f.type])
+    check: Callable[[Any, Any], Any] = meta.get("check") or (_choice if "choices" in meta else _KINDS[f.type])
     try:
         return check(value, meta)
     except ValueError as exc:
@@ -265,7 +262,7 @@ def _choice(value: Any, meta: Any) -> str:
     return str(value)
 
 
-_KINDS = {"str": text, "int": _integer, "float": _number, "bool": _boolean}
+_KINDS: Dict[str, Callable[[Any, Any], Any]] = {"str": text, "int": _integer, "float": _number, "bool": _boolean}
 
 
 # --- the schema as key lists and as a reference -------------------------------------------

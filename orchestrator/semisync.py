@@ -16,10 +16,7 @@ from __future__ import annotations
 
 import os
 import time
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional
 
 RECORD = "semisync.json"
 # rpl_semi_sync_master_timeout (ms) orch sets: about 1 year, i.e. never fall back on its own.

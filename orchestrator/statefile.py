@@ -1,6 +1,5 @@
 """The one way orch replaces a small file: the JSON state files in state_dir (semisync.json,
-pending.json, handover.json, received.json, the alert dedup state, a local ack), the
-compiled config copy, and the compiled dataclass methods (classcache).
+pending.json, handover.json, received.json, the alert dedup state, a local ack).
 
 Written whole to a temporary file beside it (mode 0600 unless asked), then renamed over it:
 a reader sees the old file or the new one, never a part of either. The temporary file is removed
@@ -10,10 +9,7 @@ before a step relies on them, others are bookkeeping that only warns."""
 from __future__ import annotations
 
 import os
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any
+from typing import Any
 
 
 def replace_json(path: str, data: Any, fsync: bool = False, newline: bool = False) -> None:

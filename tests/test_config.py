@@ -215,11 +215,12 @@ def test_example_config_is_valid():
         assert key in text, f"conf/orch.yaml does not show {key}"
 
 
-root_only = pytest.mark.skipif(os.geteuid() != 0, reason="the compiled copy is root's alone")
+def test_a_parsed_copy_an_earlier_orch_left_is_removed_once(tmp_path, caplog):
+    """Earlier versions kept a parsed copy of the config, passwords included, beside it
+    (.orch.yaml.compiled): loading the config removes it and says so; nothing reads it."""
+    import json
+    import logging
 
-
-@root_only
-def test_compiled_copy_is_used_only_for_exactly_the_text_it_was_parsed_from(tmp_path):
     import yaml
 
     from orchestrator.config import compiled_path
@@ -227,67 +228,26 @@ def test_compiled_copy_is_used_only_for_exactly_the_text_it_was_parsed_from(tmp_
     p = tmp_path / "orch.yaml"
     p.write_text(yaml.safe_dump(GOOD))
     os.chmod(p, 0o600)
-    first = load(str(p))
-    compiled = compiled_path(str(p))
-    assert os.stat(compiled).st_mode & 0o777 == 0o600
-    assert load(str(p)) == first
-    # Same size, same mtime, one byte changed: parsed again, not taken from the copy.
-    st = os.stat(p)
-    p.write_text(p.read_text().replace("pw1", "pw9"))
-    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert os.stat(p).st_size == st.st_size
-    assert load(str(p)).mysql.password == "pw9"
-
-
-@root_only
-def test_compiled_copy_must_be_roots_alone(tmp_path):
-    import json
-
-    import yaml
-
-    from orchestrator.config import compiled_path
-
-    p = tmp_path / "orch.yaml"
-    p.write_text(yaml.safe_dump(GOOD))
-    load(str(p))
-    compiled = compiled_path(str(p))
-    data = json.loads(open(compiled).read())
-    data["raw"]["mysql"]["password"] = "planted"
-    with open(compiled, "w") as fh:
-        json.dump(data, fh)
-    os.chmod(compiled, 0o600)
-    assert load(str(p)).mysql.password == "planted"  # the test's forgery reads as a copy
-    os.chmod(compiled, 0o644)
-    assert load(str(p)).mysql.password == "pw1", "a copy readable by others is ignored (and replaced)"
-    assert os.stat(compiled).st_mode & 0o777 == 0o600
-    os.chown(compiled, 65534, 65534)
-    assert load(str(p)).mysql.password == "pw1", "a copy owned by another user is ignored"
-    with open(compiled, "w") as fh:
-        json.dump(data, fh)
-    os.chmod(compiled, 0o600)
-    os.chmod(tmp_path, 0o777)
-    try:
-        assert load(str(p)).mysql.password == "pw1", "a copy in a directory others can write is ignored"
-    finally:
-        os.chmod(tmp_path, 0o700)
-
-
-@root_only
-def test_no_compiled_copy_of_what_json_does_not_keep(tmp_path):
-    import datetime
-
-    from orchestrator.config import _write_compiled, compiled_path
-
-    p = tmp_path / "orch.yaml"
-    for raw in ({"when": datetime.date(2024, 1, 1)}, {1: "x"}, {"x": float("nan")}):
-        _write_compiled(str(p), "text", raw)
-        assert not os.path.exists(compiled_path(str(p))), raw
+    stale = tmp_path / ".orch.yaml.compiled"
+    assert compiled_path(str(p)) == str(stale)
+    planted = json.loads(json.dumps(GOOD))
+    planted["mysql"]["password"] = "planted"
+    stale.write_text(json.dumps({"format": 1, "source": p.read_text(), "raw": planted}))
+    os.chmod(stale, 0o600)
+    with caplog.at_level(logging.INFO, logger="orchestrator.config"):
+        assert load(str(p)).mysql.password == "pw1"
+    assert not stale.exists()
+    assert any(str(stale) in r.getMessage() and "removed" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="orchestrator.config"):
+        load(str(p))
+    assert not any("compiled" in r.getMessage() for r in caplog.records), "said once: nothing left to remove"
+    assert sorted(os.listdir(tmp_path)) == ["orch.yaml"]
 
 
 def test_addresses_read_and_printed_as_the_ipaddress_module_does():
-    """config reads IPv4 without importing ipaddress (the notify hook loads the config on
-    every event): over thousands of near-addresses it accepts, rejects and prints exactly
-    as ipaddress does."""
+    """Over thousands of near-addresses config accepts, rejects and prints exactly as
+    ipaddress does ("localhost" counts as loopback too)."""
     import ipaddress
     import random
 

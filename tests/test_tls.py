@@ -1,14 +1,8 @@
-"""TLS to a real server that offers it: each mode of mysql.tls as orch connects.
-
-The preferred mode (the default) builds its TLS context only when the server offers TLS
-(orchestrator.db._PreferredContext): this checks that it still encrypts when offered.
-"""
+"""TLS to a real server that offers it: each mode of mysql.tls as orch connects."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 
 import pytest
 
@@ -57,27 +51,3 @@ def test_each_tls_mode_against_a_server_that_offers_tls(tls_server, tmp_path):
                     "-keyout", str(tmp_path / "other.key"), "-out", str(other)], check=True, capture_output=True, timeout=60)
     with pytest.raises(DatabaseError, match="cannot connect"):
         cipher(server, "required", ca=str(other))  # a certificate its CA did not sign is refused
-
-
-def test_preferred_mode_loads_ssl_only_for_a_server_that_offers_tls(tls_server, mariadb_pair):
-    """In a fresh process, as the notify hook connects: ssl is imported for the TLS server
-    and not for a server without TLS (the lab pair)."""
-    server, _ = tls_server
-    plain, _ = mariadb_pair
-    code = """
-import json, sys
-from orchestrator.config import Account, Node
-from orchestrator.db import Server
-user, password = sys.stdin.read().splitlines()[:2]
-seen = {}
-for name, port in (("plain", int(sys.argv[2])), ("tls", int(sys.argv[3]))):
-    conn = Server(Node(name, "127.0.0.1", port), Account(user, password))
-    value = conn.query("SHOW SESSION STATUS LIKE 'Ssl_cipher'")[0]["Value"]
-    conn.close()
-    seen[name] = [value != "", "ssl" in sys.modules and type(sys.modules["ssl"]).__name__ == "module"]
-print(json.dumps(seen))
-"""
-    proc = subprocess.run([sys.executable, "-c", code, "-", str(plain.port), str(server.port)],
-                          input=f"{lab.ORCH_CREDENTIALS.user}\n{lab.ORCH_CREDENTIALS.password}\n",
-                          capture_output=True, text=True, timeout=60)
-    assert json.loads(proc.stdout) == {"plain": [False, False], "tls": [True, True]}, proc.stderr

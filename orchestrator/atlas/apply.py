@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING, List, Mapping, Optional, Sequence
 
 from ..config import AtlasInstance, Config
 from ..errors import AtlasError, OrchError
 from ..plan import ATLAS_FIRST, AddBackend, AtlasStep, PersistBackends, RemoveBackend, SetRwOffline, SetRwOnline, StepResult
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import List, Mapping, Optional, Sequence
+if TYPE_CHECKING:  # the Atlas client is imported only where an Atlas is configured
     from .client import AtlasAdmin
 
 log = logging.getLogger(__name__)

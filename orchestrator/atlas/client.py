@@ -22,13 +22,14 @@ import logging
 import re
 from collections import Counter
 
-from orchestrator.db import driver, tcp_connect
+import pymysql
+import pymysql.connections
+from pymysql.charset import charset_by_name
+from pymysql.constants import COMMAND
+
+from orchestrator.db import tcp_connect
 from orchestrator.errors import AtlasError
 from orchestrator.model import Backend  # one row of `SELECT * FROM backends`; ndx is only a position
-
-pymysql = driver()  # PyMySQL as the notify hook imports it (ssl and traceback put off until used)
-from pymysql.charset import charset_by_name  # noqa: E402
-from pymysql.constants import COMMAND  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -522,7 +523,7 @@ class AtlasAdmin:
 
     def _describe(self, exc: Exception) -> tuple[int | None, str]:
         """(error code or None, one-line message without the password) of a PyMySQL error."""
-        args = getattr(exc, "args", ())
+        args: tuple = getattr(exc, "args", ())
         code = args[0] if args and isinstance(args[0], int) else None
         original = getattr(exc, "original_exception", None)
         if original is not None:

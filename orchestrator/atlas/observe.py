@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from typing import TYPE_CHECKING, Mapping, Optional, Tuple
 
 from ..config import AtlasInstance, Config
 from ..errors import AtlasError
 from ..model import AtlasState
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Mapping, Optional, Tuple
+if TYPE_CHECKING:  # the Atlas client is imported only where an Atlas is configured
     from .client import AtlasAdmin
 
 log = logging.getLogger(__name__)

@@ -67,19 +67,16 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from ..clientfile import OptionFile, client_options, option_value, run_client
-from ..config import Config
+from ..config import Account, Config
+from ..db import Server
 from ..errors import EXIT_FAILED, EXIT_OK, CommandError, OrchError, Refused
+from ..flavors import Flavor
 from ..flavors.common import version_tuple
+from ..model import NodeState
 from .doctor import release_series_mismatch
-
-if TYPE_CHECKING:
-    from ..config import Account
-    from ..db import Server
-    from ..flavors import Flavor
-    from ..model import NodeState
 
 log = logging.getLogger("orchestrator.bootstrap")
 
@@ -219,7 +216,7 @@ def decide_bootstrap(a: Side, b: Side, replicating: Optional[str], errant: Mappi
         reason = f"{target.name} already replicates from {source.name}: completing the accounts and settings"
     else:
         reason = f"{target.name} already replicates from {source.name}: nothing to do"
-    warnings = ()
+    warnings: Tuple[str, ...] = ()
     series = release_series_mismatch(source, target)
     if series:
         # Not refused: seeding a replica of the newer series is a rolling upgrade's first step.

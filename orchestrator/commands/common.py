@@ -6,19 +6,16 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, TextIO, Tuple
 
 from .. import logs
 from ..config import Config, load
+from ..db import Server
 from ..errors import Refused, UsageError
+from ..execute import AtlasRunner
 from ..journal import Journal, new_run_id
+from ..model import ClusterView
 from ..plan import NOOP, Plan, RunResult
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, Mapping, Optional, TextIO, Tuple
-    from ..db import Server
-    from ..execute import AtlasRunner
-    from ..model import ClusterView
 
 log = logging.getLogger("orchestrator")
 

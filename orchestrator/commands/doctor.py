@@ -666,7 +666,8 @@ def gather_host(cfg: Config, keepalived: Optional[Tuple[conf.Block, str]]) -> Tu
             addresses[node.name] = tuple((a, holds_address(a)) for a in found)
         except OSError as exc:
             errors[node.name] = f"cannot tell whether it is this host: {exc.strerror or exc}"
-    health, tracked, secret = None, (), ""
+    tracked: Tuple[str, ...] = ()
+    health, secret = None, ""
     if keepalived is not None:
         inst = conf.chosen_instance(keepalived[0], cfg.keepalived)
         if inst is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from typing import TYPE_CHECKING, TextIO
 
 from ..config import Config
 from ..decide import BACKUP, MASTER, decide
@@ -13,10 +14,8 @@ from ..lock import RunLock
 from ..plan import NOOP
 from .common import RunContext, confirmed, ensure_state_dir, execute_plan, load_config, new_run
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     import argparse
-    from typing import TextIO
 
 log = logging.getLogger("orchestrator")
 

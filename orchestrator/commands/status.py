@@ -189,7 +189,7 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
             s.close()
     nodes = [node_summary(view, view.me, view.peer, cfg), node_summary(view, view.peer, view.me, cfg)]
     journal = Journal(cfg.state_dir).tail(10)
-    atlas = [
+    atlas: List[Dict[str, Any]] = [
         {"name": a.name, "reachable": a.reachable, "error": a.error,
          "backends": [{"ndx": b.ndx, "address": b.address, "state": b.state, "type": b.type} for b in a.backends]}
         for a in view.atlas

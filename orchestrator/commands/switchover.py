@@ -260,7 +260,8 @@ def switchover(args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO]) -
         ensure_state_dir(cfg)
     with contextlib.ExitStack() as held:
         servers = open_servers(cfg)
-        held.callback(lambda: [s.close() for s in servers.values()])
+        for server in servers.values():
+            held.callback(server.close)
         # Asked before the run lock is taken: a person thinking at the prompt must not hold
         # up this host's keepalived events. Decided again under the lock, on a fresh view.
         plan = plan_switchover(observe(cfg, servers), cfg, local_facts(cfg))

@@ -5,14 +5,10 @@ No code outside this package asks which flavor it is talking to.
 
 from __future__ import annotations
 
+from typing import Any, List, Mapping, Optional, Protocol, Tuple
+
 from ..model import NodeState, ReplicaStatus
 from .common import Statement
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, List, Mapping, Optional, Protocol, Tuple
-else:
-    Protocol = object  # the notify hook does not import typing (~3 ms); Flavor is only a type
 
 # Both flavors: the sessions a fence may wait behind, and how a fence gets a deadline.
 # Replication, binlog dump and system threads are never candidates.

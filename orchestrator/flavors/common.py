@@ -5,13 +5,10 @@ Kept apart from the package's registry, which imports the flavor modules.
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, Dict, List, Mapping, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Sequence, Tuple
 
-    Statement = Tuple[str, Tuple[Any, ...]]  # SQL with %s placeholders, parameters
-else:
-    Statement = tuple  # the notify hook does not import typing (~3 ms)
+Statement = Tuple[str, Tuple[Any, ...]]  # SQL with %s placeholders, parameters
+
 
 # Seconds between the source's heartbeats to an idle replica (set by change_source): the
 # replica's heartbeat count then proves within a second or two that its source is alive.

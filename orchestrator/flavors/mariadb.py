@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, List, Mapping, Optional, Tuple
+
 from ..gtid import BinlogState, GtidPos, mariadb_errant
 from ..model import NodeState, ReplicaStatus, replica_status_from_row
 from .common import HEARTBEAT_PERIOD, ON, Required, Statement
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, List, Mapping, Optional
 
 
 class MariaDB:
@@ -19,8 +17,8 @@ class MariaDB:
     )
     # ALL: the same columns plus Slave_received_heartbeats, which prove a live source.
     replica_status_query = "SHOW ALL SLAVES STATUS"
-    fence_statements = ("SET GLOBAL read_only = 1",)
-    unfence_statements = ("SET GLOBAL read_only = 0",)
+    fence_statements: Tuple[str, ...] = ("SET GLOBAL read_only = 1",)
+    unfence_statements: Tuple[str, ...] = ("SET GLOBAL read_only = 0",)
     stop_replica = "STOP SLAVE"
     start_replica = "START SLAVE"
     start_sql_thread = "START SLAVE SQL_THREAD"
@@ -36,7 +34,7 @@ class MariaDB:
         "(SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME') AS uptime"
     )
     semisync_replica_on = "SET GLOBAL rpl_semi_sync_slave_enabled = ON"
-    restart_io_thread = ("STOP SLAVE IO_THREAD", "START SLAVE IO_THREAD")
+    restart_io_thread: Tuple[str, ...] = ("STOP SLAVE IO_THREAD", "START SLAVE IO_THREAD")
 
     def semisync_wait(self, on: bool, timeout_ms: int) -> List[Statement]:
         """Switch the master's wait on (lossless, no fallback) or off."""

@@ -6,14 +6,11 @@ SOURCE TO; 8.4 removed the old spellings. Statements are chosen by version.
 
 from __future__ import annotations
 
+from typing import Any, List, Mapping, Optional, Tuple
 
 from ..gtid import GtidSet
 from ..model import NodeState, ReplicaStatus, replica_status_from_row
 from .common import HEARTBEAT_PERIOD, Required, Statement, version_tuple
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Any, List, Mapping, Optional
 
 
 class MySQL:
@@ -22,9 +19,9 @@ class MySQL:
         "SELECT @@global.gtid_executed AS executed, @@global.gtid_executed AS binlog_pos, "
         "@@global.gtid_executed AS binlog_state, @@global.super_read_only AS super_read_only"
     )
-    fence_statements = ("SET GLOBAL read_only = 1", "SET GLOBAL super_read_only = 1")
+    fence_statements: Tuple[str, ...] = ("SET GLOBAL read_only = 1", "SET GLOBAL super_read_only = 1")
     # Turning read_only off also turns super_read_only off.
-    unfence_statements = ("SET GLOBAL super_read_only = 0", "SET GLOBAL read_only = 0")
+    unfence_statements: Tuple[str, ...] = ("SET GLOBAL super_read_only = 0", "SET GLOBAL read_only = 0")
 
     def __init__(self, version: str) -> None:
         self.version = version
@@ -54,7 +51,7 @@ class MySQL:
             f"(SELECT VARIABLE_VALUE FROM {status} WHERE VARIABLE_NAME = 'Uptime') AS uptime"
         )
         self.semisync_replica_on = f"SET GLOBAL rpl_semi_sync_{other}_enabled = ON"
-        self.restart_io_thread = (f"STOP {word} IO_THREAD", f"START {word} IO_THREAD")
+        self.restart_io_thread: Tuple[str, ...] = (f"STOP {word} IO_THREAD", f"START {word} IO_THREAD")
         self._other = other
 
     def semisync_wait(self, on: bool, timeout_ms: int) -> List[Statement]:

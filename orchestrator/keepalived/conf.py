@@ -14,11 +14,10 @@ import re
 import shlex
 from dataclasses import dataclass
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
 
-    from ..config import Keepalived
+if TYPE_CHECKING:
+    from ..config import Keepalived  # config imports nothing of keepalived: only for the annotations
 
 # hooks/check-mysql's client defaults file when its vrrp_script names none.
 DEFAULT_CHECK_CNF = "/etc/orch/check.cnf"

@@ -66,7 +66,8 @@ def run_health_check(root: conf.Block, inst: conf.Block) -> Tuple[Optional[Healt
         run_client(["/bin/sh", str(HOOKS_DIR / "check-mysql"), defaults], "check-mysql", timeout=10)
     except CommandError as exc:
         return HealthCheckFacts(script, defaults, mode, options, login_error=str(exc).split(": ", 1)[-1]), others, password
-    server_id, grants, grants_error = "", (), ""
+    server_id, grants_error = "", ""
+    grants: Tuple[str, ...] = ()
     try:
         done = run_client([_mysql_client(), f"--defaults-file={defaults}", "--batch", "--skip-column-names",
                            "--execute", "SELECT @@server_id; SHOW GRANTS"], "the health check's account", timeout=10)

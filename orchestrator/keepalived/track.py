@@ -11,12 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
+from typing import Optional
 
 from ..errors import OrchError
-
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from typing import Optional
 
 log = logging.getLogger(__name__)
 

@@ -130,6 +130,10 @@ class Lab:
     def down(self) -> None:
         raise NotImplementedError
 
+    def failover(self, out: Any, timeout: float = 30) -> bool:
+        """Kill the master's mysqld and narrate the failover; whether it ended healthy."""
+        raise NotImplementedError
+
     def atlas_backends(self, host: Host) -> Optional[List[Tuple[int, str, str, str]]]:
         """(ndx, address, state, type) of every backend in this host's Atlas; None if unreachable."""
         raise NotImplementedError

@@ -322,12 +322,13 @@ class NetnsLab(Lab):
         run(["ip", "-n", br, "link", "set", "br0", "up"])
         run(["ip", "-n", br, "addr", "add", f"{WITNESS}/{PREFIXLEN}", "dev", "br0"])
         ends = [(h.netns, f"vh{h.index}", h.address) for h in self.hosts.values()] + [(self.client_ns, "vcl", CLIENT_ADDRESS)]
-        for ns, port, address in ends:
+        for end_ns, port, address in ends:
+            assert end_ns is not None  # every host of a netns lab has its namespace
             # Both ends are created directly in their namespaces: nothing appears in the host's.
-            run(["ip", "-n", br, "link", "add", port, "type", "veth", "peer", "name", IFACE, "netns", ns])
+            run(["ip", "-n", br, "link", "add", port, "type", "veth", "peer", "name", IFACE, "netns", end_ns])
             run(["ip", "-n", br, "link", "set", port, "master", "br0", "up"])
-            run(["ip", "-n", ns, "addr", "add", f"{address}/{PREFIXLEN}", "dev", IFACE])
-            run(["ip", "-n", ns, "link", "set", IFACE, "up"])
+            run(["ip", "-n", end_ns, "addr", "add", f"{address}/{PREFIXLEN}", "dev", IFACE])
+            run(["ip", "-n", end_ns, "link", "set", IFACE, "up"])
 
     def _write_keepalived_conf(self, host: Host) -> None:
         hooks = self.run_dir / "hooks"
@@ -584,7 +585,7 @@ def cleanup_stale(verbose: Callable[[str], None] = lambda text: None) -> List[st
 
     Labs started by ``orch lab up`` are persistent and left alone.
     """
-    removed = []
+    removed: List[str] = []
     if not RUN_ROOT.is_dir():
         return removed
     import json

@@ -194,6 +194,7 @@ def wait_for(what: str, predicate: Callable[[], Any], timeout: float, interval: 
     A LabError raised by the predicate stops the wait at once (it knows waiting is futile).
     """
     deadline = time.monotonic() + timeout
+    last: Optional[Exception] = None
     while True:
         try:
             value = predicate()

@@ -138,6 +138,7 @@ class BackendConnection:
             self.stream._next_seq = 0
             self.stream.write_packet(bytes([command]) + argument)
             packets: List[bytes] = []
+            status: Optional[int]
             while True:
                 first = self.stream.read_packet()
                 packets.append(first)

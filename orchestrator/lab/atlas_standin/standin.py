@@ -659,9 +659,9 @@ class AtlasStandin:
                 pass
         for thread in list(connections.values()) + self._threads[1:]:
             thread.join(timeout=5)
-        for sock in (self._listener, self._wake_r, self._wake_w, self._proxy_listener):
-            if sock is not None:
-                sock.close()
+        for listening in (self._listener, self._wake_r, self._wake_w, self._proxy_listener):
+            if listening is not None:
+                listening.close()
         logger.info("admin interface on %s:%d stopped", *self.address)
 
     def __enter__(self) -> "AtlasStandin":
