@@ -247,7 +247,7 @@ class Maintainer:
     def _execute(self, plan: Plan, view: ClusterView, event: str) -> int:
         """Run a plan through the shared executor and journal; the number of changes made."""
         from .atlas.apply import run_atlas_steps
-        from .commands.common import RunContext, execute_plan
+        from .runs import RunContext, execute_plan
         from .journal import new_run_id
 
         def atlas_runner(cfg: Config, steps: Sequence[AtlasStep]) -> List[StepResult]:
