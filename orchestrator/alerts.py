@@ -35,6 +35,9 @@ REJOIN = "rejoin"
 REWIND = "rewind"
 MAINTAINER = "maintainer"
 FAILURE = "failure"
+PAUSE = "pause"  # orch pause: automatic actions stop (maintenance mode)
+RESUME = "resume"  # orch resume
+WITHHELD = "withheld"  # a keepalived event's plan withheld in maintenance mode
 
 
 @dataclass(frozen=True)
@@ -73,9 +76,12 @@ class Alert:
             REWIND: f"{self.node} rewound its divergent tail",
             MAINTAINER: f"{self.node}: maintainer {self.trigger} change",
             FAILURE: f"{self.node}: {self.trigger} FAILED",
+            PAUSE: f"maintenance mode: automatic actions paused (orch pause on {self.node})",
+            RESUME: f"maintenance mode ended: automatic actions resumed (orch resume on {self.node})",
+            WITHHELD: f"{self.node}: {self.trigger} withheld (maintenance mode)",
         }
         title = titles.get(self.event, f"{self.node}: {self.event}")
-        return title if self.outcome in ("act", "noop", "refused", "failed") else f"{title} ({self.outcome})"
+        return title if self.outcome in ("act", "noop", "refused", "failed", "paused") else f"{title} ({self.outcome})"
 
 
 def _steps_ok(record: Mapping[str, Any], name: str) -> bool:
@@ -93,6 +99,10 @@ def classify(record: Mapping[str, Any]) -> Optional[str]:
         return ANTI_FLAPPING if "anti-flapping" in text else REFUSAL
     if result == "failed":
         return FAILURE
+    if record.get("event") in ("PAUSE", "RESUME"):
+        return PAUSE if record.get("event") == "PAUSE" else RESUME
+    if result == "paused":
+        return WITHHELD
     if record.get("event") == "SPLIT-BRAIN" or text.startswith("both servers are writable"):
         return SPLIT_BRAIN
     if _steps_ok(record, "Rewind"):

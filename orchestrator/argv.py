@@ -54,6 +54,16 @@ def port_number(text: str) -> int:
     return int(text)
 
 
+def duration(text: str) -> float:
+    """orch pause --for: seconds, or 30m, 2h, 1d (orchestrator/pause.py's parse_duration)."""
+    from .pause import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> Parser:
     """The whole parser (keepalived's notify call is read without it: cli.parse_notify_call)."""
     p = Parser(prog="orch", description="Failover orchestrator for a two-node MySQL/MariaDB + keepalived + Atlas pair.")
@@ -89,6 +99,17 @@ def build_parser() -> Parser:
     ak = sub.add_parser("ack", help="acknowledge the latest automatic promotion: lift the anti-flapping block")
     ak.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     ak.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    pa = sub.add_parser("pause", help="maintenance mode: no automatic promotion, rejoin, rewind, semi-sync switch, hand-over or Atlas change")
+    pa.add_argument("--for", dest="duration", type=duration, metavar="DURATION", default=None,
+                    help="end the pause by itself after DURATION (90, 30m, 2h, 1d; default: until orch resume)")
+    pa.add_argument("--reason", metavar="TEXT", default="", help="why (shown in orch status, journaled, alerted)")
+    pa.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    pa.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+
+    rs = sub.add_parser("resume", help="end maintenance mode: automatic actions again")
+    rs.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    rs.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
 
     s = sub.add_parser("status", help="both nodes' role, replication and GTIDs, and the last journal entries")
     s.add_argument("--format", choices=("table", "json"), default="table")

@@ -127,6 +127,10 @@ def _dispatch(argv: "Optional[List[str]]", stdout: "TextIO", stdin: "TextIO") ->
             from .commands.ack import ack
 
             return ack(args, stdout, stdin)
+        if args.command in ("pause", "resume"):
+            from .commands import pause as pausing
+
+            return (pausing.pause if args.command == "pause" else pausing.resume)(args, stdout, stdin)
         if args.command == "status":
             from .commands.status import status
 

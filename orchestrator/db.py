@@ -35,6 +35,8 @@ class Server:
         # Tables a statement found missing on this server, for a reader that asks whether one
         # exists before reading it again (a failed statement closes the connection).
         self.missing_tables: Set[str] = set()
+        # Tables a reader found present (one that asks first, rather than lose the connection).
+        self.present_tables: Set[str] = set()
 
     @property
     def label(self) -> str:

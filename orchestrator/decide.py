@@ -6,13 +6,14 @@ rest of a plan that was cut off halfway, converges to the same end state.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import List, Optional, Tuple
 
 from . import antiflap, flavors
 from .config import Config
 from .keepalived.events import BACKUP, DELETED, FAULT, MASTER, STOP  # the events decide() plans for
 from .model import ClusterView, NodeState, ThreadState
+from .pause import pause_warning, paused_plan
 from .plan import (
     ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, Plan, PreserveRelayLog, Recheck, RemoveBackend,
     RecordPromotion, ResetReplica, Rewind, RunHook, SemiSyncWait, SetRwOffline, SetRwOnline, SetWritable, StartReplica,
@@ -127,14 +128,23 @@ def _no_writer_after_fault(view: ClusterView) -> bool:
 
 
 def decide(view: ClusterView, event: str, cfg: Config, force: bool = False, operator: bool = False, rewind: bool = False) -> Plan:
-    """The plan for a keepalived event (or an operator's promote/demote) on this node."""
+    """The plan for a keepalived event (or an operator's promote/demote) on this node.
+
+    In maintenance mode (orch pause) a keepalived event's plan keeps only the fences of this
+    node, the rest withheld (pause.paused_plan); an operator's command runs, with a warning."""
     if event == MASTER:
-        return decide_master(view, cfg, force, operator)
-    if event == BACKUP:
-        return decide_backup(view, cfg, operator, rewind=rewind)
-    if event in (FAULT, STOP, DELETED):
-        return decide_fault(view, cfg, event)
-    raise ValueError(f"unknown event {event!r}")
+        plan = decide_master(view, cfg, force, operator)
+    elif event == BACKUP:
+        plan = decide_backup(view, cfg, operator, rewind=rewind)
+    elif event in (FAULT, STOP, DELETED):
+        plan = decide_fault(view, cfg, event)
+    else:
+        raise ValueError(f"unknown event {event!r}")
+    if view.paused is None:
+        return plan
+    if operator:
+        return replace(plan, warnings=plan.warnings + (pause_warning(view) or "",))
+    return paused_plan(view, plan, view.me.name)
 
 
 def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator: bool = False) -> Plan:

@@ -39,7 +39,7 @@ from .model import ClusterView, ThreadState
 from .observe import holds_address, observe_node, read_node
 from .plan import (
     ATLAS_FIRST, ATLAS_PHASES, POST_HOOK, PRE_HOOK, AckLocally, AtlasStep, AwaitPromotion, AwaitVip, CatchUp, ChangeSource,
-    Fence, HandOver, Plan, PreserveRelayLog, Recheck, RecordPromotion, RecordSwitchover, ResetReplica, Rewind, RunHook,
+    Fence, HandOver, PauseLocally, Plan, PreserveRelayLog, Recheck, RecordPause, RecordPromotion, RecordSwitchover, ResetReplica, Rewind, RunHook,
     RunResult, SemiSyncReplica, SemiSyncWait, SetRwOffline, SetRwOnline, SetWritable, StartReplica, StartSqlThread, Step,
     StepResult, StopReplica, StopSqlThread,
 )
@@ -238,6 +238,19 @@ class Executor:
             return write_local_ack(step.state_dir, step.acks, self.run_id)
         except OSError as exc:
             raise OrchError(f"cannot write the acknowledgement in {step.state_dir}: {exc.strerror or exc}") from None
+
+    def _record_pause(self, step: RecordPause) -> str:
+        from .pauses import record
+
+        return record(self.servers[step.node], step.kind, self.cfg.self_name, self.run_id or _run_id(), step.seconds, step.reason, step.by)
+
+    def _pause_locally(self, step: PauseLocally) -> str:
+        from .pauses import write_local
+
+        try:
+            return write_local(step.state_dir, step.kind, self.cfg.self_name, self.run_id or _run_id(), step.seconds, step.reason, step.by)
+        except OSError as exc:
+            raise OrchError(f"cannot write the maintenance record in {step.state_dir}: {exc.strerror or exc}") from None
 
     def _rewind(self, step: Rewind) -> str:
         from . import rewind  # only when a Rewind runs
@@ -469,6 +482,8 @@ HANDLERS: Dict[type, Callable[[Executor, Any], str]] = {
     AwaitVip: Executor._await_vip,
     RecordSwitchover: Executor._record_switchover,
     AckLocally: Executor._ack_locally,
+    RecordPause: Executor._record_pause,
+    PauseLocally: Executor._pause_locally,
 }
 
 

@@ -169,7 +169,10 @@ class Maintainer:
             return self._execute(choice.plan, view, choice.event), choice
 
     def _say(self, reason: str, acting: bool) -> None:
-        if reason != self.last_reason or acting:
+        import re
+
+        # Said again when it changes, not when only its numbers do (a pause's age, a lag).
+        if re.sub(r"\d+(\.\d+)?", "#", reason) != re.sub(r"\d+(\.\d+)?", "#", self.last_reason) or acting:
             log.info("maintain: %s", reason)
         else:
             log.debug("maintain: %s", reason)

@@ -48,6 +48,7 @@ class Metrics:
                                 ["atlas", "node"], registry=r)
         self.atlas_up = Gauge("orch_atlas_up", "1 when orch read the Atlas admin interface", ["atlas"], registry=r)
         self.holds_vip = Gauge("orch_holds_vip", "1 when this host holds keepalived.vip (NaN: not checked)", registry=r)
+        self.paused = Gauge("orch_paused", "1 while maintenance mode (orch pause) is in force, 0 when not", registry=r)
         self.failovers = Counter("orch_failovers", "Promotions on this host (a journaled run that made its node writable)", registry=r)
         self.refusals = Counter("orch_refusals", "Journaled runs on this host that were refused", registry=r)
         self.pass_seconds = Gauge("orch_maintainer_pass_seconds", "Duration of the maintainer's last pass", registry=r)
@@ -64,6 +65,7 @@ class Metrics:
         for atlas in cfg.atlas:
             self.atlas_up.labels(atlas=atlas.name).set(NAN)
         self.holds_vip.set(NAN)
+        self.paused.set(NAN)
 
     def serve(self, port: int, address: str = "") -> None:
         """Serve /metrics on ``port`` (all addresses unless ``address``) from a daemon thread."""
@@ -80,6 +82,7 @@ class Metrics:
         for node, peer in ((view.me, view.peer), (view.peer, view.me)):
             self._node(node, peer)
         self.holds_vip.set(NAN if view.holds_vip is None else float(view.holds_vip))
+        self.paused.set(float(view.paused is not None))
         addresses = {n.name: n.atlas_address for n in self.cfg.nodes}
         for atlas in view.atlas:
             self.atlas_up.labels(atlas=atlas.name).set(1.0 if atlas.reachable else 0.0)

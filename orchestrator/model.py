@@ -200,6 +200,36 @@ class PromotionRecord:
 
 
 @dataclass(frozen=True)
+class PauseRecord:
+    """The latest maintenance-mode record (orch pause / orch resume: read by
+    orchestrator/pauses.py, decided on by orchestrator/pause.py), from either server's copy
+    of orch_meta.pause (the table replicates) or this host's state_dir (written there when
+    no server was writable)."""
+
+    kind: str  # pause or resume
+    run_id: str
+    node: str  # the host (node) orch pause/resume ran on
+    by: str  # who: the operator's user name
+    reason: str
+    at: float  # when, by the clock of the server that wrote it (UNIX time; state_dir: this host's clock)
+    age: float  # seconds since, by the clock of the copy it was read from
+    remaining: Optional[float] = None  # seconds left of a pause --for (None: until orch resume)
+    seen_on: str = ""  # the node whose copy it was read from, or "state_dir"
+
+    @property
+    def active(self) -> bool:
+        """A pause in force now: the latest record is a pause that has not run out."""
+        return self.kind == "pause" and (self.remaining is None or self.remaining > 0)
+
+    def describe(self) -> str:
+        until = "until orch resume" if self.remaining is None else (
+            f"{max(self.remaining, 0):.0f}s left" if self.remaining > 0 else f"ran out {-self.remaining:.0f}s ago")
+        what = "paused" if self.kind == "pause" else "resumed"
+        return (f"{what} by {self.by or '?'} on {self.node} {max(self.age, 0):.0f}s ago"
+                + (f" ({until})" if self.kind == "pause" else "") + (f": {self.reason}" if self.reason else ""))
+
+
+@dataclass(frozen=True)
 class ClusterView:
     """Everything one run knows: both servers (and optionally Atlas), read once."""
 
@@ -214,3 +244,12 @@ class ClusterView:
     # failover.witness, pinged only when the peer is down: False means this node may be
     # the isolated one. None: not asked (no witness configured, or the peer is reachable).
     witness: Optional[bool] = None
+    # Maintenance mode: the latest orch pause/resume record (None: none on record), and why a
+    # copy could not be read ("" when every reachable copy could).
+    pause: Optional[PauseRecord] = None
+    pause_error: str = ""
+
+    @property
+    def paused(self) -> Optional[PauseRecord]:
+        """The pause in force now, or None."""
+        return self.pause if self.pause is not None and self.pause.active else None

@@ -160,16 +160,19 @@ def holds_address(address: str) -> bool:
 
 def observe(
     cfg: Config, servers: Dict[str, Server], atlas: bool = False, admins: Optional[Mapping[str, AtlasAdmin]] = None,
-    promotions: bool = True, witness: bool = True,
+    promotions: bool = True, witness: bool = True, pause: bool = True,
 ) -> ClusterView:
     """Observe both servers at once (a dead peer costs one connect timeout, not two).
 
     ``promotions``: also the anti-flapping record (one query per server, with
     failover.block_seconds); ``witness``: ping failover.witness when the peer does not
     answer (up to a second when it does not either). Only a MASTER decision needs them: a
-    FAULT on an isolated master must fence it without waiting for a ping."""
+    FAULT on an isolated master must fence it without waiting for a ping. ``pause``: the
+    maintenance record (one or two queries per server, orchestrator/pauses.py): every
+    decision needs it (an unreadable copy counts as no pause, and is said)."""
     results: Dict[str, NodeState] = {}
     copies: Dict[str, Any] = {}  # anti-flapping: each server's copy of the latest promotion
+    pauses: Dict[str, Any] = {}  # maintenance mode: each server's copy of the latest pause/resume
 
     def run(name: str) -> None:
         results[name] = observe_node(servers[name], cfg.flavor, cfg.failover.semi_sync)
@@ -177,6 +180,10 @@ def observe(
             from .promotions import read_latest
 
             copies[name] = read_latest(servers[name], name)
+        if pause and results[name].reachable:
+            from .pauses import read_latest as read_pause
+
+            pauses[name] = read_pause(servers[name], name)
 
     peer_thread = threading.Thread(target=run, args=(cfg.peer.name,), daemon=True)
     peer_thread.start()
@@ -198,12 +205,18 @@ def observe(
         from .promotions import combine
 
         last_promotion, promotion_error = combine(copies, cfg.state_dir)
+    pause_record, pause_error = None, ""
+    if pause:
+        from .pauses import combine as combine_pauses
+
+        pause_record, pause_error = combine_pauses(pauses, cfg.state_dir)
     # A peer that does not answer may be dead, or this node may be the one cut off: ask
     # the witness (one ICMP echo; about a millisecond when it answers).
     asked = witness and cfg.failover.witness and me.reachable and not peer.reachable
     return ClusterView(me=me, peer=peer, holds_vip=vip_held(cfg), atlas=atlas_states,
                        last_promotion=last_promotion, promotion_error=promotion_error,
-                       witness=witness_reachable(cfg.failover.witness) if asked else None)
+                       witness=witness_reachable(cfg.failover.witness) if asked else None,
+                       pause=pause_record, pause_error=pause_error)
 
 
 def settle_errant(cfg: Config, servers: Dict[str, Server], me: NodeState, peer: NodeState) -> Tuple[NodeState, NodeState]:

@@ -10,6 +10,9 @@ The order, in one place (``choose_action``); the first rule with a plan to run w
 4. an unfinished rejoin of this node (reconcile.decide_rejoin);
 5. Atlas's read-only backends (reconcile.decide_maintain), run when nothing above acts.
 
+In maintenance mode (orch pause) the choice is made the same way, then only its fences of
+this node run (``paused_choice``; pause.paused_plan): what would have been done is said.
+
 A rule that finds an anomaly and leaves it alone on purpose (a no-op plan) is said loudly
 (``PassChoice.noticed``) and the next rule is tried. The maintainer (orchestrator/maintainer.py)
 gathers the facts, asks this module, and runs the plan; nothing here reads a file or a server.
@@ -23,7 +26,8 @@ from typing import Optional, Tuple
 from .config import Config
 from .invariants import SEMISYNC, caught_up, decide_invariant, decide_pending, decide_semisync, needs_witness
 from .model import ClusterView
-from .plan import ACT, NOOP, Plan
+from .pause import paused_plan
+from .plan import ACT, NOOP, PAUSED, Plan
 from .reconcile import decide_maintain, decide_rejoin, replica_out
 
 MAINTAIN = "MAINTAIN"  # the journal's event for Atlas's backends
@@ -68,7 +72,7 @@ class PassChoice:
 
     @property
     def acting(self) -> bool:
-        return self.action is not None or (self.atlas is not None and self.atlas.outcome != NOOP)
+        return self.action is not None or (self.atlas is not None and self.atlas.outcome not in (NOOP, PAUSED))
 
 
 def choose_action(view: ClusterView, cfg: Config, facts: PassFacts) -> PassChoice:
@@ -95,7 +99,27 @@ def choose_action(view: ClusterView, cfg: Config, facts: PassFacts) -> PassChoic
     if action is None and rejoin is not None and rejoin.outcome == ACT:
         action = (REJOIN, rejoin)
     said = action[1].reason if action is not None else (rejoin.reason if rejoin is not None else atlas.reason)
-    return PassChoice(action, atlas, said, tuple(noticed), replica_out(view, cfg) or action is not None, asks_witness)
+    choice = PassChoice(action, atlas, said, tuple(noticed), replica_out(view, cfg) or action is not None, asks_witness)
+    return paused_choice(view, cfg, choice) if view.paused is not None else choice
+
+
+def paused_choice(view: ClusterView, cfg: Config, choice: PassChoice) -> PassChoice:
+    """Maintenance mode (orch pause): the pass runs only the fences of this node its choice
+    holds (pause.paused_plan), journaled; anything else is said, not run nor journaled on every pass."""
+    action = choice.action
+    said = choice.said
+    if action is not None:
+        plan = paused_plan(view, action[1], cfg.self_name)
+        action = (action[0], plan) if plan.steps else None
+        said = plan.reason
+    atlas = paused_plan(view, choice.atlas, cfg.self_name) if choice.atlas is not None else None
+    if choice.action is None and atlas is not None and atlas.outcome == PAUSED:
+        said = atlas.reason
+    elif choice.action is None:
+        pause = view.paused
+        assert pause is not None
+        said = f"paused ({pause.describe()}); {said}"
+    return PassChoice(action, atlas, said, choice.noticed, action is not None, choice.asks_witness)
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,9 @@ NOOP = "noop"  # nothing to do: the state is already right
 ACT = "act"  # the steps bring the state where it should be
 REFUSED = "refused"  # unsafe: steps (if any) only make things safer; exit 1
 INCOMPLETE = "incomplete"  # safe for now, more to do once something comes back; exit 3
+PAUSED = "paused"  # maintenance mode (orch pause): what would have been done is withheld, journaled; exit 0
 
-EXIT_CODES = {NOOP: EXIT_OK, ACT: EXIT_OK, REFUSED: EXIT_FAILED, INCOMPLETE: EXIT_INCOMPLETE}
+EXIT_CODES = {NOOP: EXIT_OK, ACT: EXIT_OK, REFUSED: EXIT_FAILED, INCOMPLETE: EXIT_INCOMPLETE, PAUSED: EXIT_OK}
 
 
 class Phase(IntEnum):
@@ -405,6 +406,48 @@ class AckLocally:
 
 
 @dataclass(frozen=True)
+class RecordPause:
+    """Maintenance mode (orchestrator/pause.py): a pause or resume row in orch_meta.pause on
+    the writable ``node``, which replicates to the peer. ``seconds``: a pause's length (0:
+    until orch resume), measured by that server's clock."""
+
+    node: str
+    kind: str  # pause or resume
+    seconds: float = 0.0
+    reason: str = ""
+    by: str = ""
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
+
+    def describe(self) -> str:
+        return f"record on {self.node} (orch_meta.pause, replicated) {_pause_words(self.kind, self.seconds, self.reason)}"
+
+
+@dataclass(frozen=True)
+class PauseLocally:
+    """A pause or resume kept in this host's state_dir (pause.json), when no server is
+    writable to hold a replicated row (a read-only server must not log a transaction of its own)."""
+
+    state_dir: str
+    kind: str
+    seconds: float = 0.0
+    reason: str = ""
+    by: str = ""
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
+
+    def describe(self) -> str:
+        return f"record in {self.state_dir} (this host only) {_pause_words(self.kind, self.seconds, self.reason)}"
+
+
+def _pause_words(kind: str, seconds: float, reason: str) -> str:
+    if kind != "pause":
+        return "that automatic actions resume"
+    return ("a pause of automatic actions " + (f"for {seconds:g}s" if seconds else "until orch resume")
+            + (f": {reason}" if reason else ""))
+
+
+@dataclass(frozen=True)
 class RunHook:
     """Run one configured hook (orchestrator/hooks.py): an argv without a shell, context in
     ORCH_* environment variables (the executor adds ORCH_RUN_ID). A pre hook that fails or
@@ -437,7 +480,7 @@ class RunHook:
 Step = Union[
     Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
     Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, AwaitVip, RecordSwitchover, RemoveBackend,
-    AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RunHook,
+    AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RecordPause, PauseLocally, RunHook,
 ]
 
 AtlasStep = Union[RemoveBackend, AddBackend, PersistBackends, SetRwOffline, SetRwOnline]
@@ -446,7 +489,7 @@ AtlasStep = Union[RemoveBackend, AddBackend, PersistBackends, SetRwOffline, SetR
 STEP_TYPES = (
     Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
     Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, AwaitVip, RecordSwitchover, RemoveBackend,
-    AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RunHook,
+    AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RecordPause, PauseLocally, RunHook,
 )
 # The Atlas phases' steps: the executor hands each phase's steps to the Atlas runner at once
 # (atlas/apply.py: one connection per Atlas).
@@ -466,6 +509,8 @@ class Plan:
     steps: Tuple[Step, ...] = ()
     outcome: str = ACT
     warnings: Tuple[str, ...] = field(default=())
+    # Maintenance mode: the steps a paused run would have run (their descriptions), journaled.
+    withheld: Tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
         phases = [step.phase for step in self.steps]
@@ -484,6 +529,8 @@ class Plan:
             lines.append("  (no steps)")
         for i, step in enumerate(self.steps, 1):
             lines.append(f"  {i}. {step.describe()}")
+        for text in self.withheld:
+            lines.append(f"  paused, not done: {text}")
         return "\n".join(lines)
 
 

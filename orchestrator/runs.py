@@ -61,7 +61,8 @@ def execute_plan(run: RunContext, plan: Plan) -> Tuple[int, RunResult]:
     base = {"id": run.run_id, "node": cfg.self_name, "event": event, **({"by": run.by} if run.by else {})}
     if plan.outcome != NOOP:
         journal_append(journal, {**base, "phase": "begin", "reason": plan.reason, "outcome": plan.outcome,
-                        "warnings": list(plan.warnings), "plan": [s.describe() for s in plan.steps]})
+                        "warnings": list(plan.warnings), "plan": [s.describe() for s in plan.steps],
+                                 **({"withheld": list(plan.withheld)} if plan.withheld else {})})
     for w in plan.warnings:
         log.warning("%s", w)
     result = Executor(cfg, run.servers, run.view, run.atlas_runner, run_id=run.run_id).run(plan)

@@ -551,7 +551,7 @@ def bootstrap(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     cfg = load_config(args)
     servers = open_servers(cfg, read_timeout=10.0)
     try:
-        view = observe(cfg, servers)
+        view = observe(cfg, servers, pause=False)  # a seed needs no maintenance record
         for n in (view.me, view.peer):
             if not n.reachable:
                 raise Refused(f"orch bootstrap: {n.name} is not reachable ({n.error}): nothing changed")
@@ -607,7 +607,7 @@ def bootstrap(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         # Verify: orch doctor's checks on what is there now.
         for s in servers.values():
             s.close()
-        view = observe(cfg, servers)
+        view = observe(cfg, servers, pause=False)  # a seed needs no maintenance record
         facts = {n.name: d.gather_server(servers[n.name], n, cfg) for n in (view.me, view.peer)}
         checks = [_before_first_master(c, plan.source) for c in d.run_checks(cfg, view, facts, None)]
         checks = [d.Check(c.name, c.status, logs.redact(c.detail, cfg.secrets), logs.redact(c.fix, cfg.secrets)) for c in checks]

@@ -62,7 +62,7 @@ def replica_check(args: argparse.Namespace, out: TextIO) -> int:
     account = replace(cfg.mysql, connect_timeout=min(cfg.mysql.connect_timeout, args.timeout))
     servers = {n.name: Server(n, account, read_timeout=args.timeout) for n in cfg.nodes}
     try:
-        view = observe(cfg, servers, promotions=False, witness=False)
+        view = observe(cfg, servers, promotions=False, witness=False, pause=False)
     finally:
         for server in servers.values():
             server.close()

@@ -176,6 +176,22 @@ def antiflap_summary(view: ClusterView, cfg: Config) -> Dict[str, Any]:
             "latest": None if rec is None else {"node": rec.node, "kind": rec.kind, "age": rec.age, "acked": rec.acked}, "text": text}
 
 
+def pause_summary(view: ClusterView) -> Dict[str, Any]:
+    """Maintenance mode: whether a pause is in force, who paused, why and until when."""
+    rec, active = view.pause, view.paused is not None
+    if rec is None:
+        text = "off (no pause on record)"
+    else:
+        text = ("PAUSED: no automatic promotion, rejoin, rewind, semi-sync switch, hand-over or Atlas change "
+                "(orch resume ends it); " if active else "off; latest: ") + rec.describe() + (
+                    "" if rec.seen_on != "state_dir" else " (kept on this host only)")
+    if view.pause_error:
+        text += f" (unreadable: {view.pause_error})"
+    return {"paused": active, "text": text, "error": view.pause_error,
+            "record": None if rec is None else {"kind": rec.kind, "by": rec.by, "node": rec.node, "reason": rec.reason,
+                                                "age": rec.age, "remaining": rec.remaining, "seen_on": rec.seen_on}}
+
+
 def status(args: argparse.Namespace, out: TextIO) -> int:
     cfg = load_config(args)
     from ..db import open_servers
@@ -199,14 +215,17 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
     pending = peek(cfg.state_dir)
     policy = semisync_policy(cfg)
     flap = antiflap_summary(view, cfg)
+    paused = pause_summary(view)
     if args.format == "json":
         doc = {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "nodes": nodes, "atlas": atlas,
-               "journal": journal, "pending_event": pending, "semi_sync_policy": policy, "anti_flapping": flap}
+               "journal": journal, "pending_event": pending, "semi_sync_policy": policy, "anti_flapping": flap,
+               "maintenance": paused}
         out.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         out.write(render_table(nodes, journal, cfg.cluster) + "\n")
         out.write(f"semi-sync policy: {policy['text']}\n")
         out.write(f"anti-flapping: {flap['text']}\n")
+        out.write(f"maintenance: {paused['text']}\n")
         if pending is not None:
             out.write(f"pending: a {pending.get('event')} event (run {pending.get('run')}) could not get the run lock; "
                       f"the maintainer decides it on its next pass\n")
