@@ -97,10 +97,16 @@ def promotion_kind(view: ClusterView, cfg: Any, operator: bool) -> str:
         return ""
     if operator:
         return OPERATOR
-    rec = view.last_promotion
-    if rec is not None and rec.kind == SWITCHOVER and rec.node == view.me.name and -60 <= rec.age < SWITCHOVER_WINDOW:
+    if planned_switchover(view):
         return ""
     return FAILOVER if writes_move(view) else ""  # a re-opening records nothing
+
+
+def planned_switchover(view: ClusterView) -> bool:
+    """Pure: this node's MASTER is the planned promotion of an orch switchover (its row names
+    this node, written within SWITCHOVER_WINDOW): an operator's word, even in maintenance mode."""
+    rec = view.last_promotion
+    return rec is not None and rec.kind == SWITCHOVER and rec.node == view.me.name and -60 <= rec.age < SWITCHOVER_WINDOW
 
 
 def decide_ack(view: ClusterView, cfg: Any) -> "Plan":

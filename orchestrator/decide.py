@@ -142,7 +142,8 @@ def decide(view: ClusterView, event: str, cfg: Config, force: bool = False, oper
         raise ValueError(f"unknown event {event!r}")
     if view.paused is None:
         return plan
-    if operator:
+    if operator or (event == MASTER and antiflap.planned_switchover(view)):
+        # An operator's command, or the MASTER an orch switchover hands the VIP over for.
         return replace(plan, warnings=plan.warnings + (pause_warning(view) or "",))
     return paused_plan(view, plan, view.me.name)
 

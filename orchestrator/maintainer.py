@@ -80,6 +80,7 @@ class Maintainer:
         self.on_pending_change: Optional[Callable[[bool], None]] = None
         self.last_view: Optional[ClusterView] = None  # what the last pass saw (--once: its exit code)
         self.listeners: List[PassListener] = []
+        self.was_paused = False  # the last pass saw maintenance mode in force
 
     def close(self) -> None:
         for s in self.servers.values():
@@ -133,6 +134,7 @@ class Maintainer:
         if waiting(self.cfg.state_dir) and not dry_run:
             return self._run_handed_over()
         view = self.observe(dry_run)
+        self._say_pause(view)
         track, handback_age = track_file_facts(self.cfg)
         facts = PassFacts(track=track, handback_age=handback_age, vip_elsewhere=self._vip_elsewhere(view))
         choice = choose_action(view, self.cfg, facts)
@@ -168,12 +170,23 @@ class Maintainer:
                 return 0, choice
             return self._execute(choice.plan, view, choice.event), choice
 
+    def _say_pause(self, view: ClusterView) -> None:
+        """Maintenance mode coming or going (orch pause/resume, a --for that ran out), once."""
+        pause = view.paused
+        if (pause is not None) != self.was_paused:
+            self.was_paused = pause is not None
+            if pause is not None:
+                log.warning("maintain: maintenance mode: %s; only fences of this node run until it ends", pause.describe())
+            else:
+                log.warning("maintain: maintenance mode over (%s): automatic actions again",
+                            view.pause.describe() if view.pause is not None else "no pause on record")
+
     def _say(self, reason: str, acting: bool) -> None:
         import re
 
         # Said again when it changes, not when only its numbers do (a pause's age, a lag).
         if re.sub(r"\d+(\.\d+)?", "#", reason) != re.sub(r"\d+(\.\d+)?", "#", self.last_reason) or acting:
-            log.info("maintain: %s", reason)
+            (log.warning if reason.startswith("paused (") or ": paused (" in reason else log.info)("maintain: %s", reason)
         else:
             log.debug("maintain: %s", reason)
         self.last_reason = reason

@@ -176,14 +176,17 @@ def observe(
 
     def run(name: str) -> None:
         results[name] = observe_node(servers[name], cfg.flavor, cfg.failover.semi_sync)
-        if promotions and cfg.failover.block_seconds > 0 and results[name].reachable:
-            from .promotions import read_latest
-
-            copies[name] = read_latest(servers[name], name)
         if pause and results[name].reachable:
             from .pauses import read_latest as read_pause
 
             pauses[name] = read_pause(servers[name], name)
+        # While paused, a MASTER needs the promotion record even without anti-flapping: an orch
+        # switchover's row there lets its planned promotion through.
+        paused = name in pauses and pauses[name][0] is not None and pauses[name][0].active
+        if promotions and (cfg.failover.block_seconds > 0 or paused) and results[name].reachable:
+            from .promotions import read_latest
+
+            copies[name] = read_latest(servers[name], name)
 
     peer_thread = threading.Thread(target=run, args=(cfg.peer.name,), daemon=True)
     peer_thread.start()

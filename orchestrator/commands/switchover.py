@@ -144,7 +144,8 @@ def plan_switchover(view: ClusterView, cfg: Config, facts: LocalFacts) -> Plan:
     timeout = cfg.failover.catchup_timeout
     # Anti-flapping: the candidate's MASTER must be seen as this planned promotion (recorded
     # while this node is writable; the catch-up below brings the row to the candidate).
-    record: Tuple[Step, ...] = (RecordSwitchover(me.name, cand.name),) if cfg.failover.block_seconds > 0 else ()
+    # The row lets the candidate's MASTER through anti-flapping and maintenance mode (orch pause).
+    record: Tuple[Step, ...] = (RecordSwitchover(me.name, cand.name),) if cfg.failover.block_seconds > 0 or view.paused else ()
     steps: Tuple[Step, ...] = record + (
         Fence(me.name),
         CatchUp(cand.name, me.name, timeout),
