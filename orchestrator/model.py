@@ -248,6 +248,9 @@ class ClusterView:
     # copy could not be read ("" when every reachable copy could).
     pause: Optional[PauseRecord] = None
     pause_error: str = ""
+    # The latest record in the databases alone (what the other host sees too): a resume kept
+    # in this host's state_dir may be newer than a pause still on record there.
+    pause_shared: Optional[PauseRecord] = None
 
     @property
     def paused(self) -> Optional[PauseRecord]:

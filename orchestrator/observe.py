@@ -208,18 +208,18 @@ def observe(
         from .promotions import combine
 
         last_promotion, promotion_error = combine(copies, cfg.state_dir)
-    pause_record, pause_error = None, ""
+    pause_record, pause_shared, pause_error = None, None, ""
     if pause:
         from .pauses import combine as combine_pauses
 
-        pause_record, pause_error = combine_pauses(pauses, cfg.state_dir)
+        pause_record, pause_shared, pause_error = combine_pauses(pauses, cfg.state_dir)
     # A peer that does not answer may be dead, or this node may be the one cut off: ask
     # the witness (one ICMP echo; about a millisecond when it answers).
     asked = witness and cfg.failover.witness and me.reachable and not peer.reachable
     return ClusterView(me=me, peer=peer, holds_vip=vip_held(cfg), atlas=atlas_states,
                        last_promotion=last_promotion, promotion_error=promotion_error,
                        witness=witness_reachable(cfg.failover.witness) if asked else None,
-                       pause=pause_record, pause_error=pause_error)
+                       pause=pause_record, pause_error=pause_error, pause_shared=pause_shared)
 
 
 def settle_errant(cfg: Config, servers: Dict[str, Server], me: NodeState, peer: NodeState) -> Tuple[NodeState, NodeState]:

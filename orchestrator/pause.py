@@ -92,13 +92,17 @@ def decide_resume(view: ClusterView, cfg: Any, by: str, local_pause: bool) -> Pl
     """Pure: the plan of ``orch resume``: a resume row on the writable server and, when this
     host's state_dir holds a pause (``local_pause``), a resume there too."""
     pause = view.paused
-    if pause is None and not local_pause:
+    shared = view.pause_shared if view.pause_shared is not None and view.pause_shared.active else None
+    writable = [n for n in (view.me, view.peer) if n.writable]
+    if pause is None and not local_pause and (shared is None or len(writable) != 1):
         if view.pause_error:
             return Plan(f"cannot read the maintenance record: {view.pause_error}", outcome=REFUSED)
         last = f" ({view.pause.describe()})" if view.pause is not None else ""
         return Plan(f"nothing to resume: no pause in force{last}", outcome=NOOP)
-    what = pause.describe() if pause is not None else "paused on this host"
-    writable = [n for n in (view.me, view.peer) if n.writable]
+    # A pause still on record in the databases (resumed on this host alone while no server was
+    # writable) is resumed there too: the other host reads it.
+    shown = pause or shared
+    what = shown.describe() if shown is not None else "paused on this host"
     steps: list = []
     if len(writable) == 1:
         steps.append(RecordPause(writable[0].name, RESUME, 0.0, "", by))

@@ -71,17 +71,18 @@ def read_latest(server: Any, name: str) -> Tuple[Optional[PauseRecord], str]:
 
 
 def combine(copies: Mapping[str, Tuple[Optional[PauseRecord], str]], state_dir: str,
-            now: Optional[float] = None) -> Tuple[Optional[PauseRecord], str]:
-    """The latest record over both servers' copies and this host's state_dir, and the errors
-    of the copies that could not be read."""
+            now: Optional[float] = None) -> Tuple[Optional[PauseRecord], Optional[PauseRecord], str]:
+    """(the latest record over both servers' copies and this host's state_dir, the latest in
+    the servers' copies alone, the errors of the copies that could not be read)."""
     records = [r for r, _ in copies.values() if r is not None]
     errors = "; ".join(e for _, e in copies.values() if e)
+    shared = max(records, key=lambda r: (r.at, r.run_id)) if records else None
     local = read_local(state_dir, time.time() if now is None else now)
     if local is not None:
         records.append(local)
     if not records:
-        return None, errors
-    return max(records, key=lambda r: (r.at, r.run_id)), errors
+        return None, None, errors
+    return max(records, key=lambda r: (r.at, r.run_id)), shared, errors
 
 
 def record(server: Any, kind: str, node: str, run_id: str, seconds: float = 0.0, reason: str = "", by: str = "") -> str:

@@ -189,6 +189,9 @@ def test_resume_plan():
     assert both.steps == (RecordPause("server2", "resume", 0.0, "", "alice"), PauseLocally("/var/lib/orch", "resume", 0.0, "", "alice"))
     alone = decide_resume(paused(view(REPLICA1, down("server2"))), c, "alice", local_pause=False)
     assert alone.steps == (PauseLocally("/var/lib/orch", "resume", 0.0, "", "alice"),)
+    # Resumed on this host alone while nothing was writable; the databases still hold the pause.
+    carried = replace(view(REPLICA1, MASTER2), pause=paused_rec(kind="resume", seen_on="state_dir"), pause_shared=paused_rec())
+    assert decide_resume(carried, c, "alice", local_pause=False).steps == (RecordPause("server2", "resume", 0.0, "", "alice"),)
     unreadable = decide_resume(replace(view(REPLICA1, MASTER2), pause_error="server2: denied"), c, "a", local_pause=False)
     assert unreadable.outcome == REFUSED
 
@@ -209,18 +212,20 @@ def test_bad_durations_are_a_usage_error_with_one_line(text, capsys):
 
 
 def test_local_record_and_combine(tmp_path):
-    assert pauses.combine({}, str(tmp_path)) == (None, "")
+    assert pauses.combine({}, str(tmp_path)) == (None, None, "")
     pauses.write_local(str(tmp_path), "pause", "server1", "run-1", 600.0, "disk", "alice")
     data = json.loads((tmp_path / "pause.json").read_text())
-    rec, errors = pauses.combine({"server1": (None, ""), "server2": (None, "server2: denied")}, str(tmp_path), now=data["at"] + 60)
+    rec, shared, errors = pauses.combine({"server1": (None, ""), "server2": (None, "server2: denied")}, str(tmp_path),
+                                         now=data["at"] + 60)
+    assert shared is None
     assert rec is not None and rec.active and rec.seen_on == "state_dir" and rec.by == "alice" and errors == "server2: denied"
     assert rec.remaining == pytest.approx(540.0) and rec.age == pytest.approx(60.0)
-    expired, _ = pauses.combine({}, str(tmp_path), now=data["at"] + 601)
+    expired, _, _ = pauses.combine({}, str(tmp_path), now=data["at"] + 601)
     assert expired is not None and not expired.active
     newer = paused_rec(kind="resume")
     newer = replace(newer, at=data["at"] + 1)
-    rec2, _ = pauses.combine({"server2": (newer, "")}, str(tmp_path), now=data["at"] + 2)
-    assert rec2 == newer  # the latest record wins, wherever it is kept
+    rec2, shared2, _ = pauses.combine({"server2": (newer, "")}, str(tmp_path), now=data["at"] + 2)
+    assert rec2 == newer == shared2  # the latest record wins, wherever it is kept
     assert pauses.local_pause(str(tmp_path))
 
 

@@ -185,6 +185,10 @@ def pause_summary(view: ClusterView) -> Dict[str, Any]:
         text = ("PAUSED: no automatic promotion, rejoin, rewind, semi-sync switch, hand-over or Atlas change "
                 "(orch resume ends it); " if active else "off; latest: ") + rec.describe() + (
                     "" if rec.seen_on != "state_dir" else " (kept on this host only)")
+    shared = view.pause_shared
+    if not active and shared is not None and shared.active:
+        text += (f"; but the databases still hold a pause ({shared.describe()}), which the other host follows: "
+                 f"run orch resume once a server is writable")
     if view.pause_error:
         text += f" (unreadable: {view.pause_error})"
     return {"paused": active, "text": text, "error": view.pause_error,
