@@ -80,6 +80,7 @@ class Maintainer:
         self.on_pending_change: Optional[Callable[[bool], None]] = None
         self.last_view: Optional[ClusterView] = None  # what the last pass saw (--once: its exit code)
         self.listeners: List[PassListener] = []
+        self.dry_run_format = "table"  # how a dry pass prints its plan (orch maintain --dry-run --format)
 
     def close(self) -> None:
         for s in self.servers.values():
@@ -153,7 +154,7 @@ class Maintainer:
             self._say(choice.said, choice.acting)
         if dry_run:
             if out is not None:
-                out.write(choice.plan.render() + "\ndry run: nothing changed\n")
+                self.show_dry_run(out, choice.plan)
             return len(choice.plan.steps), choice
         if choice.action is None and not choice.atlas.steps:
             return 0, choice
@@ -167,6 +168,16 @@ class Maintainer:
                 log.info("pass skipped: another orch run acted since this pass observed; observing again next pass")
                 return 0, choice
             return self._execute(choice.plan, view, choice.event), choice
+
+    def show_dry_run(self, out: "TextIO", plan: Plan) -> None:
+        """A dry pass's plan: text, or one JSON object (``dry_run_format`` "json", orch maintain --dry-run --format json)."""
+        if self.dry_run_format == "json":
+            import json
+
+            out.write(json.dumps({"command": "maintain", "node": self.cfg.self_name, "dry_run": True, **plan.as_dict()},
+                                 indent=2) + "\n")
+        else:
+            out.write(plan.render() + "\ndry run: nothing changed\n")
 
     def _say(self, reason: str, acting: bool) -> None:
         if reason != self.last_reason or acting:
