@@ -35,6 +35,12 @@ class HelpFormatter(argparse.HelpFormatter):
     def __init__(self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: Optional[int] = None) -> None:
         super().__init__(prog, indent_increment, max_help_position, terminal_width() - 2 if width is None else width)
 
+    def _split_lines(self, text: str, width: int) -> "list[str]":
+        # Never inside an option's name: "--ignore-anti-" / "flapping" reads as two words.
+        import textwrap
+
+        return textwrap.wrap(" ".join(text.split()), width, break_on_hyphens=False)
+
 
 class Parser(argparse.ArgumentParser):
     """argparse with one-line errors (exit 2) instead of a usage dump."""
