@@ -192,3 +192,14 @@ def test_readme_documents_the_json_keys_the_code_writes():
     plans = readme.split("every `--dry-run` plan", 1)[1].split("\n\n", 1)[0]
     keys = set(Plan("x").as_dict()) | {"command", "node", "dry_run"}
     assert all(f"`{key}`" in plans for key in keys | {"step", "description"}), plans
+
+
+@pytest.mark.parametrize("argv", [
+    ["history"], ["history", "--format", "json"], ["status", "--format", "json"], ["check", "--format", "json"],
+    ["check-config", "--format", "json"], ["doctor", "--format", "json"], ["promote", "--dry-run", "--format", "json"],
+])
+def test_a_missing_config_file_is_bad_input_for_every_reporting_command(tmp_path, argv):
+    missing = str(tmp_path / "missing.yaml")
+    r = subprocess.run([t.ORCH, *argv, "-c", missing], capture_output=True, text=True, timeout=30)
+    assert r.returncode == errors.EXIT_USAGE and r.stdout == "", r
+    assert r.stderr.strip().splitlines() == [f"orch: cannot read the config file {missing} (-c): No such file or directory (see orch --help)"]
