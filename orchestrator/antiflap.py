@@ -87,7 +87,7 @@ def block_reason(view: ClusterView, cfg: Any) -> str:
     return (f"anti-flapping block: {rec.node} was promoted automatically {max(rec.age, 0):.0f}s ago (run {rec.run_id}), "
             f"less than failover.block_seconds ({seconds:g}s) ago; {view.me.name} stays fenced. After finding why the "
             f"cluster failed over twice, lift the block with `orch ack` (then keepalived's next MASTER event or the "
-            f"maintainer promotes), or promote now with `orch promote --force`")
+            f"maintainer promotes), or promote now with `orch promote --ignore-anti-flapping`")
 
 
 def promotion_kind(view: ClusterView, cfg: Any, operator: bool) -> str:

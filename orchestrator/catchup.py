@@ -57,9 +57,9 @@ def catch_up(step: CatchUp, server: Server, flavor: Flavor, peer: Optional[Serve
             if problem:
                 text = f"{problem}: {label} not applied, missing {missing}"
                 if step.force:
-                    log.warning("--force: promoting anyway although %s", text)
+                    log.warning("--ignore-catchup: promoting anyway although %s", text)
                     return f"warning: forced although {text}"
-                raise CatchUpRefused(f"{text}; {step.node} stays read-only (orch promote --force overrides)")
+                raise CatchUpRefused(f"{text}; {step.node} stays read-only (orch promote --ignore-catchup overrides)")
             wait = min(WAIT_SLICE, max(remaining, 0.01))
             sql, args = flavor.wait_statement(missing, wait)
             server.value(sql, args, timeout=wait + server.read_timeout)

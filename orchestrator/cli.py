@@ -71,7 +71,7 @@ def parse_notify_call(args: "List[str]") -> "Optional[Arguments]":
         return None
     return Arguments(config=values["config"], node=values["node"], verbose=verbose, command="notify",
                      type=rest[0], name=rest[1], state=rest[2], priority=rest[3] if len(rest) == 4 else None,
-                     dry_run=dry_run)
+                     dry_run=dry_run, format="table")
 
 
 def parse_args(argv: "Optional[List[str]]") -> "argparse.Namespace":
@@ -135,6 +135,18 @@ def _dispatch(argv: "Optional[List[str]]", stdout: "TextIO", stdin: "TextIO") ->
             from .commands.status import status
 
             return status(args, stdout)
+        if args.command == "history":
+            from .commands.history import history
+
+            return history(args, stdout)
+        if args.command == "completion":
+            from .commands.manpage import completion
+
+            return completion(args, stdout)
+        if args.command == "man":
+            from .commands.manpage import man
+
+            return man(args, stdout)
         if args.command == "check-config":
             from .commands.check import check_config
 

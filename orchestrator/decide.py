@@ -127,13 +127,20 @@ def _no_writer_after_fault(view: ClusterView) -> bool:
     return not (me.reachable and me.read_only and peer.reachable and me.replicates_from(peer.host, peer.port))
 
 
-def decide(view: ClusterView, event: str, cfg: Config, force: bool = False, operator: bool = False, rewind: bool = False) -> Plan:
+def decide(view: ClusterView, event: str, cfg: Config, force: bool = False, operator: bool = False, rewind: bool = False,
+           ignore_catchup: bool = False, ignore_anti_flapping: bool = False) -> Plan:
     """The plan for a keepalived event (or an operator's promote/demote) on this node.
+
+    Each override skips one gate of a promotion: ``ignore_catchup`` the catch-up (nothing
+    unapplied, no SQL error, no divergence), ``ignore_anti_flapping`` the block; ``force``
+    (the deprecated ``orch promote --force``) is both. None skips the fence.
 
     In maintenance mode (orch pause) a keepalived event's plan keeps only the fences of this
     node, the rest withheld (pause.paused_plan); an operator's command runs, with a warning."""
     if event == MASTER:
-        plan = decide_master(view, cfg, force, operator)
+        catchup = "--force" if force else ("--ignore-catchup" if ignore_catchup else "")
+        antiflapping = "--force" if force else ("--ignore-anti-flapping" if ignore_anti_flapping else "")
+        plan = decide_master(view, cfg, operator=operator, ignore_catchup=catchup, ignore_anti_flapping=antiflapping)
     elif event == BACKUP:
         plan = decide_backup(view, cfg, operator, rewind=rewind)
     elif event in (FAULT, STOP, DELETED):
@@ -148,8 +155,12 @@ def decide(view: ClusterView, event: str, cfg: Config, force: bool = False, oper
     return paused_plan(view, plan, view.me.name)
 
 
-def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator: bool = False) -> Plan:
+def decide_master(view: ClusterView, cfg: Config, operator: bool = False, ignore_catchup: str = "",
+                  ignore_anti_flapping: str = "") -> Plan:
+    """MASTER: promote this node. ``ignore_catchup`` / ``ignore_anti_flapping``: the flag that
+    skips that gate, as the warnings name it ("" : the gate holds)."""
     me, peer = view.me, view.peer
+    force = ignore_catchup
     warnings: Tuple[str, ...] = ()
     if view.holds_vip is False:
         if not operator:
@@ -182,7 +193,7 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
             outcome=REFUSED, warnings=warnings,
         )
     if peer.alive:
-        # Not even --force: a server that answers may still take writes, and orch cannot fence it.
+        # No override: a server that answers may still take writes, and orch cannot fence it.
         return Plan(
             f"refusing to promote {me.name}: {peer.name} is alive but cannot be fenced ({peer.error}); "
             f"it may still take writes, and two writable masters fork the data",
@@ -203,20 +214,20 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
     # Refusals come before any step: a refused promotion changes nothing. Only a failover
     # (writes moving from the peer) is ever blocked; re-opening the last writer never is.
     blocked = antiflap.block_reason(view, cfg)
-    if blocked and not force:
+    if blocked and not ignore_anti_flapping:
         return Plan(f"refusing to promote {me.name}: {blocked}", outcome=REFUSED, warnings=warnings)
     if blocked:
-        warnings += (f"--force: promoting despite the {blocked.split(';')[0]}",)
+        warnings += (f"{ignore_anti_flapping}: promoting despite the {blocked.split(';')[0]}",)
     if view.promotion_error and cfg.failover.block_seconds > 0:
         warnings += (f"anti-flapping record unreadable ({view.promotion_error}): not blocking (orch_meta grants? see README)",)
     if r is not None and r.sql_error:
         text = f"{me.name}'s SQL thread stopped on error {r.last_sql_errno}: {r.last_sql_error}"
         if not force:
             return Plan(
-                f"refusing to promote {me.name}: {text}; its data may be incomplete (orch promote --force overrides)",
+                f"refusing to promote {me.name}: {text}; its data may be incomplete (orch promote --ignore-catchup overrides)",
                 outcome=REFUSED, warnings=warnings,
             )
-        warnings += (f"--force: promoting although {text}",)
+        warnings += (f"{force}: promoting although {text}",)
     errant = lacking = ""
     rewind: Optional[Rewind] = None
     # A fenced peer pointed at this node has conceded (a stale writer that fenced itself, or a
@@ -240,10 +251,10 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
             elif not force:
                 return Plan(
                     f"refusing to promote {me.name}: {text}; either way one side's transactions would be lost "
-                    f"(reconcile by hand; orch promote --force keeps only {me.name}'s)",
+                    f"(reconcile by hand; orch promote --ignore-catchup keeps only {me.name}'s)",
                     outcome=REFUSED, warnings=warnings,
                 )
-            warnings += (f"--force: promoting although {text}; {peer.name}'s {lacking} will not be on the new master",)
+            warnings += (f"{force}: promoting although {text}; {peer.name}'s {lacking} will not be on the new master",)
         elif errant:
             warnings += (f"{me.name} has transactions {peer.name} lacks (errant GTIDs {errant}); they become part of the new master's history",)
 
@@ -268,7 +279,7 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
     if follow and not following:
         if unapplied:
             # Drained first: re-pointing (or a GTID-mode START SLAVE) drops the relay log.
-            steps.append(CatchUp(me.name, None, timeout, force))
+            steps.append(CatchUp(me.name, None, timeout, bool(force)))
         if pointed:
             steps.append(StartReplica(me.name))
         else:
@@ -276,7 +287,7 @@ def decide_master(view: ClusterView, cfg: Config, force: bool = False, operator:
                 steps.append(StopReplica(me.name))
             steps += [ChangeSource(me.name, peer.name, peer.host, peer.port), StartReplica(me.name)]
         configured = True
-    steps.append(CatchUp(me.name, peer.name if peer.reachable and not conceded else None, timeout, force))
+    steps.append(CatchUp(me.name, peer.name if peer.reachable and not conceded else None, timeout, bool(force)))
     # Writes open only on a state read just now (the VIP and the peer may have changed
     # during a long catch-up); a failed re-check leaves replication as it was.
     recheck = Recheck(me.name, peer.name if peer.reachable else None, cfg.keepalived.vip if view.holds_vip else "")

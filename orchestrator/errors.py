@@ -10,6 +10,16 @@ EXIT_INCOMPLETE = 3  # safe but incomplete: waiting for the peer, or an event ha
 EXIT_BUG = 70  # an unexpected error (a bug): the traceback is in the log
 EXIT_INTERRUPTED = 130  # Ctrl-C
 
+# The man page's EXIT STATUS (orch man): one line per code above.
+MEANING = {
+    EXIT_OK: "done, or nothing to do",
+    EXIT_FAILED: "refused or failed, nothing unsafe done; a check or a configuration that does not pass",
+    EXIT_USAGE: "bad input on the command line: arguments, a config file that cannot be read, --node",
+    EXIT_INCOMPLETE: "safe but incomplete: waiting for the peer, or an event handed to the maintainer",
+    EXIT_BUG: "an unexpected error (a bug): the traceback is in the log",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
 
 class OrchError(Exception):
     """Base for every error the orchestrator reports to a user (exit 1)."""

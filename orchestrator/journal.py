@@ -137,6 +137,38 @@ class Journal:
                     continue  # a torn first line after the seek
         return out[-count:] if count > 0 else []
 
+    def records(self) -> List[Dict[str, Any]]:
+        """Every record in the current and rotated files, oldest first (orch history).
+
+        An unreadable file gives what could be read; a rotation while reading may show a
+        file under two names, which is read once.
+        """
+        import json
+
+        out: List[Dict[str, Any]] = []
+        seen: set = set()
+        for path in [self.rotated(n) for n in range(self.keep, 0, -1)] + [self.path]:
+            try:
+                with open(path, "rb") as fh:
+                    st = os.fstat(fh.fileno())
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                    data = fh.read()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                log.warning("journal %s unreadable: %s", path, exc.strerror or exc)
+                continue
+            for raw in data.splitlines():
+                try:
+                    record = json.loads(raw)
+                except ValueError:
+                    continue  # a torn or empty line
+                if isinstance(record, dict):
+                    out.append(record)
+        return out
+
 
 def _lock(fd: int, deadline: float) -> str:
     """flock the fd, waiting until ``deadline``: "" when locked, else why not."""

@@ -81,6 +81,7 @@ class Maintainer:
         self.last_view: Optional[ClusterView] = None  # what the last pass saw (--once: its exit code)
         self.listeners: List[PassListener] = []
         self.was_paused = False  # the last pass saw maintenance mode in force
+        self.dry_run_format = "table"  # how a dry pass prints its plan (orch maintain --dry-run --format)
 
     def close(self) -> None:
         for s in self.servers.values():
@@ -155,7 +156,7 @@ class Maintainer:
             self._say(choice.said, choice.acting)
         if dry_run:
             if out is not None:
-                out.write(choice.plan.render() + "\ndry run: nothing changed\n")
+                self.show_dry_run(out, choice.plan)
             return len(choice.plan.steps), choice
         if choice.action is None and not choice.atlas.steps:
             return 0, choice
@@ -180,6 +181,16 @@ class Maintainer:
             else:
                 log.warning("maintain: maintenance mode over (%s): automatic actions again",
                             view.pause.describe() if view.pause is not None else "no pause on record")
+
+    def show_dry_run(self, out: "TextIO", plan: Plan) -> None:
+        """A dry pass's plan: text, or one JSON object (``dry_run_format`` "json", orch maintain --dry-run --format json)."""
+        if self.dry_run_format == "json":
+            import json
+
+            out.write(json.dumps({"command": "maintain", "node": self.cfg.self_name, "dry_run": True, **plan.as_dict()},
+                                 indent=2) + "\n")
+        else:
+            out.write(plan.render() + "\ndry run: nothing changed\n")
 
     def _say(self, reason: str, acting: bool) -> None:
         import re

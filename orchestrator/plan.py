@@ -116,11 +116,11 @@ class CatchUp:
     node: str
     peer: Optional[str]
     timeout: float
-    force: bool = False
+    force: bool = False  # orch promote --ignore-catchup (or the deprecated --force)
 
     def describe(self) -> str:
         what = "its relay log" + (f" and everything {self.peer} executed" if self.peer else "")
-        tail = " (--force: promote even if it does not)" if self.force else "; refuse to promote if it does not"
+        tail = " (--ignore-catchup: promote even if it does not)" if self.force else "; refuse to promote if it does not"
         return f"wait up to {self.timeout:g}s until {self.node} has applied {what}{tail}"
 
 
@@ -520,6 +520,11 @@ class Plan:
     @property
     def exit_code(self) -> int:
         return EXIT_CODES[self.outcome]
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The plan as ``--dry-run --format json`` prints it (README, Operator commands): stable keys."""
+        return {"reason": self.reason, "outcome": self.outcome, "exit_code": self.exit_code, "warnings": list(self.warnings),
+                "steps": [{"step": type(step).__name__, "description": step.describe()} for step in self.steps]}
 
     def render(self) -> str:
         lines = [f"plan: {self.reason}"]

@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .antiflap import FAILOVER, KINDS, SWITCHOVER, latest
 from .errors import DatabaseError
 from .model import PromotionRecord
 
 # The kinds of row are antiflap's (pure); SWITCHOVER is named here too for the executor's step.
-__all__ = ["SWITCHOVER", "read_latest", "combine", "record", "record_switchover", "read_local_ack", "write_local_ack"]
+__all__ = ["SWITCHOVER", "read_latest", "read_all", "combine", "record", "record_switchover", "read_local_ack", "write_local_ack"]
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +150,20 @@ def write_local_ack(state_dir: str, acks: str, run_id: str) -> str:
     path = ack_path(state_dir)
     replace_json(path, data, fsync=True, newline=True)
     return f"written to {path}"
+
+
+# Every row since a time (orch history): the server's own clock, as on record.
+ALL_SINCE = f"SELECT run_id, kind, node, at, acks FROM {TABLE} WHERE at >= %s ORDER BY at DESC, run_id DESC"
+
+
+def read_all(server: Any, name: str, since: float = 0.0) -> Tuple[List[Dict[str, Any]], str]:
+    """(every row of this server's copy recorded at or after ``since`` (epoch seconds), newest
+    first, why it could not be read or ""). A missing table is an empty record."""
+    try:
+        rows = server.query(ALL_SINCE, (since,))
+    except DatabaseError as exc:
+        if exc.code in NO_TABLE:
+            return [], ""
+        return [], f"{name}: {str(exc).split(': ', 1)[-1]}"
+    return [{"run_id": str(r["run_id"]), "kind": str(r["kind"]), "node": str(r["node"]), "at": float(r["at"]),
+             "acks": str(r["acks"] or ""), "seen_on": name} for r in rows], ""

@@ -61,7 +61,7 @@ ALONE = ClusterView(me=replica_of(node("server1", ro=True), "server2"), peer=nod
 def test_recent_automatic_promotion_blocks_the_next_one_and_says_how_to_lift_it():
     plan = decide(replace(ALONE, last_promotion=rec(60)), MASTER, cfg())
     assert plan.outcome == REFUSED and plan.steps == (), plan.render()
-    assert "anti-flapping block" in plan.reason and "orch ack" in plan.reason and "orch promote --force" in plan.reason
+    assert "anti-flapping block" in plan.reason and "orch ack" in plan.reason and "orch promote --ignore-anti-flapping" in plan.reason
     assert "server2 was promoted automatically 60s ago" in plan.reason and "stays fenced" in plan.reason
 
 
@@ -92,6 +92,30 @@ def test_operator_force_overrides_and_records_an_operator_promotion():
     plan = decide(v, MASTER, cfg(), force=True, operator=True)
     assert plan.outcome == ACT and RecordPromotion("server1", "operator") in plan.steps
     assert any("--force: promoting despite the anti-flapping block" in w for w in plan.warnings)
+
+
+def test_each_override_skips_only_its_own_gate():
+    """--ignore-anti-flapping skips the block, not the catch-up; --ignore-catchup the reverse."""
+    from orchestrator.plan import CatchUp
+
+    blocked = replace(ALONE, last_promotion=rec(60))
+    plan = decide(blocked, MASTER, cfg(), operator=True, ignore_catchup=True)
+    assert plan.outcome == REFUSED and "anti-flapping block" in plan.reason, plan.render()
+    plan = decide(blocked, MASTER, cfg(), operator=True, ignore_anti_flapping=True)
+    assert plan.outcome == ACT and RecordPromotion("server1", "operator") in plan.steps
+    assert any(w.startswith("--ignore-anti-flapping: promoting despite the anti-flapping block") for w in plan.warnings)
+    assert not any(isinstance(s, CatchUp) and s.force for s in plan.steps), "the catch-up still refuses"
+    # The SQL thread stopped on an error: only --ignore-catchup (or --force) promotes.
+    me = replace(ALONE.me, replica=replace(ALONE.me.replica, sql=ThreadState.STOPPED, last_sql_errno=1062, last_sql_error="dup"))
+    broken = replace(ALONE, me=me)
+    plan = decide(broken, MASTER, cfg(), operator=True, ignore_anti_flapping=True)
+    assert plan.outcome == REFUSED and "orch promote --ignore-catchup overrides" in plan.reason, plan.render()
+    plan = decide(broken, MASTER, cfg(), operator=True, ignore_catchup=True)
+    assert plan.outcome == ACT and any(w.startswith("--ignore-catchup: promoting although") for w in plan.warnings)
+    assert all(s.force for s in plan.steps if isinstance(s, CatchUp))
+    # --force (deprecated) is both, and its warnings still say --force.
+    plan = decide(replace(broken, last_promotion=rec(60)), MASTER, cfg(), operator=True, force=True)
+    assert plan.outcome == ACT and all(w.startswith("--force: ") for w in plan.warnings if "promoting" in w), plan.warnings
 
 
 def test_switchover_candidate_is_not_recorded_as_a_failover():

@@ -70,3 +70,42 @@ def test_dry_runs_leave_an_existing_state_dir_as_it_was_even_while_another_run_h
             assert tree(Path(state)) == was, argv
     finally:
         os.close(fd)
+
+
+PLAN_KEYS = {"command", "node", "dry_run", "reason", "outcome", "exit_code", "warnings", "steps"}
+
+
+@pytest.mark.mariadb
+def test_every_dry_run_prints_its_plan_as_json_with_the_documented_keys(cluster):
+    """--dry-run --format json: one object (README, Operator commands), the exit code as in text."""
+    import json
+
+    s1, s2, cfg, state = cluster
+    for node, argv in DRY_RUNS:
+        if argv[0] == "bootstrap":
+            continue  # its plan is printed as text only
+        text = t.orch(cfg, node, *argv)
+        r = t.orch(cfg, node, *argv, "--format", "json")
+        doc = json.loads(r.stdout)
+        assert set(doc) == PLAN_KEYS, (argv, doc)
+        assert doc["command"] == argv[0] and doc["node"] == node and doc["dry_run"] is True
+        assert doc["outcome"] in ("noop", "act", "refused", "incomplete") and doc["exit_code"] == r.code == text.code, (argv, r)
+        assert doc["reason"] in text.stdout and all(w in text.stdout for w in doc["warnings"])
+        assert all(set(step) == {"step", "description"} and step["description"] in text.stdout for step in doc["steps"]), doc
+        assert not os.path.exists(state), argv
+    promote = json.loads(t.orch(cfg, "server2", "promote", "--dry-run", "--format", "json").stdout)
+    assert promote["outcome"] == "act" and "Fence" in [s["step"] for s in promote["steps"]], promote
+    # The reporting commands: status (with the VIP holder) and check.
+    status = json.loads(t.orch(cfg, None, "status", "--format", "json").stdout)
+    assert set(status["vip"]) == {"address", "this_host_holds", "holder", "why"} and status["vip"]["this_host_holds"] is None
+    r = t.orch(cfg, "server2", "check", "--format", "json")
+    assert r.code == 0 and json.loads(r.stdout) == {"check": "server", "node": "server2", "ok": True, "reason": "the server answers"}
+    r = t.orch(cfg, "server2", "check", "--replica", "--format", "json")
+    doc = json.loads(r.stdout)
+    assert r.code == 0 and set(doc) == {"check", "node", "ok", "reason"} and doc["check"] == "replica" and doc["ok"] is True, r
+    r = t.orch(cfg, "server1", "check", "--replica", "--format", "json")
+    assert r.code == 1 and json.loads(r.stdout)["ok"] is False, r  # the master is no replica
+    s2.kill()
+    r = t.orch(cfg, "server2", "check", "--format", "json")
+    assert r.code == 1 and json.loads(r.stdout)["ok"] is False, r
+    t.assert_no_secrets(r.output)

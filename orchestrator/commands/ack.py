@@ -11,7 +11,7 @@ from typing import TextIO
 from ..errors import EXIT_FAILED
 from ..lock import RunLock
 from ..plan import NOOP
-from .common import RunContext, confirmed, ensure_state_dir, execute_plan, load_config, new_run
+from .common import RunContext, confirmed, ensure_state_dir, execute_plan, json_needs_dry_run, load_config, new_run, show_plan
 
 log = logging.getLogger("orchestrator")
 
@@ -25,6 +25,7 @@ def ack(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     from ..observe import observe
 
     started = time.monotonic()
+    json_needs_dry_run(args, "ack")
     cfg = load_config(args)
     run_id = new_run(cfg)
     with contextlib.ExitStack() as held:
@@ -36,9 +37,8 @@ def ack(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
             view = observe(cfg, servers)
             plan = decide_ack(view, cfg)
             log.info("decision (%s on %s): %s", EVENT, cfg.self_name, plan.reason)
-            out.write(plan.render() + "\n")
+            show_plan(out, plan, args, "ack", cfg.self_name)
             if args.dry_run:
-                out.write("dry run: nothing changed\n")
                 return plan.exit_code
             if plan.outcome == NOOP or not plan.steps:
                 return plan.exit_code

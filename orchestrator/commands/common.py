@@ -52,6 +52,26 @@ def confirmed(out: TextIO, stdin: Optional[TextIO], yes: bool) -> bool:
     return True
 
 
+def show_plan(out: TextIO, plan: Any, args: Any, command: str, node: str) -> None:
+    """Print a plan: as text (then "dry run: nothing changed" on a dry run), or with
+    ``--dry-run --format json`` one JSON object: command, node, dry_run, and Plan.as_dict()'s keys."""
+    dry_run = bool(getattr(args, "dry_run", False))
+    if dry_run and getattr(args, "format", "table") == "json":
+        import json
+
+        out.write(json.dumps({"command": command, "node": node, "dry_run": True, **plan.as_dict()}, indent=2) + "\n")
+        return
+    out.write(plan.render() + "\n")
+    if dry_run:
+        out.write("dry run: nothing changed\n")
+
+
+def json_needs_dry_run(args: Any, command: str) -> None:
+    """--format json prints a plan only with --dry-run (a run that acts prints its steps' results as text)."""
+    if getattr(args, "format", "table") == "json" and not getattr(args, "dry_run", False):
+        raise UsageError(f"orch {command}: --format json goes with --dry-run")
+
+
 def new_run(cfg: Config) -> str:
     run_id = new_run_id()
     logs.configure_run(run_id, cfg.secrets, False)

@@ -12,7 +12,7 @@ from ..decide import BACKUP, MASTER, decide
 from ..errors import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, LockBusy
 from ..lock import RunLock
 from ..plan import NOOP
-from .common import RunContext, confirmed, ensure_state_dir, execute_plan, load_config, new_run
+from .common import RunContext, confirmed, ensure_state_dir, execute_plan, json_needs_dry_run, load_config, new_run, show_plan
 
 if TYPE_CHECKING:
     import argparse
@@ -22,6 +22,7 @@ log = logging.getLogger("orchestrator")
 
 def _run(args: argparse.Namespace, event: str, out: TextIO, stdin: "TextIO | None", operator: bool) -> int:
     started = time.monotonic()
+    json_needs_dry_run(args, args.command)
     cfg = load_config(args)
     run_id = new_run(cfg)
     if not operator and cfg.keepalived.instance and args.name != cfg.keepalived.instance:
@@ -48,12 +49,13 @@ def _run(args: argparse.Namespace, event: str, out: TextIO, stdin: "TextIO | Non
         try:
             # The anti-flapping record and the witness: MASTER only.
             view = observe(cfg, servers, promotions=event == MASTER, witness=event == MASTER)
-            plan = decide(view, event, cfg, force=getattr(args, "force", False), operator=operator, rewind=getattr(args, "rewind", False))
+            plan = decide(view, event, cfg, force=getattr(args, "force", False), operator=operator, rewind=getattr(args, "rewind", False),
+                          ignore_catchup=getattr(args, "ignore_catchup", False),
+                          ignore_anti_flapping=getattr(args, "ignore_anti_flapping", False))
             log.info("decision (%s on %s): %s", event, cfg.self_name, plan.reason)
             if dry_run or operator:
-                out.write(plan.render() + "\n")
+                show_plan(out, plan, args, args.command, cfg.self_name)
             if dry_run:
-                out.write("dry run: nothing changed\n")
                 return plan.exit_code
             if operator and plan.outcome != NOOP and plan.steps and not confirmed(out, stdin, args.yes):
                 return EXIT_FAILED
@@ -94,5 +96,10 @@ def notify_event(args: argparse.Namespace, type_: str, name: str, state: str, ou
 def operator(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     """orch promote / orch demote: the MASTER / BACKUP plans, confirmed by a person."""
     event = MASTER if args.command == "promote" else BACKUP
+    if getattr(args, "force", False):
+        import sys
+
+        print("orch promote: warning: --force is deprecated: it means both --ignore-catchup and --ignore-anti-flapping; "
+              "name the gate to skip (--yes skips the prompt)", file=sys.stderr)
     return _run(args, event, out, stdin, operator=True)
 

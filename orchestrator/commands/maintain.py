@@ -21,6 +21,8 @@ log = logging.getLogger("orchestrator.maintain")
 def maintain(args: argparse.Namespace, out: TextIO) -> int:
     if getattr(args, "metrics_port", None) and (args.once or args.dry_run):
         raise UsageError("orch maintain: --metrics-port serves the long-running maintainer; not with --once or --dry-run")
+    if getattr(args, "format", "table") == "json" and not args.dry_run:
+        raise UsageError("orch maintain: --format json goes with --dry-run")
     cfg = load_config(args)
     new_run(cfg)
     if not args.dry_run:  # a dry run writes nothing in state_dir
@@ -28,6 +30,7 @@ def maintain(args: argparse.Namespace, out: TextIO) -> int:
     if not cfg.atlas:
         log.warning("no atlas configured: nothing to maintain")
     m = Maintainer(cfg)
+    m.dry_run_format = getattr(args, "format", "table")
     try:
         if args.once or args.dry_run:
             m.run_pass(dry_run=args.dry_run, out=out)

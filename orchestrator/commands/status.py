@@ -115,27 +115,77 @@ def table_rows(n: Dict[str, Any]) -> List[Tuple[str, str]]:
     return [(label, str(cell)) for label, cell in cells]
 
 
-def render_table(nodes: List[Dict[str, Any]], journal: List[Dict[str, Any]], cluster: str) -> str:
+MAX_WIDTH = 120  # a table never wider than this, whatever the terminal: long cells wrap
+
+
+def table_width() -> int:
+    """The terminal's width, at least 80 and at most MAX_WIDTH columns."""
+    from ..argv import terminal_width
+
+    return max(80, min(terminal_width(), MAX_WIDTH))
+
+
+def wrap(text: str, width: int, indent: str = "    ") -> List[str]:
+    """One line of free text, wrapped to ``width`` (continuations indented)."""
+    import textwrap
+
+    if len(text) <= width:
+        return [text]
+    lead = text[:len(text) - len(text.lstrip())]
+    return textwrap.wrap(text, width, subsequent_indent=lead + indent, break_on_hyphens=False) or [text]
+
+
+def vip_row(vip: Dict[str, Any], nodes: List[Dict[str, Any]]) -> Tuple[str, List[str]]:
+    """The VIP holder's row: this host's column says whether it holds the VIP; the peer's
+    whether it may (orch sees only this host's addresses)."""
+    held = vip.get("this_host_holds")
+    if held is None:
+        return "holds VIP", ["unknown (" + (vip.get("why") or "not checked") + ")", "-"][:len(nodes)]
+    label = f"holds VIP {vip['address']}"
+    if held:
+        return label, ["YES (this host)", "no"][:len(nodes)]
+    return label, ["no (not this host)", "not this host: the peer's or nobody's"][:len(nodes)]
+
+
+def render_table(nodes: List[Dict[str, Any]], journal: List[Dict[str, Any]], cluster: str,
+                 vip: Optional[Dict[str, Any]] = None, width: int = MAX_WIDTH) -> str:
+    """The nodes side by side, one row per fact, cells wrapped so that no line is wider than
+    ``width``; then the journal's last entries, wrapped too."""
+    import textwrap
+
     columns = [table_rows(n) for n in nodes]
     labels = [label for label, _ in columns[0]]
     cells = [[column[i][1] for column in columns] for i in range(len(labels))]
-    width = max(len(label) for label in labels)
-    col = max(12, *(len(n["name"]) for n in nodes))
-    col = max(col, *(len(c) for row in cells for c in row[:-1])) if len(nodes) > 1 else col
-    lines = [f"cluster {cluster}", f"{'':<{width}}  " + "  ".join(f"{n['name']:<{col}}" for n in nodes)]
+    if vip is not None:
+        label, row = vip_row(vip, nodes)
+        labels.insert(0, label)
+        cells.insert(0, row)
+    label_width = max(len(label) for label in labels)
+    natural = max(12, *(len(n["name"]) for n in nodes))
+    natural = max(natural, *(len(c) for row in cells for c in row[:-1])) if len(nodes) > 1 else natural
+    room = (width - label_width - 2 - 2 * (len(nodes) - 1)) // len(nodes)
+    col = max(12, min(natural, room))
+    lines = [f"cluster {cluster}", f"{'':<{label_width}}  " + "  ".join(f"{n['name']:<{col}}" for n in nodes)]
     for label, row in zip(labels, cells):
-        lines.append(f"{label:<{width}}  " + "  ".join(f"{c:<{col}}" for c in row).rstrip())
+        # The last column may run to the table's edge; every cell wraps at its column's width.
+        widths = [col] * (len(row) - 1) + [width - label_width - 2 - (col + 2) * (len(row) - 1)]
+        wrapped = [textwrap.wrap(c, w, break_on_hyphens=False) or [""] for c, w in zip(row, widths)]
+        for i in range(max(len(w) for w in wrapped)):
+            first = label if i == 0 else ""
+            parts = [w[i] if i < len(w) else "" for w in wrapped]
+            lines.append((f"{first:<{label_width}}  " + "  ".join(f"{p:<{col}}" for p in parts)).rstrip())
     lines.append("")
     lines.append("journal (last entries):" if journal else "journal: empty")
     ended = {e.get("id") for e in journal if e.get("phase") == "end"}
     for e in journal:
         if e.get("phase") == "begin" and e.get("id") not in ended:
-            lines.append(f"  {e.get('time')} {e.get('id')} {e.get('node')} {e.get('event')}: UNFINISHED (still running, or "
-                         f"the run died mid-plan: the next event or orch promote/demote re-observes and completes it): {e.get('reason')}")
+            line = (f"  {e.get('time')} {e.get('id')} {e.get('node')} {e.get('event')}: UNFINISHED (still running, or "
+                    f"the run died mid-plan: the next event or orch promote/demote re-observes and completes it): {e.get('reason')}")
         elif e.get("phase") == "end":
-            lines.append(f"  {e.get('time')} {e.get('id')} {e.get('node')} {e.get('event')}: {e.get('result')}" + (f" ({e['error']})" if e.get("error") else ""))
+            line = f"  {e.get('time')} {e.get('id')} {e.get('node')} {e.get('event')}: {e.get('result')}" + (f" ({e['error']})" if e.get("error") else "")
         else:
-            lines.append(f"  {e.get('time')} {e.get('id')} {e.get('node')} {e.get('event')}: {e.get('reason')}")
+            line = f"  {e.get('time')} {e.get('id')} {e.get('node')} {e.get('event')}: {e.get('reason')}"
+        lines += wrap(line, width)
     return "\n".join(lines)
 
 
@@ -196,6 +246,16 @@ def pause_summary(view: ClusterView) -> Dict[str, Any]:
                                                 "age": rec.age, "remaining": rec.remaining, "seen_on": rec.seen_on}}
 
 
+def vip_summary(view: ClusterView, cfg: Config) -> Dict[str, Any]:
+    """Who holds the VIP, as far as this host can tell: address, this_host_holds (null: not
+    checked), holder (this node's name, "not this host", or null), why (when not checked)."""
+    address = cfg.keepalived.vip or None
+    held = view.holds_vip
+    why = "" if held is not None else ("no keepalived.vip configured" if not address else "keepalived.vip_check is off")
+    holder = None if held is None else (cfg.self_name if held else "not this host")
+    return {"address": address, "this_host_holds": held, "holder": holder, "why": why}
+
+
 def status(args: argparse.Namespace, out: TextIO) -> int:
     cfg = load_config(args)
     from ..db import open_servers
@@ -220,23 +280,25 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
     policy = semisync_policy(cfg)
     flap = antiflap_summary(view, cfg)
     paused = pause_summary(view)
+    vip = vip_summary(view, cfg)
     if args.format == "json":
-        doc = {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "nodes": nodes, "atlas": atlas,
-               "journal": journal, "pending_event": pending, "semi_sync_policy": policy, "anti_flapping": flap,
+        doc = {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "vip": vip, "nodes": nodes,
+               "atlas": atlas, "journal": journal, "pending_event": pending, "semi_sync_policy": policy, "anti_flapping": flap,
                "maintenance": paused}
         out.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
-        out.write(render_table(nodes, journal, cfg.cluster) + "\n")
-        out.write(f"semi-sync policy: {policy['text']}\n")
-        out.write(f"anti-flapping: {flap['text']}\n")
-        out.write(f"maintenance: {paused['text']}\n")
+        width = table_width()
+        out.write(render_table(nodes, journal, cfg.cluster, vip, width) + "\n")
+        lines = [f"semi-sync policy: {policy['text']}", f"anti-flapping: {flap['text']}", f"maintenance: {paused['text']}"]
         if pending is not None:
-            out.write(f"pending: a {pending.get('event')} event (run {pending.get('run')}) could not get the run lock; "
-                      f"the maintainer decides it on its next pass\n")
+            lines.append(f"pending: a {pending.get('event')} event (run {pending.get('run')}) could not get the run lock; "
+                         f"the maintainer decides it on its next pass")
         for a in atlas:
             if not a["reachable"]:
-                out.write(f"atlas {a['name']}: UNREACHABLE: {a['error']}\n")
+                lines.append(f"atlas {a['name']}: UNREACHABLE: {a['error']}")
                 continue
             listed = ", ".join(f"{b['address']} ({b['type']}, {b['state']})" for b in a["backends"]) or "no backends"
-            out.write(f"atlas {a['name']}: {listed}\n")
+            lines.append(f"atlas {a['name']}: {listed}")
+        for line in lines:
+            out.write("\n".join(wrap(line, width)) + "\n")
     return EXIT_OK if view.me.reachable and view.peer.reachable else EXIT_FAILED

@@ -39,7 +39,7 @@ from ..plan import (
     ACT, REFUSED, AwaitPromotion, AwaitVip, CatchUp, ChangeSource, Fence, HandOver, Plan, Recheck, RecordSwitchover, SetWritable, StartReplica,
     Step,
 )
-from .common import RunContext, confirmed, ensure_state_dir, execute_plan, load_config, new_run
+from .common import RunContext, confirmed, ensure_state_dir, execute_plan, json_needs_dry_run, load_config, new_run, show_plan
 
 log = logging.getLogger("orchestrator")
 
@@ -253,6 +253,7 @@ def switchover(args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO]) -
     from ..observe import observe
 
     started = time.monotonic()
+    json_needs_dry_run(args, "switchover")
     cfg = load_config(args)
     candidate_name(cfg, getattr(args, "to", None))  # bad input: one line, exit 2, nothing done
     run_id = new_run(cfg)
@@ -266,10 +267,9 @@ def switchover(args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO]) -
         # Asked before the run lock is taken: a person thinking at the prompt must not hold
         # up this host's keepalived events. Decided again under the lock, on a fresh view.
         plan = plan_switchover(observe(cfg, servers), cfg, local_facts(cfg))
-        out.write(plan.render() + "\n")
+        show_plan(out, plan, args, "switchover", cfg.self_name)
         if dry_run:
             log.info("decision (%s on %s, dry run): %s", SWITCHOVER, cfg.self_name, plan.reason)
-            out.write("dry run: nothing changed\n")
             return plan.exit_code
         if plan.outcome == ACT and not confirmed(out, stdin, args.yes):
             return EXIT_FAILED
@@ -315,7 +315,7 @@ def switchover(args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO]) -
         if plan.outcome != ACT:
             return code
         if result.error is not None:
-            abort(str(result.error).replace(" (orch promote --force overrides)", ""))
+            abort(str(result.error).replace(" (orch promote --ignore-catchup overrides)", ""))
             return EXIT_FAILED
         took = time.monotonic() - started
         out.write(f"switchover done in {took:.2f}s: {new} is the master and holds the VIP, {old} replicates from it\n")

@@ -1,0 +1,146 @@
+"""orch history, pure: the cluster-wide promotion record and this host's journal merged into
+one list of entries, newest first (the I/O is commands/history.py).
+
+The record (``orch_meta.promotions``) replicates, so either server's copy holds the
+promotions decided on both hosts; the journal holds every run this host made (fences,
+refusals, rewinds, switchovers, acknowledgements...). A journal run and the row it recorded
+share the run id: they are one entry (source ``both``).
+
+Each entry has exactly the keys of ``KEYS`` (README, "orch history"):
+
+- ``time``: ISO 8601 UTC, the run's start (journal) or the row's time (record only)
+- ``run_id``: the run's id
+- ``node``: the node whose host ran it (journal), or the node the row names (record only)
+- ``event``: the journal's event (MASTER, BACKUP, FAULT, ACK, SWITCHOVER, MAINTAIN...), or null
+- ``kind``: the record's kind (failover, operator, switchover, ack), or null when not on record
+- ``promoted``: the node a promotion row names, or null (not on record, or an ack)
+- ``acks``: the run id an ack row acknowledges, or null
+- ``outcome``: the journal's result (act, refused, failed, partial, incomplete; ``unfinished``
+  for a begin without an end), or ``recorded`` for a row this host has no run of
+- ``reason``: the plan's reason (with the error of a failed run), or what the row says
+- ``ms``: the run's milliseconds, or null
+- ``source``: ``journal``, ``record`` or ``both``
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from datetime import datetime, timezone
+from typing import Any, Dict, Iterable, List, Optional
+
+KEYS = ("time", "run_id", "node", "event", "kind", "promoted", "acks", "outcome", "reason", "ms", "source")
+JOURNAL, RECORD, BOTH = "journal", "record", "both"
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_since(text: str, now: float) -> float:
+    """``--since``: a duration back from ``now`` (``90s``, ``30m``, ``2h``, ``1d``, ``1w``) or an
+    ISO 8601 time (``2026-01-31``, ``2026-01-31T10:00``, with ``Z`` or an offset; without
+    one, UTC as every time orch prints). Epoch seconds; ValueError saying what it expects."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", text)
+    if m:
+        return now - float(m.group(1)) * UNITS[m.group(2)]
+    try:
+        at = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a duration (30m, 2h, 1d, 1w) or an ISO time (2026-01-31T10:00Z), got {text!r}") from None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    return at.timestamp()
+
+
+def iso(epoch: float) -> str:
+    """Epoch seconds as the journal writes times: ``2026-01-31T10:00:00.123Z``."""
+    at = datetime.fromtimestamp(epoch, timezone.utc)
+    return at.strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.microsecond // 1000:03d}Z"
+
+
+def epoch(text: Any) -> Optional[float]:
+    """A journal time (ISO 8601) as epoch seconds; None when it is not one."""
+    try:
+        at = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return (at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp()
+
+
+def _entry(**values: Any) -> Dict[str, Any]:
+    return {key: values.get(key) for key in KEYS}
+
+
+def journal_entries(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One entry per run in the journal (its begin and end records joined by id)."""
+    runs: Dict[str, Dict[str, Any]] = {}
+    for rec in records:
+        run_id = rec.get("id")
+        if not run_id:
+            continue
+        run = runs.setdefault(str(run_id), {})
+        phase = rec.get("phase")
+        if phase in ("begin", "end") and phase not in run:
+            run[phase] = rec
+    out = []
+    for run_id, run in runs.items():
+        begin, end = run.get("begin"), run.get("end")
+        first = begin or end
+        assert first is not None
+        outcome = str(end.get("result")) if end else "unfinished"
+        reason = str(begin.get("reason", "")) if begin else ""
+        if end and end.get("error"):
+            reason = f"{reason} (error: {end['error']})" if reason else f"error: {end['error']}"
+        out.append(_entry(time=first.get("time"), run_id=run_id, node=first.get("node"), event=first.get("event"),
+                          outcome=outcome, reason=reason, ms=end.get("ms") if end else None, source=JOURNAL))
+    return out
+
+
+def record_entries(rows: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One entry per row of the record, over both servers' copies (the same row replicated
+    to both is one: a row is its run id and kind)."""
+    seen: Dict[tuple, Dict[str, Any]] = {}
+    for row in rows:
+        key = (row["run_id"], row["kind"])
+        if key in seen:
+            continue
+        if row["kind"] == "ack":
+            reason = f"acknowledged the promotion of run {row['acks']} (row written on {row['node']})"
+        else:
+            reason = f"{row['kind']} promotion of {row['node']} on record"
+        seen[key] = _entry(time=iso(float(row["at"])), run_id=row["run_id"], node=row["node"], kind=row["kind"],
+                           promoted=None if row["kind"] == "ack" else row["node"], acks=row["acks"] or None, outcome="recorded", reason=reason, source=RECORD)
+    return list(seen.values())
+
+
+def merge(journal: List[Dict[str, Any]], record: List[Dict[str, Any]], since: float = 0.0) -> List[Dict[str, Any]]:
+    """The entries of both, a run and its row as one (``both``), at or after ``since``, newest first."""
+    by_run: Dict[str, Dict[str, Any]] = {}
+    out: List[Dict[str, Any]] = []
+    for entry in journal:
+        entry = dict(entry)
+        by_run[entry["run_id"]] = entry
+        out.append(entry)
+    for row in record:
+        run = by_run.get(row["run_id"])
+        if run is not None and run["kind"] is None:
+            run.update(kind=row["kind"], promoted=row["promoted"], acks=row["acks"], source=BOTH)
+        else:
+            out.append(dict(row))
+    kept = [e for e in out if (epoch(e["time"]) or 0.0) >= since]
+    return sorted(kept, key=lambda e: (epoch(e["time"]) or 0.0, e["run_id"]), reverse=True)
+
+
+def render(entries: List[Dict[str, Any]], width: int = 100) -> str:
+    """The table: one line per entry (time, node, what, outcome, ms, run id), its reason wrapped
+    under it, no line wider than ``width``."""
+    if not entries:
+        return "history: nothing recorded"
+    width = max(40, width)
+    lines = []
+    for e in entries:
+        what = " ".join(x for x in (e["event"] or "", f"({e['kind']})" if e["kind"] and e["event"] else (e["kind"] or "")) if x)
+        ms = f"{e['ms']} ms" if e["ms"] is not None else "-"
+        head = f"{e['time']}  {e['node']}  {what}  {e['outcome']}  {ms}  run {e['run_id']}  [{e['source']}]"
+        lines += textwrap.wrap(head, width, subsequent_indent="    ", break_on_hyphens=False) or [""]
+        if e["reason"]:
+            lines += textwrap.wrap(e["reason"], width, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)
+    return "\n".join(lines)

@@ -1,0 +1,181 @@
+"""orch history: the cluster-wide promotion record (both servers' copies) merged with this
+host's journal, newest first. Pure merging first, then two hosts on real servers, each with
+its own state_dir: each shows both hosts' promotions and its own runs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from orchestrator import history as h
+from orchestrator.journal import Journal
+from orchestrator.lab import mariadb as lab
+
+from . import orchtest as t
+
+NOW = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("90s", NOW - 90), ("30m", NOW - 1800), ("2h", NOW - 7200), ("1d", NOW - 86400), ("1w", NOW - 7 * 86400),
+    ("2027-01-15T08:00:00Z", NOW), ("2027-01-15T08:00:00", NOW), ("2027-01-15T09:00:00+01:00", NOW),
+    ("2027-01-15", NOW - 8 * 3600),
+])
+def test_since_takes_a_duration_or_an_iso_time(text, expected):
+    assert h.parse_since(text, NOW) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2x", "-1h", "", "2027-13-01"])
+def test_since_refuses_anything_else_saying_what_it_expects(text):
+    with pytest.raises(ValueError, match="expected a duration"):
+        h.parse_since(text, NOW)
+
+
+def row(run_id, kind, node, at, acks="", seen_on="server1"):
+    return {"run_id": run_id, "kind": kind, "node": node, "at": at, "acks": acks, "seen_on": seen_on}
+
+
+def run(run_id, event, at, result="act", reason="promoting", node="server1", ms=120, error=""):
+    begin = {"time": h.iso(at), "id": run_id, "node": node, "event": event, "phase": "begin", "reason": reason,
+             "outcome": result, "plan": []}
+    end = {"time": h.iso(at + ms / 1000), "id": run_id, "node": node, "event": event, "phase": "end", "result": result,
+           "exit": 0, "ms": ms, "error": error, "steps": []}
+    return [begin, end]
+
+
+def test_merge_joins_a_run_and_its_row_dedups_the_copies_and_sorts_newest_first():
+    journal = h.journal_entries(
+        run("r-fence", "FAULT", NOW - 300, reason="fencing server1")
+        + run("r-mine", "MASTER", NOW - 100, reason="promoting server1: a failover")
+        + run("r-refused", "MASTER", NOW - 50, result="refused", reason="refusing to promote server1: anti-flapping block")
+        + [{"time": h.iso(NOW - 10), "id": "r-cut", "node": "server1", "event": "BACKUP", "phase": "begin", "reason": "rejoin"}])
+    rows = [row("r-other", "failover", "server2", NOW - 200), row("r-other", "failover", "server2", NOW - 200, seen_on="server2"),
+            row("r-mine", "failover", "server1", NOW - 99.9), row("r-mine", "failover", "server1", NOW - 99.9, seen_on="server2"),
+            row("r-ack", "ack", "server2", NOW - 20, acks="r-mine")]
+    entries = h.merge(journal, h.record_entries(rows))
+    assert all(tuple(e) == h.KEYS for e in entries)
+    assert [(e["run_id"], e["source"], e["outcome"]) for e in entries] == [
+        ("r-cut", "journal", "unfinished"),
+        ("r-ack", "record", "recorded"),
+        ("r-refused", "journal", "refused"),
+        ("r-mine", "both", "act"),
+        ("r-other", "record", "recorded"),
+        ("r-fence", "journal", "act"),
+    ]
+    mine = entries[3]
+    assert (mine["event"], mine["kind"], mine["promoted"], mine["ms"], mine["node"]) == ("MASTER", "failover", "server1", 120, "server1")
+    ack = entries[1]
+    assert ack["acks"] == "r-mine" and ack["promoted"] is None and "acknowledged the promotion of run r-mine" in ack["reason"]
+    assert [e["run_id"] for e in h.merge(journal, h.record_entries(rows), since=NOW - 60)] == ["r-cut", "r-ack", "r-refused"]
+
+
+def test_a_failed_run_keeps_its_error_in_the_reason():
+    entries = h.journal_entries(run("r1", "MASTER", NOW, result="failed", reason="promoting server1", error="fence timed out"))
+    assert entries[0]["outcome"] == "failed" and entries[0]["reason"] == "promoting server1 (error: fence timed out)"
+
+
+def test_render_wraps_within_the_width():
+    entries = h.merge(h.journal_entries(run("20270115T080000-abcdef", "MASTER", NOW, reason="promoting server1: " + "words " * 60)),
+                      h.record_entries([row("20270115T080000-abcdef", "failover", "server1", NOW)]))
+    text = h.render(entries, 80)
+    assert max(len(line) for line in text.splitlines()) <= 80, text
+    assert text.splitlines()[0].startswith("2027-01-15T08:00:00.000Z  server1  MASTER (failover)  act  120 ms")
+    assert h.render([], 80) == "history: nothing recorded"
+
+
+def test_journal_records_reads_rotated_files_oldest_first(tmp_path):
+    j = Journal(str(tmp_path), max_bytes=300)
+    for i in range(12):
+        j.append({"id": f"r{i}", "phase": "begin", "event": "MASTER", "reason": "x" * 50})
+    assert (tmp_path / "journal.jsonl.1").exists()
+    assert [r["id"] for r in j.records()] == [f"r{i}" for i in range(12)][-len(j.records()):]
+    assert len(j.records()) > len(j.tail(1))
+
+
+# --------------------------------------------------------------------------- real servers
+
+MASTER_ARGS = ("notify", "INSTANCE", "VI_1", "MASTER", "100")
+BACKUP_ARGS = ("notify", "INSTANCE", "VI_1", "BACKUP", "90")
+
+
+def history(cfg: str, *args: str) -> tuple:
+    r = t.orch(cfg, None, "history", "--format", "json", *args)
+    return r, (json.loads(r.stdout) if r.stdout.strip() else None)
+
+
+@pytest.mark.mariadb
+def test_history_from_either_host_shows_both_hosts_failovers(cluster, tmp_path):
+    from .test_antiflap import node_configs
+
+    s1, s2, _, _ = cluster
+    cfgs = node_configs(s1, s2, tmp_path)
+    c1, c2 = cfgs["server1"][0], cfgs["server2"][0]
+    for name in cfgs:  # block_seconds 1: records are written, the second failover is not blocked
+        text = open(cfgs[name][0]).read().replace("block_seconds: 600", "block_seconds: 1")
+        open(cfgs[name][0], "w").write(text)
+
+    # 1. server1 dies: decided on server2's host.
+    s1.kill()
+    r = t.orch(c2, None, *MASTER_ARGS)
+    assert r.code == 0, r
+    s1.start()
+    assert t.orch(c1, None, *BACKUP_ARGS).code == 0
+    lab.wait_gtid_equal(s2, s1)
+    time.sleep(1.2)
+    # 2. server2 dies: decided on server1's host.
+    s2.kill()
+    r = t.orch(c1, None, *MASTER_ARGS)
+    assert r.code == 0, r
+    assert not t.read_only(s1)
+    s2.start()
+    assert t.orch(c2, None, *BACKUP_ARGS).code == 0
+    lab.wait_gtid_equal(s1, s2)
+
+    seen = {}
+    for name, cfg in (("server1", c1), ("server2", c2)):
+        r, entries = history(cfg)
+        assert r.code == 0 and r.stderr == "", r
+        assert all(tuple(e) == ("time", "run_id", "node", "event", "kind", "promoted", "acks", "outcome", "reason", "ms", "source")
+                   for e in entries)
+        promotions = [(e["kind"], e["promoted"]) for e in entries if e["kind"]]
+        assert promotions == [("failover", "server1"), ("failover", "server2")], (name, entries)  # newest first
+        own = [e for e in entries if e["source"] in ("journal", "both")]
+        assert own and all(e["node"] == name for e in own), (name, own)
+        journal_ids = {rec["id"] for rec in t.journal(cfgs[name][1])}
+        assert {e["run_id"] for e in own} == journal_ids, name
+        times = [e["time"] for e in entries]
+        assert times == sorted(times, reverse=True)
+        seen[name] = entries
+    # Each host's own promotion is one entry from both sources; the other host's from the record only.
+    mine = {name: [e for e in entries if e["source"] == "both"] for name, entries in seen.items()}
+    assert [(e["event"], e["promoted"], e["outcome"]) for e in mine["server1"]] == [("MASTER", "server1", "act")]
+    assert [(e["event"], e["promoted"]) for e in mine["server2"]] == [("MASTER", "server2")]
+    assert mine["server1"][0]["ms"] > 0 and "a failover" in mine["server1"][0]["reason"]
+    other = [e for e in seen["server1"] if e["promoted"] == "server2"][0]
+    assert other["source"] == "record" and other["event"] is None and other["outcome"] == "recorded"
+    assert other["run_id"] == mine["server2"][0]["run_id"], "the same run id on both hosts"
+
+    # The table: every entry, newest first, within 120 columns.
+    table = t.orch(c2, None, "history")
+    assert table.code == 0, table
+    assert max(len(line) for line in table.stdout.splitlines()) <= 120
+    assert table.stdout.index(mine["server1"][0]["run_id"]) < table.stdout.index(mine["server2"][0]["run_id"])
+    # --since: nothing in the future; the global options after the command.
+    r = t.orch(c1, None, "history", "--since", "2099-01-01", "--format", "json")
+    assert r.code == 0 and json.loads(r.stdout) == [], r
+    r = t.orch(c1, None, "history", "--since", "1h", "-c", c2, "--format", "json")
+    assert r.code == 0 and [e["promoted"] for e in json.loads(r.stdout) if e["source"] == "both"] == ["server2"], r
+
+    # One server down: the other's copy holds both promotions; a one-line warning names the other.
+    s1.kill()
+    r, entries = history(c2)
+    assert r.code == 0, r
+    assert [(e["kind"], e["promoted"]) for e in entries if e["kind"]] == [("failover", "server1"), ("failover", "server2")]
+    assert len(r.stderr.strip().splitlines()) == 1 and "unreadable on server1" in r.stderr, r
+    # Both down: what the journal holds, exit 1.
+    s2.kill()
+    r, entries = history(c2)
+    assert r.code == 1 and entries and all(e["source"] == "journal" for e in entries), r
+    t.assert_no_secrets(r.output)
