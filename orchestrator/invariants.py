@@ -118,6 +118,17 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
         why = f"{me.name} holds VIP {cfg.keepalived.vip}" + (" but is read-only" if not me.writable else " but still replicates")
         return MASTER, Plan(f"{why}: {plan.reason}", plan.steps, plan.outcome, plan.warnings)
     if me.writable and peer_open:
+        older = stale_writer(replace(view, me=peer, peer=me), cfg)
+        if older:
+            # The VIP holder is a stale writer (a host that woke up): its commits wait for an
+            # acknowledgement nobody gives. This node has the newer history: it stays open and
+            # fences the peer (whose maintainer then hands the VIP over and rolls its tail back).
+            from .plan import Fence
+
+            return SPLIT_BRAIN, Plan(
+                f"both servers are writable and {me.name} does not hold VIP {cfg.keepalived.vip}, but {peer.name} is a stale "
+                f"writer ({me.name} has {older} that it lacks, and its own commits wait for an acknowledgement): fencing "
+                f"{peer.name}, {me.name} keeps the newer history", (Fence(peer.name),), ACT)
         # Two writers, and the VIP is not here: this one must stop taking writes now.
         plan = decide_fault(view, cfg, SPLIT_BRAIN)
         return SPLIT_BRAIN, Plan(
@@ -191,16 +202,19 @@ def decide_stale(view: ClusterView, cfg: Config, track: str = "") -> Optional[Pl
         steps.append(HandOver(path, True, f"{peer.name} has the newer history ({lacking})"))
     text = (f"{me.name} is writable but stale: {peer.name}, which does not replicate from it, has {lacking} that {me.name} "
             f"lacks; fencing {me.name} and giving the writes to the newer history")
-    if errant:
-        from .plan import REWIND_UNSUPPORTED
+    if not errant:
+        # A commit frozen mid-way may still land in the binlog before the fence: replication
+        # starts on the rejoin (BACKUP, the maintainer), which observes after the fence; the
+        # wait stays on until then, so a late tail can still be proven and rolled back.
+        return Plan(text + f"; it rejoins as {peer.name}'s replica next", tuple(steps), ACT)
+    from .plan import REWIND_UNSUPPORTED
 
-        if not cfg.failover.auto_rewind or flavor.name in REWIND_UNSUPPORTED:
-            return Plan(f"{text}; its own tail {errant} (never acknowledged: semi-sync wait on) stays for orch demote --rewind",
-                        tuple(steps), ACT)
-        steps.append(Rewind(me.name, peer.name, errant, proven=True))
-        text += f"; rolling back its own tail {errant} (proven never acknowledged, saved first)"
-    steps.append(StartReplica(me.name))
-    return Plan(text + f", then replicating from {peer.name}", tuple(steps), ACT)
+    if not cfg.failover.auto_rewind or flavor.name in REWIND_UNSUPPORTED:
+        return Plan(f"{text}; its own tail {errant} (never acknowledged: semi-sync wait on) stays for orch demote --rewind",
+                    tuple(steps), ACT)
+    steps += [Rewind(me.name, peer.name, errant, proven=True), StartReplica(me.name)]
+    return Plan(text + f"; rolling back its own tail {errant} (proven never acknowledged, saved first), then replicating "
+                f"from {peer.name}", tuple(steps), ACT)
 
 
 def caught_up(view: ClusterView, cfg: Config) -> bool:
@@ -271,6 +285,11 @@ def decide_semisync(view: ClusterView, cfg: Config, witness: Optional[bool] = No
     if not me.writable:
         r = me.replica
         if r is None or not r.configured or not me.replicates_from(peer.host, peer.port):
+            return None
+        if s.enabled and peer.reachable and flavor_of(me, cfg).errant(me, peer):
+            # A tail not settled yet (a stale writer's, waiting for its rewind): the wait stays on,
+            # so that the rewind can prove it never acknowledged; a fenced node commits nothing,
+            # and starting replication switches the wait off anyway.
             return None
         if s.enabled:
             return Plan(f"{me.name} replicates from {peer.name} but waits for acknowledgements as a master: its applier would block",

@@ -227,3 +227,42 @@ def test_stale_even_when_its_own_unacknowledged_tail_has_higher_sequence_numbers
     assert stale_writer(v, _semi_cfg()) == "0-2-15"
     plan = decide_semisync(v, _semi_cfg(), witness=True)
     assert plan is not None and plan.outcome == "noop", plan
+
+
+def test_a_newer_writer_without_the_vip_fences_the_stale_holder_instead_of_itself():
+    """Seen in a whole-host-freeze drill: the woken master took the VIP back (higher priority)
+    and the promoted peer, not holding the VIP, fenced itself as the split-brain rule said,
+    although it held the newer, acknowledged history. Now it fences the stale holder."""
+    me = node("server1", ro=False, executed="0-1-15", binlog_state="0-2-10,0-1-15")  # promoted, wrote 11..15
+    stale_holder = _waiting(node("server2", ro=False, executed="0-2-11"))  # woke with 0-2-11, waiting
+    event, plan = decide_invariant(view(me, stale_holder, holds_vip=False), _semi_cfg())
+    assert event == SPLIT_BRAIN and plan.steps == (Fence("server2"),), plan.render()
+    assert "stale" in plan.reason
+    # A holder whose tail may have been acknowledged (wait off): the old rule, this node fences itself.
+    event, plan = decide_invariant(view(me, node("server2", ro=False, executed="0-2-11"), holds_vip=False), _semi_cfg())
+    assert event == SPLIT_BRAIN and Fence("server1") in plan.steps, plan.render()
+
+
+def test_a_fenced_node_keeps_its_wait_on_until_its_tail_is_settled():
+    """A stale writer fenced and pointed at its peer, its tail not rolled back yet: switching
+    its wait off now would make the rewind's proof fail (measured: a tail that landed after the
+    STALE decision could not be rolled back)."""
+    from orchestrator.invariants import decide_semisync
+
+    fenced = _waiting(node("server1", ro=True, executed="0-1-11", replica=repl("10.0.0.2", io=STOPPED, sql=STOPPED)))
+    peer = node("server2", ro=False, executed="0-2-15", binlog_state="0-1-10,0-2-15")
+    assert decide_semisync(view(fenced, peer, holds_vip=False), _semi_cfg()) is None
+    settled = replace(fenced, executed="0-2-15", binlog_pos="0-2-15", binlog_state="0-1-10,0-2-15")
+    plan = decide_semisync(view(settled, peer, holds_vip=False), _semi_cfg())
+    assert plan is not None and plan.outcome == "act", "no tail left: the wait goes off as before"
+
+
+def test_a_stale_writer_with_no_tail_yet_leaves_replication_to_the_rejoin():
+    from orchestrator.invariants import decide_stale
+    from orchestrator.plan import StartReplica
+
+    me = _waiting(node("server1", ro=False, executed="0-1-10"))
+    peer = node("server2", ro=True, executed="0-2-15", binlog_state="0-1-10,0-2-15")
+    plan = decide_stale(view(me, peer, holds_vip=True), _semi_cfg())
+    assert plan is not None and [type(s).__name__ for s in plan.steps] == ["Fence", "ChangeSource", "HandOver"], plan.render()
+    assert not any(isinstance(s, StartReplica) for s in plan.steps) and "rejoins" in plan.reason
