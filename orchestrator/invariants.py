@@ -121,14 +121,14 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
         older = stale_writer(replace(view, me=peer, peer=me), cfg)
         if older:
             # The VIP holder is a stale writer (a host that woke up): its commits wait for an
-            # acknowledgement nobody gives. This node has the newer history: it stays open and
-            # fences the peer (whose maintainer then hands the VIP over and rolls its tail back).
-            from .plan import Fence
-
+            # acknowledgement nobody gives. This node has the newer history: it does not fence
+            # itself; the stale holder's maintainer fences it, points it here and hands the VIP
+            # over, whose MASTER event then opens this node. (Fencing the holder from here would
+            # stop that: a fenced holder is no stale writer, and the VIP would stay on it.)
             return SPLIT_BRAIN, Plan(
                 f"both servers are writable and {me.name} does not hold VIP {cfg.keepalived.vip}, but {peer.name} is a stale "
-                f"writer ({me.name} has {older} that it lacks, and its own commits wait for an acknowledgement): fencing "
-                f"{peer.name}, {me.name} keeps the newer history", (Fence(peer.name),), ACT)
+                f"writer ({me.name} has {older} that it lacks, and its own commits wait for an acknowledgement): {me.name} "
+                f"keeps the newer history; {peer.name}'s maintainer fences it and hands the VIP over", outcome=NOOP)
         # Two writers, and the VIP is not here: this one must stop taking writes now.
         plan = decide_fault(view, cfg, SPLIT_BRAIN)
         return SPLIT_BRAIN, Plan(

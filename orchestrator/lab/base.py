@@ -207,9 +207,16 @@ class Lab:
         # what its peer acknowledged before it opens (orch's "follow the peer that is ahead").
         if acked and m.up and not m.read_only:
             missing = acked - row_ids(self.dbs[master])
-            if missing:
-                problems.append(f"[acked rows] {len(missing)} of {len(acked)} acknowledged rows are missing on the master {master}: "
-                                f"{sorted(missing)[:5]}")
+            elsewhere = missing & row_ids(self.dbs[replica]) if missing and r.up else set()
+            lost = missing - elsewhere
+            if lost:
+                problems.append(f"[acked rows] {len(lost)} of {len(acked)} acknowledged rows are missing on the master {master}"
+                                f"{'' if r.up else f' ({replica} is down)'}: {sorted(lost)[:5]}")
+            elif elsewhere:
+                # Not lost: the writable master is a stale writer that has yet to yield to the
+                # newer history (orch's STALE rule, within one maintainer interval).
+                problems.append(f"[newer history] {len(elsewhere)} acknowledged rows are on {replica}, not on the writable "
+                                f"{master}: {master} must yield to it")
         for host in self.hosts.values():
             backends = self.atlas_backends(host)
             if backends is None:
