@@ -18,14 +18,13 @@ import time
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from .errors import DatabaseError
+from .orch_meta import NO_TABLE, insert_row
 from .model import PauseRecord
 from .pause import KINDS, PAUSE
 
 TABLE = "orch_meta.pause"
 LOCAL_FILE = "pause.json"
-NO_TABLE = (1146, 1049)  # table, database does not exist: nothing on record
 
-CREATE_SCHEMA = "CREATE DATABASE IF NOT EXISTS orch_meta"
 CREATE_TABLE = (
     f"CREATE TABLE IF NOT EXISTS {TABLE} ("
     "run_id VARCHAR(64) NOT NULL PRIMARY KEY, kind VARCHAR(16) NOT NULL, node VARCHAR(64) NOT NULL, "
@@ -91,18 +90,7 @@ def record(server: Any, kind: str, node: str, run_id: str, seconds: float = 0.0,
         raise ValueError(f"unknown pause kind {kind!r}")
     args = (run_id, kind, node, by[:64], reason[:255], seconds, seconds)
     why = f"maintenance record: {kind}" + (f" for {seconds:g}s" if seconds else "")
-    try:
-        server.execute(INSERT, args, why=why)
-        return "recorded"
-    except DatabaseError as exc:
-        if exc.code == 1062:
-            return "already recorded"
-        if exc.code not in NO_TABLE:
-            raise
-    server.execute(CREATE_SCHEMA, why="maintenance record (first on record)")
-    server.execute(CREATE_TABLE, why="maintenance record (first on record)")
-    server.execute(INSERT, args, why=why)
-    return f"recorded (created {TABLE})"
+    return insert_row(server, INSERT, args, why, CREATE_TABLE, TABLE, "maintenance record (first on record)")
 
 
 def local_path(state_dir: str) -> str:

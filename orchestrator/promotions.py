@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .antiflap import FAILOVER, KINDS, SWITCHOVER, latest
 from .errors import DatabaseError
+from .orch_meta import CREATE_SCHEMA, NO_TABLE, insert_row  # noqa: F401  (CREATE_SCHEMA: tests create the table by hand)
 from .model import PromotionRecord
 
 # The kinds of row are antiflap's (pure); SWITCHOVER is named here too for the executor's step.
@@ -33,9 +34,7 @@ log = logging.getLogger(__name__)
 SCHEMA = "orch_meta"
 TABLE = "orch_meta.promotions"
 ACK_FILE = "flap-ack.json"
-NO_TABLE = (1146, 1049)  # table, database does not exist: nothing on record
 
-CREATE_SCHEMA = f"CREATE DATABASE IF NOT EXISTS {SCHEMA}"
 CREATE_TABLE = (
     f"CREATE TABLE IF NOT EXISTS {TABLE} ("
     "run_id VARCHAR(64) NOT NULL, kind VARCHAR(16) NOT NULL, node VARCHAR(64) NOT NULL, "
@@ -98,18 +97,7 @@ def record(server: Any, kind: str, node: str, run_id: str, acks: str = "") -> st
         raise ValueError(f"unknown promotion kind {kind!r}")
     args = (run_id, kind, node, acks)
     why = f"anti-flapping record: {kind} {node}" + (f" acknowledges {acks}" if acks else "")
-    try:
-        server.execute(INSERT, args, why=why)
-        return "recorded"
-    except DatabaseError as exc:
-        if exc.code == 1062:
-            return "already recorded"
-        if exc.code not in NO_TABLE:
-            raise
-    server.execute(CREATE_SCHEMA, why="anti-flapping record (first promotion on record)")
-    server.execute(CREATE_TABLE, why="anti-flapping record (first promotion on record)")
-    server.execute(INSERT, args, why=why)
-    return f"recorded (created {TABLE})"
+    return insert_row(server, INSERT, args, why, CREATE_TABLE, TABLE, "anti-flapping record (first promotion on record)")
 
 
 def record_switchover(server: Any, candidate: str, run_id: str) -> str:
