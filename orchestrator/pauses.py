@@ -17,8 +17,7 @@ import os
 import time
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from .errors import DatabaseError
-from .orch_meta import NO_TABLE, insert_row
+from .orch_meta import insert_row, read_rows
 from .model import PauseRecord
 from .pause import KINDS, PAUSE
 
@@ -53,19 +52,9 @@ def read_latest(server: Any, name: str) -> Tuple[Optional[PauseRecord], str]:
     A missing table is no record. Every observation reads it (a FAULT's too), and a failed
     statement closes the connection (the fence would pay a new handshake): so a server
     object first asks whether the table exists, until it has seen it (``present_tables``)."""
-    try:
-        if TABLE not in server.present_tables:
-            if not int(server.value(PRESENT) or 0):
-                return None, ""
-            server.present_tables.add(TABLE)
-        rows = server.query(LATEST)
-    except DatabaseError as exc:
-        if exc.code in NO_TABLE:
-            server.present_tables.discard(TABLE)
-            return None, ""
-        return None, f"{name}: {str(exc).split(': ', 1)[-1]}"
+    rows, error = read_rows(server, TABLE, PRESENT, LATEST, name, ask_first=True)
     if not rows:
-        return None, ""
+        return None, error
     return _record(rows[0], float(rows[0]["now"]), name), ""
 
 

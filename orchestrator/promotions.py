@@ -23,7 +23,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .antiflap import FAILOVER, KINDS, SWITCHOVER, latest
 from .errors import DatabaseError
-from .orch_meta import CREATE_SCHEMA, NO_TABLE, insert_row  # noqa: F401  (CREATE_SCHEMA: tests create the table by hand)
+from .orch_meta import CREATE_SCHEMA, NO_TABLE, insert_row, read_rows  # noqa: F401  (CREATE_SCHEMA: tests create the table by hand)
 from .model import PromotionRecord
 
 # The kinds of row are antiflap's (pure); SWITCHOVER is named here too for the executor's step.
@@ -59,18 +59,9 @@ def read_latest(server: Any, name: str) -> Tuple[Optional[PromotionRecord], str]
     whose table was missing is asked whether it exists until it appears; the server object
     remembers it (``Server.missing_tables``) for as long as it lives.
     """
-    try:
-        if TABLE in server.missing_tables and not int(server.value(PRESENT) or 0):
-            return None, ""
-        rows = server.query(LATEST)
-        server.missing_tables.discard(TABLE)
-    except DatabaseError as exc:
-        if exc.code in NO_TABLE:
-            server.missing_tables.add(TABLE)
-            return None, ""
-        return None, f"{name}: {str(exc).split(': ', 1)[-1]}"
+    rows, error = read_rows(server, TABLE, PRESENT, LATEST, name)
     if not rows:
-        return None, ""
+        return None, error
     row = rows[0]
     at = float(row["at"])
     return PromotionRecord(run_id=str(row["run_id"]), kind=str(row["kind"]), node=str(row["node"]), at=at,
