@@ -8,10 +8,8 @@ import logging
 import time
 from typing import TextIO
 
-from ..errors import EXIT_FAILED
 from ..lock import RunLock
-from ..plan import NOOP
-from .common import RunContext, confirmed, ensure_state_dir, execute_plan, json_needs_dry_run, load_config, new_run, show_plan
+from .common import RunContext, confirm_and_run, ensure_state_dir, json_needs_dry_run, load_config, new_run
 
 log = logging.getLogger("orchestrator")
 
@@ -37,14 +35,7 @@ def ack(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
             view = observe(cfg, servers)
             plan = decide_ack(view, cfg)
             log.info("decision (%s on %s): %s", EVENT, cfg.self_name, plan.reason)
-            show_plan(out, plan, args, "ack", cfg.self_name)
-            if args.dry_run:
-                return plan.exit_code
-            if plan.outcome == NOOP or not plan.steps:
-                return plan.exit_code
-            if not confirmed(out, stdin, args.yes):
-                return EXIT_FAILED
-            return execute_plan(RunContext(cfg, EVENT, run_id, servers, view, started, out=out), plan)[0]
+            return confirm_and_run(RunContext(cfg, EVENT, run_id, servers, view, started, out=out), plan, args, stdin, "ack")
         finally:
             for s in servers.values():
                 s.close()

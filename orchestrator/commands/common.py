@@ -8,8 +8,9 @@ from typing import Any, Optional, TextIO
 
 from .. import logs
 from ..config import Config, load
-from ..errors import UsageError
+from ..errors import EXIT_FAILED, UsageError
 from ..journal import new_run_id
+from ..plan import NOOP
 from ..runs import RunContext, execute_plan, journal_append  # noqa: F401  (the commands' shared run machinery)
 
 log = logging.getLogger("orchestrator")
@@ -64,6 +65,19 @@ def show_plan(out: TextIO, plan: Any, args: Any, command: str, node: str) -> Non
     out.write(plan.render() + "\n")
     if dry_run:
         out.write("dry run: nothing changed\n")
+
+
+def confirm_and_run(run: RunContext, plan: Any, args: Any, stdin: Optional[TextIO], command: str) -> int:
+    """An operator's plan: shown (show_plan), then nothing more on a dry run or when there is
+    nothing to do, else confirmed (--yes or a terminal's y) and run; the exit code."""
+    out = run.out
+    assert out is not None
+    show_plan(out, plan, args, command, run.cfg.self_name)
+    if getattr(args, "dry_run", False) or plan.outcome == NOOP or not plan.steps:
+        return plan.exit_code
+    if not confirmed(out, stdin, args.yes):
+        return EXIT_FAILED
+    return execute_plan(run, plan)[0]
 
 
 def json_needs_dry_run(args: Any, command: str) -> None:

@@ -9,10 +9,8 @@ import os
 import time
 from typing import TextIO
 
-from ..errors import EXIT_FAILED
 from ..lock import RunLock
-from ..plan import NOOP
-from .common import RunContext, confirmed, ensure_state_dir, execute_plan, load_config, new_run
+from .common import RunContext, confirm_and_run, ensure_state_dir, load_config, new_run
 
 log = logging.getLogger("orchestrator")
 
@@ -63,15 +61,8 @@ def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO, event: str) -> in
             else:
                 plan = decide_resume(view, cfg, by, local_pause(cfg.state_dir))
             log.info("decision (%s on %s): %s", event, cfg.self_name, plan.reason)
-            out.write(plan.render() + "\n")
-            if args.dry_run:
-                out.write("dry run: nothing changed\n")
-                return plan.exit_code
-            if plan.outcome == NOOP or not plan.steps:
-                return plan.exit_code
-            if not confirmed(out, stdin, args.yes):
-                return EXIT_FAILED
-            return execute_plan(RunContext(cfg, event, run_id, servers, view, started, out=out), plan)[0]
+            return confirm_and_run(RunContext(cfg, event, run_id, servers, view, started, out=out), plan, args, stdin,
+                                   args.command)
         finally:
             for s in servers.values():
                 s.close()
