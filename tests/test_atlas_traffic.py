@@ -374,7 +374,9 @@ def test_failover_under_traffic_through_atlas(rig):
         cfg, state, conf, log = hosts[n]
         assert rewrites(state, conf) <= 2, [e for e in t.journal(state) if e["phase"] == "end"]
         text = said(log)
-        assert "errant" not in text, f"a false errant verdict on host {n}:\n{text}"
+        # A verdict, not the word: "errant GTIDs cannot be checked" (the peer is down) is no verdict.
+        verdicts = [line for line in text.splitlines() if "has errant GTIDs" in line or "have diverged" in line]
+        assert not verdicts, f"a false errant verdict on host {n}:\n{text}"
         assert "Traceback" not in text, text
     lab.wait_gtid_equal(s1, s2)
     print(f"\nfigures (stand-in, 4 s checker): FAULT notify done {faulted - killed:.2f}s after the kill, "
