@@ -84,7 +84,7 @@ def add_global_options(parser: argparse.ArgumentParser, after_command: bool = Fa
 
 def add_format(parser: argparse.ArgumentParser, what: str = "") -> None:
     parser.add_argument("--format", choices=("table", "json"), default="table",
-                        help=f"table (default) or json{what} (schemas: README, Operator commands)")
+                        help=f"table (default) or json{what} (schemas: docs/cli.md)")
 
 
 def add_plan_options(parser: argparse.ArgumentParser, confirm: bool = True) -> None:

@@ -301,7 +301,7 @@ class Failover:
     fence_timeout: float = setting(3.0, "seconds fencing a live peer may wait for its running writes; then orch "
                                    "kills them, once", lo=0.1, hi=600)
     semi_sync: bool = setting(False, "semi-synchronous replication without asynchronous fallback, the wait managed "
-                              "by orch (README: Partitions and split brain)")
+                              "by orch ([Partitions and split brain](concepts.md#partitions-and-split-brain))")
     witness: str = setting("", "an address both hosts reach (the gateway): tells a dead replica from isolation; "
                            "required with semi_sync", check=_witness)
     auto_rewind: bool = setting(True, "roll back a divergent tail automatically when it is proven never "
@@ -509,9 +509,9 @@ class Config:
                                                    each=(AtlasInstance, "[]"))
     maintainer: MaintainerSettings = setting(MaintainerSettings(), "the maintainer (orch maintain): its pace, lag limit and metrics")
     keepalived: Keepalived = setting(Keepalived(), "which keepalived events are ours, and the VIP")
-    hooks: Hooks = setting(Hooks(), "site commands around a promotion or a switchover (README: Hooks)")
+    hooks: Hooks = setting(Hooks(), "site commands around a promotion or a switchover ([Hooks](concepts.md#hooks))")
     alerts: Optional[Alerts] = setting(None, "a webhook and/or a mail on promotion, refusal, split brain... "
-                                       "(README: Alerts)", section=Alerts)
+                                       "([Alerts](metrics-and-alerts.md#alerts))", section=Alerts)
     syslog: bool = setting(False, "also log to syslog (always to stderr)", under="log")
     warnings: Tuple[str, ...] = ()
 
@@ -590,7 +590,7 @@ def reference(cls: Any = Config) -> str:
         "     python -c 'from orchestrator.config import reference; print(reference(), end=\"\")' > docs/configuration.md -->",
         "",
         "orch reads `/etc/orch/orch.yaml` (or `-c FILE`, or `$ORCH_CONFIG`); `conf/orch.yaml` is a",
-        "complete example and README's Configuration section explains it. An unknown key at any",
+        "complete example and [orch.yaml by example](orch-yaml.md) explains it. An unknown key at any",
         "level is an error; `orch check-config` reports every problem with its path. A relative",
         "file path is relative to the directory of orch.yaml.",
         "",

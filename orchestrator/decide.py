@@ -219,7 +219,7 @@ def decide_master(view: ClusterView, cfg: Config, operator: bool = False, ignore
     if blocked:
         warnings += (f"{ignore_anti_flapping}: promoting despite the {blocked.split(';')[0]}",)
     if view.promotion_error and cfg.failover.block_seconds > 0:
-        warnings += (f"anti-flapping record unreadable ({view.promotion_error}): not blocking (orch_meta grants? see README)",)
+        warnings += (f"anti-flapping record unreadable ({view.promotion_error}): not blocking (orch_meta grants? see docs/install.md)",)
     if r is not None and r.sql_error:
         text = f"{me.name}'s SQL thread stopped on error {r.last_sql_errno}: {r.last_sql_error}"
         if not force:

@@ -1,7 +1,7 @@
 """The project's exceptions and exit codes. Each exception maps to an exit code in the CLI;
 messages are one line and never contain secrets."""
 
-# Every exit code orch uses: README's "Exit codes" table lists exactly these
+# Every exit code orch uses: docs/cli.md's "Exit codes" table lists exactly these
 # (tests/test_exit_codes.py holds the two equal and runs each through the CLI).
 EXIT_OK = 0  # done, or nothing to do
 EXIT_FAILED = 1  # refused or failed, nothing unsafe done; a check or a configuration that does not pass

@@ -6,7 +6,7 @@ promotions decided on both hosts; the journal holds every run this host made (fe
 refusals, rewinds, switchovers, acknowledgements...). A journal run and the row it recorded
 share the run id: they are one entry (source ``both``).
 
-Each entry has exactly the keys of ``KEYS`` (README, "orch history"):
+Each entry has exactly the keys of ``KEYS`` (docs/cli.md, "orch history"):
 
 - ``time``: ISO 8601 UTC, the run's start (journal) or the row's time (record only)
 - ``run_id``: the run's id

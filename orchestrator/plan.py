@@ -338,10 +338,10 @@ class SetRwOnline:
         return f"set {what} online in Atlas {self.atlas}" + (f" ({self.why})" if self.why else "")
 
 
-# Flavors whose divergent tail orch cannot roll back, and what to do instead (README, Rewind).
+# Flavors whose divergent tail orch cannot roll back, and what to do instead (docs/cli.md, Rewind).
 REWIND_UNSUPPORTED = {
     "mysql": "MySQL: rewind is not supported; rebuild the node from the peer: stop writes to it, CLONE INSTANCE FROM "
-             "the peer (8.0.17+; or restore a fresh backup of the peer), then orch demote (README, Rewind)",
+             "the peer (8.0.17+; or restore a fresh backup of the peer), then orch demote (docs/cli.md, Rewind)",
 }
 
 
@@ -522,7 +522,7 @@ class Plan:
         return EXIT_CODES[self.outcome]
 
     def as_dict(self) -> Dict[str, Any]:
-        """The plan as ``--dry-run --format json`` prints it (README, Operator commands): stable keys."""
+        """The plan as ``--dry-run --format json`` prints it (docs/cli.md): stable keys."""
         return {"reason": self.reason, "outcome": self.outcome, "exit_code": self.exit_code, "warnings": list(self.warnings),
                 "steps": [{"step": type(step).__name__, "description": step.describe()} for step in self.steps]}
 

@@ -180,14 +180,14 @@ def test_status_table_wraps_long_cells_and_shows_the_vip_holder():
     assert "unknown (keepalived.vip_check is off)" in unknown
 
 
-def test_readme_documents_the_json_keys_the_code_writes():
+def test_the_cli_page_documents_the_json_keys_the_code_writes():
     import re
 
     from orchestrator import history
     from orchestrator.plan import Plan
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("\n### orch history\n", 1)[1].split("\n#", 1)[0]
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "cli.md").read_text()
+    section = readme.split("\n## orch history\n", 1)[1].split("\n#", 1)[0]
     assert tuple(re.findall(r"^\| `(\w+)` \|", section, re.M)) == history.KEYS
     plans = readme.split("every `--dry-run` plan", 1)[1].split("\n\n", 1)[0]
     keys = set(Plan("x").as_dict()) | {"command", "node", "dry_run"}

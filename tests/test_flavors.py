@@ -155,15 +155,15 @@ def test_status_row_keeps_relay_position_and_io_progress():
     assert f.parse_replica_status({**row, "Slave_received_heartbeats": 8}).io_marker != r.io_marker
 
 
-# --- README's grants are the flavors' privilege lists ---------------------------------------
+# --- The install checklist's grants are the flavors' privilege lists ---------------------------------------
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+INSTALL_PAGE = Path(__file__).resolve().parent.parent / "docs" / "install.md"  # its Accounts step holds the GRANT lines
 
 
 def readme_orch_grants() -> List[str]:
-    """The privilege lists of README's GRANT ... ON *.* TO 'orch'@ lines (step 5, Accounts)."""
-    lines = re.findall(r"^GRANT (.+?) ON \*\.\* TO 'orch'@", README.read_text(), re.M)
-    assert len(lines) == 2, f"README.md's orch GRANT lines on *.* changed: {lines}"
+    """The privilege lists of the install checklist's GRANT ... ON *.* TO 'orch'@ lines (step 5, Accounts)."""
+    lines = re.findall(r"^GRANT (.+?) ON \*\.\* TO 'orch'@", INSTALL_PAGE.read_text(), re.M)
+    assert len(lines) == 2, f"docs/install.md's orch GRANT lines on *.* changed: {lines}"
     return lines
 
 
@@ -183,7 +183,7 @@ def test_readmes_semi_sync_grant_is_mariadbs_semi_sync_privilege():
 
     grant = readme_orch_grants()[1]
     assert names(grant) == [mariadb.SEMI_SYNC_PRIVILEGE[0]]
-    line = next(l for l in README.read_text().splitlines() if l.startswith(f"GRANT {grant} ON"))
+    line = next(l for l in INSTALL_PAGE.read_text().splitlines() if l.startswith(f"GRANT {grant} ON"))
     assert "failover.semi_sync" in line and "failover.semi_sync" in mariadb.SEMI_SYNC_PRIVILEGE[1]
 
 
@@ -191,8 +191,8 @@ def test_readmes_mysql_grants_are_mysqls_privileges():
     """The MySQL paragraph after the checklist names the orch account's grants on MySQL."""
     from orchestrator.flavors import mysql
 
-    m = re.search(r"in step 5 the orch account's grants are\s+`([^`]+)`", README.read_text())
-    assert m, "README.md lost the MySQL grants"
+    m = re.search(r"in step 5 the orch account's grants are\s+`([^`]+)`", INSTALL_PAGE.read_text())
+    assert m, "docs/install.md lost the MySQL grants"
     assert names(m.group(1)) == [p for p, _ in mysql.PRIVILEGES]
 
 

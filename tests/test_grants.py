@@ -1,4 +1,4 @@
-"""The orch account needs only the privileges README.md lists (MariaDB 10.11)."""
+"""The orch account needs only the privileges docs/install.md lists (MariaDB 10.11)."""
 
 import re
 import threading
@@ -13,12 +13,12 @@ from . import orchtest as t
 
 pytestmark = pytest.mark.mariadb
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+INSTALL_PAGE = Path(__file__).resolve().parent.parent / "docs" / "install.md"  # its Accounts step holds the GRANT lines
 
 
 def readme_grant() -> str:
-    m = re.search(r"^GRANT (.+) ON \*\.\* TO 'orch'@", README.read_text(), re.M)
-    assert m, "README.md lost the orch GRANT line"
+    m = re.search(r"^GRANT (.+) ON \*\.\* TO 'orch'@", INSTALL_PAGE.read_text(), re.M)
+    assert m, "docs/install.md lost the orch GRANT line"
     return m.group(1)
 
 
@@ -95,7 +95,7 @@ def _long_app_update(server, errors):
 
 @pytest.mark.parametrize("missing", [None, "CONNECTION ADMIN", "PROCESS"])
 def test_fence_behind_a_long_write_needs_process_and_connection_admin(mariadb_pair, tmp_path, missing):
-    """The README grant fences a master busy with another user's long write (by killing it);
+    """The install checklist's grant fences a master busy with another user's long write (by killing it);
     without PROCESS the blocker is invisible, without CONNECTION ADMIN it cannot be killed."""
     s1, s2 = mariadb_pair
     privileges = readme_grant()
@@ -128,15 +128,15 @@ def test_fence_behind_a_long_write_needs_process_and_connection_admin(mariadb_pa
 
 
 def readme_meta_grant() -> str:
-    m = re.search(r"^GRANT (.+) ON orch_meta\.\* TO 'orch'@", README.read_text(), re.M)
-    assert m, "README.md lost the orch_meta GRANT line (anti-flapping record)"
+    m = re.search(r"^GRANT (.+) ON orch_meta\.\* TO 'orch'@", INSTALL_PAGE.read_text(), re.M)
+    assert m, "docs/install.md lost the orch_meta GRANT line (anti-flapping record)"
     return m.group(1)
 
 
 @pytest.mark.parametrize("meta", [True, False])
 def test_anti_flapping_record_needs_the_orch_meta_grant_and_never_fails_a_promotion(mariadb_pair, tmp_path, meta):
     """CREATE (the schema and table, once), INSERT (the record) and SELECT (observing it): with
-    README's orch_meta line the promotion is recorded and blocks the next one; without it the
+    the install checklist's orch_meta line the promotion is recorded and blocks the next one; without it the
     promotion still happens (best effort, a warning) and nothing blocks."""
     s1, s2 = mariadb_pair
     for s in (s1, s2):

@@ -1,10 +1,10 @@
-"""README's install checklist, run as written into two namespace hosts, a failover included.
+"""The install checklist (docs/install.md), run as written into two namespace hosts, a failover included.
 
-How the checklist is marked (README.md, "## Install"): every block of it is a fenced
+How the checklist is marked (docs/install.md): every block of it is a fenced
 code block whose info string is ``bash install-step=WHERE`` (the install) or ``bash
 failover-step=WHERE`` (the test failover at its end). WHERE is ``build`` (once, in the
 checkout), ``both`` (server1, then server2), ``server1`` or ``server2``. This test reads
-those blocks from README.md in document order and runs each one with ``bash -e -o
+those blocks from docs/install.md in document order and runs each one with ``bash -e -o
 pipefail`` in the host's network namespace, in a copy of the checkout, with the host's
 passwords on stdin: nothing of the commands is copied here.
 
@@ -56,7 +56,7 @@ from orchestrator.lab.proc import Proc, run, spawn, tail, wait_for
 from orchestrator.lab.traffic import Writer, create_app_schema
 
 REPO = Path(__file__).resolve().parent.parent
-README = REPO / "README.md"
+INSTALL_PAGE = REPO / "docs" / "install.md"
 ROOTS = Path("/run/orch-install")  # root-owned all the way up: keepalived's enable_script_security runs the hooks
 SUBNET = "10.0.0"
 VIP = f"{SUBNET}.100"
@@ -98,7 +98,7 @@ class Block:
 
 
 def checklist() -> List[Block]:
-    section = README.read_text().split("\n## Install\n", 1)[1].split("\n## ", 1)[0]
+    section = INSTALL_PAGE.read_text().split("\n## Notes on the install\n", 1)[0]
     return [Block(kind, where, text) for kind, where, text in BLOCK_RE.findall(section)]
 
 

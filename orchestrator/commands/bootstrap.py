@@ -85,7 +85,7 @@ DUMP = os.environ.get("ORCH_MARIADB_DUMP", "mariadb-dump")
 CLIENT = os.environ.get("ORCH_MARIADB_CLIENT", "mariadb")
 MYSQL_DUMP = os.environ.get("ORCH_MYSQL_DUMP", "mysqldump")
 MYSQL_CLIENT = os.environ.get("ORCH_MYSQL_CLIENT", "mysql")
-DUMP_TIMEOUT = 3600.0  # seconds: a logical dump is for small data sets (README: mariabackup for large ones)
+DUMP_TIMEOUT = 3600.0  # seconds: a logical dump is for small data sets (docs/cli.md: mariabackup for large ones)
 SEED_GTID = re.compile(r"^-- SET GLOBAL gtid_slave_pos='([0-9,\-]*)';$", re.M)
 # mysqldump 8.0 adds to gtid_purged ('+'); older ones set it. A set of several UUIDs spans lines.
 MYSQL_SEED_GTID = re.compile(r"SET @@GLOBAL\.GTID_PURGED=(?:/\*!80000 '\+'\*/ ?)?'([^']*)';")
@@ -226,7 +226,7 @@ def decide_bootstrap(a: Side, b: Side, replicating: Optional[str], errant: Mappi
 
 
 def _before_first_master(check: Any, source: str) -> Any:
-    """Bootstrap runs before keepalived (README, Install), so no server is writable yet: not a failure here."""
+    """Bootstrap runs before keepalived (docs/install.md), so no server is writable yet: not a failure here."""
     from . import doctor as d
 
     if check.name == "roles" and check.status == d.FAIL and check.detail.startswith("no server is writable"):

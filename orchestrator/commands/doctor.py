@@ -205,7 +205,7 @@ def check_privileges(s: ServerFacts, semi_sync: bool) -> List[Check]:
     """Each privilege orch's code needs, against the account's SHOW GRANTS."""
     name = f"{s.name}: orch account privileges"
     if s.grants_error:
-        return [Check(name, WARN, f"SHOW GRANTS failed: {s.grants_error}", "check the orch account's grants against README by hand")]
+        return [Check(name, WARN, f"SHOW GRANTS failed: {s.grants_error}", "check the orch account's grants against docs/install.md (Accounts) by hand")]
     needs = requirements(s.flavor)
     required = list(needs.PRIVILEGES)
     if semi_sync:
@@ -337,7 +337,7 @@ def check_semi_sync(servers: Mapping[str, ServerFacts], view: ClusterView, cfg: 
         if m_enabled is None or not _on(m_enabled):
             out.append(Check("semi-sync", WARN,
                              "asynchronous replication: a transaction acknowledged by a master that dies before its replica received it is lost",
-                             "enable semi-synchronous replication (README: rpl_semi_sync_master_enabled, rpl_semi_sync_slave_enabled, AFTER_SYNC)"))
+                             "enable semi-synchronous replication (docs/install.md: rpl_semi_sync_master_enabled, rpl_semi_sync_slave_enabled, AFTER_SYNC)"))
         elif no_fallback:
             out.append(Check("semi-sync", FAIL,
                              f"{master.name} waits for acknowledgements without fallback (timeout {timeout_ms} ms) but failover.semi_sync is off: writes hang once the replica goes away and nothing switches the wait off",
@@ -367,7 +367,7 @@ def check_anti_flapping(view: ClusterView, cfg: Config) -> List[Check]:
         return [Check(name, PASS, "off (failover.block_seconds: 0)")]
     if view.promotion_error:
         return [Check(name, WARN, f"unreadable ({view.promotion_error}): promotions would not be blocked",
-                      "GRANT CREATE, INSERT, SELECT ON orch_meta.* TO the orch account on both servers (README)")]
+                      "GRANT CREATE, INSERT, SELECT ON orch_meta.* TO the orch account on both servers (docs/install.md)")]
     rec = view.last_promotion
     if rec is None:
         return [Check(name, PASS, "no promotion on record yet (the first one creates orch_meta.promotions)")]
@@ -608,7 +608,7 @@ def check_health_account(cfg: Config, host: HostFacts, servers: Mapping[str, Ser
         return out + [Check(name + " login", FAIL, f"hooks/check-mysql with {label} fails: {h.login_error}: keepalived "
                                                    "would put this node in FAULT and give up the VIP",
                             f"give {h.defaults_file} a [client] host, port, user and password=\"...\" of an account on "
-                            f"{cfg.self_name}'s server (README: keepalived)")]
+                            f"{cfg.self_name}'s server (docs/keepalived.md)")]
     who = f"{h.options.get('user', '?')}@{h.options.get('host', 'localhost')}:{h.options.get('port', 'default port')}"
     out.append(Check(name + " login", PASS, f"hooks/check-mysql with {label}: {who} logs in and SELECT 1 answers"))
     me = servers.get(cfg.self_name)
@@ -627,7 +627,7 @@ def check_health_account(cfg: Config, host: HostFacts, servers: Mapping[str, Ser
         out.append(Check(name + " at max_connections", PASS, f"port {extra_port} is the server's extra_port"))
     elif h.grants_error:
         out.append(Check(name + " at max_connections", WARN, f"SHOW GRANTS failed: {h.grants_error}",
-                         "check the account's grants by hand (README: keepalived)"))
+                         "check the account's grants by hand (docs/keepalived.md)"))
     else:
         held = {g.upper() for g in h.grants}
         admin = requirements(flavor).CONNECTION_ADMIN
@@ -637,7 +637,7 @@ def check_health_account(cfg: Config, host: HostFacts, servers: Mapping[str, Ser
             out.append(Check(name + " at max_connections", WARN,
                              f"{h.options.get('user', 'the account')} lacks {admin}: at max_connections the check fails and "
                              "keepalived gives up a busy but healthy master's VIP",
-                             f"use the orch account (it has {admin}) in {h.defaults_file}, or MariaDB's extra_port (README: keepalived)"))
+                             f"use the orch account (it has {admin}) in {h.defaults_file}, or MariaDB's extra_port (docs/keepalived.md)"))
     return out
 
 
@@ -648,7 +648,7 @@ def check_metrics(cfg: Config) -> List[Check]:
         return [Check("metrics", PASS, f"orch maintain serves Prometheus metrics on port {port}")]
     return [Check("metrics", WARN, "maintainer.metrics_port is 0: orch maintain serves no metrics (unless run with "
                                    "--metrics-port), so no alert of conf/orch-alerts.yml can fire",
-                  "set maintainer.metrics_port: 9105 and scrape it (README: Metrics)")]
+                  "set maintainer.metrics_port: 9105 and scrape it (docs/metrics-and-alerts.md)")]
 
 
 def gather_host(cfg: Config, keepalived: Optional[Tuple[conf.Block, str]]) -> Tuple[HostFacts, Tuple[str, ...]]:

@@ -110,7 +110,7 @@ class MariaDB:
 
 # --- what orch needs of a MariaDB server (orch doctor checks each; commands/doctor.py) -------
 
-# Each privilege orch's account needs ON *.*, and what for: README's orch GRANT line
+# Each privilege orch's account needs ON *.*, and what for: docs/install.md's orch GRANT line
 # (tests/test_doctor.py holds them equal; tests/test_grants.py proves each needed).
 PRIVILEGES = (
     ("RELOAD", "RESET SLAVE ALL when promoting"),

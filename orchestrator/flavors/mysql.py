@@ -119,7 +119,7 @@ class MySQL:
 
 # --- what orch needs of a MySQL server (orch doctor checks each; commands/doctor.py) ---------
 
-# Each privilege orch's account needs ON *.*, and what for: README's MySQL grants
+# Each privilege orch's account needs ON *.*, and what for: docs/install.md's MySQL grants
 # (tests/test_doctor.py holds them equal).
 PRIVILEGES = (
     ("SYSTEM_VARIABLES_ADMIN", "SET GLOBAL read_only / super_read_only (the fence)"),

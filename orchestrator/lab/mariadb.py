@@ -462,7 +462,7 @@ class MariaDBInstance:
     ) -> None:
         """CREATE USER on this server only (not binlogged), with ``GRANT privileges ON *.*``.
 
-        ``privileges`` is a list of privilege names as in a GRANT statement (README's
+        ``privileges`` is a list of privilege names as in a GRANT statement (docs/install.md's
         line, say); empty grants nothing beyond USAGE. The password may be any text: it
         reaches the server as UTF-8, as the mariadb client sends it.
         """
