@@ -179,8 +179,7 @@ def build_parser() -> Parser:
     dr.add_argument("--keepalived-config", metavar="PATH", default=None, help="also check this keepalived.conf")
 
     bs = sub.add_parser("bootstrap", help="make an empty server the read-only GTID replica of the server with the data")
-    bs.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
-    bs.add_argument("--yes", "-y", action="store_true", help="skips the confirmation prompt (and nothing else)")
+    add_plan_options(bs)
     bs.add_argument("--repl-host", metavar="HOST", default=None,
                     help="host part of the replication account it creates (default: the peer's address)")
 

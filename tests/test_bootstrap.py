@@ -163,3 +163,46 @@ def test_bootstrap_needs_confirmation_or_yes(tmp_path):
     config.write_text("cluster: x\n")
     r = t.orch(str(config), None, "bootstrap", "--bogus")
     assert r.code == 2 and "unrecognized arguments" in r.stderr, r
+
+
+def test_the_plan_as_json_has_every_plans_keys():
+    """Pure: --dry-run --format json prints the plan with the keys of every other dry run."""
+    from orchestrator.errors import EXIT_FAILED, EXIT_OK
+
+    plan = decide_bootstrap(side("s1"), side("s2", tables=3, binlog="0-2-9"), None, {"s1": "", "s2": "0-2-9"}, "repl", HOSTS)
+    doc = plan.as_dict()
+    assert set(doc) == {"reason", "outcome", "exit_code", "warnings", "steps"}
+    assert doc["outcome"] == "act" and doc["exit_code"] == EXIT_OK and doc["reason"] == plan.reason
+    assert [s["step"] for s in doc["steps"]] == ["AutoIncrement", "AutoIncrement", "Fence", "Seed", "Replicate"]
+    assert all(set(s) == {"step", "description"} for s in doc["steps"])
+    refused = decide_bootstrap(side("s1", tables=1), side("s2", tables=1), None, {}, "repl", HOSTS).as_dict()
+    assert refused["outcome"] == "refused" and refused["exit_code"] == EXIT_FAILED and refused["steps"] == []
+    made = decide_bootstrap(side("s1", tables=1, inc=2, off=1), side("s2", tables=1, writable=False, inc=2, off=2), "s2", {},
+                            "repl", HOSTS).as_dict()
+    assert made["outcome"] == "noop" and made["exit_code"] == EXIT_OK
+
+
+@pytest.mark.mariadb
+def test_dry_run_as_json_changes_nothing(unpaired):
+    """bootstrap --dry-run --format json: one JSON object (the seed planned), nothing changed, no
+    state_dir; a refusal is the same object with outcome refused, exit 1; --format json without
+    --dry-run is bad input (exit 2)."""
+    import json
+    import os
+
+    s1, s2, cfg, state = unpaired
+    fill(s1)
+    before = t.snapshot(s1, s2)
+    r = t.orch(cfg, "server1", "bootstrap", "--dry-run", "--format", "json")
+    assert r.code == 0, r
+    doc = json.loads(r.stdout)
+    assert doc["command"] == "bootstrap" and doc["node"] == "server1" and doc["dry_run"] is True, doc
+    assert doc["outcome"] == "act" and doc["exit_code"] == 0 and "Seed" in [s["step"] for s in doc["steps"]], doc
+    assert t.snapshot(s1, s2) == before and t.slave_status(s2) is None and not os.path.exists(state)
+    r = t.orch(cfg, "server1", "bootstrap", "--format", "json", "--yes")
+    assert r.code == 2 and r.stdout == "" and "--dry-run" in r.stderr, r
+    s2.sql("CREATE TABLE test.mine (id INT PRIMARY KEY)")
+    r = t.orch(cfg, "server1", "bootstrap", "--dry-run", "--format", "json")
+    doc = json.loads(r.stdout)
+    assert r.code == 1 and doc["outcome"] == "refused" and doc["exit_code"] == 1 and "both" in doc["reason"], r
+    t.assert_no_secrets(r.output)

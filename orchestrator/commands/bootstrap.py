@@ -67,7 +67,7 @@ import re
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, TextIO, Tuple
 
 from ..clientfile import OptionFile, client_options, option_value, run_client
 from ..config import Account, Config
@@ -139,6 +139,17 @@ class BootstrapPlan:
     steps: Tuple[Step, ...] = ()
     refused: bool = False
     warnings: Tuple[str, ...] = ()
+
+    @property
+    def outcome(self) -> str:
+        return "refused" if self.refused else ("act" if self.steps else "noop")
+
+    def as_dict(self) -> Dict[str, Any]:
+        """The plan as ``--dry-run --format json`` prints it, with every plan's keys (docs/cli.md);
+        a step's type is its action (account -> Account, auto_increment -> AutoIncrement...)."""
+        return {"reason": self.reason, "outcome": self.outcome, "exit_code": EXIT_FAILED if self.refused else EXIT_OK,
+                "warnings": list(self.warnings),
+                "steps": [{"step": s.action.title().replace("_", ""), "description": s.describe()} for s in self.steps]}
 
     def render(self) -> str:
         lines = [("refused: " if self.refused else "plan: ") + self.reason]
@@ -546,8 +557,9 @@ def bootstrap(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
     from . import doctor as d
     from ..journal import Journal
     from ..lock import RunLock
-    from .common import confirmed, ensure_state_dir, journal_append, load_config, new_run
+    from .common import confirmed, ensure_state_dir, journal_append, json_needs_dry_run, load_config, new_run, show_plan
 
+    json_needs_dry_run(args, "bootstrap")
     cfg = load_config(args)
     servers = open_servers(cfg, read_timeout=10.0)
     try:
@@ -571,15 +583,16 @@ def bootstrap(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
         flavor = flavor_get(view.me.flavor, view.me.version)
         errant = {view.me.name: flavor.errant(view.me, view.peer), view.peer.name: flavor.errant(view.peer, view.me)}
         plan = decide_bootstrap(sides[view.me.name], sides[view.peer.name], replicating, errant, cfg.replication.user, repl_host)
-        out.write(plan.render() + "\n")
         for warning in plan.warnings:
             log.warning("bootstrap: %s", warning)
         if plan.refused:
             log.error("bootstrap refused: %s", plan.reason)
-            return EXIT_FAILED
         if getattr(args, "dry_run", False):
-            out.write("dry run: nothing changed\n")
-            return EXIT_OK
+            show_plan(out, plan, args, "bootstrap", cfg.self_name)  # text, or --format json
+            return EXIT_FAILED if plan.refused else EXIT_OK
+        out.write(plan.render() + "\n")
+        if plan.refused:
+            return EXIT_FAILED
         if plan.steps and not confirmed(out, stdin, args.yes):
             return EXIT_FAILED
         if plan.steps:
