@@ -614,3 +614,42 @@ def test_cross_file_checks_through_the_cli(cluster, tmp_path):
     c = check(doc, "server1: host is this machine")
     assert code == 1 and c["status"] == "fail" and "192.0.2.1 is not an address of this host" in c["detail"], c
     assert "server2" in c["fix"]  # server2's host (127.0.0.1) is this host's
+
+
+# --- maintenance mode ---------------------------------------------------------------------------
+
+
+def test_doctor_warns_of_a_pause_in_force_with_who_why_and_until():
+    from dataclasses import replace
+
+    from .test_decide import MASTER2, REPLICA1, cfg, view
+    from .test_pause import paused_rec
+
+    base = view(REPLICA1, MASTER2)
+    [off] = d.check_maintenance(base)
+    assert (off.name, off.status, off.detail) == ("maintenance mode", d.PASS, "off (no pause on record)")
+
+    [until_resume] = d.check_maintenance(replace(base, pause=paused_rec()))
+    assert until_resume.status == d.WARN
+    assert "PAUSED: paused by alice on server2 30s ago (until orch resume): kernel upgrade" in until_resume.detail
+    assert until_resume.fix == "orch resume once the work is done"
+
+    [bounded] = d.check_maintenance(replace(base, pause=paused_rec(remaining=600.0)))
+    assert bounded.status == d.WARN and "(600s left)" in bounded.detail and "--for" in bounded.fix
+
+    [ran_out] = d.check_maintenance(replace(base, pause=paused_rec(remaining=-5.0)))
+    assert ran_out.status == d.PASS and "ran out 5s ago" in ran_out.detail
+
+    [resumed] = d.check_maintenance(replace(base, pause=paused_rec(kind="resume")))
+    assert resumed.status == d.PASS and "resumed by alice" in resumed.detail
+
+    [local_resume] = d.check_maintenance(replace(base, pause=paused_rec(kind="resume", seen_on="state_dir"),
+                                                 pause_shared=paused_rec()))
+    assert local_resume.status == d.WARN and "the other host follows" in local_resume.detail
+
+    [unreadable] = d.check_maintenance(replace(base, pause_error="server1: (1142) SELECT command denied"))
+    assert unreadable.status == d.WARN and "orch_meta" in unreadable.fix
+
+    # A warning, never a failure: a paused pair is still one that can be resumed.
+    checks = d.run_checks(cfg(), replace(base, pause=paused_rec()), {}, None)
+    assert [c.status for c in checks if c.name == "maintenance mode"] == [d.WARN]

@@ -5,6 +5,8 @@ orch promote still works; resume ends it. The pure decisions: tests/test_pause.p
 
 from __future__ import annotations
 
+import json
+
 import time
 
 import pytest
@@ -51,6 +53,12 @@ def test_pause_resume_on_a_real_pair(cluster, tmp_path):
         shown = t.orch(c, None, "status")
         assert "maintenance: PAUSED" in shown.stdout and "by alice on server2" in shown.stdout, shown
         assert "until orch resume" in shown.stdout and "kernel upgrade" in shown.stdout
+    # orch doctor on either host: a warning with who, why and until when (never a failure of its own).
+    for c in (c1, c2):
+        doctor = t.orch(c, None, "doctor", "--format", "json")
+        [check] = [k for k in json.loads(doctor.stdout)["checks"] if k["name"] == "maintenance mode"]
+        assert check["status"] == "warn" and "PAUSED: paused by alice on server2" in check["detail"], check
+        assert "(until orch resume): kernel upgrade" in check["detail"] and "orch resume" in check["fix"], check
     assert [e["result"] for e in t.journal(cfgs["server2"][1]) if e.get("event") == "PAUSE" and e["phase"] == "end"] == ["act"]
 
     # server1 dies; server2's MASTER (a failover when not paused) changes nothing, journaled with what it would have done.
@@ -105,4 +113,7 @@ def test_pause_resume_on_a_real_pair(cluster, tmp_path):
     time.sleep(remaining + 0.5)
     shown = t.orch(c2, None, "status", "--format", "json")
     assert '"paused": false' in shown.stdout and "ran out" in shown.stdout, shown
+    doctor = t.orch(c2, None, "doctor", "--format", "json")
+    [check] = [k for k in json.loads(doctor.stdout)["checks"] if k["name"] == "maintenance mode"]
+    assert check["status"] == "pass" and "ran out" in check["detail"], check
     t.assert_no_secrets(r.output, shown.output)

@@ -378,6 +378,29 @@ def check_anti_flapping(view: ClusterView, cfg: Config) -> List[Check]:
                               + (", acknowledged" if rec.acked else ""))]
 
 
+def check_maintenance(view: ClusterView) -> List[Check]:
+    """Maintenance mode (orch pause): a pause in force is a warning naming who paused, why and
+    until when; so is a pause the other host still follows, or a record that cannot be read."""
+    name = "maintenance mode"
+    if view.pause_error:
+        return [Check(name, WARN, f"the pause record is unreadable ({view.pause_error}): a pause would not be seen",
+                      "GRANT CREATE, INSERT, SELECT ON orch_meta.* TO the orch account on both servers (docs/install.md)")]
+    paused = view.paused
+    if paused is not None:
+        return [Check(name, WARN, f"PAUSED: {paused.describe()}; nothing automatic changes the cluster (only fences of "
+                                  "a node by its own host) until it ends",
+                      "orch resume once the work is done" + ("" if paused.remaining is None else " (or let --for run out)"))]
+    shared = view.pause_shared
+    if shared is not None and shared.active:
+        return [Check(name, WARN, f"resumed on this host only; the databases still hold a pause ({shared.describe()}), "
+                                  "which the other host follows",
+                      "orch resume again on the host that holds the VIP once a server is writable")]
+    rec = view.pause
+    if rec is None:
+        return [Check(name, PASS, "off (no pause on record)")]
+    return [Check(name, PASS, f"off (latest: {rec.describe()})")]  # a resume, or a pause --for that ran out
+
+
 def check_atlas(view: ClusterView, cfg: Config) -> List[Check]:
     """Every configured Atlas reachable, with the read-only backends the maintainer would keep."""
     from ..reconcile import decide_maintain
@@ -757,6 +780,7 @@ def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts
         checks += check_semi_sync(servers, view, cfg)
     checks += check_atlas(view, cfg)
     checks += check_anti_flapping(view, cfg)
+    checks += check_maintenance(view)
     checks += check_metrics(cfg)
     if keepalived is not None:
         checks += check_keepalived(keepalived[0], cfg.keepalived, keepalived[1])
