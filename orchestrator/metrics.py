@@ -49,6 +49,9 @@ class Metrics:
         self.atlas_up = Gauge("orch_atlas_up", "1 when orch read the Atlas admin interface", ["atlas"], registry=r)
         self.holds_vip = Gauge("orch_holds_vip", "1 when this host holds keepalived.vip (NaN: not checked)", registry=r)
         self.paused = Gauge("orch_paused", "1 while maintenance mode (orch pause) is in force, 0 when not", registry=r)
+        self.pause_ran_out = Gauge("orch_pause_ran_out_timestamp_seconds",
+                                   "When the latest pause --for ran out by itself (Unix time; NaN: the latest record is "
+                                   "no pause that ran out)", registry=r)
         self.failovers = Counter("orch_failovers", "Promotions on this host (a journaled run that made its node writable)", registry=r)
         self.refusals = Counter("orch_refusals", "Journaled runs on this host that were refused", registry=r)
         self.pass_seconds = Gauge("orch_maintainer_pass_seconds", "Duration of the maintainer's last pass", registry=r)
@@ -66,6 +69,7 @@ class Metrics:
             self.atlas_up.labels(atlas=atlas.name).set(NAN)
         self.holds_vip.set(NAN)
         self.paused.set(NAN)
+        self.pause_ran_out.set(NAN)
 
     def serve(self, port: int, address: str = "") -> None:
         """Serve /metrics on ``port`` (all addresses unless ``address``) from a daemon thread."""
@@ -83,6 +87,7 @@ class Metrics:
             self._node(node, peer)
         self.holds_vip.set(NAN if view.holds_vip is None else float(view.holds_vip))
         self.paused.set(float(view.paused is not None))
+        self.pause_ran_out.set(pause_ran_out_at(view.pause, time.time()))
         addresses = {n.name: n.atlas_address for n in self.cfg.nodes}
         for atlas in view.atlas:
             self.atlas_up.labels(atlas=atlas.name).set(1.0 if atlas.reachable else 0.0)
@@ -243,3 +248,13 @@ def instrument(maintainer: Maintainer, cfg: Config, port: int) -> Metrics:
     metrics.serve(port)
     maintainer.add_listener(metrics)
     return metrics
+
+
+def pause_ran_out_at(pause: Any, now: float) -> float:
+    """Pure: when the latest record, a pause --for, ran out by itself (``now`` plus its remaining
+    seconds, which the server's clock made negative), as Unix time; NaN when the latest record
+    is a resume, a pause until orch resume, or a pause still in force."""
+    if pause is None or pause.kind != "pause" or pause.remaining is None or pause.remaining > 0:
+        return NAN
+    return now + pause.remaining
+
