@@ -114,7 +114,7 @@ def _reset(s: socket.socket) -> None:
 
 class App(threading.Thread):
     """An application client through one Atlas: autocommit statements at a rate; on an
-    error it reconnects with backoff (0.05 s doubling to 0.4 s), as README recommends."""
+    error it reconnects with backoff (0.05 s doubling to 0.4 s), as docs/atlas.md recommends."""
 
     def __init__(self, name: str, standin: AtlasStandin, rate: float, write: bool) -> None:
         super().__init__(name=name, daemon=True)
@@ -220,8 +220,8 @@ def said(log: Path) -> str:
 @pytest.fixture
 def rig(mariadb_pair, tmp_path):
     s1, s2 = mariadb_pair
-    s1.extra_options["read_only"] = "ON"  # README: a restarted server never comes back writable
-    # README's lossless settings: with asynchronous replication a kill -9 under 200 writes/s
+    s1.extra_options["read_only"] = "ON"  # docs/install.md: a restarted server never comes back writable
+    # The install checklist's lossless settings: with asynchronous replication a kill -9 under 200 writes/s
     # leaves the old master a tail the replica never received (errant GTIDs: its BACKUP is
     # rightly refused). Semi-sync AFTER_SYNC without fallback, and crash recovery that drops
     # the unacknowledged tail (init_rpl_role=SLAVE, read at the restart), bring it back clean.

@@ -42,7 +42,7 @@ What the schedule deliberately leaves out, because no two-node pair survives it:
   is part of, which orch rightly refuses to replicate over (errant GTIDs), and only a
   rebuild heals. So the master is paused only for less than keepalived's detection
   time, and after a switchover only once writes can no longer reach it.
-- No network partition (README, Limits).
+- No network partition (docs/concepts.md, Limits).
 
 Checked, with the seed and the full event history printed on any failure:
 

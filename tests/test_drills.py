@@ -145,7 +145,7 @@ def unacknowledged_tail(lab: netns.NetnsLab, old: str, new: str, acked: List[int
         return None
     return (f"{old} committed {len(only_old)} unacknowledged row(s) ({', '.join(extra)}) after its semi-sync wait timed out "
             f"while isolated; orch fenced it and refused to rejoin it (errant GTIDs), no acknowledged row was lost and "
-            f"there were never two writers. Healing needs a rebuild of {old} (README: Limits).")
+            f"there were never two writers. Healing needs a rebuild of {old} (docs/concepts.md: Limits).")
 
 
 def drill(lab: netns.NetnsLab, report: Report, name: str, inject: Callable[[str], None], restore: Callable[[str], None],

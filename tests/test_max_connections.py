@@ -1,7 +1,7 @@
 """orch still logs in to a master at max_connections (MariaDB 10.11).
 
 MariaDB accepts one connection beyond max_connections, for an account holding
-CONNECTION ADMIN (or SUPER): the README's orch grant has it, so orch can observe and
+CONNECTION ADMIN (or SUPER): the install checklist's orch grant has it, so orch can observe and
 fence a master that the application has saturated. Without it orch gets error 1040,
 sees a live master it cannot fence, and must refuse to promote.
 """
@@ -34,7 +34,7 @@ TOO_MANY_CONNECTIONS = 1040
 
 def grant_without_connection_admin() -> str:
     privileges = [p.strip() for p in readme_grant().split(",")]
-    assert "CONNECTION ADMIN" in privileges, "README's orch grant must hold CONNECTION ADMIN"
+    assert "CONNECTION ADMIN" in privileges, "the install checklist's orch grant must hold CONNECTION ADMIN"
     return ", ".join(p for p in privileges if p != "CONNECTION ADMIN")
 
 
@@ -106,7 +106,7 @@ def test_orch_fences_and_rejoins_a_master_at_max_connections(mariadb_pair, tmp_p
         assert t.read_only(s2) and not t.read_only(s1), "never two writable masters"
         still_saturated(s1, conns)
 
-        # With exactly the README grant: orch gets the connection reserved beyond the limit.
+        # With exactly the install checklist's grant: orch gets the connection reserved beyond the limit.
         r = t.orch(with_admin, "server1", "status")
         assert r.code == 0 and "1040" not in r.output, r
         r = t.orch(with_admin, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100")

@@ -463,7 +463,7 @@ def test_automatic_rewind_refused_without_proof(cluster, tmp_path, record_on, fr
     assert rewind_dirs(state) == []
 
 
-# The README's grants for orch, and what a rewind needs on top of them: each one needed.
+# The install checklist's grants for orch, and what a rewind needs on top of them: each one needed.
 BASE_GRANTS = "RELOAD, PROCESS, CONNECTION ADMIN, REPLICATION SLAVE ADMIN, READ_ONLY ADMIN, SLAVE MONITOR"
 REWIND_GRANTS = ("BINLOG MONITOR", "REPLICATION SLAVE", "BINLOG ADMIN", "BINLOG REPLAY", "REPLICATION MASTER ADMIN")
 
