@@ -3,10 +3,10 @@
 How a page is marked (docs/runbooks/index.md says the same to its readers):
 
 - ``Starts with: serverA the master, serverB its replica.`` and ``Ends with: ...`` lines.
-- Fenced blocks ``console runbook=HOST``: each line starting with ``# `` is one command, run
+- Fenced blocks ``console title="HOST"`` (the site shows the title): each line starting with ``# `` is one command, run
   as root on HOST with ``bash -e -o pipefail`` in the host's network namespace; other lines
   are sample output (not compared). A command exits 0 unless it ends with ``# exits N``.
-- Fenced blocks ``console outside=HOST``: steps that are not orch's (packages, reboots,
+- Fenced blocks ``console title="HOST: outside orch"``: steps that are not orch's (packages, reboots,
   service restarts, a failure reproduced). They are not run as written: each line is done
   by its lab equivalent in ``LAB_EQUIVALENTS`` (one table, each with what it does); a line
   without one fails the pure test below.
@@ -53,7 +53,7 @@ from .orchtest import LabHolder, write_report
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS = ROOT / "docs" / "runbooks"
 
-BLOCK_RE = re.compile(r"^```console (runbook|outside)=(server[12])\n(.*?)^```$", re.M | re.S)
+BLOCK_RE = re.compile(r'^```console title="(server[12])(: outside orch)?"\n(.*?)^```$', re.M | re.S)
 STATE_RE = re.compile(r"^(Starts|Ends) with: (server[12]) the master, (server[12]) its replica\.$", re.M)
 EXITS_RE = re.compile(r"\s+# exits (\d+)$")
 COMMAND_TIMEOUT = 240  # seconds: the longest wait a page writes is `timeout 120`
@@ -89,7 +89,8 @@ def parse(page: str) -> Runbook:
     text = (RUNBOOKS / page).read_text()
     states = {m.group(1): (m.group(2), m.group(3)) for m in STATE_RE.finditer(text)}
     steps = []
-    for kind, host, body in BLOCK_RE.findall(text):
+    for host, outside, body in BLOCK_RE.findall(text):
+        kind = "outside" if outside else "runbook"
         for line in body.splitlines():
             if kind == "outside":
                 if line.strip():
@@ -240,7 +241,7 @@ def test_every_runbook_page_is_runnable():
         assert rb.starts[0] and rb.ends[0], f"{page}: no 'Starts with:' or 'Ends with:' line"
         assert rb.starts[0] != rb.starts[1] and rb.ends[0] != rb.ends[1], page
         assert any(s.kind == "runbook" for s in rb.steps), f"{page}: no command to run"
-        assert text.count("```console") == len(BLOCK_RE.findall(text)), f"{page}: a console block without runbook= or outside="
+        assert text.count("```console") == len(BLOCK_RE.findall(text)), f"{page}: a console block not titled with its host"
         for step in rb.steps:
             if step.kind == "outside":
                 assert step.command in LAB_EQUIVALENTS, f"{page}: no lab equivalent for {step.command!r}"
