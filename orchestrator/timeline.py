@@ -517,7 +517,7 @@ def svg(chart: Chart, width: int = WIDTH) -> str:
             sx, ex = x(s.start), x(s.end)
             w = max(ex - sx, 3.0)
             fill = FILL.get(s.tone, FILL["neutral"])
-            parts.append(f'<g class="span {_e(s.tone)}"><title>{_e(s.detail or s.label)}</title>'
+            parts.append(f'<g class="span {_e(s.tone)}" data-label="{_e(s.label)}"><title>{_e(s.detail or s.label)}</title>'
                          f'<rect x="{sx:.1f}" y="{y + 4}" width="{w:.1f}" height="{LANE_HEIGHT - 8}" rx="3" fill="{fill}"/>')
             room = int(w // 6.5)
             if room >= 4:

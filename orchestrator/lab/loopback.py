@@ -147,6 +147,7 @@ class LoopbackLab(Lab):
         rec.vip_seen(self.vip_holders())
         try:
             sampler.start()
+            wait_for("the first read_only samples", lambda: sampler.samples, 5)  # the timeline starts before the fault
             n.start()
             pid = self.kill_mysqld(old)
             rec.fault_at, rec.fault_text = time.monotonic(), f"kill -9 mysqld on {old} (pid {pid})"
