@@ -347,3 +347,40 @@ def render(status: Dict[str, Any], history: List[Dict[str, Any]]) -> str:
     body = (vip_section(status) + servers_section(status) + backends_section(status) + policy_section(status)
             + failovers_section(status, history) + history_section(history))
     return document(f"orch {cluster} ({me})", header, body, refresh=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m orchestrator.statuspage STATUS.json HISTORY.json``: the page on stdout, from
+    saved ``orch status --format json`` and ``orch history --format json`` output ("-": stdin).
+    A file that cannot be read or is not that JSON: one line on stderr, exit 2."""
+    import json
+    import sys
+
+    from .errors import EXIT_OK, EXIT_USAGE
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 2:
+        print("usage: python -m orchestrator.statuspage STATUS.json HISTORY.json > status.html", file=sys.stderr)
+        return EXIT_USAGE
+    docs = []
+    for path, kind in zip(args, (dict, list)):
+        try:
+            text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+            doc = json.loads(text)
+        except OSError as exc:
+            print(f"orchestrator.statuspage: {path}: {exc.strerror or exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except ValueError as exc:
+            print(f"orchestrator.statuspage: {path}: not JSON: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        if not isinstance(doc, kind):
+            what = "orch status --format json's document (an object)" if kind is dict else "orch history --format json's list"
+            print(f"orchestrator.statuspage: {path}: expected {what}", file=sys.stderr)
+            return EXIT_USAGE
+        docs.append(doc)
+    sys.stdout.write(render(docs[0], docs[1]))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,7 +32,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 PROMOTION_KINDS = ("failover", "operator")  # a switchover's row is its request: its MASTER run opens writes
 OPENED = ("act", "partial")  # outcomes of a promotion run whose writes opened
-PROMOTING = "promoting "  # decide's reason for every promotion plan starts with it
+PROMOTING = "promoting "  # decide's reason for every promotion plan: "promoting <node>: ..."
 FAILOVER_WORDS = "a failover: writes move from"  # antiflap.opening_kind
 REOPENING_WORDS = "a re-opening, not a failover"
 FAULT_WINDOW = 300.0  # seconds: a FAULT (or SWITCHOVER) this long before a promotion is its cause
@@ -193,7 +193,9 @@ def is_promotion(run: Run) -> bool:
     acted on a promotion plan."""
     if run.kind in PROMOTION_KINDS:
         return True
-    return run.event == "MASTER" and run.outcome in OPENED and run.reason.startswith(PROMOTING)
+    # decide's promotion reasons say "promoting <node>: ..."; the maintainer puts why it runs
+    # the plan first ("server2 holds VIP ... but is read-only: promoting server2: ...").
+    return run.event == "MASTER" and run.outcome in OPENED and f"{PROMOTING}{run.node}: " in run.reason
 
 
 def moves_writes(run: Run) -> bool:

@@ -191,8 +191,14 @@ def test_prometheus_scrapes_the_shipped_metrics_port_as_the_job_the_rules_name()
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool not installed (Debian package prometheus)")
-def test_promtool_accepts_the_config_and_the_rules():
+def test_promtool_accepts_the_config_the_rules_and_every_dashboard_query(tmp_path):
+    """Prometheus's own parser: the config (with its rule file) and, as recording rules of a
+    scratch file, every query of the dashboard (Grafana's $instance is a label value there)."""
+    queries = [{"record": f"dashboard:query_{i}", "expr": expr} for i, (_, expr) in enumerate(dashboard_exprs(dashboard()))]
+    scratch = tmp_path / "dashboard-queries.yml"
+    scratch.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": queries}]}))
     for argv in (["promtool", "check", "config", str(CONF / "prometheus.yml")],
-                 ["promtool", "check", "rules", str(CONF / "orch-alerts.yml")]):
+                 ["promtool", "check", "rules", str(CONF / "orch-alerts.yml")],
+                 ["promtool", "check", "rules", str(scratch)]):
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "SUCCESS" in proc.stdout, proc.stdout + proc.stderr

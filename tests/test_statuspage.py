@@ -253,3 +253,27 @@ def test_status_doc_is_the_shape_orch_status_prints():
     for key in status_doc():
         assert f'"{key}"' in source, key
     assert copy.deepcopy(status_doc()) == status_doc()
+
+
+def test_the_module_renders_saved_documents_and_refuses_bad_ones(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    status, history = tmp_path / "status.json", tmp_path / "history.json"
+    status.write_text(json.dumps(status_doc()))
+    history.write_text(json.dumps(history_doc()))
+
+    def module(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "orchestrator.statuspage", *args], capture_output=True, text=True, timeout=60)
+
+    ok = module(str(status), str(history))
+    assert ok.returncode == 0 and ok.stdout == statuspage.render(status_doc(), history_doc()) and ok.stderr == ""
+    (tmp_path / "bad.json").write_text("{not json")
+    for args, message in (((str(history), str(history)), "expected orch status --format json's document"),
+                          ((str(status), str(tmp_path / "bad.json")), "not JSON"),
+                          ((str(status), str(tmp_path / "missing.json")), "No such file"),
+                          ((str(status),), "usage:")):
+        bad = module(*args)
+        assert bad.returncode == 2 and bad.stdout == "" and message in bad.stderr, bad
+        assert len(bad.stderr.strip().splitlines()) == 1

@@ -136,6 +136,18 @@ def test_what_is_not_a_failover(records):
     assert tl.failovers(tl.runs_from_journal(records), NODES) == []
 
 
+def test_the_maintainers_promotion_counts_too():
+    """The maintainer runs the MASTER plan when the VIP holder is still read-only (its notify
+    late or lost); its reason says why first."""
+    reason = "server2 holds VIP 10.213.0.100 but is read-only: " + FAILOVER_TO_2
+    (f,) = tl.failovers(tl.runs_from_journal(ON_SERVER1 + run("m", "server2", "MASTER", T0 + 1.5, 95, reason=reason,
+                                                                steps=PROMOTION_STEPS)), NODES)
+    assert (f.promoted, f.run_id, f.complete) == ("server2", "m", True)
+    # A reason that only mentions the word for another node is not this node's promotion.
+    other = tl.Run("x", "server1", "MASTER", "act", T0, T0, "server2 is promoting server2: ...")
+    assert not tl.is_promotion(other)
+
+
 def test_switchover_row_is_the_request_not_a_promotion():
     # On the candidate's host: the replicated switchover row, then its own MASTER.
     runs = tl.runs_from_history(entries(run("r-m", "server2", "MASTER", T0 + 1, 60, reason=FAILOVER_TO_2),
@@ -214,3 +226,15 @@ def test_svg_is_well_formed_and_escapes_every_text():
     assert "fault seen" in texts and "VIP moved" in texts and "writes opened" in texts
     marks = [g.get("data-mark") for g in root.iter(f"{ns}g") if g.get("class") == "mark"]
     assert marks == ["fault seen", "VIP moved", "writes opened"]
+
+
+@pytest.mark.parametrize("acked, fault, gap", [
+    ([0.0, 0.01, 0.02, 1.5, 1.51], 0.015, (0.02, 1.5)),
+    ([0.0, 0.01, 0.02, 0.021, 1.5, 1.51], 0.015, (0.021, 1.5)),  # one insert acknowledged as the kill landed
+    ([0.0, 0.01], 0.015, None),  # nothing after the fault
+    ([0.5, 0.51], 0.0, (0.0, 0.5)),  # nothing before it
+])
+def test_the_clients_gap_is_its_longest_pause_after_the_fault(acked, fault, gap):
+    from orchestrator.lab.report import client_gap
+
+    assert client_gap(acked, fault) == gap

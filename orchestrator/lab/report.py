@@ -144,12 +144,13 @@ def vip_moved(rec: Recording) -> Optional[float]:
 
 
 def client_gap(acked: Sequence[float], fault_at: float) -> Optional[Tuple[float, float]]:
-    """(last acknowledged insert before the fault, first after it), None without one after."""
-    before = [a for a in acked if a <= fault_at]
-    after = [a for a in acked if a > fault_at]
-    if not after:
-        return None
-    return (before[-1] if before else fault_at), min(after)
+    """The client's outage: the longest pause between two consecutive acknowledged inserts
+    that ends after the fault (an insert acknowledged just as the kill landed does not cut
+    it short); None without an insert after the fault."""
+    times = sorted(acked)
+    pauses = [(a, b) for a, b in zip([fault_at] if times and times[0] > fault_at else [], times[:1])]
+    pauses += [(a, b) for a, b in zip(times, times[1:]) if b > fault_at]
+    return max(pauses, key=lambda p: p[1] - p[0]) if pauses else None
 
 
 def write_failover_page(lab: Any, rec: Recording, narration: str, path: Path) -> Path:
