@@ -362,7 +362,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if len(args) != 2:
         print("usage: python -m orchestrator.statuspage STATUS.json HISTORY.json > status.html", file=sys.stderr)
         return EXIT_USAGE
-    docs = []
+    docs: List[Any] = []
     for path, kind in zip(args, (dict, list)):
         try:
             text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()

@@ -152,7 +152,7 @@ HOSTILE = '<img src=x onerror="document.title=\'pwned\'"><script>document.title=
 
 
 def hostile_documents() -> tuple:
-    records = (run("r-m", HOSTILE, "MASTER", T0 + 2, 90, reason=FAILOVER_TO_2 + HOSTILE)
+    records = (run("r-m", HOSTILE, "MASTER", T0 + 2, 90, reason=FAILOVER_TO_2.replace("server2", HOSTILE))
                + run("r-s", HOSTILE, "SEMISYNC", T0 + 5, 2, reason=SEMISYNC_ON + HOSTILE))
     doc = status_doc(cluster=HOSTILE, self=HOSTILE, journal=records,
                      nodes=[node(HOSTILE, "10.0.0.2:3306", "master"), node("server1", "10.0.0.1:3306", "replica", "10.0.0.2:3306")])
