@@ -3,8 +3,10 @@ in, failovers with their milestones and durations out, and an SVG chart of them.
 
 A failover's milestones, each read from a run some host journaled:
 
-- ``fault``: the old master's FAULT run (its host's journal), or the SWITCHOVER run that
-  asked for it; a host sees only its own journal, so the new master's host does not see it
+- ``fault``: the old master's FAULT run (its host's journal; the latest before the
+  promotion, else one that began up to LATE_FAULT after it: a notify can run late), or the
+  SWITCHOVER run that asked for it; a host sees only its own journal, so the new master's
+  host does not see it
 - ``vip``: the promoted node's MASTER run began (keepalived runs the notify hook when it
   takes the VIP)
 - ``opened``: writes opened on the promoted node: its SetWritable step when the run's
@@ -36,6 +38,7 @@ PROMOTING = "promoting "  # decide's reason for every promotion plan: "promoting
 FAILOVER_WORDS = "a failover: writes move from"  # antiflap.opening_kind
 REOPENING_WORDS = "a re-opening, not a failover"
 FAULT_WINDOW = 300.0  # seconds: a FAULT (or SWITCHOVER) this long before a promotion is its cause
+LATE_FAULT = 30.0  # seconds: the old master's FAULT run this long after the promotion began is still its fault
 REJOIN_EVENTS = ("BACKUP", "REJOIN")
 MILESTONES = (
     ("fault", "fault seen"),
@@ -229,11 +232,12 @@ class Failover:
         return next((m.at for m in self.milestones if m.key == key), None)
 
     def durations(self) -> List[Tuple[str, Optional[float]]]:
-        """(label, seconds or None when either end is unknown) for each of DURATIONS."""
+        """(label, seconds or None when either end is unknown or they are out of order) for each of DURATIONS."""
         out = []
         for a, b, label in DURATIONS:
             start, end = self.at(a), self.at(b)
-            out.append((label, None if start is None or end is None else max(0.0, end - start)))
+            # None when either end is unknown, or out of order (a late FAULT notify)
+            out.append((label, None if start is None or end is None or end < start else end - start))
         return out
 
     def start(self) -> float:
@@ -267,13 +271,19 @@ def _failover(promo: Run, runs: Sequence[Run], nodes: Sequence[str], since: floa
     before = [r for r in runs if since <= r.start <= promo.start and r is not promo]
     switchover = next((r for r in reversed(before) if r.event == "SWITCHOVER" or r.kind == "switchover"), None)
     fault = next((r for r in reversed(before) if r.event == "FAULT" and r.node != new), None)
+    late = False
+    if fault is None:  # the old master's own notify may run after its peer already promoted
+        fault = next((r for r in runs if r.event == "FAULT" and r.node != new and promo.start < r.start
+                      <= promo.start + LATE_FAULT and r.start < until), None)
+        late = fault is not None
     old = (fault.node if fault else "") or next((n for n in nodes if n != new), "") or next(
         (r.node for r in runs if r.node and r.node != new), "")
     kind = "switchover" if switchover else (promo.kind if promo.kind in PROMOTION_KINDS else "failover")
     if switchover is not None and fault is None:
         first = Milestone("fault", "switchover asked", switchover.start, f"switchover run {switchover.run_id} ({switchover.node})")
     elif fault is not None:
-        first = Milestone("fault", "fault seen", fault.start, f"{fault.node}: FAULT run {fault.run_id} ({fault.outcome})")
+        first = Milestone("fault", "fault seen", fault.start, f"{fault.node}: FAULT run {fault.run_id} ({fault.outcome})"
+                          + (", after the promotion: its notify ran late" if late else ""))
     else:
         first = Milestone("fault", "fault seen", None, "no FAULT run in this history: the old master's host journals it")
     if promo.event == "MASTER":

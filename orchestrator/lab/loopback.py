@@ -153,6 +153,7 @@ class LoopbackLab(Lab):
             rec.fault_at, rec.fault_text = time.monotonic(), f"kill -9 mysqld on {old} (pid {pid})"
             n.say(f"kill -9 mysqld on {old} (pid {pid})")
             self.wait_check(oh, passing=False, timeout=timeout)
+            rec.fault_seen_at, rec.fault_seen_text = time.monotonic(), f"the health check failed twice on {old} (keepalived's FAULT)"
             n.say(f"the health check failed twice on {old}: keepalived would enter FAULT and give up the VIP")
             rec.vip_seen([])
             code, decision = self.notify(oh, "FAULT")

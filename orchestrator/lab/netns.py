@@ -523,6 +523,7 @@ class NetnsLab(Lab):
             rec.fault_at, rec.fault_text = t0, f"kill -9 mysqld on {old} (pid {pid})"
             n.say(f"kill -9 mysqld on {old} (pid {pid})")
             wait_for(f"keepalived on {old} to enter FAULT", lambda: self.keepalived_state(oh) == "FAULT", timeout)
+            rec.fault_seen_at, rec.fault_seen_text = time.monotonic(), f"keepalived on {old} entered FAULT (the lab watched its state)"
             n.say(f"keepalived on {old}: FAULT (the health check hooks/check-mysql failed twice, 1 s apart): it gives up the VIP")
             t_vip = wait_for(f"the VIP to move to {new}", lambda: self.vip_holders() == [new] and time.monotonic(), timeout, interval=0.01)
             n.say(f"keepalived on {new}: MASTER, VIP {VIP} is on {new} now; keepalived runs the notify hook", t_vip)

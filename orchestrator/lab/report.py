@@ -36,6 +36,8 @@ class Recording:
     ended: float = 0.0
     fault_at: Optional[float] = None
     fault_text: str = ""
+    fault_seen_at: Optional[float] = None  # when keepalived (or the lab in its place) saw the fault
+    fault_seen_text: str = ""
     read_only: List[Tuple[float, Dict[str, Optional[int]]]] = field(default_factory=list)
     vip: List[Tuple[float, Tuple[str, ...]]] = field(default_factory=list)
     acked: Optional[List[float]] = None  # None: no client wrote during this run
@@ -100,6 +102,8 @@ def failover_page(rec: Recording, journals: Mapping[str, Sequence[Mapping[str, A
     origin = rec.fault_at + w if rec.fault_at is not None else rec.started + w
     marks = [tl.Mark(origin, "fault", rec.fault_text, "bad")] if rec.fault_at is not None else []
     found = [f for f in tl.failovers(runs, rec.nodes, limit=1) if f.promoted == rec.new]
+    if found and rec.fault_seen_at is not None:
+        found[0] = tl.with_milestone(found[0], "fault", rec.fault_seen_at + w, rec.fault_seen_text)
     moved = vip_moved(rec)
     if found and moved is not None:
         found[0] = tl.with_milestone(found[0], "vip", moved + w, f"the lab saw the VIP on {rec.new} (looked every "
