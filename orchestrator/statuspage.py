@@ -219,6 +219,9 @@ def vip_section(status: Mapping[str, Any]) -> str:
 def backends_section(status: Mapping[str, Any]) -> str:
     """Every Atlas's backends and, when the document lists them, every HAProxy's."""
     names = {str(n.get("address")): str(n.get("name")) for n in status.get("nodes") or [] if isinstance(n, Mapping)}
+    vip = (status.get("vip") or {}).get("address") if isinstance(status.get("vip"), Mapping) else None
+    if vip:  # Atlas's writer backend is the VIP (README, Atlas)
+        names.update({f"{vip}:{port}": "the VIP" for port in {a.split(":")[-1] for a in names}})
     parts = []
     for atlas in status.get("atlas") or []:
         if not isinstance(atlas, Mapping):

@@ -94,6 +94,7 @@ class Run:
     repointed: bool = False  # a ChangeSource or StartReplica step succeeded (steps known)
     steps_known: bool = False
     error: str = ""
+    by: str = ""  # the command that ran it when not the event's own ("maintain"), journal records only
 
 
 def _float(value: Any) -> Optional[float]:
@@ -153,7 +154,7 @@ def runs_from_journal(records: Iterable[Mapping[str, Any]]) -> List[Run]:
         out.append(Run(run_id, str(first.get("node") or ""), str(first.get("event") or ""),
                        str(end.get("result")) if end else "unfinished", start, finish,
                        str(begin.get("reason") or "") if begin else "", None, opened, repointed, steps_known,
-                       str(end.get("error") or "") if end else ""))
+                       str(end.get("error") or "") if end else "", str(first.get("by") or "")))
     return out
 
 
@@ -175,7 +176,7 @@ def runs_from_history(entries: Iterable[Mapping[str, Any]], journal: Iterable[Ma
         if known is not None:
             run = Run(run_id, known.node or str(e.get("node") or ""), known.event, known.outcome, known.start, known.end,
                       known.reason or str(e.get("reason") or ""), kind, known.opened, known.repointed, known.steps_known,
-                      known.error)
+                      known.error, known.by)
         elif e.get("source") == "record":
             # A row without a run of this host: the row is written right after writes open.
             promoted = e.get("promoted")
@@ -286,7 +287,10 @@ def _failover(promo: Run, runs: Sequence[Run], nodes: Sequence[str], since: floa
                           + (", after the promotion: its notify ran late" if late else ""))
     else:
         first = Milestone("fault", "fault seen", None, "no FAULT run in this history: the old master's host journals it")
-    if promo.event == "MASTER":
+    if promo.event == "MASTER" and promo.by == "maintain":
+        vip = Milestone("vip", "VIP moved", promo.start, f"{new}: the maintainer's MASTER run {promo.run_id} began (the VIP "
+                        f"was on {new} by then, {new} still read-only: its notify came later or not at all)")
+    elif promo.event == "MASTER":
         vip = Milestone("vip", "VIP moved", promo.start, f"{new}: MASTER run {promo.run_id} began (keepalived took the VIP)")
     else:
         vip = Milestone("vip", "VIP moved", None, f"the promotion of {new} is on record, its run is in the other host's journal")

@@ -47,7 +47,7 @@ def status_doc(**changes: Any) -> Dict[str, Any]:
         "vip": {"address": "10.0.0.100", "this_host_holds": True, "holder": "server2", "why": ""},
         "nodes": [node("server2", "10.0.0.2:3306", "master"), node("server1", "10.0.0.1:3306", "replica", "10.0.0.2:3306", 3)],
         "atlas": [{"name": "local", "reachable": True, "error": "", "backends": [
-            {"ndx": 1, "address": "10.0.0.2:3306", "state": "up", "type": "rw"},
+            {"ndx": 1, "address": "10.0.0.100:3306", "state": "up", "type": "rw"},
             {"ndx": 2, "address": "10.0.0.1:3306", "state": "up", "type": "ro"}]}],
         "journal": ON_SERVER2, "pending_event": None,
         "semi_sync_policy": {"enabled": True, "witness": "10.0.0.254", "auto_rewind": True, "record": None,
@@ -86,6 +86,8 @@ def test_the_page_shows_each_section_of_the_documents():
     assert "wait on, no fallback, 1 client(s)" in root.one("div", data_node="server2").text()
     backends = root.one("section", id="backends").text()
     assert "Atlas local" in backends and "10.0.0.1:3306" in backends and "server1" in backends
+    rw = [row.text() for row in root.one("section", id="backends").find_all("tr") if "rw" in row.text()]
+    assert rw == ["110.0.0.100:3306the VIPrwup"], rw
     assert "no fallback" in root.one("tr", id="policy-semi-sync").text()
     assert "not blocking" in root.one("tr", id="policy-anti-flapping").text()
     assert "off" in root.one("tr", id="policy-maintenance").text()

@@ -153,6 +153,11 @@ def test_the_maintainers_promotion_counts_too():
     (f,) = tl.failovers(tl.runs_from_journal(ON_SERVER1 + run("m", "server2", "MASTER", T0 + 1.5, 95, reason=reason,
                                                                 steps=PROMOTION_STEPS)), NODES)
     assert (f.promoted, f.run_id, f.complete) == ("server2", "m", True)
+    records = run("m", "server2", "MASTER", T0 + 1.5, 95, reason=reason, steps=PROMOTION_STEPS)
+    for record in records:
+        record["by"] = "maintain"
+    (f,) = tl.failovers(tl.runs_from_journal(records), NODES)
+    assert "the maintainer's MASTER run m began" in f.milestones[1].how
     # A reason that only mentions the word for another node is not this node's promotion.
     other = tl.Run("x", "server1", "MASTER", "act", T0, T0, "server2 is promoting server2: ...")
     assert not tl.is_promotion(other)
