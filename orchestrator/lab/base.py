@@ -287,7 +287,6 @@ class Narrator:
     def __init__(self, out: Any) -> None:
         self.out = out
         self.t0 = time.monotonic()
-        self.lines: List[Tuple[float, str]] = []  # (CLOCK_MONOTONIC, text) of every say(): the run's timeline
 
     def start(self) -> float:
         self.t0 = time.monotonic()
@@ -295,7 +294,6 @@ class Narrator:
 
     def say(self, text: str, at: Optional[float] = None) -> None:
         at = time.monotonic() if at is None else at
-        self.lines.append((at, text))
         self.out.write(f"  {at - self.t0:+6.2f}s  {text}\n")
         self.out.flush()
 

@@ -142,8 +142,7 @@ class LoopbackLab(Lab):
         n = Narrator(out)
         sampler = Sampler(self.dbs)
         # The timeline (report.py): no keepalived here, so the VIP moves when the lab says so.
-        rec = self.recording = Recording(self.mode, tuple(self.hosts), old, new, read_only=sampler.samples,
-                                         narration=n.lines)
+        rec = self.recording = Recording(self.mode, tuple(self.hosts), old, new, read_only=sampler.samples)
         rec.vip_seen(self.vip_holders())
         try:
             sampler.start()

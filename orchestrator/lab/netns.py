@@ -510,8 +510,7 @@ class NetnsLab(Lab):
         writer = self.writer("failover")
         sampler = Sampler(self.dbs)
         # The timeline (report.py): read_only samples, the VIP holder every 50 ms, the client's writes.
-        rec = self.recording = Recording(self.mode, tuple(self.hosts), old, new, read_only=sampler.samples,
-                                         narration=n.lines)
+        rec = self.recording = Recording(self.mode, tuple(self.hosts), old, new, read_only=sampler.samples)
         vip_watch = VipWatch(rec, self.vip_holders)
         try:
             writer.start()

@@ -1,8 +1,8 @@
 """The timeline ``orch lab failover`` writes next to its narration: one HTML page of the run.
 
 While the failover runs, a ``Recording`` keeps what the lab saw: the read_only samples of
-both servers, the VIP holder, the client's acknowledged writes and the narrated moments
-(all on CLOCK_MONOTONIC). Afterwards ``failover_page`` (pure) joins them with both hosts'
+both servers, the VIP holder, the fault and the client's acknowledged writes (all on
+CLOCK_MONOTONIC). Afterwards ``failover_page`` (pure) joins them with both hosts'
 journal records of the run into the same timeline the status page draws: client write
 gaps, read_only of both servers, the VIP holder, each orch decision, and the failover's
 milestones with their durations.
@@ -41,7 +41,6 @@ class Recording:
     read_only: List[Tuple[float, Dict[str, Optional[int]]]] = field(default_factory=list)
     vip: List[Tuple[float, Tuple[str, ...]]] = field(default_factory=list)
     acked: Optional[List[float]] = None  # None: no client wrote during this run
-    narration: List[Tuple[float, str]] = field(default_factory=list)
     healed: bool = False
 
     def vip_seen(self, holders: Sequence[str], at: Optional[float] = None) -> None:
