@@ -11,7 +11,7 @@ import argparse
 import logging
 import os
 import time
-from typing import TextIO, Tuple
+from typing import Any, List, TextIO, Tuple
 
 from ..errors import EXIT_FAILED, EXIT_OK, OrchError, UsageError
 
@@ -42,8 +42,7 @@ def lab(args: argparse.Namespace, out: TextIO) -> int:
             out.write("health: ok\n" if not problems else "health: " + "\n        ".join(problems) + "\n")
             return EXIT_OK if not problems else EXIT_FAILED
         if args.action == "failover":
-            out.write(f"orch lab failover ({current.mode} lab in {workdir})\n")
-            return EXIT_OK if current.failover(out) else EXIT_FAILED
+            return _failover(current, workdir, out)
         if args.action == "switchover":
             from ..lab.switchover import narrate
 
@@ -58,6 +57,46 @@ def lab(args: argparse.Namespace, out: TextIO) -> int:
     except LabError as exc:
         raise OrchError(str(exc)) from None
     raise UsageError(f"orch lab: unknown action {args.action!r}")
+
+
+class Tee:
+    """Writes to ``out`` and keeps a copy (the narration saved next to the timeline)."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.parts: List[str] = []
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        return self.out.write(text)
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def _failover(current: Any, workdir: str, out: TextIO) -> int:
+    """Narrate the failover, then save the narration and its timeline page next to each other:
+    ``<dir>/failover-<UTC time>.txt`` and ``.html``."""
+    from pathlib import Path
+
+    from ..lab.report import write_failover_page
+
+    tee = Tee(out)
+    tee.write(f"orch lab failover ({current.mode} lab in {workdir})\n")
+    healed = current.failover(tee)
+    base = Path(workdir) / time.strftime("failover-%Y%m%dT%H%M%SZ", time.gmtime())
+    narration = base.with_suffix(".txt")
+    try:
+        narration.write_text(tee.text())
+        if current.recording is not None:
+            page = write_failover_page(current, current.recording, tee.text(), base.with_suffix(".html"))
+            out.write(f"timeline: {page}\nnarration: {narration}\n")
+    except OSError as exc:  # the failover's verdict stands without its files
+        out.write(f"orch lab failover: cannot save the narration or its timeline in {workdir}: {exc.strerror or exc}\n")
+    return EXIT_OK if healed else EXIT_FAILED
 
 
 def choose_mode(requested: str) -> Tuple[str, str]:

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 from orchestrator.errors import OrchError
 from orchestrator.lab import LabError
@@ -24,6 +24,9 @@ from orchestrator.lab.hosts import Host
 from orchestrator.lab.probes import Sampler, ServerState, gtids_beyond, row_ids, server_state
 from orchestrator.lab.proc import Proc, orch_bin, spawn, tail, wait_for
 from orchestrator.lab.traffic import Writer
+
+if TYPE_CHECKING:
+    from orchestrator.lab.report import Recording
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class Lab:
         self.owner = os.getpid()
         self.dbs = {h.name: h.db() for h in hosts}
         self.progress: Callable[[str], None] = lambda text: log.info("%s", text)
+        self.recording: Optional["Recording"] = None  # what the last failover() saw, for its timeline page
 
     # -- state file ---------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from orchestrator.lab import LabError, mariadb
 from orchestrator.lab.base import Lab, Narrator
 from orchestrator.lab.hosts import ATLAS_ADMIN, HOOKS_DIR, NAMES, VRRP_INSTANCE, Host, write_host_files
 from orchestrator.lab.probes import Sampler
+from orchestrator.lab.report import Recording
 from orchestrator.lab.proc import CommandTimeout, orch_bin, run, tail, wait_for
 from orchestrator.lab.traffic import Writer, create_app_schema
 
@@ -140,15 +141,23 @@ class LoopbackLab(Lab):
                   f"health check (hooks/check-mysql) every second and delivers keepalived's events through hooks/keepalived-notify.\n")
         n = Narrator(out)
         sampler = Sampler(self.dbs)
+        # The timeline (report.py): no keepalived here, so the VIP moves when the lab says so.
+        rec = self.recording = Recording(self.mode, tuple(self.hosts), old, new, read_only=sampler.samples)
+        rec.vip_seen(self.vip_holders())
         try:
             sampler.start()
+            wait_for("the first read_only samples", lambda: sampler.samples, 5)  # the timeline starts before the fault
             n.start()
             pid = self.kill_mysqld(old)
+            rec.fault_at, rec.fault_text = time.monotonic(), f"kill -9 mysqld on {old} (pid {pid})"
             n.say(f"kill -9 mysqld on {old} (pid {pid})")
             self.wait_check(oh, passing=False, timeout=timeout)
+            rec.fault_seen_at, rec.fault_seen_text = time.monotonic(), f"the health check failed twice on {old} (keepalived's FAULT)"
             n.say(f"the health check failed twice on {old}: keepalived would enter FAULT and give up the VIP")
+            rec.vip_seen([])
             code, decision = self.notify(oh, "FAULT")
             n.say(f"{old} FAULT -> orch: {decision} (exit {code})")
+            rec.vip_seen([new])
             code, decision = self.notify(nh, "MASTER")
             n.say(f"{new} MASTER -> orch: {decision} (exit {code})")
             if self.servers()[new].read_only is not False:
@@ -164,12 +173,14 @@ class LoopbackLab(Lab):
             n.say(f"healed: {old} replicates from {new}, GTID sets equal ({st.gtid_binlog_state}), and orch maintain "
                   f"put {old} ({oh.backend}) back in both Atlas stand-ins as read-only backend")
             n.note(f"never two writable servers ({len(sampler.samples)} read_only samples of both, every 50 ms)")
+            rec.healed = True
             return True
         except LabError as exc:
             out.write(f"the cluster did not heal: {exc}\n")
             return False
         finally:
             sampler.stop()
+            rec.ended = time.monotonic()
 
     # -- observation ----------------------------------------------------------------
 

@@ -35,6 +35,7 @@ from orchestrator.lab.base import Lab, Narrator, orch_outcomes, who_promoted, wh
 from orchestrator.lab.hosts import (APP_CREDENTIALS, ATLAS_ADMIN, CONF_DIR, HOOKS_DIR, LAB_OVERRIDES, NAMES, Host, Override,
                                    track_file, write_host_files)
 from orchestrator.lab.probes import Sampler
+from orchestrator.lab.report import Recording, VipWatch
 from orchestrator.lab.proc import Proc, log_size, orch_bin, run, spawn, tail, wait_for
 from orchestrator.lab.traffic import Writer, create_app_schema
 
@@ -508,14 +509,20 @@ class NetnsLab(Lab):
                   f"{APP_CREDENTIALS.user}.\n")
         writer = self.writer("failover")
         sampler = Sampler(self.dbs)
+        # The timeline (report.py): read_only samples, the VIP holder every 50 ms, the client's writes.
+        rec = self.recording = Recording(self.mode, tuple(self.hosts), old, new, read_only=sampler.samples)
+        vip_watch = VipWatch(rec, self.vip_holders)
         try:
             writer.start()
             sampler.start()
+            vip_watch.__enter__()
             time.sleep(0.5)
             t0 = n.start()
             pid = self.kill_mysqld(old)
+            rec.fault_at, rec.fault_text = t0, f"kill -9 mysqld on {old} (pid {pid})"
             n.say(f"kill -9 mysqld on {old} (pid {pid})")
             wait_for(f"keepalived on {old} to enter FAULT", lambda: self.keepalived_state(oh) == "FAULT", timeout)
+            rec.fault_seen_at, rec.fault_seen_text = time.monotonic(), f"keepalived on {old} entered FAULT (the lab watched its state)"
             n.say(f"keepalived on {old}: FAULT (the health check hooks/check-mysql failed twice, 1 s apart): it gives up the VIP")
             t_vip = wait_for(f"the VIP to move to {new}", lambda: self.vip_holders() == [new] and time.monotonic(), timeout, interval=0.01)
             n.say(f"keepalived on {new}: MASTER, VIP {VIP} is on {new} now; keepalived runs the notify hook", t_vip)
@@ -543,6 +550,7 @@ class NetnsLab(Lab):
                   f"in both Atlas stand-ins as read-only backend")
             n.note(f"{len(acked)} acknowledged inserts, all present on {new}; never two writable servers "
                    f"({len(sampler.samples)} read_only samples of both, every 50 ms)")
+            rec.healed = True
             return True
         except LabError as exc:
             out.write(f"the cluster did not heal: {exc}\n")
@@ -550,6 +558,9 @@ class NetnsLab(Lab):
         finally:
             writer.stop()
             sampler.stop()
+            vip_watch.__exit__()
+            rec.ended = time.monotonic()
+            rec.acked = [a[1] for a in writer.acked()]
             out.write("orch's decisions (each host's notify.log):\n")
             for h in self.hosts.values():
                 for line in orch_outcomes(h.file("notify.log"), offsets[h.name]):
