@@ -273,3 +273,11 @@ def test_keepalived_accepts_the_rendered_fast_conf(tmp_path):
     conf.write_text(netns.render_keepalived("server1", netns.HOOKS_DIR, host, netns.HOOKS_DIR / "keepalived-notify", "fast"))
     proc = subprocess.run([netns.KEEPALIVED, "--config-test", "-f", str(conf)], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_labs_gtid_comparison_ignores_the_order_mariadb_lists_them_in():
+    from orchestrator.lab.base import gtid_entries
+
+    assert gtid_entries("0-2-8,0-1-9") == gtid_entries("0-1-9, 0-2-8") == gtid_entries("0-1-9,\n0-2-8")
+    assert gtid_entries("0-1-6,0-2-7") != gtid_entries("0-2-7")
+    assert gtid_entries("") == frozenset()

@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
 
 from orchestrator.errors import OrchError
 from orchestrator.lab import LabError
@@ -204,7 +204,9 @@ class Lab:
                                     f"{len(acked_only)} of them acknowledged to the writer")
         if m.up and not m.read_only and not self.semisync_on(master):
             problems.append(f"[semisync] {master}'s semi-sync wait is off: the maintainer has not switched it back on")
-        if m.up and r.up and m.gtid_binlog_state != r.gtid_binlog_state:
+        # As sets: MariaDB lists gtid_binlog_state in no fixed order (a rewind's SET GLOBAL
+        # gtid_binlog_state can give '0-1-9,0-2-8' where the peer says '0-2-8,0-1-9').
+        if m.up and r.up and gtid_entries(m.gtid_binlog_state) != gtid_entries(r.gtid_binlog_state):
             problems.append(f"[gtid] GTID sets differ: {master} {m.gtid_binlog_state!r}, {replica} {r.gtid_binlog_state!r}")
         acked = set(acked)
         # Only against a writable master: a read-only VIP holder may still be replicating
@@ -300,6 +302,11 @@ class Narrator:
     def note(self, text: str) -> None:
         self.out.write(f"           {text}\n")
         self.out.flush()
+
+
+def gtid_entries(state: str) -> FrozenSet[str]:
+    """A gtid_binlog_state as the set of its domain-server-sequence entries (order and blanks ignored)."""
+    return frozenset(e.strip() for e in state.replace("\n", ",").split(",") if e.strip())
 
 
 def orch_outcomes(log: Path, offset: int) -> List[str]:
