@@ -531,7 +531,7 @@ class _Reader:
 
         from .clientfile import run_client
 
-        argv = [MARIADB_BINLOG, f"--defaults-extra-file={self.options}", "--read-from-remote-server",
+        argv = [MARIADB_BINLOG, f"--defaults-file={self.options}", "--read-from-remote-server",
                 f"--host={self.host}", f"--port={self.port}", f"--start-position={start}", f"--stop-position={stop}",
                 *extra, name]
         env = {**os.environ, "TZ": "UTC", "LC_ALL": "C"}

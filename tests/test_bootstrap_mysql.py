@@ -256,8 +256,8 @@ def unquote(value):
 
 def option_file(args):
     """The option file as a client reads it (it must come first); the password only hashed."""
-    if not args or not args[0].startswith("--defaults-extra-file="):
-        sys.stderr.write("mysql: [ERROR] no --defaults-extra-file first\\n")
+    if not args or not args[0].startswith("--defaults-file="):
+        sys.stderr.write("mysql: [ERROR] no --defaults-file first\\n")
         sys.exit(2)
     path = args[0].split("=", 1)[1]
     info = {"mode": oct(stat.S_IMODE(os.stat(path).st_mode)), "dir_mode": oct(stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode)),
@@ -626,7 +626,7 @@ def test_bootstrap_mysql_statements_then_a_second_run_changes_nothing(tmp_path, 
     # The clients: mysqldump on server1, mysql into server2, the option file first, no secret in argv.
     dump, load = pair.clients()
     assert (dump["prog"], dump["option_file"]["host"]) == ("mysqldump", "10.0.0.1")
-    assert dump["argv"][0].startswith("--defaults-extra-file=" + str(pair.tempdir)) and dump["argv"][1:] == DUMP_OPTIONS
+    assert dump["argv"][0].startswith("--defaults-file=" + str(pair.tempdir)) and dump["argv"][1:] == DUMP_OPTIONS
     assert (load["prog"], load["option_file"]["host"]) == ("mysql", "10.0.0.2")
     assert load["argv"][1:] == ["--binary-mode", "--init-command=SET SESSION sql_log_bin = 0"]
     for client in (dump, load):
@@ -785,7 +785,7 @@ def test_the_fake_clients_refuse_as_mysql_would(tmp_path, monkeypatch):
     options = tmp_path / "client.cnf"
     options.write_text('[client]\nhost="10.0.0.2"\nport=3306\nuser="admin"\npassword="x"\n')
     dump = f"SET @@GLOBAL.GTID_PURGED=/*!80000 '+'*/ '{A}:1-57';\nUSE `app`;\nCREATE TABLE `t0` (id int);\n"
-    mysql = [boot.MYSQL_CLIENT, f"--defaults-extra-file={options}"]
+    mysql = [boot.MYSQL_CLIENT, f"--defaults-file={options}"]
     overlap = subprocess.run(mysql, input=dump, capture_output=True, text=True, check=False)
     assert overlap.returncode == 1 and "ERROR 3546" in overlap.stderr
     st = pair.state("server2")

@@ -173,6 +173,10 @@ def test_woken_master_behind_a_promoted_peer_is_stale_fences_itself_and_hands_th
      node("server1", ro=False, executed="0-1-10"),
      node("server2", ro=True, executed="0-2-15", binlog_pos="0-2-15")),
     ("it lacks nothing", _waiting(node("server1", ro=False, executed="0-1-10")), node("server2", ro=True, executed="0-1-10")),
+    ("the peer is its read-only replica with replication stopped (orch demote --rewind's own StopReplica) "
+     "and an errant transaction: an errant replica, not a promoted newer master",
+     _waiting(node("server1", ro=False, executed="0-1-10")),
+     node("server2", ro=True, executed="0-1-10,0-2-3", binlog_pos="0-2-3", replica=repl("10.0.0.1", io=STOPPED, sql=STOPPED))),
 ])
 def test_not_stale(why, me, peer):
     from orchestrator.invariants import stale_writer

@@ -40,7 +40,7 @@ MySQL (8.0.23 and later, 8.4), decided as a careful DBA would do it by hand:
   after when it was on, and switched on on the replica at the end.
 - CHANGE REPLICATION SOURCE TO ... SOURCE_AUTO_POSITION = 1 (the password a bound
   parameter), START REPLICA, WAIT_FOR_EXECUTED_GTID_SET up to the source's gtid_executed.
-- Credentials reach mysqldump and mysql only in a 0600 option file (--defaults-extra-file),
+- Credentials reach mysqldump and mysql only in a 0600 option file (--defaults-file),
   TLS spelled as MySQL 8 clients want it (ssl-mode). Binaries: ORCH_MYSQL_DUMP
   (mysqldump 8.0.26 or later, for --source-data) and ORCH_MYSQL_CLIENT.
 - Tested at the statement level only (tests/test_bootstrap_mysql.py: a recording stand-in
@@ -353,14 +353,14 @@ def dump_and_load(source: Side, target: Side, work_dir: str, options: Callable[[
     dump_path = os.path.join(work_dir, f"seed-{time.strftime('%Y%m%dT%H%M%S')}.sql")
     try:
         with OptionFile(options(source), "orch-bootstrap-") as src:
-            argv = [dump[0], f"--defaults-extra-file={src.path}", *dump[1:], "--databases", *source.schemas]
+            argv = [dump[0], f"--defaults-file={src.path}", *dump[1:], "--databases", *source.schemas]
             fd = os.open(dump_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as out:
                 took = _run(argv, stdout=out)
         position = position_of(dump_path)
         log.info("bootstrap: dumped %s from %s at GTID %s in %s", ", ".join(source.schemas), source.name, position or "(empty)", took)
         with OptionFile(options(target), "orch-bootstrap-") as dst, open(dump_path, "rb") as fh:
-            took = _run([load[0], f"--defaults-extra-file={dst.path}", *load[1:]], stdin=fh)
+            took = _run([load[0], f"--defaults-file={dst.path}", *load[1:]], stdin=fh)
         log.info("bootstrap: loaded the dump into %s in %s", target.name, took)
         return position
     finally:
