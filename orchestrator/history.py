@@ -12,11 +12,13 @@ Each entry has exactly the keys of ``KEYS`` (docs/cli.md, "orch history"):
 - ``run_id``: the run's id
 - ``node``: the node whose host ran it (journal), or the node the row names (record only)
 - ``event``: the journal's event (MASTER, BACKUP, FAULT, ACK, SWITCHOVER, MAINTAIN...), or null
-- ``kind``: the record's kind (failover, operator, switchover, ack), or null when not on record
+- ``kind``: the record's kind (failover, operator, switchover, ack; pause, resume from the
+  maintenance record), or null when not on record
 - ``promoted``: the node a promotion row names, or null (not on record, or an ack)
 - ``acks``: the run id an ack row acknowledges, or null
 - ``outcome``: the journal's result (act, refused, failed, partial, incomplete; ``unfinished``
-  for a begin without an end), or ``recorded`` for a row this host has no run of
+  for a begin without an end), or ``recorded`` for a row this host has no run of, or ``ran out``
+  for a ``--for`` pause's end by itself (at its end, under the pause's run id)
 - ``reason``: the plan's reason (with the error of a failed run), or what the row says
 - ``ms``: the run's milliseconds, or null
 - ``source``: ``journal``, ``record`` or ``both``
@@ -111,6 +113,42 @@ def record_entries(rows: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return list(seen.values())
 
 
+def _length(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def pause_entries(rows: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """One entry per row of the maintenance record (``orch_meta.pause``) over both servers'
+    copies, and one ``ran out`` entry, at its end, for a ``--for`` pause that ended by itself:
+    its end passed (by the server's clock) with no later row before it."""
+    unique: Dict[str, Dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(row["run_id"], row)
+    ordered = sorted(unique.values(), key=lambda r: (r["at"], r["run_id"]))
+    out = []
+    for i, row in enumerate(ordered):
+        by = f" by {row['by']}" if row["by"] else ""
+        why = f": {row['reason']}" if row["reason"] else ""
+        if row["kind"] == "pause":
+            length = (f"for {_length(row['until'] - row['at'])}" if row["until"] is not None else "until orch resume")
+            reason = f"paused{by} {length} (row written on {row['node']}){why}"
+        else:
+            reason = f"resumed{by} (row written on {row['node']}){why}"
+        out.append(_entry(time=iso(row["at"]), run_id=row["run_id"], node=row["node"], kind=row["kind"],
+                          outcome="recorded", reason=reason, source=RECORD))
+        until = row["until"]
+        later = ordered[i + 1]["at"] if i + 1 < len(ordered) else None
+        if row["kind"] == "pause" and until is not None and until <= row["now"] and (later is None or later > until):
+            out.append(_entry(time=iso(until), run_id=row["run_id"], node=row["node"], kind="resume", outcome="ran out",
+                              reason=f"the pause of run {row['run_id']} ran out by itself ({_length(until - row['at'])} after it began)",
+                              source=RECORD))
+    return out
+
+
 def merge(journal: List[Dict[str, Any]], record: List[Dict[str, Any]], since: float = 0.0) -> List[Dict[str, Any]]:
     """The entries of both, a run and its row as one (``both``), at or after ``since``, newest first."""
     by_run: Dict[str, Dict[str, Any]] = {}
@@ -121,7 +159,7 @@ def merge(journal: List[Dict[str, Any]], record: List[Dict[str, Any]], since: fl
         out.append(entry)
     for row in record:
         run = by_run.get(row["run_id"])
-        if run is not None and run["kind"] is None:
+        if run is not None and run["kind"] is None and row["outcome"] == "recorded":
             run.update(kind=row["kind"], promoted=row["promoted"], acks=row["acks"], source=BOTH)
         else:
             out.append(dict(row))

@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
-from .orch_meta import insert_row, read_rows
+from .errors import DatabaseError
+from .orch_meta import NO_TABLE, insert_row, read_rows
 from .model import PauseRecord
 from .pause import KINDS, PAUSE
 
@@ -36,6 +37,10 @@ INSERT = (f"INSERT INTO {TABLE} (run_id, kind, node, by_whom, reason, at, until)
 LATEST = (f"SELECT UNIX_TIMESTAMP(NOW(6)) AS now, run_id, kind, node, by_whom, reason, at, until FROM {TABLE} "
           "ORDER BY at DESC, run_id DESC LIMIT 1")
 PRESENT = "SELECT COUNT(*) AS n FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'orch_meta' AND TABLE_NAME = 'pause'"
+# orch history: every row recorded, or still in force, at or after a time (a pause that began
+# before --since but ran out after it ended in the window).
+ALL_SINCE = (f"SELECT UNIX_TIMESTAMP(NOW(6)) AS now, run_id, kind, node, by_whom, reason, at, until FROM {TABLE} "
+             "WHERE at >= %s OR until >= %s ORDER BY at DESC, run_id DESC")
 
 
 def _record(row: Mapping[str, Any], now: float, seen_on: str) -> PauseRecord:
@@ -56,6 +61,22 @@ def read_latest(server: Any, name: str) -> Tuple[Optional[PauseRecord], str]:
     if not rows:
         return None, error
     return _record(rows[0], float(rows[0]["now"]), name), ""
+
+
+def read_all(server: Any, name: str, since: float = 0.0) -> Tuple[List[Dict[str, Any]], str]:
+    """(this server's copy's rows recorded, or in force, at or after ``since`` (epoch seconds),
+    newest first, why they could not be read or ""), for orch history. A missing table is no
+    record. ``now`` is the server's clock, which a ``--for`` pause's end is measured by."""
+    try:
+        rows = server.query(ALL_SINCE, (since, since))
+    except DatabaseError as exc:
+        if exc.code in NO_TABLE:
+            return [], ""
+        return [], f"{name}: {str(exc).split(': ', 1)[-1]}"
+    return [{"run_id": str(r["run_id"]), "kind": str(r["kind"]), "node": str(r["node"]), "by": str(r.get("by_whom") or ""),
+             "reason": str(r.get("reason") or ""), "at": float(r["at"]),
+             "until": None if r.get("until") is None else float(r["until"]), "now": float(r["now"]), "seen_on": name}
+            for r in rows], ""
 
 
 def combine(copies: Mapping[str, Tuple[Optional[PauseRecord], str]], state_dir: str,

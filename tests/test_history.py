@@ -71,6 +71,37 @@ def test_merge_joins_a_run_and_its_row_dedups_the_copies_and_sorts_newest_first(
     assert [e["run_id"] for e in h.merge(journal, h.record_entries(rows), since=NOW - 60)] == ["r-cut", "r-ack", "r-refused"]
 
 
+def prow(run_id, kind, node, at, until=None, by="alice", reason="", now=NOW, seen_on="server1"):
+    return {"run_id": run_id, "kind": kind, "node": node, "by": by, "reason": reason, "at": at, "until": until, "now": now,
+            "seen_on": seen_on}
+
+
+def test_pauses_and_resumes_from_the_record_and_a_for_pause_that_ran_out():
+    rows = [prow("p1", "pause", "server2", NOW - 900, reason="kernel upgrade"),
+            prow("p1", "pause", "server2", NOW - 900, seen_on="server2"),          # the replicated copy: one entry
+            prow("r1", "resume", "server1", NOW - 800),
+            prow("p2", "pause", "server1", NOW - 700, until=NOW - 400),            # ran out: nothing came before its end
+            prow("p3", "pause", "server1", NOW - 300, until=NOW - 100),            # extended by p4 before its end
+            prow("p4", "pause", "server1", NOW - 200, until=NOW + 600)]            # still in force: no end yet
+    journal = h.journal_entries(run("p1", "PAUSE", NOW - 900.01, node="server2", reason="pausing"))
+    entries = h.merge(journal, h.pause_entries(rows))
+    assert all(tuple(e) == h.KEYS for e in entries)
+    assert [(e["run_id"], e["kind"], e["outcome"], e["source"]) for e in entries] == [
+        ("p4", "pause", "recorded", "record"),
+        ("p3", "pause", "recorded", "record"),
+        ("p2", "resume", "ran out", "record"),
+        ("p2", "pause", "recorded", "record"),
+        ("r1", "resume", "recorded", "record"),
+        ("p1", "pause", "act", "both"),
+    ]
+    ran_out = entries[2]
+    assert ran_out["time"] == h.iso(NOW - 400) and "ran out by itself (5m after it began)" in ran_out["reason"]
+    assert "paused by alice for 5m (row written on server1)" in entries[3]["reason"]
+    assert entries[-1]["reason"] == "pausing"  # a run and its row: the run's own reason
+    # --since keeps a pause's end inside the window.
+    assert [e["outcome"] for e in h.merge([], h.pause_entries(rows), since=NOW - 450) if e["run_id"] == "p2"] == ["ran out"]
+
+
 def test_a_failed_run_keeps_its_error_in_the_reason():
     entries = h.journal_entries(run("r1", "MASTER", NOW, result="failed", reason="promoting server1", error="fence timed out"))
     assert entries[0]["outcome"] == "failed" and entries[0]["reason"] == "promoting server1 (error: fence timed out)"

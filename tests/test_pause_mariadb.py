@@ -117,3 +117,20 @@ def test_pause_resume_on_a_real_pair(cluster, tmp_path):
     [check] = [k for k in json.loads(doctor.stdout)["checks"] if k["name"] == "maintenance mode"]
     assert check["status"] == "pass" and "ran out" in check["detail"], check
     t.assert_no_secrets(r.output, shown.output)
+
+    # orch history on either host: every pause and resume from the replicated record (the
+    # first pause was run on server2's host, the resume on server1's), and the --for pause's
+    # end by itself, newest first.
+    for name, c in (("server1", c1), ("server2", c2)):
+        h = t.orch(c, None, "history", "--format", "json")
+        assert h.code == 0 and h.stderr == "", h
+        entries = [e for e in json.loads(h.stdout) if e["kind"] in ("pause", "resume")]
+        ran = {"server1": "act", "server2": "recorded"}[name]   # server1's host ran the last pause and the resume
+        assert [(e["kind"], e["outcome"], e["node"]) for e in entries] == [
+            ("resume", "ran out", "server1"), ("pause", ran, "server1"), ("resume", ran, "server1"),
+            ("pause", "act" if name == "server2" else "recorded", "server2")], (name, entries)
+        first = entries[-1]
+        if name == "server1":  # the other host's pause, from the record only
+            assert "paused by alice until orch resume" in first["reason"] and "kernel upgrade" in first["reason"], first
+        # A host's own PAUSE run and its row are one entry.
+        assert first["source"] == ("both" if name == "server2" else "record"), (name, first)

@@ -1,4 +1,4 @@
-"""orch history: promotions from the cluster-wide record and this host's journal, newest first."""
+"""orch history: promotions and pauses from the cluster-wide record and this host's journal, newest first."""
 
 from __future__ import annotations
 
@@ -32,28 +32,36 @@ def history(args: argparse.Namespace, out: TextIO) -> int:
         except ValueError as exc:
             raise UsageError(f"orch history: --since: {exc}") from None
     cfg = load_config(args)
+    from .. import pauses, promotions
     from ..db import open_servers
-    from ..promotions import read_all
 
     rows: List[Dict[str, Any]] = []
+    pause_rows: List[Dict[str, Any]] = []
     errors: List[str] = []
+    unread = set()
     servers = open_servers(cfg, read_timeout=READ_TIMEOUT)
     try:
         for name, server in servers.items():
-            got, error = read_all(server, name, since)
+            got, error = promotions.read_all(server, name, since)
             rows += got
             if error:
-                errors.append(error)
+                errors.append(f"the promotion record is unreadable on {error}")
+                unread.add(name)
+                continue  # the connection is gone: the pause record would fail the same way
+            got, error = pauses.read_all(server, name, since)
+            pause_rows += got
+            if error:
+                errors.append(f"the maintenance record is unreadable on {error}")
     finally:
         for s in servers.values():
             s.close()
-    entries = h.merge(h.journal_entries(Journal(cfg.state_dir).records()), h.record_entries(rows), since)
+    entries = h.merge(h.journal_entries(Journal(cfg.state_dir).records()), h.record_entries(rows) + h.pause_entries(pause_rows), since)
     for error in errors:
-        print(f"orch history: warning: the promotion record is unreadable on {error}", file=sys.stderr)
+        print(f"orch history: warning: {error}", file=sys.stderr)
     if args.format == "json":
         out.write(json.dumps(entries, indent=2, default=str) + "\n")
     else:
         from ..argv import terminal_width
 
         out.write(h.render(entries, min(terminal_width(), 120)) + "\n")
-    return EXIT_FAILED if len(errors) == len(servers) else EXIT_OK
+    return EXIT_FAILED if len(unread) == len(servers) else EXIT_OK
