@@ -7,7 +7,7 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Dict, List, TextIO
+from typing import Any, Dict, List, TextIO, Tuple
 
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
 from ..journal import Journal
@@ -32,12 +32,28 @@ def history(args: argparse.Namespace, out: TextIO) -> int:
         except ValueError as exc:
             raise UsageError(f"orch history: --since: {exc}") from None
     cfg = load_config(args)
+    entries, errors = history_entries(cfg, since)
+    for error in errors:
+        print(f"orch history: warning: the promotion record is unreadable on {error}", file=sys.stderr)
+    if args.format == "json":
+        out.write(json.dumps(entries, indent=2, default=str) + "\n")
+    else:
+        from ..argv import terminal_width
+
+        out.write(h.render(entries, min(terminal_width(), 120)) + "\n")
+    return EXIT_FAILED if len(errors) == len(cfg.nodes) else EXIT_OK
+
+
+def history_entries(cfg: Any, since: float, read_timeout: float = READ_TIMEOUT) -> Tuple[List[Dict[str, Any]], List[str]]:
+    """``orch history --format json``'s entries (both servers' copies of the record merged with
+    this host's journal), and the servers whose copy could not be read. GET /history serves it."""
+    from .. import history as h
     from ..db import open_servers
     from ..promotions import read_all
 
     rows: List[Dict[str, Any]] = []
     errors: List[str] = []
-    servers = open_servers(cfg, read_timeout=READ_TIMEOUT)
+    servers = open_servers(cfg, read_timeout=read_timeout)
     try:
         for name, server in servers.items():
             got, error = read_all(server, name, since)
@@ -47,13 +63,4 @@ def history(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         for s in servers.values():
             s.close()
-    entries = h.merge(h.journal_entries(Journal(cfg.state_dir).records()), h.record_entries(rows), since)
-    for error in errors:
-        print(f"orch history: warning: the promotion record is unreadable on {error}", file=sys.stderr)
-    if args.format == "json":
-        out.write(json.dumps(entries, indent=2, default=str) + "\n")
-    else:
-        from ..argv import terminal_width
-
-        out.write(h.render(entries, min(terminal_width(), 120)) + "\n")
-    return EXIT_FAILED if len(errors) == len(servers) else EXIT_OK
+    return h.merge(h.journal_entries(Journal(cfg.state_dir).records()), h.record_entries(rows), since), errors
