@@ -108,9 +108,9 @@ def test_pause_and_resume_from_either_host(holder):
     replica = lab.peer_of(master)
     done = run_orch(lab, replica, "pause", "--reason", "http drill", "--yes")
     assert done.returncode == 0, done.stdout + done.stderr
-    for host in (master, replica):
-        code, doc = api(lab, host, "/status")
-        assert doc["maintenance"]["paused"] is True, doc["maintenance"]
+    # /status is the maintainer's last pass (one maintainer.interval old at most).
+    wait_for("both hosts' /status to show the pause", lambda: all(
+        api(lab, h, "/status")[1]["maintenance"]["paused"] is True for h in (master, replica)), 10)
     # Over the API, authenticated, on the other host.
     code, doc = api(lab, master, "/resume", "POST", {"by": "drill"}, token=API_TOKEN, timeout=60)
     assert code == 200 and doc["exit_code"] == 0, doc

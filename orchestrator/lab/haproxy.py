@@ -35,6 +35,7 @@ WRITE_PORT = 3307
 READ_PORT = 3308
 READ_ONLY_ERROR = 1290  # ER_OPTION_PREVENTS_STATEMENT: the server is read-only
 FAULTS = ("kill", "hang", "switchover")
+HANG_SECONDS = 6.0  # how long the hung master stays SIGSTOPped (tests/test_partitions.py's 6 s)
 
 
 def unavailable_reason() -> Optional[str]:
@@ -212,7 +213,11 @@ def run_drill(lab: Any, fault: str, name: str, heal_timeout: float = 60) -> Dril
         if fault == "kill":
             lab.kill_mysqld(old)
         elif fault == "hang":
+            # Port open, no answer: orch cannot fence it, so nobody may open until it answers
+            # again (an alive server may still commit); HAProxy must stop sending it writes.
             lab.freeze_mysqld(old, True)
+            time.sleep(HANG_SECONDS)
+            lab.freeze_mysqld(old, False)
         else:  # a switchover asked on the replica's host: its orch asks the master's (POST /switchover)
             h = lab.hosts[new]
             done = subprocess.run(["ip", "netns", "exec", h.netns, orch_bin(), "-c", str(h.file("orch.yaml")),
@@ -220,15 +225,14 @@ def run_drill(lab: Any, fault: str, name: str, heal_timeout: float = 60) -> Dril
             drill.output = done.stdout + done.stderr
             if done.returncode != 0:
                 raise LabError(f"orch switchover on {new}'s host: exit {done.returncode}: {drill.output}")
+        since = time.monotonic() if fault == "hang" else t0 + 0.001
         wait_for("both writers to be acknowledged again after the fault",
-                 lambda: vip.acked_since(t0 + 0.001) and hap.acked_since(t0 + 0.001) and
-                 lab.servers()[new].read_only is False, heal_timeout,
+                 lambda: vip.acked_since(since) and hap.acked_since(since) and lab.master() is not None, heal_timeout,
                  detail=lambda: f"{tail(vip.log_path, 2)} / {tail(hap.log_path, 2)}")
         time.sleep(1.0)
+        drill.new = lab.master() or new
         if fault == "kill":
             lab.start_mysqld(old)
-        elif fault == "hang":
-            lab.freeze_mysqld(old, False)
         for c in clients:
             c.stop()
         drill.vip_outage = _outage(vip, t0)[0]
