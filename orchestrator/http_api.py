@@ -32,6 +32,7 @@ from .model import ClusterView
 
 STALE_AFTER = 2.0  # seconds: an older observation vouches for nothing (the refresher observes every REFRESH_EVERY)
 REFRESH_EVERY = 0.5  # seconds between two observations of each server while the API is served
+SWITCHOVER_MARGIN = 90.0  # seconds a switchover may take beyond its catch-up (the VIP's move, the promotion, the rejoin)
 MAX_BODY = 4096  # bytes of a POST body
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
@@ -252,14 +253,12 @@ def command_for(name: str, doc: Mapping[str, Any], cfg: Config) -> Command:
     by = _text(doc, "by", 64) or "http"
     dry = ("--dry-run",) if _flag(doc, "dry_run") else ("--yes",)
     if name == "switchover":
-        from .commands.switchover import PROMOTION_MARGIN
-
         to = _text(doc, "to", 64)
         if to and to not in {n.name for n in cfg.nodes}:
             raise ValueError(f"to: {to!r} is not a node of this cluster ({', '.join(n.name for n in cfg.nodes)})")
         json_plan = ("--format", "json") if doc.get("format") == "json" and "--dry-run" in dry else ()
         argv: Tuple[str, ...] = ("switchover", *dry, *json_plan, *(("--to", to) if to else ()))
-        return Command(name, argv, by, cfg.failover.catchup_timeout + PROMOTION_MARGIN + 60.0)
+        return Command(name, argv, by, cfg.failover.catchup_timeout + SWITCHOVER_MARGIN)
     if name == "pause":
         seconds = doc.get("for", 0)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 366 * 86400:

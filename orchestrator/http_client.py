@@ -29,6 +29,22 @@ class PeerAnswer:
     output: str  # what it printed there
 
 
+def read_token(cfg: Config) -> Optional[str]:
+    """http.token_file's first line (None when unset). Read when the server starts and by a
+    client calling the peer; OrchError (one line, never the token) when it cannot be used."""
+    path = cfg.http.token_file
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OrchError(f"http.token_file {path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token:
+        raise OrchError(f"http.token_file {path}: expected one line of at least 16 printable ASCII characters, no spaces")
+    return token
+
+
 def api_unavailable(cfg: Config) -> Optional[str]:
     """Why this host cannot call the peer's API (None when it can)."""
     if not cfg.maintainer.metrics_port:
@@ -41,8 +57,6 @@ def api_unavailable(cfg: Config) -> Optional[str]:
 def call_peer(cfg: Config, action: str, body: Dict[str, Any], timeout: float) -> PeerAnswer:
     """POST /<action> to the peer and wait up to ``timeout`` seconds for the command it runs.
     OrchError (one line) when the peer cannot be asked or gives no usable answer."""
-    from .http_server import read_token
-
     token = read_token(cfg)
     peer = cfg.peer
     port = cfg.maintainer.metrics_port

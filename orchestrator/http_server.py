@@ -28,6 +28,7 @@ from . import http_api
 from .config import Config
 from .errors import OrchError
 from .http_api import Command, Effect, Request, Response, Snapshot
+from .http_client import read_token
 from .model import ClusterView, NodeState
 
 log = logging.getLogger("orchestrator.http")
@@ -35,22 +36,6 @@ log = logging.getLogger("orchestrator.http")
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request (or finish a TLS handshake)
 PEER_STALE = 3.0  # seconds: an older observation of the peer counts as no answer from it
 HISTORY_READ_TIMEOUT = 2.0  # seconds per server for GET /history
-
-
-def read_token(cfg: Config) -> Optional[str]:
-    """http.token_file's first line (None when unset). Read when the server starts and by a
-    client calling the peer; OrchError (one line, never the token) when it cannot be used."""
-    path = cfg.http.token_file
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            token = fh.readline().rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise OrchError(f"http.token_file {path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
-    if len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token:
-        raise OrchError(f"http.token_file {path}: expected one line of at least 16 printable ASCII characters, no spaces")
-    return token
 
 
 class ViewKeeper:

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import re
 import subprocess
 import urllib.error
 import urllib.request
-from typing import Any, Optional, Tuple
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
 
 import pytest
 
@@ -29,6 +32,7 @@ from orchestrator.lab.proc import orch_bin, wait_for
 from .orchtest import LabHolder, write_report
 
 pytestmark = pytest.mark.netns
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @functools.lru_cache(maxsize=None)
@@ -100,6 +104,55 @@ def test_endpoints_answer_for_each_role_on_both_hosts(holder):
     states = haproxy.server_states(lab)
     assert states[("write", master)] == "UP" and states[("write", replica)].startswith("DOWN"), states
     assert states[("read", replica)] == "UP" and states[("read", master)].startswith("DOWN"), states
+
+
+DOCS = ("docs/http-api.md", "docs/haproxy.md")
+STEP = re.compile(r"^```bash (?:http|haproxy)-step=(\w+)\n(.*?)^```", re.M | re.S)
+EXPECT = re.compile(r"\s+# -> (.*)$")
+
+
+def doc_steps() -> List[Tuple[str, str, str]]:
+    """(document, where, command line) of every tested block, in order: docs/http-api.md's and
+    docs/haproxy.md's fenced blocks whose info string is ``bash http-step=WHERE`` or
+    ``bash haproxy-step=WHERE`` (WHERE: client, server1 or server2)."""
+    out = []
+    for doc in DOCS:
+        for where, body in STEP.findall((ROOT / doc).read_text()):
+            out += [(doc, where, line) for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    return out
+
+
+def test_the_documented_commands_run_as_written(holder):
+    """Each command of the two pages, in the namespace it names, with the lab's addresses and
+    paths for the documented ones; a line ending in ``# -> TEXT`` must print TEXT."""
+    lab = holder.healthy()
+    if lab.master() != "server1":  # the pages show server1 as the master
+        done = run_orch(lab, lab.master(), "switchover", "--yes")
+        assert done.returncode == 0, done.stdout + done.stderr
+        lab.wait_healthy(30)
+    steps = doc_steps()
+    assert {w for _, w, _ in steps} == {"client", "server1", "server2"} and len(steps) >= 12, steps
+    venv_bin = str(Path(orch_bin()).parent)
+    for doc, where, line in steps:
+        expect = EXPECT.search(line)
+        command = EXPECT.sub("", line)
+        for i, h in enumerate(lab.hosts.values(), 1):
+            command = re.sub(rf"\b10\.0\.0\.{i}\b(?![.\d])", h.address, command)
+        command = command.replace("/run/haproxy/orch-admin.sock", str(haproxy.socket_path(lab)))
+        command = command.replace("/etc/haproxy/haproxy.cfg", str(Path(lab.run_dir) / "haproxy.cfg"))
+        ns = lab.client_ns
+        env = {**os.environ, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}"}
+        if where != "client":
+            h = lab.hosts[where]
+            ns = h.netns
+            command = command.replace("/etc/orch/", f"{h.path}/")
+            env["ORCH_CONFIG"] = str(h.file("orch.yaml"))
+        done = subprocess.run(["ip", "netns", "exec", ns, "bash", "-e", "-o", "pipefail", "-c", command],
+                              capture_output=True, text=True, timeout=120, env=env)
+        assert done.returncode == 0, f"{doc} ({where}): {line}\n{done.stdout}{done.stderr}"
+        if expect:
+            assert expect.group(1).strip() in done.stdout, f"{doc} ({where}): {line}\nprinted: {done.stdout}"
+        assert API_TOKEN not in done.stdout + done.stderr
 
 
 def test_pause_and_resume_from_either_host(holder):
