@@ -30,8 +30,11 @@ from urllib.parse import parse_qs
 from .config import Config
 from .model import ClusterView
 
-STALE_AFTER = 2.0  # seconds: an older observation vouches for nothing (the refresher observes every REFRESH_EVERY)
-REFRESH_EVERY = 0.5  # seconds between two observations of each server while the API is served
+# Seconds: an older observation vouches for nothing. Six refreshes missed: a server that
+# takes that long to answer a few status queries is hung or about to be; the master role
+# must leave a hung server before its replica is promoted (the read backend's backup).
+STALE_AFTER = 1.5
+REFRESH_EVERY = 0.25  # seconds between two observations of each server while the API is served
 SWITCHOVER_MARGIN = 90.0  # seconds a switchover may take beyond its catch-up (the VIP's move, the promotion, the rejoin)
 MAX_BODY = 4096  # bytes of a POST body
 JSON = "application/json"

@@ -107,7 +107,7 @@ def test_endpoints_answer_for_each_role_on_both_hosts(holder):
 
 
 DOCS = ("docs/http-api.md", "docs/haproxy.md")
-STEP = re.compile(r"^```bash (?:http|haproxy)-step=(\w+)\n(.*?)^```", re.M | re.S)
+STEP = re.compile(r"^[ \t]*```bash (?:http|haproxy)-step=(\w+)\n(.*?)^[ \t]*```", re.M | re.S)
 EXPECT = re.compile(r"\s+# -> (.*)$")
 
 
@@ -118,7 +118,7 @@ def doc_steps() -> List[Tuple[str, str, str]]:
     out = []
     for doc in DOCS:
         for where, body in STEP.findall((ROOT / doc).read_text()):
-            out += [(doc, where, line) for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+            out += [(doc, where, line.strip()) for line in body.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     return out
 
 
