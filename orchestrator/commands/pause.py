@@ -84,7 +84,8 @@ def this_host_only(plan: Any) -> bool:
 
 def tell_peer(cfg: Any, args: argparse.Namespace, out: TextIO, event: str, by: str) -> int:
     """The same pause (resume) on the other host, through its HTTP API (POST /pause, /resume).
-    Exit 0 when it did it too; 3 (incomplete) when it could not be asked or refused."""
+    Exit 0 when it did it too, or when this host has no API to ask it with (the plan already
+    said to run the command there too); 3 (incomplete) when it could not be asked or refused."""
     from ..http_client import api_unavailable, call_peer
 
     peer = cfg.peer.name
@@ -92,8 +93,8 @@ def tell_peer(cfg: Any, args: argparse.Namespace, out: TextIO, event: str, by: s
     dry_run = bool(args.dry_run)
     why = api_unavailable(cfg)
     if why:
-        out.write(f"{peer}'s host keeps its own record: run orch {action} there too ({why})\n")
-        return EXIT_INCOMPLETE
+        out.write(f"{peer}'s host keeps its own record: run orch {action} there too (not asked: {why})\n")
+        return EXIT_OK
     body: Dict[str, Any] = {"by": by, "dry_run": dry_run}
     if action == "pause":
         body.update({"for": getattr(args, "duration", None) or 0, "reason": args.reason or ""})
