@@ -217,3 +217,45 @@ def test_https_with_the_token(cluster, tmp_path):
         assert code == 200 and doc["exit_code"] == 0, doc
     finally:
         assert m.stop() == 0
+
+
+@pytest.mark.mariadb
+def test_a_pause_kept_on_one_host_is_handed_to_the_other(cluster, tmp_path):
+    """No writable server: orch pause keeps the record on this host and asks the other host's
+    orch (POST /pause) to keep it too; orch resume likewise. Both hosts share 127.0.0.1 here,
+    so server1's config names server2's API port as maintainer.metrics_port (the port orch
+    calls the peer on)."""
+    s1, s2, _, state = cluster
+    (tmp_path / "h2").mkdir()
+    m2 = Maintainer(tmp_path / "h2", s1, s2, "server2", str(tmp_path / "state2"))
+    try:
+        m2.wait("/health", 200, "server2's API")
+        raw = t.config_dict(s1, s2, state, maintainer={"interval": 1, "metrics_port": m2.port},
+                            http={"token_file": str(tmp_path / "h2" / "api.token")})
+        here = t.write_config(tmp_path / "server1-cli.yaml", raw)
+        s1.sql("SET GLOBAL read_only = 1")  # no writable server: a read-only one must not log a row of its own
+        r = t.orch(here, "server1", "pause", "--reason", "both fenced", "--yes", env={"SUDO_USER": "carol"})
+        assert r.code == 0, r
+        assert "asking server2's orch to pause too (POST /pause)" in r.stdout and "server2: " in r.stdout, r
+        for config, node in ((here, "server1"), (m2.config, "server2")):
+            doc = json.loads(t.orch(config, node, "status", "--format", "json").stdout)
+            assert doc["maintenance"]["paused"] is True, (node, doc["maintenance"])
+            assert doc["maintenance"]["record"]["seen_on"] == "state_dir" and doc["maintenance"]["record"]["by"] == "carol"
+        r = t.orch(here, "server1", "resume", "--yes")
+        assert r.code == 0 and "asking server2's orch to resume too" in r.stdout, r
+        doc = json.loads(t.orch(m2.config, "server2", "status", "--format", "json").stdout)
+        assert doc["maintenance"]["paused"] is False, doc["maintenance"]
+        # The other host's API down: this host keeps it, and says the command is incomplete (exit 3).
+        assert m2.stop() == 0
+        r = t.orch(here, "server1", "pause", "--yes")
+        assert r.code == 3 and "cannot ask server2's orch" in r.stdout and "run orch pause on server2's host too" in r.stdout, r
+        # A switchover asked on a host that is not the master, with the master's API down: one line, exit 1.
+        s1.sql("SET GLOBAL read_only = 0")
+        raw2 = {**raw, "self": "server2"}
+        there = t.write_config(tmp_path / "server2-cli.yaml", raw2)
+        r = t.orch(there, "server2", "switchover", "--yes")
+        assert r.code == 1 and "cannot ask server1's orch" in r.stderr, r
+        assert TOKEN not in r.stdout + r.stderr
+    finally:
+        if m2.proc.poll() is None:
+            m2.stop()
