@@ -131,6 +131,18 @@ def test_status_and_history_are_the_commands_documents(maintainers):
     r = t.orch(m1.config, None, "history", "--format", "json")
     assert code == 200 and isinstance(hist, list) and hist == json.loads(r.stdout)
     assert m1.get("/history?since=soon")[0] == 400
+    # GET /: the status page where this build has one (orchestrator.statuspage), else 404.
+    import importlib.util
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{m1.port}/", timeout=10) as resp:
+            code, kind, page = resp.status, resp.headers["Content-Type"], resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        code, kind, page = exc.code, exc.headers["Content-Type"], exc.read().decode()
+    if importlib.util.find_spec("orchestrator.statuspage") is None:
+        assert code == 404 and "no status page" in page
+    else:
+        assert code == 200 and kind.startswith("text/html") and "server1" in page, page[:300]
 
 
 @pytest.mark.mariadb
