@@ -21,8 +21,10 @@ import subprocess
 import sys
 import threading
 import time
+from collections import deque
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from . import http_api
 from .config import Config
@@ -35,6 +37,7 @@ log = logging.getLogger("orchestrator.http")
 
 REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request (or finish a TLS handshake)
 PEER_STALE = 3.0  # seconds: an older observation of the peer counts as no answer from it
+MINE_KEPT = 32  # this node's observations kept (8 s at REFRESH_EVERY): older than PEER_STALE
 HISTORY_READ_TIMEOUT = 2.0  # seconds per server for GET /history
 
 
@@ -61,7 +64,10 @@ class Refresher:
         self.keeper = keeper
         self.interval = interval
         self.stop = threading.Event()
-        self.nodes: Dict[str, Tuple[NodeState, float]] = {}
+        self.nodes: Dict[str, "Reading"] = {}  # name -> its latest reading
+        # This node's recent observations: the errant-GTID check compares the peer with one
+        # of this node finished before the peer's began (see _publish).
+        self.mine: Deque["Reading"] = deque(maxlen=MINE_KEPT)
         self._snapshot = Snapshot()
         self.threads: List[threading.Thread] = []
 
@@ -90,8 +96,9 @@ class Refresher:
                 started = time.monotonic()
                 try:
                     state = observe_node(server, self.cfg.flavor, False)
-                    self.nodes[name] = (state, time.monotonic())
+                    self.nodes[name] = (state, started, time.monotonic())
                     if name == self.cfg.self_name:
+                        self.mine.append(self.nodes[name])
                         self._publish(state)
                 except Exception:  # the refresher never dies: the endpoints show its age instead
                     log.exception("http: observing %s failed", name)
@@ -100,17 +107,11 @@ class Refresher:
             server.close()
 
     def _publish(self, me: NodeState) -> None:
-        from .observe import holds_address, unreachable
+        from .observe import holds_address
         from .receipts import stamp
 
         now = time.monotonic()
-        peer_name = self.cfg.peer.name
-        got = self.nodes.get(peer_name)
-        if got is None or now - got[1] > PEER_STALE:
-            age = "never" if got is None else f"{now - got[1]:.1f}s ago"
-            peer = unreachable(self.cfg.peer, f"not observed lately (last answer: {age})", alive=False)
-        else:
-            peer = got[0]
+        me, peer = paired(me, list(self.mine), self.nodes.get(self.cfg.peer.name), self.cfg, now)
         ka = self.cfg.keepalived
         holds_vip: Optional[bool] = None
         if ka.vip_check and ka.vip:
@@ -122,6 +123,31 @@ class Refresher:
         # How long ago each replica last received (the maintainer's memory; read, never written here).
         view = stamp(view, self.cfg.state_dir, save=False)
         self._snapshot = Snapshot(view, now)
+
+
+Reading = Tuple[NodeState, float, float]  # (state, started, finished): time.monotonic()
+
+
+def paired(me: NodeState, mine: List[Reading], peer_reading: Optional[Reading], cfg: Config,
+           now: float) -> Tuple[NodeState, NodeState]:
+    """This node and its peer, fit to be judged together. Pure.
+
+    The two servers are observed apart: a replica read after its master may hold
+    transactions the master's older reading lacks, which would look errant (under write
+    load, nearly always; and for good once the master hangs). So this node's GTIDs are taken
+    from its latest reading that finished before the peer's began (``mine``, oldest first).
+    A peer not read for PEER_STALE seconds, or with no such reading of this node yet, counts
+    as not answering (the errant check is then not made)."""
+    from .observe import unreachable
+
+    if peer_reading is None or now - peer_reading[2] > PEER_STALE:
+        age = "never" if peer_reading is None else f"{now - peer_reading[2]:.1f}s ago"
+        return me, unreachable(cfg.peer, f"not observed lately (last answer: {age})", alive=False)
+    before = [m for m in mine if m[2] <= peer_reading[1]]
+    if not before:
+        return me, unreachable(cfg.peer, "no reading of it after one of this node yet", alive=False)
+    old = before[-1][0]
+    return replace(me, executed=old.executed, binlog_pos=old.binlog_pos, binlog_state=old.binlog_state), peer_reading[0]
 
 
 def run_command(cfg: Config, command: Command) -> Tuple[int, str]:

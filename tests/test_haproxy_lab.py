@@ -6,8 +6,8 @@ kill -9 of the master's mariadbd, a hung master (SIGSTOP), and a switchover aske
 replica's host (its orch asks the master's over POST /switchover). Each drill: no
 acknowledged write lost; HAProxy's writer back (its outage is reported against the VIP's:
 bench/haproxy); no write through HAProxy reaches a read-only server after HAProxy's writer is
-back (error 1290 only inside the window measured); the reader through HAProxy never stops
-longer than the VIP's write outage. Also: every endpoint answers for each role on both hosts
+back (error 1290 only inside the window measured); the reader through HAProxy stops less
+than half as long as the writes through the VIP (a kill, a hang: the replica lives). Also: every endpoint answers for each role on both hosts
 of the lab, and orch switchover/pause/resume work from either host.
 """
 
@@ -181,7 +181,12 @@ def check(drill: haproxy.Drill) -> None:
     if drill.read_only_window is not None:
         # A write refused as read-only only before HAProxy's writer was back.
         assert drill.read_only_window[1] <= drill.haproxy_back, drill.line()
-    assert drill.read_gap <= max(drill.vip_outage, drill.haproxy_outage), drill.line()
+    if drill.fault == "switchover":  # nobody is without a role for long: the VIP's window is the floor
+        assert drill.read_gap <= max(drill.vip_outage, drill.haproxy_outage), drill.line()
+    else:
+        # The replica lives through the fault: reads stop only around its promotion, far
+        # shorter than the writes' outage through the VIP measured in the same run.
+        assert drill.read_gap < drill.vip_outage / 2, drill.line()
 
 
 def test_kill_9_of_the_master_through_haproxy(holder, request):

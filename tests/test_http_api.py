@@ -234,3 +234,43 @@ def test_a_pause_kept_on_this_host_only_is_handed_to_the_other_host():
     shared = Plan("x", (RecordPause("server1", "pause", 0.0, "", "me"),))
     both = Plan("x", (RecordPause("server1", "resume", 0.0, "", "me"), PauseLocally("/s", "resume", 0.0, "", "me")))
     assert this_host_only(local) and not this_host_only(shared) and not this_host_only(both)
+
+
+# --- the two servers' readings, paired (http_server.paired) -----------------------------------
+
+
+def test_a_replica_read_after_its_master_is_not_errant():
+    """Under write load the replica, read after the master's older reading, holds newer GTIDs:
+    judged against a reading of itself finished before the master's began, it is not errant
+    (it was, before the pairing: reads left the replica for the hung master's backup)."""
+    from orchestrator.http_server import paired
+
+    c = cfg(**VIP)
+    master = node("server2", ro=False, executed="0-2-100")
+    replica = lambda n: node("server1", executed=f"0-2-{n}", replica=repl(source="10.0.0.2"))  # noqa: E731
+    mine = [(replica(99), 9.0, 9.01), (replica(100), 9.25, 9.26), (replica(103), 9.5, 9.51)]
+    me, peer = paired(replica(103), mine, (master, 9.3, 9.31), c, 9.6)
+    assert me.binlog_pos == "0-2-100" and peer is master
+    assert get("/replica", snap(view(me, peer, holds_vip=False), age=0.1), c).status == 200
+    # Unpaired, the same readings look errant: the race the pairing removes.
+    r = get("/replica", snap(view(replica(103), master, holds_vip=False)), c)
+    assert r.status == 503 and "errant" in body(r)["reason"]
+    # A transaction of its own (errant) stays errant in every reading of it.
+    own = lambda n: node("server1", executed=f"0-2-{n},1-1-5", binlog_pos=f"0-2-{n},1-1-5", replica=repl(source="10.0.0.2"))  # noqa: E731
+    me, peer = paired(own(103), [(own(99), 9.0, 9.01), (own(100), 9.25, 9.26)], (master, 9.3, 9.31), c, 9.6)
+    r = get("/replica", snap(view(me, peer, holds_vip=False)), c)
+    assert r.status == 503 and "errant" in body(r)["reason"]
+
+
+def test_a_peer_not_read_lately_or_not_after_this_node_counts_as_not_answering():
+    from orchestrator.http_server import PEER_STALE, paired
+
+    c = cfg(**VIP)
+    me = node("server1", replica=repl(source="10.0.0.2"))
+    master = node("server2", ro=False)
+    _, peer = paired(me, [(me, 1.0, 1.1)], (master, 2.0, 2.1), c, 2.1 + PEER_STALE + 0.1)
+    assert not peer.reachable and "not observed lately" in peer.error
+    _, peer = paired(me, [(me, 3.0, 3.1)], (master, 2.0, 2.1), c, 3.2)
+    assert not peer.reachable and "no reading" in peer.error
+    _, peer = paired(me, [], None, c, 3.2)
+    assert not peer.reachable and "never" in peer.error
