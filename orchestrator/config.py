@@ -365,6 +365,44 @@ class MaintainerSettings:
 
 
 @dataclass(frozen=True)
+class HttpApi:
+    """The HTTP API on maintainer.metrics_port (docs/http-api.md): health checks for HAProxy,
+    status and history as JSON, and the authenticated switchover, pause and resume."""
+
+    listen: str = setting("", "the address orch maintain's HTTP port (maintainer.metrics_port) listens on; empty: "
+                          "every address", custom=True, shown_type="IP address")
+    tls_cert: str = setting("", "serve HTTPS with this certificate (PEM, with tls_key); relative to orch.yaml's "
+                            "directory", check=_file_path)
+    tls_key: str = setting("", "the certificate's private key (PEM)", check=_file_path)
+    tls_ca: str = setting("", "orch calling the peer's API over HTTPS verifies its certificate against this CA file "
+                          "(default: the system's CAs)", check=_file_path)
+    token_file: str = setting("", "a file whose first line is the token POST /switchover, /pause and /resume need "
+                              "(Authorization: Bearer); the same on both hosts; unset: those endpoints are off",
+                              check=_file_path)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
+
+
+@checks(HttpApi)
+def _http_api(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> HttpApi:
+    listen = as_mapping(raw).get("listen") or ""
+    if listen:
+        try:
+            values["listen"] = ip_address(str(listen))
+        except ValueError:
+            reading.add(f"{path}.listen", "expected an IP address (or nothing: every address)")
+            values["listen"] = ""
+    if bool(values["tls_cert"]) != bool(values["tls_key"]):
+        reading.add(f"{path}.tls_cert", "tls_cert and tls_key go together")
+    for name in ("tls_cert", "tls_key", "tls_ca", "token_file"):
+        if values[name]:
+            values[name] = os.path.join(reading.base_dir, values[name])
+    return cls(**values)
+
+
+@dataclass(frozen=True)
 class Keepalived:
     """Which keepalived events are ours, and the VIP they move."""
 
@@ -509,6 +547,8 @@ class Config:
                                                    each=(AtlasInstance, "[]"))
     maintainer: MaintainerSettings = setting(MaintainerSettings(), "the maintainer (orch maintain): its pace, lag limit and metrics")
     keepalived: Keepalived = setting(Keepalived(), "which keepalived events are ours, and the VIP")
+    http: HttpApi = setting(HttpApi(), "the HTTP API on maintainer.metrics_port: health checks, status, "
+                            "switchover/pause/resume ([HTTP API](http-api.md))")
     hooks: Hooks = setting(Hooks(), "site commands around a promotion or a switchover ([Hooks](concepts.md#hooks))")
     alerts: Optional[Alerts] = setting(None, "a webhook and/or a mail on promotion, refusal, split brain... "
                                        "([Alerts](metrics-and-alerts.md#alerts))", section=Alerts)

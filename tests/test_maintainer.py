@@ -119,5 +119,5 @@ def test_instrument_registers_a_listener_and_replaces_no_method(tmp_path):
         metrics = instrument(m, cfg, closed_port())
     finally:
         m.close()
-    assert m.listeners == [metrics]
+    assert m.listeners == [metrics]  # (orch maintain also registers the HTTP API's view keeper: http_server.serve_http)
     assert m.run_pass == run_pass and m.observe == observe

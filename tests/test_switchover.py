@@ -251,8 +251,9 @@ def test_bad_target_is_one_line_and_changes_nothing(cluster, tmp_path):
     r = t.orch(config, None, "switchover", "--to", "server9", "--yes")
     assert r.code == 2, r
     assert len(r.stderr.strip().splitlines()) == 1 and "server9" in r.stderr
-    r = t.orch(config, "server2", "switchover", "--dry-run")  # run on the replica's host: refused
-    assert r.code == 1 and "server2 is read-only: it is not the master" in r.stdout, r
+    r = t.orch(config, "server2", "switchover", "--dry-run")  # on the replica's host, without an HTTP API: refused
+    assert r.code == 1 and "server1 is the master: a switchover runs on its host" in r.stdout, r
+    assert "maintainer.metrics_port is 0" in r.stdout, r
     assert t.snapshot(s1, s2) == before
 
 

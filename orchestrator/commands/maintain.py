@@ -45,10 +45,11 @@ def maintain(args: argparse.Namespace, out: TextIO) -> int:
 
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # two lines a pass otherwise
         metrics_port = cfg.maintainer.metrics_port if getattr(args, "metrics_port", None) is None else args.metrics_port
+        api = None
         if metrics_port:
-            from ..metrics import instrument  # prometheus_client: the long-running maintainer only
+            from ..http_server import serve_http  # prometheus_client: the long-running maintainer only
 
-            instrument(m, cfg, metrics_port)
+            api = serve_http(m, cfg, metrics_port)  # metrics and the HTTP API (docs/http-api.md)
 
         scheduler = BlockingScheduler()
         job = scheduler.add_job(m.run_pass, "interval", seconds=cfg.maintainer.interval, max_instances=1, coalesce=True,
@@ -64,7 +65,11 @@ def maintain(args: argparse.Namespace, out: TextIO) -> int:
         m.on_pending_change = reschedule
         _stop_on_sigterm(scheduler)
         log.info("maintainer started: a pass every %gs over %d Atlas", cfg.maintainer.interval, len(cfg.atlas))
-        scheduler.start()
+        try:
+            scheduler.start()
+        finally:
+            if api is not None:
+                api.close()
         return EXIT_OK
     finally:
         m.close()

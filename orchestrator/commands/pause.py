@@ -7,23 +7,26 @@ import contextlib
 import logging
 import os
 import time
-from typing import TextIO
+from typing import Any, Dict, TextIO
 
+from ..errors import EXIT_INCOMPLETE, EXIT_OK, OrchError
 from ..lock import RunLock
 from .common import RunContext, confirm_and_run, ensure_state_dir, load_config, new_run
 
 log = logging.getLogger("orchestrator")
 
+VIA_API = "ORCH_VIA_API"  # set by the HTTP API for the command it runs: never handed on again
 PAUSE_EVENT = "PAUSE"
 RESUME_EVENT = "RESUME"
 
 
 def operator_name() -> str:
-    """Who runs the command: the user behind sudo, else this process's user."""
+    """Who runs the command: the operator a peer's orch named (ORCH_OPERATOR, set by the HTTP
+    API's POST /pause and /resume), the user behind sudo, else this process's user."""
     import getpass
 
     try:
-        return os.environ.get("SUDO_USER") or getpass.getuser()
+        return os.environ.get("ORCH_OPERATOR") or os.environ.get("SUDO_USER") or getpass.getuser()
     except (KeyError, OSError):
         return f"uid {os.getuid()}"
 
@@ -61,8 +64,48 @@ def _run(args: argparse.Namespace, out: TextIO, stdin: TextIO, event: str) -> in
             else:
                 plan = decide_resume(view, cfg, by, local_pause(cfg.state_dir))
             log.info("decision (%s on %s): %s", event, cfg.self_name, plan.reason)
-            return confirm_and_run(RunContext(cfg, event, run_id, servers, view, started, out=out), plan, args, stdin,
+            code = confirm_and_run(RunContext(cfg, event, run_id, servers, view, started, out=out), plan, args, stdin,
                                    args.command)
         finally:
             for s in servers.values():
                 s.close()
+    if code != EXIT_OK or not this_host_only(plan) or os.environ.get(VIA_API):
+        return code
+    return tell_peer(cfg, args, out, event, by)
+
+
+def this_host_only(plan: Any) -> bool:
+    """The plan keeps the pause (or resume) in this host's state_dir alone (no single writable
+    server to hold a replicated row): the other host's orch must record it too."""
+    from ..plan import PauseLocally, RecordPause
+
+    return any(isinstance(s, PauseLocally) for s in plan.steps) and not any(isinstance(s, RecordPause) for s in plan.steps)
+
+
+def tell_peer(cfg: Any, args: argparse.Namespace, out: TextIO, event: str, by: str) -> int:
+    """The same pause (resume) on the other host, through its HTTP API (POST /pause, /resume).
+    Exit 0 when it did it too, or when this host has no API to ask it with (the plan already
+    said to run the command there too); 3 (incomplete) when it could not be asked or refused."""
+    from ..http_client import api_unavailable, call_peer
+
+    peer = cfg.peer.name
+    action = "pause" if event == PAUSE_EVENT else "resume"
+    dry_run = bool(args.dry_run)
+    why = api_unavailable(cfg)
+    if why:
+        out.write(f"{peer}'s host keeps its own record: run orch {action} there too (not asked: {why})\n")
+        return EXIT_OK
+    body: Dict[str, Any] = {"by": by, "dry_run": dry_run}
+    if action == "pause":
+        body.update({"for": getattr(args, "duration", None) or 0, "reason": args.reason or ""})
+    out.write(f"asking {peer}'s orch to {action} too (POST /{action})\n")
+    try:
+        answer = call_peer(cfg, action, body, cfg.failover.lock_timeout + 60.0)
+    except OrchError as exc:
+        out.write(f"{exc}: run orch {action} on {peer}'s host too\n")
+        return EXIT_INCOMPLETE
+    out.write("".join(f"  {peer}: {line}\n" for line in answer.output.splitlines()))
+    if answer.exit_code != EXIT_OK:
+        out.write(f"{peer}'s orch {action} exited {answer.exit_code}: run orch {action} on {peer}'s host\n")
+        return EXIT_INCOMPLETE
+    return EXIT_OK

@@ -256,6 +256,23 @@ def vip_summary(view: ClusterView, cfg: Config) -> Dict[str, Any]:
     return {"address": address, "this_host_holds": held, "holder": holder, "why": why}
 
 
+def status_document(view: ClusterView, cfg: Config) -> Dict[str, Any]:
+    """``orch status --format json``'s document from an observed view (and this host's journal,
+    pending event and semi-sync record); GET /status serves the same from the maintainer's view."""
+    from ..pending import peek
+
+    nodes = [node_summary(view, view.me, view.peer, cfg), node_summary(view, view.peer, view.me, cfg)]
+    atlas: List[Dict[str, Any]] = [
+        {"name": a.name, "reachable": a.reachable, "error": a.error,
+         "backends": [{"ndx": b.ndx, "address": b.address, "state": b.state, "type": b.type} for b in a.backends]}
+        for a in view.atlas
+    ]
+    return {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "vip": vip_summary(view, cfg),
+            "nodes": nodes, "atlas": atlas, "journal": Journal(cfg.state_dir).tail(10), "pending_event": peek(cfg.state_dir),
+            "semi_sync_policy": semisync_policy(cfg), "anti_flapping": antiflap_summary(view, cfg),
+            "maintenance": pause_summary(view)}
+
+
 def status(args: argparse.Namespace, out: TextIO) -> int:
     cfg = load_config(args)
     from ..db import open_servers
@@ -267,24 +284,10 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         for s in servers.values():
             s.close()
-    nodes = [node_summary(view, view.me, view.peer, cfg), node_summary(view, view.peer, view.me, cfg)]
-    journal = Journal(cfg.state_dir).tail(10)
-    atlas: List[Dict[str, Any]] = [
-        {"name": a.name, "reachable": a.reachable, "error": a.error,
-         "backends": [{"ndx": b.ndx, "address": b.address, "state": b.state, "type": b.type} for b in a.backends]}
-        for a in view.atlas
-    ]
-    from ..pending import peek
-
-    pending = peek(cfg.state_dir)
-    policy = semisync_policy(cfg)
-    flap = antiflap_summary(view, cfg)
-    paused = pause_summary(view)
-    vip = vip_summary(view, cfg)
+    doc = status_document(view, cfg)
+    nodes, journal, vip, atlas = doc["nodes"], doc["journal"], doc["vip"], doc["atlas"]
+    pending, policy, flap, paused = doc["pending_event"], doc["semi_sync_policy"], doc["anti_flapping"], doc["maintenance"]
     if args.format == "json":
-        doc = {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "vip": vip, "nodes": nodes,
-               "atlas": atlas, "journal": journal, "pending_event": pending, "semi_sync_policy": policy, "anti_flapping": flap,
-               "maintenance": paused}
         out.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         width = table_width()

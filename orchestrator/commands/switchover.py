@@ -247,6 +247,46 @@ def run_switchover_hooks(cfg: Config, phase: str, run_id: str, old: str, new: st
     return None if result.ok else result.summary()
 
 
+VIA_API = "ORCH_VIA_API"  # set by the HTTP API for the command it runs: never handed on again
+
+
+def master_elsewhere(view: ClusterView, cfg: Config) -> Optional[str]:
+    """Pure: the peer's name when the switchover must run on its host (it is the writable
+    master, holding the VIP as far as this host can tell, and this node is not); None: run here
+    (this node is the master, or there is no master to ask, and the preflight says why)."""
+    me, peer = view.me, view.peer
+    if me.writable or view.holds_vip is True or not peer.writable:
+        return None
+    return peer.name
+
+
+def forward_switchover(cfg: Config, args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO], master: str) -> int:
+    """orch switchover on the replica's host: the master's host runs it (POST /switchover to its
+    orch), after this host's confirmation; its output and exit code are this command's."""
+    from ..http_client import api_unavailable, call_peer
+    from .pause import operator_name
+
+    to = getattr(args, "to", None)
+    if to == master:
+        raise UsageError(f"orch switchover: --to {to!r} is the master; name the node to hand over to ({cfg.self_name})")
+    why = api_unavailable(cfg)
+    if why:
+        out.write(f"{master} is the master: a switchover runs on its host (run orch switchover there, or configure "
+                  f"its HTTP API: {why})\n")
+        return EXIT_FAILED
+    dry_run = bool(getattr(args, "dry_run", False))
+    out.write(f"{master} is the master: its orch runs the switchover to {cfg.self_name} (POST /switchover)\n")
+    if not dry_run and not confirmed(out, stdin, args.yes):
+        return EXIT_FAILED
+    body = {"to": cfg.self_name, "dry_run": dry_run, "by": operator_name()}
+    if dry_run and getattr(args, "format", "table") == "json":
+        body["format"] = "json"
+    answer = call_peer(cfg, "switchover", body, cfg.failover.catchup_timeout + PROMOTION_MARGIN + 90.0)
+    out.write(answer.output if answer.output.endswith("\n") or not answer.output else answer.output + "\n")
+    log.info("%s's orch ran the switchover: exit %d", master, answer.exit_code)
+    return answer.exit_code
+
+
 def switchover(args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO]) -> int:
     """orch switchover [--to NODE] [--dry-run] [--yes]."""
     from ..db import open_servers
@@ -255,18 +295,26 @@ def switchover(args: argparse.Namespace, out: TextIO, stdin: Optional[TextIO]) -
     started = time.monotonic()
     json_needs_dry_run(args, "switchover")
     cfg = load_config(args)
-    candidate_name(cfg, getattr(args, "to", None))  # bad input: one line, exit 2, nothing done
+    to = getattr(args, "to", None)
+    if to != cfg.self_name:  # --to this node: only from the replica's host (asking the master's)
+        candidate_name(cfg, to)  # bad input: one line, exit 2, nothing done
     run_id = new_run(cfg)
     dry_run = getattr(args, "dry_run", False)
-    if not dry_run:  # a dry run writes nothing in state_dir
-        ensure_state_dir(cfg)
     with contextlib.ExitStack() as held:
         servers = open_servers(cfg)
         for server in servers.values():
             held.callback(server.close)
+        first = observe(cfg, servers)
+        master = master_elsewhere(first, cfg)
+        if master is not None and not os.environ.get(VIA_API):
+            return forward_switchover(cfg, args, out, stdin, master)
+        if to == cfg.self_name:
+            candidate_name(cfg, to)
+        if not dry_run:  # a dry run writes nothing in state_dir
+            ensure_state_dir(cfg)
         # Asked before the run lock is taken: a person thinking at the prompt must not hold
         # up this host's keepalived events. Decided again under the lock, on a fresh view.
-        plan = plan_switchover(observe(cfg, servers), cfg, local_facts(cfg))
+        plan = plan_switchover(first, cfg, local_facts(cfg))
         show_plan(out, plan, args, "switchover", cfg.self_name)
         if dry_run:
             log.info("decision (%s on %s, dry run): %s", SWITCHOVER, cfg.self_name, plan.reason)

@@ -27,6 +27,7 @@ ATLAS_ADMIN = mariadb.Credentials("user", "atlas-admin-pw")  # conf/orch.yaml's 
 # has ALL, wrote into a fenced replica through the VIP when the drills used it.
 APP_CREDENTIALS = mariadb.Credentials("app", "app-secret-pw")
 DRILL_TABLE = ("test", "drill")
+API_TOKEN = "lab-api-token-7f3c9a"  # http.token_file's token on both lab hosts (a lab-only secret)
 
 # Lossless semi-synchronous replication on both servers, without fallback (orch's
 # failover.semi_sync): a commit is acknowledged to the client only once the replica has
@@ -159,6 +160,7 @@ SUBSTITUTED: Dict[str, str] = {
     "keepalived.vip": "the lab's VIP",
     "keepalived.track_file": "a file in the lab host's state directory (keepalived's conf names the same)",
     "keepalived.interface": "the lab host's interface",
+    "http.token_file": "a file in the lab host's directory (the same token on both hosts)",
 }
 
 # What a caller passes to run with block_seconds and maintainer.interval as shipped.
@@ -215,6 +217,7 @@ def lab_config(host: Host, peer: Host, lab: str, vip: str = "", witness: str = "
         "keepalived.vip": vip,
         "keepalived.track_file": str(track_file(host)),
         "keepalived.interface": interface,
+        "http.token_file": str(host.file("api.token")),
     }
     if set(values) | {"nodes"} != set(SUBSTITUTED):
         raise AssertionError("lab_config and SUBSTITUTED disagree")  # one list of what the lab puts in
@@ -244,6 +247,7 @@ def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = ""
     write_secret(host.file("repl.pass"), mariadb.REPL_CREDENTIALS.password)
     write_secret(host.file("atlas.pass"), ATLAS_ADMIN.password)
     write_secret(host.file("app.pass"), APP_CREDENTIALS.password)
+    write_secret(host.file("api.token"), API_TOKEN)
     cfg = lab_config(host, peer, "netns" if vip else "loopback", vip=vip, witness=witness, interface=interface,
                      overrides=overrides)
     config = host.file("orch.yaml")

@@ -207,14 +207,16 @@ class NetnsLab(Lab):
 
     def __init__(self, workdir: str, lab_id: Optional[str] = None, template: Optional[str] = None,
                  notify: str = "hook", persistent: bool = False, profile: str = "default",
-                 overrides: Optional[Mapping[str, Override]] = None) -> None:
+                 overrides: Optional[Mapping[str, Override]] = None, haproxy: bool = False) -> None:
         """``overrides``: the lab's departures from conf/orch.yaml (default LAB_OVERRIDES; a subset
-        of it, see hosts.overrides_except, runs those keys as shipped)."""
+        of it, see hosts.overrides_except, runs those keys as shipped). ``haproxy``: also run
+        conf/haproxy.cfg in the client namespace (orchestrator/lab/haproxy.py)."""
         if notify not in NOTIFY_MODES:
             raise ValueError(f"notify must be one of {NOTIFY_MODES}")
         if profile not in PROFILES:
             raise ValueError(f"profile must be one of {PROFILES}")
         self.profile = profile
+        self.haproxy = haproxy
         self.overrides = dict(LAB_OVERRIDES if overrides is None else overrides)
         lab_id = lab_id or secrets.token_hex(3)
         workdir = str(Path(workdir).absolute())
@@ -234,11 +236,12 @@ class NetnsLab(Lab):
     def from_state(cls, state: Dict[str, Any], hosts: List[Host]) -> "NetnsLab":
         lab = cls(state["workdir"], state["id"], state.get("template"), state.get("notify", "hook"), state.get("persistent", False),
                   state.get("profile", "default"),
-                  {k: LAB_OVERRIDES[k] for k in state.get("overrides", LAB_OVERRIDES)})
+                  {k: LAB_OVERRIDES[k] for k in state.get("overrides", LAB_OVERRIDES)}, state.get("haproxy", False))
         return lab
 
     def extra_state(self) -> Dict[str, Any]:
         return {"template": self.template, "notify": self.notify, "profile": self.profile, "overrides": sorted(self.overrides),
+                "haproxy": self.haproxy,
                 "namespaces": self.namespaces,
                 "run_dir": str(self.run_dir), "vip": VIP, "client_ns": self.client_ns}
 
@@ -298,6 +301,12 @@ class NetnsLab(Lab):
             self.start_maintainer(host)
         self.wait_healthy(timeout)
         self.progress("orch maintain added server2 to both Atlas stand-ins as read-only backend")
+        if self.haproxy:
+            from orchestrator.lab import haproxy
+
+            haproxy.start(self, timeout)
+            self.progress(f"HAProxy (conf/haproxy.cfg) in {self.client_ns}: writes on 127.0.0.1:{haproxy.WRITE_PORT} to the "
+                          f"server whose orch answers /master, reads on :{haproxy.READ_PORT} to those answering /replica")
 
     def _up_without_orch(self, h1: Host, h2: Host, timeout: float) -> None:
         """The benchmark's floor: keepalived with a notify hook that does nothing, so the lab sets roles itself."""

@@ -29,13 +29,15 @@ class Writer:
                  pause: float = 0.002, name: str = "writer", select: bool = False, connect_timeout: float = 0.25) -> None:
         self.acked_path = workdir / f"{name}.acked"
         self.log_path = workdir / f"{name}.log"
+        self.errors_path = workdir / f"{name}.errors"
         self.acked_path.unlink(missing_ok=True)
+        self.errors_path.unlink(missing_ok=True)
         prefix = ["ip", "netns", "exec", netns] if netns else []
         self.argv = [
             *prefix, sys.executable, "-m", "orchestrator.lab.traffic", "writer",
             "--host", host, "--port", str(port), "--user", APP_CREDENTIALS.user,
             "--password-file", str(password_file), "--acked", str(self.acked_path), "--pause", str(pause),
-            "--connect-timeout", str(connect_timeout), *(["--select"] if select else []),
+            "--connect-timeout", str(connect_timeout), "--errors", str(self.errors_path), *(["--select"] if select else []),
         ]
         self._proc: Optional[subprocess.Popen] = None
 
@@ -76,6 +78,19 @@ class Writer:
                 out.append((int(parts[0]), float(parts[1])))
         return out
 
+    def errors(self) -> List[Tuple[float, int]]:
+        """(CLOCK_MONOTONIC time, MySQL error code or 0) of every failed attempt so far."""
+        out = []
+        try:
+            text = self.errors_path.read_text()
+        except FileNotFoundError:
+            return []
+        for line in text.splitlines():
+            parts = line.split()
+            if len(parts) == 2:
+                out.append((float(parts[0]), int(parts[1])))
+        return out
+
     def acked_since(self, t: float) -> List[Tuple[int, float]]:
         return [a for a in self.acked() if a[1] >= t]
 
@@ -101,6 +116,7 @@ def writer_main(argv: Sequence[str]) -> int:
     p.add_argument("--acked", required=True, help="file to append acknowledged ids to")
     p.add_argument("--pause", type=float, default=0.002, help="seconds between inserts")
     p.add_argument("--select", action="store_true", help="only SELECT @@server_id (reachability), append 'server_id time'")
+    p.add_argument("--errors", default="", help="file to append 'monotonic-time error-code' to per failed attempt")
     p.add_argument("--connect-timeout", type=float, default=0.25,
                    help="seconds; short, so the outage measured is the cluster's, not a stuck connect's")
     args = p.parse_args(argv)
@@ -113,6 +129,7 @@ def writer_main(argv: Sequence[str]) -> int:
     # Ids are unique per time, so a restarted writer never reuses one (ms since epoch * 1000).
     next_id = int(time.time() * 1000) * 1000
     fd = os.open(args.acked, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    errors_fd = os.open(args.errors, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644) if args.errors else -1
     conn = None
     last_error = ""
     while not stop.is_set():
@@ -134,6 +151,9 @@ def writer_main(argv: Sequence[str]) -> int:
                 last_error = ""
         except (pymysql.MySQLError, OSError) as exc:
             text = str(exc.args[-1] if exc.args else exc)
+            if errors_fd >= 0:
+                code = exc.args[0] if exc.args and isinstance(exc.args[0], int) else 0
+                os.write(errors_fd, f"{time.monotonic():.6f} {code}\n".encode())
             if text != last_error:
                 print(f"{time.monotonic():.3f} error: {text}", flush=True)
                 last_error = text
@@ -148,6 +168,8 @@ def writer_main(argv: Sequence[str]) -> int:
         if args.pause:
             stop.wait(args.pause)
     os.close(fd)
+    if errors_fd >= 0:
+        os.close(errors_fd)
     return 0
 
 

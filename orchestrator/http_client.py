@@ -1,0 +1,90 @@
+"""orch calling the peer's HTTP API (POST /switchover, /pause, /resume): the one door to it.
+
+The peer's address is its node's host and maintainer.metrics_port; https when http.tls_cert
+is set (the peer's certificate checked against http.tls_ca, else the system's CAs); the token
+is http.token_file's, sent as ``Authorization: Bearer`` and never logged or printed.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import ssl
+from dataclasses import dataclass
+from typing import Any, Dict, Optional
+
+from .config import Config
+from .errors import EXIT_FAILED, OrchError
+
+log = logging.getLogger("orchestrator.http")
+
+CONNECT_TIMEOUT = 3.0  # seconds: a peer host that does not answer is not waited for longer
+
+
+@dataclass(frozen=True)
+class PeerAnswer:
+    status: int  # HTTP status
+    exit_code: int  # the command's exit code on the peer
+    output: str  # what it printed there
+
+
+def read_token(cfg: Config) -> Optional[str]:
+    """http.token_file's first line (None when unset). Read when the server starts and by a
+    client calling the peer; OrchError (one line, never the token) when it cannot be used."""
+    path = cfg.http.token_file
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            token = fh.readline().rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise OrchError(f"http.token_file {path}: cannot read it: {getattr(exc, 'strerror', None) or exc}") from None
+    if len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token:
+        raise OrchError(f"http.token_file {path}: expected one line of at least 16 printable ASCII characters, no spaces")
+    return token
+
+
+def api_unavailable(cfg: Config) -> Optional[str]:
+    """Why this host cannot call the peer's API (None when it can)."""
+    if not cfg.maintainer.metrics_port:
+        return "maintainer.metrics_port is 0 (the HTTP API is off)"
+    if not cfg.http.token_file:
+        return "http.token_file is not configured (the state-changing endpoints are off)"
+    return None
+
+
+def call_peer(cfg: Config, action: str, body: Dict[str, Any], timeout: float) -> PeerAnswer:
+    """POST /<action> to the peer and wait up to ``timeout`` seconds for the command it runs.
+    OrchError (one line) when the peer cannot be asked or gives no usable answer."""
+    token = read_token(cfg)
+    peer = cfg.peer
+    port = cfg.maintainer.metrics_port
+    scheme = "https" if cfg.http.tls else "http"
+    where = f"{scheme}://{peer.host}:{port}/{action}"
+    conn: http.client.HTTPConnection
+    if cfg.http.tls:
+        ctx = ssl.create_default_context(cafile=cfg.http.tls_ca or None)
+        conn = http.client.HTTPSConnection(peer.host, port, timeout=CONNECT_TIMEOUT, context=ctx)
+    else:
+        conn = http.client.HTTPConnection(peer.host, port, timeout=CONNECT_TIMEOUT)
+    payload = json.dumps(body).encode("utf-8")
+    log.info("asking %s's orch (%s) to run %s", peer.name, where, action)
+    try:
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.settimeout(timeout)  # the command may take its catch-up
+        conn.request("POST", f"/{action}", payload, {"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read(1 << 20)
+    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+        raise OrchError(f"cannot ask {peer.name}'s orch at {where}: {exc}") from None
+    finally:
+        conn.close()
+    try:
+        doc = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise OrchError(f"{peer.name}'s orch at {where} answered HTTP {resp.status} without JSON") from None
+    if "exit_code" not in doc:
+        raise OrchError(f"{peer.name}'s orch at {where} answered HTTP {resp.status}: {doc.get('error', doc)}")
+    return PeerAnswer(resp.status, int(doc.get("exit_code", EXIT_FAILED)), str(doc.get("output", "")))

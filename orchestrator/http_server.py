@@ -1,0 +1,366 @@
+"""The HTTP server of ``orch maintain``: Prometheus metrics and the API (orchestrator/http_api.py
+decides every answer) on maintainer.metrics_port, over TLS when http.tls_cert is set.
+
+Three parts, none of which can stall another:
+
+- ``ViewKeeper``, a maintainer listener: keeps the maintainer's last full view (GET /status).
+- ``Refresher``: two threads, one per server, each with its own connection, observing its
+  server every REFRESH_EVERY seconds (the same observation a pass makes of a server, no
+  Atlas, no records); this host's thread also checks the VIP and publishes a Snapshot. A
+  hung server stalls only its own thread; the endpoints then see the observation age.
+- ``ApiServer``: a ThreadingHTTPServer; each request reads the Snapshot (one attribute read)
+  or, for /history and the POSTs, does its slow work on its own thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Deque, Dict, List, Optional, Tuple
+
+from . import http_api
+from .config import Config
+from .errors import OrchError
+from .http_api import Command, Effect, Request, Response, Snapshot
+from .http_client import read_token
+from .model import ClusterView, NodeState
+
+log = logging.getLogger("orchestrator.http")
+
+REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request (or finish a TLS handshake)
+PEER_STALE = 3.0  # seconds: an older observation of the peer counts as no answer from it
+MINE_KEPT = 32  # this node's observations kept (8 s at REFRESH_EVERY): older than PEER_STALE
+HISTORY_READ_TIMEOUT = 2.0  # seconds per server for GET /history
+
+
+class ViewKeeper:
+    """A maintainer listener keeping its last view (GET /status)."""
+
+    def __init__(self) -> None:
+        self.view: Optional[ClusterView] = None
+        self.at = float("-inf")
+
+    def on_view(self, view: ClusterView) -> None:
+        self.view, self.at = view, time.monotonic()
+
+    def on_pass(self, result: Any) -> None:
+        pass
+
+
+class Refresher:
+    """Observes both servers every REFRESH_EVERY seconds on threads of its own; ``snapshot()``
+    is the newest Snapshot (never blocks)."""
+
+    def __init__(self, cfg: Config, keeper: ViewKeeper, interval: float = http_api.REFRESH_EVERY) -> None:
+        self.cfg = cfg
+        self.keeper = keeper
+        self.interval = interval
+        self.stop = threading.Event()
+        self.nodes: Dict[str, "Reading"] = {}  # name -> its latest reading
+        # This node's recent observations: the errant-GTID check compares the peer with one
+        # of this node finished before the peer's began (see _publish).
+        self.mine: Deque["Reading"] = deque(maxlen=MINE_KEPT)
+        self._snapshot = Snapshot()
+        self.threads: List[threading.Thread] = []
+
+    def start(self) -> "Refresher":
+        for node in self.cfg.nodes:
+            t = threading.Thread(target=self._loop, args=(node.name,), name=f"http-observe-{node.name}", daemon=True)
+            t.start()
+            self.threads.append(t)
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+
+    def snapshot(self) -> Snapshot:
+        keeper = self.keeper
+        snap = self._snapshot
+        return Snapshot(snap.view, snap.at, keeper.view, keeper.at, snap.write_token)
+
+    def _loop(self, name: str) -> None:
+        from .db import Server
+        from .observe import observe_node
+
+        server = Server(self.cfg.node(name), self.cfg.mysql, None)
+        try:
+            while not self.stop.is_set():
+                started = time.monotonic()
+                try:
+                    state = observe_node(server, self.cfg.flavor, False)
+                    self.nodes[name] = (state, started, time.monotonic())
+                    if name == self.cfg.self_name:
+                        self.mine.append(self.nodes[name])
+                        self._publish(state)
+                except Exception:  # the refresher never dies: the endpoints show its age instead
+                    log.exception("http: observing %s failed", name)
+                self.stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+        finally:
+            server.close()
+
+    def _publish(self, me: NodeState) -> None:
+        from .observe import holds_address
+        from .receipts import stamp
+
+        now = time.monotonic()
+        me, peer = paired(me, list(self.mine), self.nodes.get(self.cfg.peer.name), self.cfg, now)
+        ka = self.cfg.keepalived
+        holds_vip: Optional[bool] = None
+        if ka.vip_check and ka.vip:
+            try:
+                holds_vip = holds_address(ka.vip)
+            except OSError:
+                holds_vip = None
+        view = ClusterView(me=me, peer=peer, holds_vip=holds_vip)
+        # How long ago each replica last received (the maintainer's memory; read, never written here).
+        view = stamp(view, self.cfg.state_dir, save=False)
+        self._snapshot = Snapshot(view, now)
+
+
+Reading = Tuple[NodeState, float, float]  # (state, started, finished): time.monotonic()
+
+
+def paired(me: NodeState, mine: List[Reading], peer_reading: Optional[Reading], cfg: Config,
+           now: float) -> Tuple[NodeState, NodeState]:
+    """This node and its peer, fit to be judged together. Pure.
+
+    The two servers are observed apart: a replica read after its master may hold
+    transactions the master's older reading lacks, which would look errant (under write
+    load, nearly always; and for good once the master hangs). So this node's GTIDs are taken
+    from its latest reading that finished before the peer's began (``mine``, oldest first).
+    A peer not read for PEER_STALE seconds, or with no such reading of this node yet, counts
+    as not answering (the errant check is then not made)."""
+    from .observe import unreachable
+
+    if peer_reading is None or now - peer_reading[2] > PEER_STALE:
+        age = "never" if peer_reading is None else f"{now - peer_reading[2]:.1f}s ago"
+        return me, unreachable(cfg.peer, f"not observed lately (last answer: {age})", alive=False)
+    before = [m for m in mine if m[2] <= peer_reading[1]]
+    if not before:
+        return me, unreachable(cfg.peer, "no reading of it after one of this node yet", alive=False)
+    old = before[-1][0]
+    return replace(me, executed=old.executed, binlog_pos=old.binlog_pos, binlog_state=old.binlog_state), peer_reading[0]
+
+
+def run_command(cfg: Config, command: Command) -> Tuple[int, str]:
+    """``orch -c CONFIG <argv>`` on this host, as the operator would run it: its exit code and
+    output (stdout, then stderr). The operator's name goes in ORCH_OPERATOR, never in argv."""
+    argv = [sys.executable, "-m", "orchestrator.cli", "-c", cfg.path, "--node", cfg.self_name, *command.argv]
+    env = {**os.environ, "ORCH_OPERATOR": command.operator, "ORCH_VIA_API": "1"}  # VIA_API: not handed on again
+    log.warning("http: POST /%s from %s: running orch %s", command.name, command.operator, " ".join(command.argv))
+    try:
+        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=command.timeout, env=env)
+    except subprocess.TimeoutExpired as exc:
+        out = (exc.stdout or b"").decode("utf-8", "replace") + (exc.stderr or b"").decode("utf-8", "replace")
+        return 1, out + f"\norch {command.name}: no answer within {command.timeout:g}s (killed)\n"
+    log.warning("http: POST /%s: orch %s exited %d", command.name, command.argv[0], done.returncode)
+    return done.returncode, done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+
+
+class ApiServer:
+    """Metrics and the API on one port; ``start()`` serves from daemon threads."""
+
+    def __init__(self, cfg: Config, port: int, registry: Any = None, address: Optional[str] = None) -> None:
+        self.cfg = cfg
+        self.port = port
+        self.address = cfg.http.listen if address is None else address
+        self.registry = registry
+        self.keeper = ViewKeeper()
+        self.refresher = Refresher(cfg, self.keeper)
+        self.httpd: Optional[ThreadingHTTPServer] = None
+        self.token: Optional[str] = None
+
+    def start(self) -> "ApiServer":
+        try:
+            self.token = read_token(self.cfg)
+        except OrchError as exc:  # the checks and metrics still serve; only the POSTs are off
+            log.error("http: %s: POST /switchover, /pause and /resume are off", exc)
+        if self.token and not self.cfg.http.tls:
+            log.warning("http: http.token_file without http.tls_cert: the token crosses the network in clear")
+        handler = _handler(self)
+        family_server = _server_class(self.address)
+        try:
+            httpd = family_server((self.address or _any(), self.port), handler)
+        except OSError as exc:
+            raise OrchError(f"http: cannot listen on port {self.port}: {exc.strerror or exc}") from None
+        if self.cfg.http.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            try:
+                ctx.load_cert_chain(self.cfg.http.tls_cert, self.cfg.http.tls_key)
+            except (OSError, ssl.SSLError) as exc:
+                httpd.server_close()
+                raise OrchError(f"http: cannot load http.tls_cert/tls_key: {exc}") from None
+            # The handshake happens on the request's thread: a client that never finishes it
+            # holds that thread (until REQUEST_TIMEOUT), not the accept loop.
+            httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True, do_handshake_on_connect=False)
+        self.httpd = httpd
+        self.port = httpd.server_address[1]
+        self.refresher.start()
+        threading.Thread(target=httpd.serve_forever, name="http-serve", daemon=True).start()
+        log.info("http: serving the API and metrics on %s:%d (%s)", self.address or "*", self.port,
+                 "https" if self.cfg.http.tls else "http")
+        return self
+
+    def close(self) -> None:
+        self.refresher.close()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+    def answer(self, req: Request) -> Response:
+        """The route's answer, with the effects it asks for performed."""
+        got = http_api.route(req, self.refresher.snapshot(), self.cfg, self.token)
+        if isinstance(got, Response):
+            return got
+        if isinstance(got, Command):
+            code, output = run_command(self.cfg, got)
+            return http_api.json_response(http_api.command_status(code), {
+                "command": got.name, "node": self.cfg.self_name, "exit_code": code, "output": output})
+        return self._effect(got)
+
+    def _effect(self, effect: Effect) -> Response:
+        if effect.name == "metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+            if self.registry is None:
+                return http_api.error(404, "no metrics registry")
+            return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        if effect.name == "status":
+            from .commands.status import status_document
+
+            snap = self.refresher.snapshot()
+            assert snap.full is not None
+            age = time.monotonic() - snap.full_at
+            return http_api.json_response(200, status_document(snap.full, self.cfg), (("X-Orch-Observed-Age", f"{age:.3f}"),))
+        if effect.name == "history":
+            return self._history(effect.since)
+        if effect.name == "page":
+            return self._page()
+        return http_api.error(404, f"no such endpoint: {effect.name}")
+
+    def _history(self, since_text: str) -> Response:
+        from .commands.history import history_entries
+        from .history import parse_since
+
+        since = 0.0
+        if since_text:
+            try:
+                since = parse_since(since_text, time.time())
+            except ValueError as exc:
+                return http_api.error(400, f"since: {exc}")
+        entries, errors, unread = history_entries(self.cfg, since, HISTORY_READ_TIMEOUT)
+        headers = tuple(("X-Orch-Warning", e[:200]) for e in errors)
+        return http_api.json_response(200 if unread < len(self.cfg.nodes) else 503, entries, headers)
+
+    def _page(self) -> Response:
+        from . import statuspage
+
+        snap = self.refresher.snapshot()
+        if snap.full is None:
+            return http_api.error(503, "the maintainer has not finished a pass yet")
+        from .commands.history import history_entries
+        from .commands.status import status_document
+
+        entries, _, _ = history_entries(self.cfg, time.time() - 7 * 86400, HISTORY_READ_TIMEOUT)
+        return Response(200, statuspage.render(status_document(snap.full, self.cfg), entries).encode("utf-8"), http_api.HTML)
+
+
+def _any() -> str:
+    return "0.0.0.0"
+
+
+def _server_class(address: str) -> Any:
+    import socket
+
+    if ":" in (address or ""):
+        class Server6(ThreadingHTTPServer):
+            address_family = socket.AF_INET6
+        return Server6
+    return ThreadingHTTPServer
+
+
+def _handler(api: ApiServer) -> Any:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "orch"
+        sys_version = ""
+        timeout = REQUEST_TIMEOUT
+        protocol_version = "HTTP/1.1"
+
+        def handle(self) -> None:
+            if isinstance(self.connection, ssl.SSLSocket):
+                try:
+                    self.connection.do_handshake()
+                except (OSError, ssl.SSLError) as exc:
+                    log.debug("http: TLS handshake with %s failed: %s", self.client_address[0], exc)
+                    return
+            try:
+                super().handle()
+            except (OSError, ssl.SSLError) as exc:  # a client gone mid-request: nothing to answer
+                log.debug("http: connection from %s: %s", self.client_address[0], exc)
+
+        def _serve(self, method: str) -> None:
+            length = 0
+            if method == "POST":
+                try:
+                    length = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    length = -1
+                if not 0 <= length <= http_api.MAX_BODY:
+                    self._send(http_api.error(413, f"a body of at most {http_api.MAX_BODY} bytes"), method)
+                    return
+            body = self.rfile.read(length) if length else b""
+            req = Request(method, self.path, self.headers.get("Authorization") or "", body)
+            try:
+                resp = api.answer(req)
+            except Exception:
+                log.exception("http: %s %s failed", method, req.path)
+                resp = http_api.error(500, "internal error (in orch maintain's log)")
+            self._send(resp, method)
+
+        def _send(self, resp: Response, method: str) -> None:
+            self.send_response(resp.status)
+            self.send_header("Content-Type", resp.content_type)
+            self.send_header("Content-Length", str(len(resp.body)))
+            self.send_header("Cache-Control", "no-store")
+            for name, value in resp.headers:
+                self.send_header(name, value)
+            self.end_headers()
+            if method != "HEAD":
+                self.wfile.write(resp.body)
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's names)
+            self._serve("GET")
+
+        def do_HEAD(self) -> None:  # noqa: N802
+            self._serve("HEAD")
+
+        def do_POST(self) -> None:  # noqa: N802
+            self._serve("POST")
+
+        def do_OPTIONS(self) -> None:  # noqa: N802  (HAProxy's default check: answered as GET)
+            self._serve("GET")
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            # HAProxy checks every second: at debug level; the Authorization header is never logged.
+            log.debug("http: %s %s", self.client_address[0], format % args)
+
+    return Handler
+
+
+def serve_http(maintainer: Any, cfg: Config, port: int) -> ApiServer:
+    """Metrics and the API for a running Maintainer on ``port`` (both registered as its listeners)."""
+    from .metrics import Metrics
+
+    metrics = Metrics(cfg)
+    maintainer.add_listener(metrics)
+    api = ApiServer(cfg, port, metrics.registry)
+    maintainer.add_listener(api.keeper)
+    return api.start()
