@@ -44,11 +44,12 @@ def maintain(args: argparse.Namespace, out: TextIO) -> int:
         from apscheduler.schedulers.blocking import BlockingScheduler
 
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # two lines a pass otherwise
+        keeper = start_lease_keeper(m, cfg)
         metrics_port = cfg.maintainer.metrics_port if getattr(args, "metrics_port", None) is None else args.metrics_port
         if metrics_port:
             from ..metrics import instrument  # prometheus_client: the long-running maintainer only
 
-            instrument(m, cfg, metrics_port)
+            instrument(m, cfg, metrics_port).keeper = keeper
 
         scheduler = BlockingScheduler()
         job = scheduler.add_job(m.run_pass, "interval", seconds=cfg.maintainer.interval, max_instances=1, coalesce=True,
@@ -68,6 +69,27 @@ def maintain(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     finally:
         m.close()
+
+
+def start_lease_keeper(m: Maintainer, cfg):
+    """etcd: configured: keep this host's lease alive beside the passes (orchestrator/lease.py)."""
+    if cfg.etcd is None:
+        return None
+    from ..fence import self_fence
+    from ..journal import Journal
+    from ..lease import LeaseKeeper
+    from ..runs import journal_append
+
+    journal = Journal(cfg.state_dir)
+
+    def record(entry):
+        journal_append(journal, entry)
+
+    keeper = LeaseKeeper(cfg, lambda why: self_fence(cfg, why), record)
+    m.add_listener(keeper)
+    keeper.start()
+    log.info("token: keeping this host's etcd lease alive (ttl %ds, renewed every %gs)", cfg.etcd.ttl, cfg.etcd.ttl / 5)
+    return keeper
 
 
 def _now():
