@@ -321,15 +321,16 @@ class LeaseKeeper:
         from .semisync import NO_FALLBACK_MIN_MS
 
         safe = "" if lost else tk.outage_safe(view, age, self.ttl + self.cfg.maintainer.interval, NO_FALLBACK_MIN_MS)
-        last = f"{now - self.last_ok:.1f}s" if self.last_ok is not None else "never (its lease ran out)"
+        since = (f"has not renewed its lease for {now - self.last_ok:.1f}s (ttl {self.ttl:g}s)" if self.last_ok is not None
+                 else "lost its lease in etcd (it ran out)")
         if safe:
             if self.failing_since is not None and not getattr(self, "_said_safe", False):
-                log.warning("token: cannot renew the lease (last renewed %s ago), but %s: writes go on", last, safe)
+                log.warning("token: %s %s, but %s: writes go on", self.cfg.self_name, since, safe)
                 self._said_safe = True
             return
         self._said_safe = False
-        why = (f"{self.cfg.self_name} holds the write token but has not renewed its lease for {last} (ttl {self.ttl:g}s): "
-               f"fencing before the lease can run out in etcd")
+        why = (f"{self.cfg.self_name} holds the write token but {since}: fencing "
+               + ("at once (whoever holds the token now may write)" if lost else "before the lease can run out in etcd"))
         log.error("token: SELF-FENCE: %s", why)
         self.fenced_at = now
         try:
