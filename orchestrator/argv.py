@@ -154,6 +154,9 @@ def build_parser() -> Parser:
                     help="only entries since WHEN: a duration back from now (30m, 2h, 1d, 1w) or an ISO time (UTC unless it says)")
     add_format(hi, ": a list of entries")
 
+    fl = sub.add_parser("fleet", help="every cluster publishing under etcd.prefix: token holder, master, replica, lag, last failover")
+    add_format(fl, ": a list of clusters")
+
     cc = sub.add_parser("check-config", help="validate the configuration and exit")
     add_format(cc)
 

@@ -230,3 +230,50 @@ def test_switchover_abort_takes_the_token_back_before_unfencing():
     steps = list(plan.steps)
     acquire = next(s for s in steps if isinstance(s, AcquireToken))
     assert steps.index(acquire) < steps.index(SetWritable("server1"))
+
+
+# ------------------------------------------------------------------ fleet and doctor (pure)
+
+
+def test_fleet_rows_merge_each_clusters_reports():
+    import json
+
+    from orchestrator.commands.etcd_report import fleet_rows
+    from orchestrator.etcd import KeyValue
+
+    def kv(key, value):
+        return KeyValue(key, value if isinstance(value, str) else json.dumps(value), 0, 1, 1)
+
+    rows = fleet_rows([
+        kv("/orch/a/token", "s1"),
+        kv("/orch/a/state/s1", {"master": "s1", "replica": "s2", "lag": 0, "at": 100.0, "last_failover": None}),
+        kv("/orch/a/state/s2", {"master": "s2", "replica": "s1", "lag": 3, "at": 90.0}),
+        kv("/orch/a/lease/s1", "123"),
+        kv("/orch/b/token", "x1"),
+        kv("/orch/c/state/y", "not json"),
+    ], "/orch", 110.0)
+    assert rows == [
+        {"cluster": "a", "reporters": ["s1", "s2"], "master": "s1", "replica": "s2", "lag": 0, "last_failover": None,
+         "holder": "s1", "age": 10.0},
+        {"cluster": "b", "holder": "x1", "master": None, "replica": None, "lag": None, "last_failover": None,
+         "reporters": [], "age": None},
+    ]
+
+
+def test_doctor_checks_of_etcd():
+    from orchestrator.commands.etcd_report import EtcdFacts, check_etcd
+
+    c = ecfg()
+    eps = c.etcd.endpoints
+    good = EtcdFacts({e: "" for e in eps}, {e: "9" for e in eps}, (("a", (eps[0],)), ("b", (eps[1],)), ("c", (eps[2] + "/",))),
+                     "", 0x42, 1.0)
+    v = tview(MASTER1, REPLICA2, "server1", 4.0)
+    assert {ch.name: ch.status for ch in check_etcd(c, v, good)} == {
+        "etcd members": "pass", "etcd endpoints are the members": "pass", "etcd leader": "pass", "write token": "pass",
+        "host lease": "pass"}
+    bad = EtcdFacts({eps[0]: "", eps[1]: "timed out", eps[2]: "refused"}, {eps[0]: "9"}, (("a", (eps[0],)),), "", 0x42, 30.0)
+    got = {ch.name: ch for ch in check_etcd(c, tview(MASTER1, REPLICA2, "server2", 4.0), bad)}
+    assert got["etcd members"].status == "fail"  # no majority
+    assert got["etcd endpoints are the members"].status == "fail" and "configured but not a member" in got["etcd endpoints are the members"].detail
+    assert got["write token"].status == "fail" and "server1 is writable" in got["write token"].detail
+    assert got["host lease"].status == "fail" and "30s ago" in got["host lease"].detail

@@ -204,3 +204,58 @@ def test_the_split_leaves_the_non_holder_read_only(cluster, etcd_cluster, tmp_pa
         assert t.read_only(p.s2) and not t.read_only(p.s1) and p.holder() == "server1"
     finally:
         p.close()
+
+
+def test_status_doctor_fleet_and_metrics_show_the_token(pair):
+    import json as js
+    import urllib.request
+
+    from .etcdtest import free_port
+
+    port = free_port()
+    pair.maintain("server1").terminate()  # a maintainer whose lease then goes unrenewed: replaced below
+    pair.procs[-1].wait(timeout=10)
+    log = open(Path(pair.states["server1"]).parent / "maintain-server1.log", "ab")
+    pair.procs.append(subprocess.Popen([t.ORCH, "-c", pair.configs["server1"], "--node", "server1", "maintain",
+                                        "--metrics-port", str(port)], stdout=log, stderr=subprocess.STDOUT))
+    pair.maintain("server2")
+    pair.wait(lambda: pair.holder() == "server1")
+    time.sleep(TTL + 0.5)  # a fleet report is published every ttl seconds
+
+    r = t.orch(pair.configs["server1"], "server1", "status", "--format", "json")
+    doc = js.loads(r.stdout)
+    assert doc["token"]["holder"] == "server1" and 0 < doc["token"]["lease_left"] <= TTL, r
+    r = t.orch(pair.configs["server1"], "server1", "status")
+    assert "etcd: write token held by server1" in r.stdout and "renewed" in r.stdout, r
+
+    r = t.orch(pair.configs["server2"], "server2", "doctor", "--format", "json")
+    checks = {c["name"]: c for c in js.loads(r.stdout)["checks"]}
+    for name in ("etcd members", "etcd endpoints are the members", "etcd leader", "write token", "host lease"):
+        assert checks[name]["status"] == "pass", checks[name]
+
+    r = t.orch(pair.configs["server2"], "server2", "fleet", "--format", "json")
+    assert r.code == 0, r
+    rows = js.loads(r.stdout)["clusters"]
+    assert [(x["cluster"], x["holder"], x["master"], x["replica"]) for x in rows] == [("test", "server1", "server1", "server2")]
+    assert sorted(rows[0]["reporters"]) == ["server1", "server2"]
+    r = t.orch(pair.configs["server2"], "server2", "fleet")
+    assert r.stdout.splitlines()[1].split()[:4] == ["test", "server1", "server1", "server2"], r
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert 'orch_etcd_token_holder{node="server1"} 1.0' in metrics
+    assert 'orch_etcd_token_holder{node="server2"} 0.0' in metrics
+    renew = [line for line in metrics.splitlines() if line.startswith("orch_etcd_lease_renew_seconds ")]
+    assert renew and 0 < float(renew[0].split()[1]) < 1.0
+
+    # One member stopped: doctor warns (a majority still answers), the token is untouched.
+    victim = pair.etcd.members[2]
+    pair.etcd.freeze(victim)
+    try:
+        r = t.orch(pair.configs["server2"], "server2", "doctor", "--format", "json")
+        checks = {c["name"]: c for c in js.loads(r.stdout)["checks"]}
+        assert checks["etcd members"]["status"] == "warn" and victim.url in checks["etcd members"]["detail"]
+        assert pair.holder() == "server1" and not t.read_only(pair.s1)
+    finally:
+        pair.etcd.thaw(victim)
+    pair.etcd.wait_healthy()

@@ -281,15 +281,20 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
     flap = antiflap_summary(view, cfg)
     paused = pause_summary(view)
     vip = vip_summary(view, cfg)
+    from .etcd_report import token_summary
+
+    token = token_summary(view, cfg)
     if args.format == "json":
         doc = {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "vip": vip, "nodes": nodes,
                "atlas": atlas, "journal": journal, "pending_event": pending, "semi_sync_policy": policy, "anti_flapping": flap,
-               "maintenance": paused}
+               "maintenance": paused, **({"token": token} if token is not None else {})}
         out.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         width = table_width()
         out.write(render_table(nodes, journal, cfg.cluster, vip, width) + "\n")
         lines = [f"semi-sync policy: {policy['text']}", f"anti-flapping: {flap['text']}", f"maintenance: {paused['text']}"]
+        if token is not None:
+            lines.append(f"etcd: {token['text']}")
         if pending is not None:
             lines.append(f"pending: a {pending.get('event')} event (run {pending.get('run')}) could not get the run lock; "
                          f"the maintainer decides it on its next pass")
