@@ -195,6 +195,8 @@ def build_parser() -> Parser:
     lab.add_argument("action", choices=("up", "status", "failover", "switchover", "down"), help="what to do with the lab")
     lab.add_argument("--dir", default=None, help="lab directory (default /tmp/orch-lab)")
     lab.add_argument("--mode", choices=("auto", "netns", "loopback"), default="auto", help="network namespaces or loopback addresses")
+    lab.add_argument("--etcd", action="store_true", help="up: also a three-member etcd (one member in each host's namespace, "
+                                                        "one beside the witness) and the write token (docs/etcd.md)")
 
     co = sub.add_parser("completion", help="print a shell completion script built from this parser")
     co.add_argument("shell", choices=("bash",), help="the shell (bash; zsh loads it with bashcompinit)")

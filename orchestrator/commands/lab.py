@@ -28,7 +28,7 @@ def lab(args: argparse.Namespace, out: TextIO) -> int:
     hint = "" if workdir == DEFAULT_DIR else f" --dir {workdir}"
     try:
         if args.action == "up":
-            return _up(workdir, args.mode, hint, out)
+            return _up(workdir, args.mode, hint, out, etcd=getattr(args, "etcd", False))
         current = load_lab(workdir)
         if current is None:
             if args.action == "down":
@@ -76,7 +76,7 @@ def choose_mode(requested: str) -> Tuple[str, str]:
     return "loopback", f"{reason}; using the loopback variant (no keepalived: the lab delivers its events)"
 
 
-def _up(workdir: str, requested: str, hint: str, out: TextIO) -> int:
+def _up(workdir: str, requested: str, hint: str, out: TextIO, etcd: bool = False) -> int:
     from ..lab import netns
     from ..lab.base import Lab
     from ..lab.loopback import LoopbackLab
@@ -92,12 +92,14 @@ def _up(workdir: str, requested: str, hint: str, out: TextIO) -> int:
         out.write(f"removing the remains of lab {existing.lab_id} in {workdir}\n")
         existing.down()
     mode, why = choose_mode(requested)
+    if etcd and mode != "netns":
+        raise UsageError("orch lab up --etcd: needs the namespace lab (one etcd member in each host's namespace)")
     if mode == "netns":
         for text in netns.cleanup_stale():
             out.write(f"removed stale lab {text}\n")
     out.write(f"orch lab up: {mode} lab in {workdir} ({why})\n")
     started = time.monotonic()
-    new: Lab = netns.NetnsLab(workdir, persistent=True) if mode == "netns" else LoopbackLab(workdir, persistent=True)
+    new: Lab = netns.NetnsLab(workdir, persistent=True, etcd=etcd) if mode == "netns" else LoopbackLab(workdir, persistent=True)
 
     def progress(text: str) -> None:
         out.write(f"  [{time.monotonic() - started:5.1f}s] {text}\n")
