@@ -191,11 +191,13 @@ class LeaseKeeper:
     maintain; the maintainer tells it every view it observes (a PassListener)."""
 
     def __init__(self, cfg: "Config", fence: Callable[[str], str], journal: Callable[[Dict[str, Any]], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 fresh_view: Optional[Callable[[], ClusterView]] = None) -> None:
         assert cfg.etcd is not None
         self.cfg = cfg
         self.ttl = float(cfg.etcd.ttl)
         self.fence = fence  # fences this host's server (the why) -> its detail; raises OrchError
+        self.fresh_view = fresh_view  # both servers read now (observe.observe_quickly), right before a fence
         self.journal = journal
         self.clock = clock
         self.client = EtcdClient(cfg.etcd, tk.renew_timeout(self.ttl))
@@ -283,10 +285,12 @@ class LeaseKeeper:
             lost = self.lease
             if self.holds:
                 # The token went with the lease (a host frozen past it, an etcd outage longer than
-                # it): whoever holds it now may write; fence at once, whatever semi-sync says.
+                # it): fence at once, unless every acknowledged write is on the replica (then the
+                # passes take the token again, or fence this server if the peer took it).
                 self._journal("token-lease-lost", f"lease {lost:x} ran out in etcd while {self.cfg.self_name} held the token")
                 self.last_ok = None
                 self._self_fence(self.clock(), lost=True)
+                self.holds = False  # read again below
             self.lease = grant_host_lease(self.cfg, self.client)
             ttl = self.client.keepalive(self.lease)
         else:
@@ -318,9 +322,15 @@ class LeaseKeeper:
     def _self_fence(self, now: float, lost: bool = False) -> None:
         with self.lock:
             view, age = self.view, now - self.view_at
+        if self.fresh_view is not None:
+            try:
+                view, age = self.fresh_view(), 0.0
+            except Exception as exc:  # no fresh view: no proof that the replica has every write
+                log.warning("token: cannot read the servers before the self-fence: %s", exc)
+                view = None
         from .semisync import NO_FALLBACK_MIN_MS
 
-        safe = "" if lost else tk.outage_safe(view, age, self.ttl + self.cfg.maintainer.interval, NO_FALLBACK_MIN_MS)
+        safe = tk.outage_safe(view, age, self.ttl + self.cfg.maintainer.interval, NO_FALLBACK_MIN_MS)
         since = (f"has not renewed its lease for {now - self.last_ok:.1f}s (ttl {self.ttl:g}s)" if self.last_ok is not None
                  else "lost its lease in etcd (it ran out)")
         if safe:
@@ -330,7 +340,7 @@ class LeaseKeeper:
             return
         self._said_safe = False
         why = (f"{self.cfg.self_name} holds the write token but {since}: fencing "
-               + ("at once (whoever holds the token now may write)" if lost else "before the lease can run out in etcd"))
+               + ("at once (whoever holds the token now may open)" if lost else "before the lease can run out in etcd"))
         log.error("token: SELF-FENCE: %s", why)
         self.fenced_at = now
         try:

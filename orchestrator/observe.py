@@ -295,3 +295,27 @@ def vip_held(cfg: Config) -> Optional[bool]:
     if not cfg.keepalived.vip or not getattr(cfg.keepalived, "vip_check", True):
         return None
     return holds_address(cfg.keepalived.vip)
+
+
+def observe_quickly(cfg: Config, seconds: float = 0.5) -> ClusterView:
+    """Both servers read at once on connections of their own, every deadline ``seconds`` (the
+    lease keeper's check right before a self-fence: is the replica receiving, is semi-sync on?)."""
+    from dataclasses import replace as copy
+
+    account = copy(cfg.mysql, connect_timeout=seconds, read_timeout=seconds)
+    servers = {n.name: Server(n, account, seconds) for n in cfg.nodes}
+    results: Dict[str, NodeState] = {}
+
+    def run(name: str) -> None:
+        results[name] = observe_node(servers[name], cfg.flavor, semisync=True)
+
+    try:
+        peer_thread = threading.Thread(target=run, args=(cfg.peer.name,), daemon=True)
+        peer_thread.start()
+        run(cfg.self_name)
+        peer_thread.join(seconds * 4)
+    finally:
+        for s in servers.values():
+            s.close()
+    peer = results.get(cfg.peer.name) or unreachable(cfg.peer, "no answer in time")
+    return ClusterView(me=results[cfg.self_name], peer=peer)

@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from .config import Config
 
 RATE_MARGIN = 0.02  # clock rate difference allowed between this host and the etcd leader (NTP keeps it under 0.05 %)
-FENCE_BUDGET = 2.0  # seconds a self-fence may take: read_only within 1 s, or kill the writers and set it again
+# Seconds a self-fence may take: 0.5 s to read both servers (is every acknowledged write on a
+# receiving replica? then no fence, outage_safe), read_only within 1 s, or kill the writers and
+# set it again within 1 s more.
+FENCE_BUDGET = 2.5
 OPEN_MARGIN = 1.0  # a promotion waits the holder's lease left plus this (etcd revokes expired leases every 0.5 s)
 
 

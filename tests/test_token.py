@@ -277,3 +277,12 @@ def test_doctor_checks_of_etcd():
     assert got["etcd endpoints are the members"].status == "fail" and "configured but not a member" in got["etcd endpoints are the members"].detail
     assert got["write token"].status == "fail" and "server1 is writable" in got["write token"].detail
     assert got["host lease"].status == "fail" and "30s ago" in got["host lease"].detail
+
+
+def test_backup_on_the_writable_holder_keeps_writing_the_vip_holder_hands_it_back():
+    """VRRP after a split heals may give the VIP to the host without the token: the writer stays."""
+    v = tview(MASTER1, REPLICA2, "server1", 4.0, holds_vip=False)
+    plan = decide(v, BACKUP, ecfg())
+    assert plan.outcome == NOOP and "holds the write token" in plan.reason
+    assert decide(v, BACKUP, ecfg(), operator=True).steps[0] == Fence("server1")  # orch demote still fences
+    assert decide(v, BACKUP, cfg()).steps[0] == Fence("server1")  # without etcd: as before

@@ -85,7 +85,9 @@ def start_lease_keeper(m: Maintainer, cfg):
     def record(entry):
         journal_append(journal, entry)
 
-    keeper = LeaseKeeper(cfg, lambda why: self_fence(cfg, why), record)
+    from ..observe import observe_quickly
+
+    keeper = LeaseKeeper(cfg, lambda why: self_fence(cfg, why), record, fresh_view=lambda: observe_quickly(cfg))
     m.add_listener(keeper)
     keeper.start()
     log.info("token: keeping this host's etcd lease alive (ttl %ds, renewed every %gs)", cfg.etcd.ttl, cfg.etcd.ttl / 5)
