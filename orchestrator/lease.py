@@ -105,10 +105,16 @@ def acquire(cfg: "Config", step: "AcquireToken", peer_fenced: Callable[[], str])
     c = client(cfg)
     key = tk.token_key(cfg)
     lease, age = read_lease_file(cfg)
+    # The keeper may be a renewal behind (etcd just came back): wait up to two of its rounds.
+    patience = time.monotonic() + 2 * tk.renew_every(cfg.etcd.ttl) + tk.renew_timeout(cfg.etcd.ttl)
+    while (not lease or age is None or age > cfg.etcd.ttl) and time.monotonic() < patience:
+        time.sleep(POLL)
+        lease, age = read_lease_file(cfg)
     if not lease or age is None or age > cfg.etcd.ttl:
-        what = "no lease" if not lease else f"its lease was last renewed {age:.0f}s ago" if age is not None else "no lease"
-        raise Refused(f"this host has {what} kept alive by orch maintain (nothing would fence {step.node} if etcd "
-                      f"became unreachable): {step.node} stays read-only; start orch maintain")
+        what = (f"its lease was last renewed by orch maintain {age:.0f}s ago" if lease and age is not None
+                else "no lease kept alive by orch maintain")
+        raise Refused(f"this host has {what} (nothing would fence {step.node} in time if etcd became unreachable): "
+                      f"{step.node} stays read-only; is orch maintain running?")
     deadline = time.monotonic() + step.wait
     said = False
     while True:
