@@ -338,3 +338,25 @@ def test_drill5_all_etcd_members_stopped_30s(lab, report):
     assert held and lab.master() == master
     assert longest_two_writers(sampler) == 0.0
     assert len(during) > 100, "writes stopped while etcd was down (semi-sync on, replica receiving: they should go on)"
+
+
+def test_orch_lab_up_etcd_as_docs_etcd_md_shows(tmp_path):
+    """docs/etcd.md: `orch lab up --etcd` builds the lab with the token; `orch lab down` removes it."""
+    if skip_reason():
+        pytest.skip(skip_reason())
+    from orchestrator.lab.proc import orch_bin
+
+    workdir = str(tmp_path / "lab")
+    up = run([orch_bin(), "lab", "up", "--etcd", "--dir", workdir], timeout=180, check=False)
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        assert "etcd running: etcd-server1, etcd-server2, etcd-witness" in up.stdout
+        state = json.loads(open(f"{workdir}/lab.json").read())
+        ns = state["hosts"][0]["netns"]
+        status = run(["ip", "netns", "exec", ns, orch_bin(), "-c", f"{workdir}/server1/orch.yaml", "status"], timeout=30, check=False)
+        assert "etcd: write token held by server1" in status.stdout, status.stdout
+        fleet = run(["ip", "netns", "exec", ns, orch_bin(), "-c", f"{workdir}/server1/orch.yaml", "fleet"], timeout=30, check=False)
+        assert fleet.returncode == 0 and "atlas-ha" in fleet.stdout
+    finally:
+        down = run([orch_bin(), "lab", "down", "--dir", workdir], timeout=120, check=False)
+    assert down.returncode == 0, down.stdout + down.stderr
