@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional
 
 from . import token as tk
-from .errors import OrchError, Refused
+from .errors import OrchError, Refused, TokenRefused
 from .etcd import NOT_FOUND, EtcdClient, EtcdError, client_for
 from .model import ClusterView, TokenState
 
@@ -144,7 +144,7 @@ def acquire(cfg: "Config", step: "AcquireToken", peer_fenced: Callable[[], str])
                 continue
         if time.monotonic() >= deadline:
             holder = kv.value if kv is not None else "?"
-            raise Refused(f"the write token is held by {holder} and its lease is kept alive (its host runs and reaches etcd)"
+            raise TokenRefused(f"the write token is held by {holder} and its lease is kept alive (its host runs and reaches etcd)"
                           f"{f' after waiting {step.wait:g}s' if step.wait else ''}: {step.node} stays read-only")
         if not said:
             log.info("token: held by %s; waiting up to %gs for its lease to run out", kv.value if kv else "?", step.wait)

@@ -135,6 +135,7 @@ class Refusal:
     at: float  # time.monotonic() when it was refused
     why: str
     catch_up: bool = False  # refused for its catch-up (errors.CatchUpRefused): retried once caught up
+    token: bool = False  # refused for the write token held by the peer (errors.TokenRefused): retried once it is free
 
 
 def refusal_key(event: str, plan: Plan) -> str:
@@ -149,4 +150,6 @@ def still_refused(last: Optional[Refusal], now: float, view: ClusterView, cfg: C
     """Whether a plan refused a moment ago is only said again, not run (nor journaled, nor its
     hooks run): for REFUSAL_RETRY_EVERY seconds, unless this view shows its reason gone (a
     catch-up that timed out is done now)."""
+    if last is not None and last.token and view.token is not None and view.token.known and view.token.holder in ("", cfg.self_name):
+        return False  # the token is free now (or this node's): the promotion may take it
     return last is not None and now - last.at < REFUSAL_RETRY_EVERY and not (last.catch_up and caught_up(view, cfg))

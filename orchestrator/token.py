@@ -31,7 +31,11 @@ RATE_MARGIN = 0.02  # clock rate difference allowed between this host and the et
 # receiving replica? then no fence, outage_safe), read_only within 1 s, or kill the writers and
 # set it again within 1 s more.
 FENCE_BUDGET = 2.5
-OPEN_MARGIN = 1.0  # a promotion waits the holder's lease left plus this (etcd revokes expired leases every 0.5 s)
+OPEN_MARGIN = 1.0  # etcd revokes expired leases every 0.5 s, then a raft round
+# A promotion waits for the holder's lease for ttl + OPEN_MARGIN + this: when the frozen host
+# also ran the etcd leader, the new leader restarts every lease's TTL (plus its 1 s election
+# timeout) once elected, 1 to 2 s after the freeze.
+ELECTION_ALLOWANCE = 2.0
 
 
 def token_key(cfg: "Config") -> str:
@@ -104,8 +108,8 @@ def open_gate(view: ClusterView, cfg: "Config") -> Tuple[str, List[Step]]:
         return "", [AcquireToken(me.name, peer.name, 0.0)]
     if t.holder != peer.name:
         return f"the write token is held by {t.holder!r}, not a node of this cluster (etcd.prefix shared?)", []
-    left = t.lease_left if t.lease_left is not None and t.lease_left >= 0 else float(cfg.etcd.ttl)
-    return "", [AcquireToken(me.name, peer.name, round(min(left, float(cfg.etcd.ttl)) + OPEN_MARGIN, 1))]
+    # Not the lease left as read: an etcd leader elected meanwhile restarts it (ELECTION_ALLOWANCE).
+    return "", [AcquireToken(me.name, peer.name, float(cfg.etcd.ttl) + OPEN_MARGIN + ELECTION_ALLOWANCE)]
 
 
 def release_steps(view: ClusterView, cfg: "Config", why: str) -> List[Step]:

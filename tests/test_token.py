@@ -54,10 +54,11 @@ PROMOTIONS = [
     # (id, holder, lease left, error, peer, outcome, reason fragment, the AcquireToken expected)
     ("nobody holds it: take it", "", None, "", down("server2"), ACT, "promoting server1", AcquireToken("server1", "server2", 0.0)),
     ("held here already", "server1", 4.0, "", down("server2"), ACT, "promoting server1", AcquireToken("server1", "server2", 0.0)),
+    # ttl + 1 + an etcd election's lease restart, whatever the lease left read (an election restarts it)
     ("held by the dead peer: wait for its lease", "server2", 3.2, "", down("server2"), ACT, "promoting server1",
-     AcquireToken("server1", "server2", 4.2)),
-    ("held by the peer, lease unknown: wait ttl + 1", "server2", None, "", down("server2"), ACT, "promoting server1",
-     AcquireToken("server1", "server2", 6.0)),
+     AcquireToken("server1", "server2", 8.0)),
+    ("held by the peer, lease unknown: wait the same", "server2", None, "", down("server2"), ACT, "promoting server1",
+     AcquireToken("server1", "server2", 8.0)),
     ("etcd unreadable: refused", "", None, "no member answered", down("server2"), REFUSED,
      "refusing to promote server1: the write token cannot be read (no member answered)", None),
     ("held by a stranger: refused", "server9", 4.0, "", down("server2"), REFUSED, "held by 'server9', not a node", None),
@@ -82,7 +83,7 @@ def test_promotion_takes_the_token_right_before_the_recheck(case):
 def test_a_writable_peer_is_fenced_before_the_token_is_taken_over_then_rechecked():
     plan = decide(tview(REPLICA1, MASTER2, "server2", 4.0), MASTER, ecfg())
     steps = list(plan.steps)
-    i_fence, i_acq, i_recheck, i_open = (steps.index(Fence("server2")), steps.index(AcquireToken("server1", "server2", 5.0)),
+    i_fence, i_acq, i_recheck, i_open = (steps.index(Fence("server2")), steps.index(AcquireToken("server1", "server2", 8.0)),
                                          steps.index(Recheck("server1", "server2")), steps.index(SetWritable("server1")))
     assert i_fence < i_acq < i_recheck < i_open
 
@@ -93,7 +94,7 @@ def test_the_split_the_token_exists_for_leaves_the_non_holder_read_only():
     and the holder keeps its semi-sync switch-off right: the non-holder has none."""
     me = replace(REPLICA1, replica=repl(io=CONN))
     plan = decide(tview(me, down("server2"), "server2", 5.0, holds_vip=True), MASTER, ecfg())
-    assert AcquireToken("server1", "server2", 6.0) in plan.steps
+    assert AcquireToken("server1", "server2", 8.0) in plan.steps
 
 
 # ------------------------------------------------------------------ release
@@ -286,3 +287,12 @@ def test_backup_on_the_writable_holder_keeps_writing_the_vip_holder_hands_it_bac
     assert plan.outcome == NOOP and "holds the write token" in plan.reason
     assert decide(v, BACKUP, ecfg(), operator=True).steps[0] == Fence("server1")  # orch demote still fences
     assert decide(v, BACKUP, cfg()).steps[0] == Fence("server1")  # without etcd: as before
+
+
+def test_a_promotion_refused_for_the_token_is_retried_once_the_token_is_free():
+    from orchestrator.pass_choice import Refusal, still_refused
+
+    last = Refusal(100.0, "held by server2", token=True)
+    assert still_refused(last, 101.0, tview(REPLICA1, down("server2"), "server2", 3.0), ecfg())
+    assert not still_refused(last, 101.0, tview(REPLICA1, down("server2"), "", None), ecfg())
+    assert still_refused(last, 101.0, tview(REPLICA1, down("server2"), error="timed out"), ecfg())
