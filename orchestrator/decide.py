@@ -202,7 +202,7 @@ def decide_master(view: ClusterView, cfg: Config, operator: bool = False, ignore
         )
 
     # The write token (etcd: configured): refused without it; its steps run right before the re-check.
-    no_token, token_steps = open_gate(view, cfg)
+    no_token, token_steps = open_gate(view, cfg, operator)
     if no_token:
         return Plan(f"refusing to promote {me.name}: {no_token}", outcome=REFUSED, warnings=warnings)
     steps: List[Step] = []

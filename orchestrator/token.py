@@ -33,9 +33,10 @@ RATE_MARGIN = 0.02  # clock rate difference allowed between this host and the et
 FENCE_BUDGET = 2.5
 OPEN_MARGIN = 1.0  # etcd revokes expired leases every 0.5 s, then a raft round
 # A promotion waits for the holder's lease for ttl + OPEN_MARGIN + this: when the frozen host
-# also ran the etcd leader, the new leader restarts every lease's TTL (plus its 1 s election
-# timeout) once elected, 1 to 2 s after the freeze.
-ELECTION_ALLOWANCE = 2.0
+# also ran the etcd leader, the new leader restarts every lease's TTL plus its election timeout
+# once elected, which (etcd's defaults: 1 s election timeout, randomized up to 2 s) happens
+# 1 to 2 s after the freeze: up to 2 + 1 + 0.5 (the revocation's own pace) more.
+ELECTION_ALLOWANCE = 3.5
 
 
 def token_key(cfg: "Config") -> str:
@@ -94,7 +95,7 @@ def outage_safe(view: Optional[ClusterView], now_age: float, max_age: float, min
 # ------------------------------------------------------------------ the decisions
 
 
-def open_gate(view: ClusterView, cfg: "Config") -> Tuple[str, List[Step]]:
+def open_gate(view: ClusterView, cfg: "Config", operator: bool = False) -> Tuple[str, List[Step]]:
     """A promotion of this node: (why it is refused, "" when not; the token steps to run right
     before the re-check that precedes SetWritable). Without etcd: ("", [])."""
     t = view.token
@@ -108,6 +109,11 @@ def open_gate(view: ClusterView, cfg: "Config") -> Tuple[str, List[Step]]:
         return "", [AcquireToken(me.name, peer.name, 0.0)]
     if t.holder != peer.name:
         return f"the write token is held by {t.holder!r}, not a node of this cluster (etcd.prefix shared?)", []
+    if peer.writable and not operator:
+        # The writer is the token's holder: this node stays read-only and, holding the VIP, hands
+        # it back (invariants' HANDOVER rule); orch promote may still fence it and take over.
+        return (f"{peer.name} is writable and holds the write token ({t.describe()}): {me.name} stays read-only "
+                f"(the VIP goes back to {peer.name} through keepalived.track_file; orch promote takes over)"), []
     # Not the lease left as read: an etcd leader elected meanwhile restarts it (ELECTION_ALLOWANCE).
     return "", [AcquireToken(me.name, peer.name, float(cfg.etcd.ttl) + OPEN_MARGIN + ELECTION_ALLOWANCE)]
 

@@ -56,9 +56,9 @@ PROMOTIONS = [
     ("held here already", "server1", 4.0, "", down("server2"), ACT, "promoting server1", AcquireToken("server1", "server2", 0.0)),
     # ttl + 1 + an etcd election's lease restart, whatever the lease left read (an election restarts it)
     ("held by the dead peer: wait for its lease", "server2", 3.2, "", down("server2"), ACT, "promoting server1",
-     AcquireToken("server1", "server2", 8.0)),
+     AcquireToken("server1", "server2", 9.5)),
     ("held by the peer, lease unknown: wait the same", "server2", None, "", down("server2"), ACT, "promoting server1",
-     AcquireToken("server1", "server2", 8.0)),
+     AcquireToken("server1", "server2", 9.5)),
     ("etcd unreadable: refused", "", None, "no member answered", down("server2"), REFUSED,
      "refusing to promote server1: the write token cannot be read (no member answered)", None),
     ("held by a stranger: refused", "server9", 4.0, "", down("server2"), REFUSED, "held by 'server9', not a node", None),
@@ -80,10 +80,12 @@ def test_promotion_takes_the_token_right_before_the_recheck(case):
     assert steps.index(acquire) < steps.index(SetWritable("server1"))
 
 
-def test_a_writable_peer_is_fenced_before_the_token_is_taken_over_then_rechecked():
+def test_a_master_event_next_to_the_writable_holder_stays_read_only_orch_promote_takes_over():
     plan = decide(tview(REPLICA1, MASTER2, "server2", 4.0), MASTER, ecfg())
+    assert plan.outcome == REFUSED and "server2 is writable and holds the write token" in plan.reason and plan.steps == ()
+    plan = decide(tview(REPLICA1, MASTER2, "server2", 4.0), MASTER, ecfg(), operator=True)
     steps = list(plan.steps)
-    i_fence, i_acq, i_recheck, i_open = (steps.index(Fence("server2")), steps.index(AcquireToken("server1", "server2", 8.0)),
+    i_fence, i_acq, i_recheck, i_open = (steps.index(Fence("server2")), steps.index(AcquireToken("server1", "server2", 9.5)),
                                          steps.index(Recheck("server1", "server2")), steps.index(SetWritable("server1")))
     assert i_fence < i_acq < i_recheck < i_open
 
@@ -94,7 +96,7 @@ def test_the_split_the_token_exists_for_leaves_the_non_holder_read_only():
     and the holder keeps its semi-sync switch-off right: the non-holder has none."""
     me = replace(REPLICA1, replica=repl(io=CONN))
     plan = decide(tview(me, down("server2"), "server2", 5.0, holds_vip=True), MASTER, ecfg())
-    assert AcquireToken("server1", "server2", 8.0) in plan.steps
+    assert AcquireToken("server1", "server2", 9.5) in plan.steps
 
 
 # ------------------------------------------------------------------ release

@@ -390,6 +390,25 @@ class NetnsLab(Lab):
 
         return in_netns(self.bridge_ns, ask, 10)
 
+    def etcd_move_leader(self, name: str) -> None:
+        """Make member ``name`` the etcd leader (etcdctl move-leader, asked from the witness's namespace)."""
+        import json
+        import urllib.request
+
+        client = next(c for n, _, _, c in self.etcd_members() if n == name)
+
+        def member_id() -> int:
+            req = urllib.request.Request(f"http://{client}:{ETCD_CLIENT_PORT}/v3/maintenance/status", data=b"{}")
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return int(json.loads(r.read())["header"]["member_id"])
+
+        if self.etcd_leader() == name:
+            return
+        target = in_netns(self.bridge_ns, member_id, 10)
+        run(["ip", "netns", "exec", self.bridge_ns, "etcdctl", "--endpoints", ",".join(self.etcd_endpoints()),
+             "move-leader", f"{target:x}"], timeout=20)
+        wait_for(f"etcd member {name} to lead", lambda: self.etcd_leader() == name, 10)
+
     def isolate_hosts(self, isolated: bool) -> None:
         """Cut the two hosts from each other only: both still reach the witness (and its etcd
         member) and the client (the bridge's port isolation: isolated ports do not talk to each other)."""
