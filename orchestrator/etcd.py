@@ -209,6 +209,18 @@ class EtcdClient:
         ttl = answer.get("TTL")
         return -1 if ttl is None else int(ttl)
 
+    def lease_ttl(self, lease: int, timeout: Optional[float] = None) -> Tuple[int, int]:
+        """(seconds left of a lease, -1 when gone; the raft term that answered): a TTL that did not go
+        down within one term was renewed by its holder (a new leader restarts every lease, in a new term)."""
+        try:
+            answer = self.call("/v3/kv/lease/timetolive", {"ID": str(lease)}, timeout, "lease time-to-live")
+        except EtcdError as exc:
+            if exc.code == NOT_FOUND:
+                return -1, 0
+            raise
+        ttl = answer.get("TTL")
+        return (-1 if ttl is None else int(ttl)), int((answer.get("header") or {}).get("raft_term") or 0)
+
     def revoke(self, lease: int, timeout: Optional[float] = None) -> None:
         try:
             self.call("/v3/lease/revoke", {"ID": str(lease)}, timeout, "lease revoke")

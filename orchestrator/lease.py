@@ -31,6 +31,7 @@ log = logging.getLogger("orchestrator.token")
 
 LEASE_FILE = "etcd-lease.json"
 POLL = 0.1  # seconds between two tries while a holder's lease runs out
+RENEWED_AFTER = 2.5  # seconds over which a lease's whole-second TTL that has not gone down was renewed
 
 
 def lease_path(cfg: "Config") -> str:
@@ -117,6 +118,7 @@ def acquire(cfg: "Config", step: "AcquireToken", peer_fenced: Callable[[], str])
                       f"{step.node} stays read-only; is orch maintain running?")
     deadline = time.monotonic() + step.wait
     said = False
+    first: Optional["tuple[float, int, int, int]"] = None  # (when, lease, its TTL, raft term) of the holder's lease
     while True:
         try:
             ok, kv = c.create(key, step.node, lease)
@@ -142,6 +144,19 @@ def acquire(cfg: "Config", step: "AcquireToken", peer_fenced: Callable[[], str])
                     log.warning("token: taken over from %s (%s)", step.peer, fenced)
                     return f"write token taken over from {step.peer} ({fenced})"
                 continue
+        if kv is not None and kv.lease:
+            # The holder renews its lease (the same term, a TTL not gone down in RENEWED_AFTER s):
+            # its host runs and reaches etcd (the split): refuse now rather than at the deadline.
+            try:
+                ttl, term = c.lease_ttl(kv.lease)
+            except EtcdError:
+                ttl, term = -1, -1
+            now = time.monotonic()
+            if first is None or first[1] != kv.lease or first[3] != term:
+                first = (now, kv.lease, ttl, term)
+            elif ttl >= 0 and now - first[0] >= RENEWED_AFTER and ttl >= first[2]:
+                raise TokenRefused(f"the write token is held by {kv.value}, whose host renews its lease (it runs and reaches "
+                                   f"etcd): {step.node} stays read-only")
         if time.monotonic() >= deadline:
             holder = kv.value if kv is not None else "?"
             raise TokenRefused(f"the write token is held by {holder} and its lease is kept alive (its host runs and reaches etcd)"
