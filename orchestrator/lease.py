@@ -119,6 +119,7 @@ def acquire(cfg: "Config", step: "AcquireToken", peer_fenced: Callable[[], str])
     deadline = time.monotonic() + step.wait
     said = False
     first: Optional["tuple[float, int, int, int]"] = None  # (when, lease, its TTL, raft term) of the holder's lease
+    lowest = 0  # the lowest TTL of it read since
     while True:
         try:
             ok, kv = c.create(key, step.node, lease)
@@ -149,14 +150,22 @@ def acquire(cfg: "Config", step: "AcquireToken", peer_fenced: Callable[[], str])
             # its host runs and reaches etcd (the split): refuse now rather than at the deadline.
             try:
                 ttl, term = c.lease_ttl(kv.lease)
-            except EtcdError:
+            except EtcdError as exc:
+                log.debug("token: the holder's lease cannot be read: %s", exc)
                 ttl, term = -1, -1
             now = time.monotonic()
-            if first is None or first[1] != kv.lease or first[3] != term:
+            if ttl < 0:
+                pass  # unknown this time: compare the next reading with the first
+            elif first is None or first[1] != kv.lease or first[3] != term:
+                log.info("token: %s's lease %x has %ds left (raft term %d)", kv.value, kv.lease, ttl, term)
                 first = (now, kv.lease, ttl, term)
-            elif ttl >= 0 and now - first[0] >= RENEWED_AFTER and ttl >= first[2]:
+                lowest = ttl
+            elif ttl > lowest or (now - first[0] >= RENEWED_AFTER and ttl >= first[2]):
+                # Gone up, or not down in 2.5 s, within one term: renewed by its holder.
                 raise TokenRefused(f"the write token is held by {kv.value}, whose host renews its lease (it runs and reaches "
                                    f"etcd): {step.node} stays read-only")
+            else:
+                lowest = min(lowest, ttl)
         if time.monotonic() >= deadline:
             holder = kv.value if kv is not None else "?"
             raise TokenRefused(f"the write token is held by {holder} and its lease is kept alive (its host runs and reaches etcd)"

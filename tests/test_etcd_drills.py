@@ -75,7 +75,24 @@ def holder(request, tmp_path_factory, mariadb_template):
 def lab(holder) -> netns.NetnsLab:
     lab = holder.healthy()
     wait_for("the master to hold the write token", lambda: token_holder(lab) == lab.master(), 20)
+    # The previous drill's last orch runs (a refused promotion waits for the token) are over.
+    wait_for("every journaled orch run to have ended", lambda: runs_settled(lab), 20)
     return lab
+
+
+def runs_settled(lab: netns.NetnsLab) -> bool:
+    for host in lab.hosts.values():
+        path = host.file("state") / "journal.jsonl"
+        begun, ended = set(), set()
+        for line in (path.read_text(errors="replace").splitlines()[-200:] if path.exists() else []):
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            (begun if rec.get("phase") == "begin" else ended if rec.get("phase") == "end" else set()).add(rec.get("id"))
+        if begun - ended:
+            return False
+    return True
 
 
 def orch_in(lab: netns.NetnsLab, name: str, *args: str) -> str:
