@@ -157,6 +157,10 @@ def decide_token(view: ClusterView, cfg: Config) -> Optional[Tuple[str, Plan]]:
             plan = decide_fault(view, cfg, TOKEN)
             return TOKEN, Plan(f"{me.name} is writable but {peer.name} holds the write token ({t.describe()}): {plan.reason}",
                                plan.steps, plan.outcome, plan.warnings)
+        if not t.holder and view.holds_vip is False:
+            # keepalived moved the VIP away (a FAULT released the token, the server came back):
+            # the VIP holder's promotion takes the token and fences this one; it does not take it back.
+            return None
         if not t.holder:
             return TOKEN, Plan(f"{me.name} is writable and nobody holds the write token: taking it (or, if {peer.name} "
                                f"takes it first, fencing {me.name} next pass)", (AcquireToken(me.name, peer.name, 0.0),), ACT)

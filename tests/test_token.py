@@ -145,6 +145,8 @@ INVARIANT = [
     ("writable, nobody holds it: take it", MASTER1, REPLICA2, "", True, ACT, "nobody holds the write token",
      AcquireToken("server1", "server2", 0.0)),
     ("writable, a stranger holds it: said", MASTER1, REPLICA2, "x", True, NOOP, "not a node of this cluster", None),
+    # A FAULT released it and the server came back (a frozen mariadbd): the VIP holder takes it, not this one.
+    ("writable without the VIP, nobody holds it: left to the VIP holder", MASTER1, REPLICA2, "", False, None, "", None),
     ("read-only holder without the VIP: release", REPLICA1, MASTER2, "server1", False, ACT, "releasing it",
      ReleaseToken("server1", "fenced, not the VIP holder")),
     ("read-only holder with the VIP: kept (it opens)", REPLICA1, node("server2"), "server1", True, None, "", None),
