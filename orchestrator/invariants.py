@@ -23,6 +23,7 @@ TOKEN = "TOKEN"  # the journal's event for the write token's invariant
 HANDOVER = "HANDOVER"
 STALE = "STALE"
 HANDOVER_BACKOFF = 60.0  # seconds between two hand-overs of the VIP by the same host
+TOKEN_HANDOVER_BACKOFF = 10.0  # the same when the writable peer holds the write token (etcd: configured)
 
 
 def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tuple[str, ...]] = None,
@@ -96,11 +97,13 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
                 if track == "1":
                     return HANDOVER, Plan(f"handing VIP {cfg.keepalived.vip} over to {peer.name}: waiting for keepalived to move it",
                                           outcome=NOOP)
-                if handback_age is not None and handback_age < HANDOVER_BACKOFF:
+                # A peer holding the write token is the writer for sure: its VIP comes back sooner.
+                backoff = TOKEN_HANDOVER_BACKOFF if peer_token else HANDOVER_BACKOFF
+                if handback_age is not None and handback_age < backoff:
                     return HANDOVER, Plan(
                         f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only next to the writable {peer.name}: the VIP came "
                         f"back {handback_age:.0f}s after a hand-over (does keepalived run on {peer.name}?); handing over again "
-                        f"{HANDOVER_BACKOFF - handback_age:.0f}s from now", outcome=NOOP)
+                        f"{backoff - handback_age:.0f}s from now", outcome=NOOP)
                 newer = (f"has {lacking} that {me.name} lacks" if lacking else f"has everything {me.name} has" if not behind
                          else f"holds the write token ({view.token.describe() if view.token else ''})")
                 return HANDOVER, Plan(

@@ -300,3 +300,15 @@ def test_a_promotion_refused_for_the_token_is_retried_once_the_token_is_free():
     assert still_refused(last, 101.0, tview(REPLICA1, down("server2"), "server2", 3.0), ecfg())
     assert not still_refused(last, 101.0, tview(REPLICA1, down("server2"), "", None), ecfg())
     assert still_refused(last, 101.0, tview(REPLICA1, down("server2"), error="timed out"), ecfg())
+
+
+def test_the_vip_goes_back_to_the_token_holder_after_a_shorter_backoff():
+    from orchestrator.invariants import HANDOVER, TOKEN_HANDOVER_BACKOFF, decide_invariant
+
+    c = ecfg(keepalived={"vip": "10.0.0.100", "track_file": "/run/orch/track"})
+    v = tview(node("server1", ro=True, executed="0-1-10"), node("server2", ro=False, executed="0-1-10"), "server2", 4.0,
+              holds_vip=True)
+    event, plan = decide_invariant(v, c, track="0", handback_age=TOKEN_HANDOVER_BACKOFF + 1)
+    assert event == HANDOVER and any(isinstance(s, HandOver) and s.give_up for s in plan.steps)
+    event, plan = decide_invariant(v, c, track="0", handback_age=TOKEN_HANDOVER_BACKOFF - 1)
+    assert event == HANDOVER and plan.outcome == NOOP
