@@ -367,10 +367,11 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False, rewind
             f"refusing to demote {me.name}: it is the writable master and holds VIP {cfg.keepalived.vip}; fenced, it would "
             f"be opened again by the maintainer (the VIP holder must be writable) after a write outage; to make "
             f"{peer.name} the master, run `orch switchover` here", outcome=REFUSED)
-    if (not operator and cfg.etcd is not None and view.token is not None and view.token.held_by(me.name) and me.writable
-            and not peer.writable):
-        # keepalived gave the VIP to a host without the token (VRRP after a split heals): the writer
-        # stays; the read-only VIP holder hands the VIP back (invariants, keepalived.track_file).
+    if not operator and cfg.etcd is not None and view.token is not None and view.token.held_by(me.name) and me.writable:
+        # keepalived gave the VIP to a host without the token (VRRP after a split heals, a frozen host
+        # resumed with the higher priority): the writer stays. A peer writable without the token
+        # fences itself (the token rule); the read-only VIP holder hands the VIP back. Fencing here
+        # would release the token to a peer whose history lacks this node's acknowledged writes.
         return Plan(f"no action: {me.name} is the writable master and holds the write token; {peer.name} got the VIP "
                     f"without it and hands it back", outcome=NOOP)
     if me.alive:

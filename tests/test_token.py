@@ -312,3 +312,11 @@ def test_the_vip_goes_back_to_the_token_holder_after_a_shorter_backoff():
     assert event == HANDOVER and any(isinstance(s, HandOver) and s.give_up for s in plan.steps)
     event, plan = decide_invariant(v, c, track="0", handback_age=TOKEN_HANDOVER_BACKOFF - 1)
     assert event == HANDOVER and plan.outcome == NOOP
+
+
+def test_backup_on_the_writable_holder_next_to_a_resumed_writable_peer_keeps_the_token():
+    """A frozen old master resumed writable and took the VIP by priority: the holder's BACKUP must not
+    fence it and release the token (the resumed one would open without the holder's writes)."""
+    v = tview(MASTER1, MASTER2, "server1", 4.0, holds_vip=False)
+    plan = decide(v, BACKUP, ecfg())
+    assert plan.outcome == NOOP and not plan.steps
