@@ -130,7 +130,11 @@ def test_fault_with_etcd_unreadable_still_tries_to_release():
 
 
 def test_backup_on_the_holder_releases_after_its_fence():
-    plan = decide(tview(MASTER1, MASTER2, "server1", 4.0, holds_vip=False), BACKUP, ecfg())
+    # A read-only holder (fenced already): released.
+    plan = decide(tview(node("server1", ro=True), MASTER2, "server1", 4.0, holds_vip=False), BACKUP, ecfg())
+    assert ReleaseToken("server1", "BACKUP: server1 is fenced") in plan.steps
+    # orch demote of the writable holder: fenced, then released.
+    plan = decide(tview(MASTER1, MASTER2, "server1", 4.0, holds_vip=False), BACKUP, ecfg(), operator=True)
     steps = list(plan.steps)
     assert steps.index(Fence("server1")) < steps.index(ReleaseToken("server1", "BACKUP: server1 is fenced"))
 
