@@ -831,6 +831,10 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
             s.close()
     host, found_secrets = gather_host(cfg, keepalived)
     checks = run_checks(cfg, view, facts, keepalived, host)
+    if cfg.etcd is not None:
+        from .etcd_report import check_etcd, gather_etcd  # the write token (docs/etcd.md)
+
+        checks += [Check(c.name, c.status, c.detail, c.fix) for c in check_etcd(cfg, view, gather_etcd(cfg))]
     secrets = tuple(cfg.secrets) + found_secrets
     checks = [Check(c.name, c.status, logs.redact(c.detail, secrets), logs.redact(c.fix, secrets)) for c in checks]
     code = exit_code(checks)
