@@ -203,11 +203,6 @@ def stale_writer(view: ClusterView, cfg: Config) -> str:
     me, peer = view.me, view.peer
     if not (me.writable and peer.reachable) or _receives_from(peer, me):
         return ""
-    if not peer.writable and peer.replicates_from(me.host, me.port):
-        # A read-only peer still pointed here, its IO thread stopped, is this node's replica
-        # with errant transactions (stopped by orch demote --rewind, or by a refused rejoin),
-        # not a promoted newer master: a promotion opens it or moves it off this source.
-        return ""
     flavor = flavor_of(me, cfg)
     lacking = missing_from(flavor, me, peer)
     if not lacking:
