@@ -103,11 +103,19 @@ def test_paused_vip_holder_does_not_promote_until_resume(holder):
         promoted = time.monotonic()
         wait_for(f"writes through the VIP to succeed on {new}", lambda: writer.acked_since(promoted), 30, interval=0.05)
 
-        # The pause is still the latest row in the databases (the other host follows it): resume carries it there.
+        # The resume was handed to the other host's orch too (HTTP API). Whether its row reached the
+        # databases depends on whether it ran after the promotion (a single writable server to hold
+        # it) or before (kept on that host): in the second case the pause is still the latest row
+        # there and a second resume carries it; in the first there is nothing left to resume.
         status = run_orch(lab, new, "status")
-        assert "the databases still hold a pause" in status.stdout, status.stdout
         done = run_orch(lab, new, "resume", "--yes")
-        assert done.returncode == 0 and f"record on {new} (orch_meta.pause, replicated)" in done.stdout, done.stdout + done.stderr
+        if "the databases still hold a pause" in status.stdout:
+            assert done.returncode == 0 and f"record on {new} (orch_meta.pause, replicated)" in done.stdout, done.stdout + done.stderr
+        else:
+            assert f"maintenance: off; latest: resumed by root on {old}" in status.stdout, status.stdout
+            assert done.returncode == 0 and "nothing to resume" in done.stdout, done.stdout + done.stderr
+        latest = lab.dbs[new].query_value("SELECT kind FROM orch_meta.pause ORDER BY at DESC, run_id DESC LIMIT 1")
+        assert latest == "resume", latest
 
         lab.start_mysqld(old)
         time.sleep(0.3)
@@ -118,7 +126,7 @@ def test_paused_vip_holder_does_not_promote_until_resume(holder):
         assert not missing, f"acknowledged rows lost: {sorted(missing)[:10]}"
         assert not sampler.both_writable(), "two writable servers seen"
         kinds = [r.get("event") for r in journal(lab, new) if r.get("phase") == "end"]
-        assert "PAUSE" in kinds and kinds.count("RESUME") == 2
+        assert "PAUSE" in kinds and kinds.count("RESUME") in (1, 2)
         print(f"pause drill: VIP moved {t_vip - t0:.2f}s after the kill; promoted {promoted - t_resume:.2f}s after resume; "
               f"acked {len(acked)}")
     except LabError as exc:
