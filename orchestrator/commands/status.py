@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any, Dict, List, Optional, TextIO, Tuple
+from typing import Any, Dict, List, Optional, Sequence, TextIO, Tuple
 
 from ..config import Config
 from ..decide import flavor_of, replica_health
@@ -256,9 +256,10 @@ def vip_summary(view: ClusterView, cfg: Config) -> Dict[str, Any]:
     return {"address": address, "this_host_holds": held, "holder": holder, "why": why}
 
 
-def status_document(view: ClusterView, cfg: Config) -> Dict[str, Any]:
+def status_document(view: ClusterView, cfg: Config, haproxy: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
     """``orch status --format json``'s document from an observed view (and this host's journal,
-    pending event and semi-sync record); GET /status serves the same from the maintainer's view."""
+    pending event and semi-sync record); GET /status serves the same from the maintainer's view.
+    ``haproxy``: each HAProxy's reading (orchestrator/haproxy.py, as_dict's form), as read."""
     from ..pending import peek
 
     nodes = [node_summary(view, view.me, view.peer, cfg), node_summary(view, view.peer, view.me, cfg)]
@@ -270,7 +271,7 @@ def status_document(view: ClusterView, cfg: Config) -> Dict[str, Any]:
     return {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "vip": vip_summary(view, cfg),
             "nodes": nodes, "atlas": atlas, "journal": Journal(cfg.state_dir).tail(10), "pending_event": peek(cfg.state_dir),
             "semi_sync_policy": semisync_policy(cfg), "anti_flapping": antiflap_summary(view, cfg),
-            "maintenance": pause_summary(view)}
+            "maintenance": pause_summary(view), "haproxy": list(haproxy)}
 
 
 def status(args: argparse.Namespace, out: TextIO) -> int:
@@ -284,7 +285,9 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         for s in servers.values():
             s.close()
-    doc = status_document(view, cfg)
+    from .. import haproxy
+
+    doc = status_document(view, cfg, [r.as_dict() for r in haproxy.observe(cfg)])
     nodes, journal, vip, atlas = doc["nodes"], doc["journal"], doc["vip"], doc["atlas"]
     pending, policy, flap, paused = doc["pending_event"], doc["semi_sync_policy"], doc["anti_flapping"], doc["maintenance"]
     if args.format == "json":
@@ -302,6 +305,8 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
                 continue
             listed = ", ".join(f"{b['address']} ({b['type']}, {b['state']})" for b in a["backends"]) or "no backends"
             lines.append(f"atlas {a['name']}: {listed}")
+        for reading in doc["haproxy"]:
+            lines += haproxy.describe(reading)
         for line in lines:
             out.write("\n".join(wrap(line, width)) + "\n")
     return EXIT_OK if view.me.reachable and view.peer.reachable else EXIT_FAILED
