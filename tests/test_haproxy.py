@@ -260,3 +260,32 @@ def test_a_real_haproxy_read_over_its_stats_socket(real_haproxy):
     r = hp.read_one(path, "mysql_rw", "read")
     assert r.reachable and r.error == "no backend mysql_rw (haproxy.write_backend) in its show stat"
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+# --- the config keys ----------------------------------------------------------------------------
+
+
+def test_haproxy_config_keys():
+    from orchestrator.config import ConfigError, validate
+
+    base = {"self": "server1", "nodes": {"server1": {"host": "10.0.0.1"}, "server2": {"host": "10.0.0.2"}},
+            "mysql": {"user": "orch", "password": "x"}, "replication": {"user": "repl", "password": "y"},
+            "keepalived": {"vip_check": False}}
+    cfg = validate(base)
+    assert (cfg.haproxy.stats_sockets, cfg.haproxy.write_backend, cfg.haproxy.read_backend) == ((), "write", "read")
+    cfg = validate({**base, "haproxy": {"stats_sockets": ["/run/a.sock", "/run/b.sock"], "write_backend": "rw"}})
+    assert cfg.haproxy.stats_sockets == ("/run/a.sock", "/run/b.sock") and cfg.haproxy.write_backend == "rw"
+    with pytest.raises(ConfigError) as err:
+        validate({**base, "haproxy": {"stats_sockets": ["relative.sock", "/a", "/a", 3, "/" + "x" * 120],
+                                      "write_backend": "read", "socket": "/x"}})
+    assert sorted(err.value.problems) == sorted([
+        "haproxy.stats_sockets[0]: expected an absolute UNIX socket path (at most 107 bytes)",
+        "haproxy.stats_sockets[2]: /a is listed twice",
+        "haproxy.stats_sockets[3]: expected an absolute UNIX socket path (at most 107 bytes)",
+        "haproxy.stats_sockets[4]: expected an absolute UNIX socket path (at most 107 bytes)",
+        "haproxy.read_backend: the same backend as write_backend: give each its own",
+        "haproxy.socket: unknown key",
+    ]), err.value.problems
+    with pytest.raises(ConfigError) as err:
+        validate({**base, "haproxy": {"stats_sockets": "/run/a.sock"}})
+    assert err.value.problems == ["haproxy.stats_sockets: expected a list of absolute UNIX socket paths"]
