@@ -163,18 +163,19 @@ def observe(cfg: Config, timeout: float = STAT_TIMEOUT) -> Tuple[Reading, ...]:
 
 
 def describe(reading: Mapping[str, Any]) -> List[str]:
-    """One reading (as_dict's form) as lines for orch status: the write and the read backend."""
+    """One reading (as_dict's form) as lines for orch status: a line naming the HAProxy, then
+    its write and its read backend, each server with its status and last check."""
     name = reading.get("name")
     if not reading.get("reachable"):
         return [f"haproxy {name}: UNREACHABLE: {reading.get('error')}"]
-    lines = []
+    lines = [f"haproxy {name}:"]
     for role in ("write", "read"):
         servers = [b for b in reading.get("backends") or [] if b.get("role") == role]
         if not servers:
             continue
         listed = ", ".join(f"{b['server']} {b['status']}" + (f" ({b['check']})" if b.get("check") else "") +
                            (" backup" if b.get("backup") else "") for b in servers)
-        lines.append(f"haproxy {name} {role} backend {servers[0]['backend']}: {listed}")
+        lines.append(f"  {role} backend {servers[0]['backend']}: {listed}")
     if reading.get("error"):
-        lines.append(f"haproxy {name}: {reading['error']}")
+        lines.append(f"  {reading['error']}")
     return lines

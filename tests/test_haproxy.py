@@ -2,8 +2,8 @@
 check), table-driven from HAProxy 2.6's real header; the door's deadline against a socket that
 accepts and never answers; and a real HAProxy (Debian's, no frontend: it binds no port) whose
 write backend checks two local HTTP servers answering /master as orch does, read over its
-stats socket while the answers flip. The lab's HAProxy in front of a real pair is
-tests/test_haproxy_status_lab.py."""
+stats socket while the answers flip. The lab's HAProxy in front of a real pair, in orch status
+and on the page across a failover, is tests/test_haproxy_lab.py."""
 
 from __future__ import annotations
 
@@ -112,10 +112,13 @@ def test_describe_lines_for_orch_status():
     servers, _ = hp.backend_servers(hp.parse_stat(SHIPPED), "write", "read")
     reading = hp.Reading("/run/haproxy/orch-admin.sock", True, "", servers).as_dict()
     assert hp.describe(reading) == [
-        "haproxy /run/haproxy/orch-admin.sock write backend write: server1 UP (L7OK), server2 DOWN (L7STS)",
-        "haproxy /run/haproxy/orch-admin.sock read backend read: server1 DOWN (L7STS), server2 UP (L7OK), "
-        "server1-master UP backup, server2-master MAINT backup",
+        "haproxy /run/haproxy/orch-admin.sock:",
+        "  write backend write: server1 UP (L7OK), server2 DOWN (L7STS)",
+        "  read backend read: server1 DOWN (L7STS), server2 UP (L7OK), server1-master UP backup, server2-master MAINT backup",
     ]
+    partial = hp.Reading("/x.sock", True, "no backend read (haproxy.read_backend) in its show stat", servers[:1]).as_dict()
+    assert hp.describe(partial) == ["haproxy /x.sock:", "  write backend write: server1 UP (L7OK)",
+                                    "  no backend read (haproxy.read_backend) in its show stat"]
     gone = hp.Reading("/x.sock", False, "cannot read show stat: No such file or directory").as_dict(now=0.0)
     assert hp.describe(gone) == ["haproxy /x.sock: UNREACHABLE: cannot read show stat: No such file or directory"]
     assert gone["age"] == 0.0
