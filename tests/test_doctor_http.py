@@ -2,7 +2,8 @@
 mode not group/world-readable), the TLS certificate and key (they load), the CA; a warning when
 the API is served without a token. Real files (and real certificates from openssl) gathered by
 ``gather_http``, judged by the pure ``check_http``; then ``orch doctor --format json`` against a
-real pair shows the same checks under the same keys, and never the token."""
+real pair shows the same checks under the same keys, and never the token. Also the haproxy:
+section's sockets (a warning when one does not answer)."""
 
 from __future__ import annotations
 
@@ -130,3 +131,20 @@ def test_orch_doctor_json_has_the_http_checks_and_never_the_token(cluster, tmp_p
     table = t.orch(cfg, "server1", "doctor", timeout=60)
     assert "WARN  http token file mode" in table.stdout and GOOD_TOKEN not in table.stdout + table.stderr
     os.chmod(token, 0o600)
+
+
+def test_haproxy_sockets(tmp_path):
+    """haproxy.stats_sockets: a socket that does not answer, or lacks a backend, is a warning."""
+    from orchestrator import haproxy as hp
+
+    up = hp.BackendServer("write", "write", "server1", "10.0.0.1:3306", "UP", "UP", "L7OK", "200", False)
+    down = hp.BackendServer("read", "read", "server1", "10.0.0.1:3306", "DOWN", "DOWN", "L7STS", "503", False)
+    readings = [hp.read_one(str(tmp_path / "gone.sock"), "write", "read"),
+                hp.Reading("/run/a.sock", True, "no backend read (haproxy.read_backend) in its show stat", (up,)),
+                hp.Reading("/run/b.sock", True, "", (up, down))]
+    checks = by_name(d.check_haproxy(readings))
+    assert [c.status for c in checks.values()] == ["warn", "warn", "pass"], checks
+    assert "No such file or directory" in checks[f"haproxy {tmp_path / 'gone.sock'}"].detail
+    assert "haproxy.write_backend" in checks["haproxy /run/a.sock"].fix
+    assert checks["haproxy /run/b.sock"].detail == "show stat answers; up: write server1"
+    assert d.check_haproxy([]) == []

@@ -307,6 +307,10 @@ def test_haproxy_backends_in_status_lab_status_and_the_page_across_a_failover(ho
             return got == after
 
         wait_for("the new master's page to show HAProxy after the failover", page_settled, 20, detail=lambda: str(got))
+        # GET /status: the same entries, read by the HTTP server's own thread, with their age.
+        code, doc = api(lab, new, "/status")
+        assert code == 200 and haproxy_rows(lab, doc) == after, doc.get("haproxy")
+        assert 0 <= doc["haproxy"][0]["age"] < 3, doc["haproxy"]
     finally:
         lab.start_mysqld(old)
     lab.wait_healthy(90)

@@ -736,6 +736,23 @@ def check_http(cfg: Config, facts: HttpFacts) -> List[Check]:
     return out
 
 
+def check_haproxy(readings: Sequence[Any]) -> List[Check]:
+    """Each HAProxy of haproxy.stats_sockets answers show stat with both backends (a warning
+    otherwise: orch status and the page cannot show it; failover does not depend on it)."""
+    out = []
+    for r in readings:
+        name = f"haproxy {r.socket}"
+        if not r.reachable:
+            out.append(Check(name, WARN, f"unreachable: {r.error}", "check that HAProxy runs on this host with this "
+                             "stats socket (haproxy.cfg's stats socket line), readable by root"))
+        elif r.error:
+            out.append(Check(name, WARN, r.error, "set haproxy.write_backend and read_backend to haproxy.cfg's backend names"))
+        else:
+            up = [f"{s.role} {s.server}" for s in r.servers if s.status == "UP" and not s.backup]
+            out.append(Check(name, PASS, f"show stat answers; up: {', '.join(up) or 'none'}"))
+    return out
+
+
 def _file_facts(path: str) -> FileFacts:
     import os
 
@@ -866,7 +883,8 @@ def _repl_login(server: Server, cfg: Config) -> str:
 
 
 def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts], keepalived: Optional[Tuple[conf.Block, str]],
-               host: Optional[HostFacts] = None, http: Optional[HttpFacts] = None) -> List[Check]:
+               host: Optional[HostFacts] = None, http: Optional[HttpFacts] = None,
+               haproxy: Sequence[Any] = ()) -> List[Check]:
     """Every check, in the order an operator fixes things."""
     me, peer = servers.get(view.me.name), servers.get(view.peer.name)
     checks: List[Check] = []
@@ -894,6 +912,7 @@ def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts
     checks += check_metrics(cfg)
     if http is not None:
         checks += check_http(cfg, http)
+    checks += check_haproxy(haproxy)
     if keepalived is not None:
         checks += check_keepalived(keepalived[0], cfg.keepalived, keepalived[1])
         checks += check_notify_node(keepalived[0], cfg.keepalived, cfg.self_name, keepalived[1])
@@ -942,7 +961,9 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
         for s in servers.values():
             s.close()
     host, found_secrets = gather_host(cfg, keepalived)
-    checks = run_checks(cfg, view, facts, keepalived, host, gather_http(cfg))
+    from .. import haproxy
+
+    checks = run_checks(cfg, view, facts, keepalived, host, gather_http(cfg), haproxy.observe(cfg))
     secrets = tuple(cfg.secrets) + found_secrets
     checks = [Check(c.name, c.status, logs.redact(c.detail, secrets), logs.redact(c.fix, secrets)) for c in checks]
     code = exit_code(checks)
