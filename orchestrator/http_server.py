@@ -278,7 +278,7 @@ class ApiServer:
                 return http_api.error(404, "no metrics registry")
             return Response(200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
         if effect.name == "status":
-            from .commands.status import status_document
+            from .statusdoc import status_document
 
             snap = self.refresher.snapshot()
             assert snap.full is not None
@@ -291,7 +291,7 @@ class ApiServer:
         return http_api.error(404, f"no such endpoint: {effect.name}")
 
     def _history(self, since_text: str) -> Response:
-        from .commands.history import history_entries
+        from .history_read import history_entries
         from .history import parse_since
 
         since = 0.0
@@ -310,8 +310,8 @@ class ApiServer:
         snap = self.refresher.snapshot()
         if snap.full is None:
             return http_api.error(503, "the maintainer has not finished a pass yet")
-        from .commands.history import history_entries
-        from .commands.status import status_document
+        from .history_read import history_entries
+        from .statusdoc import status_document
 
         entries, _, _ = history_entries(self.cfg, time.time() - 7 * 86400, HISTORY_READ_TIMEOUT)
         return Response(200, statuspage.render(status_document(snap.full, self.cfg, self.haproxy.readings()), entries).encode("utf-8"), http_api.HTML)

@@ -135,7 +135,7 @@ def vip_cell(status: Mapping[str, Any], node: Mapping[str, Any]) -> str:
 
 
 def semisync_text(node: Mapping[str, Any]) -> str:
-    from .commands.status import semisync_cell
+    from .statusdoc import semisync_cell
 
     try:
         return semisync_cell(dict(node))

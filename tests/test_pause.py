@@ -247,7 +247,7 @@ def test_metric(tmp_path):
 
 
 def test_status_summary():
-    from orchestrator.commands.status import pause_summary
+    from orchestrator.statusdoc import pause_summary
 
     on = pause_summary(paused(view(REPLICA1, MASTER2), remaining=600.0))
     assert on["paused"] and on["text"].startswith("PAUSED") and "alice" in on["text"] and "kernel upgrade" in on["text"]

@@ -253,10 +253,10 @@ def test_a_failed_refresh_keeps_the_last_page_and_says_so(tmp_path, first_page):
 
 
 def test_status_doc_is_the_shape_orch_status_prints():
-    """The synthetic document has the keys orch status --format json writes (commands/status.py)."""
+    """The synthetic document has the keys orch status --format json writes (statusdoc.py)."""
     import inspect
 
-    from orchestrator.commands import status as st
+    from orchestrator import statusdoc as st
 
     source = inspect.getsource(st)
     for key in status_doc():

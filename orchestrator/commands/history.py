@@ -7,15 +7,12 @@ import json
 import logging
 import sys
 import time
-from typing import Any, Dict, List, TextIO, Tuple
+from typing import TextIO
 
 from ..errors import EXIT_FAILED, EXIT_OK, UsageError
-from ..journal import Journal
 from .common import load_config
 
 log = logging.getLogger("orchestrator")
-
-READ_TIMEOUT = 5.0  # seconds per server: a history is read by a person, not on a failover's path
 
 
 def history(args: argparse.Namespace, out: TextIO) -> int:
@@ -32,6 +29,8 @@ def history(args: argparse.Namespace, out: TextIO) -> int:
         except ValueError as exc:
             raise UsageError(f"orch history: --since: {exc}") from None
     cfg = load_config(args)
+    from ..history_read import history_entries
+
     entries, errors, unread = history_entries(cfg, since)
     for error in errors:
         print(f"orch history: warning: {error}", file=sys.stderr)
@@ -42,36 +41,3 @@ def history(args: argparse.Namespace, out: TextIO) -> int:
 
         out.write(h.render(entries, min(terminal_width(), 120)) + "\n")
     return EXIT_FAILED if unread == len(cfg.nodes) else EXIT_OK
-
-
-def history_entries(cfg: Any, since: float, read_timeout: float = READ_TIMEOUT) -> Tuple[List[Dict[str, Any]], List[str], int]:
-    """``orch history --format json``'s entries (both servers' copies of the promotion and
-    maintenance records merged with this host's journal), what could not be read (one line
-    each), and how many servers' copies of the promotion record could not be read. GET
-    /history serves it."""
-    from .. import history as h
-    from .. import pauses, promotions
-    from ..db import open_servers
-
-    rows: List[Dict[str, Any]] = []
-    pause_rows: List[Dict[str, Any]] = []
-    errors: List[str] = []
-    unread = 0
-    servers = open_servers(cfg, read_timeout=read_timeout)
-    try:
-        for name, server in servers.items():
-            got, error = promotions.read_all(server, name, since)
-            rows += got
-            if error:
-                errors.append(f"the promotion record is unreadable on {error}")
-                unread += 1
-                continue  # the connection is gone: the pause record would fail the same way
-            got, error = pauses.read_all(server, name, since)
-            pause_rows += got
-            if error:
-                errors.append(f"the maintenance record is unreadable on {error}")
-    finally:
-        for s in servers.values():
-            s.close()
-    journal = h.journal_entries(Journal(cfg.state_dir).records())
-    return h.merge(journal, h.record_entries(rows) + h.pause_entries(pause_rows), since), errors, unread
