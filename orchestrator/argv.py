@@ -154,6 +154,9 @@ def build_parser() -> Parser:
                     help="only entries since WHEN: a duration back from now (30m, 2h, 1d, 1w) or an ISO time (UTC unless it says)")
     add_format(hi, ": a list of entries")
 
+    fl = sub.add_parser("fleet", help="every cluster publishing under etcd.prefix: token holder, master, replica, lag, last failover")
+    add_format(fl, ": a list of clusters")
+
     cc = sub.add_parser("check-config", help="validate the configuration and exit")
     add_format(cc)
 
@@ -193,6 +196,8 @@ def build_parser() -> Parser:
     lab.add_argument("--mode", choices=("auto", "netns", "loopback"), default="auto", help="network namespaces or loopback addresses")
     lab.add_argument("--haproxy", action="store_true",
                      help="up: also run HAProxy (conf/haproxy.cfg) beside the clients, checking each server through orch's HTTP API")
+    lab.add_argument("--etcd", action="store_true", help="up: also a three-member etcd (one member in each host's namespace, "
+                                                        "one beside the witness) and the write token (docs/etcd.md)")
 
     co = sub.add_parser("completion", help="print a shell completion script built from this parser")
     co.add_argument("shell", choices=("bash",), help="the shell (bash; zsh loads it with bashcompinit)")

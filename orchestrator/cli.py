@@ -135,6 +135,10 @@ def _dispatch(argv: "Optional[List[str]]", stdout: "TextIO", stdin: "TextIO") ->
             from .commands.status import status
 
             return status(args, stdout)
+        if args.command == "fleet":
+            from .commands.etcd_report import fleet
+
+            return fleet(args, stdout)
         if args.command == "history":
             from .commands.history import history
 

@@ -544,6 +544,73 @@ def _alerts(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Read
     return cls(**values)
 
 
+def _etcd_endpoints(value: Any, path: str, reading: Reading) -> Tuple[str, ...]:
+    """http(s)://host:port, one per member"""
+    if not isinstance(value, (list, tuple)) or not value:
+        reading.add(path, "expected a list of http:// or https:// URLs (one per etcd member)")
+        return ()
+    from urllib.parse import urlsplit  # only with an etcd section
+
+    out: List[str] = []
+    for i, item in enumerate(value):
+        try:
+            parts = urlsplit(str(item))
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if (not isinstance(item, str) or parts is None or parts.scheme not in ("http", "https") or not parts.hostname
+                or not port or parts.path not in ("", "/") or "@" in parts.netloc):
+            reading.add(f"{path}[{i}]", "expected http://host:port or https://host:port (no path, no credentials)")
+            continue
+        out.append(f"{parts.scheme}://{parts.netloc}")
+    if len(set(out)) != len(out):
+        reading.add(path, "an endpoint is listed twice")
+    return tuple(out)
+
+
+def _etcd_prefix(value: Any, meta: Any) -> str:
+    """key prefix"""
+    if not isinstance(value, str) or not value.startswith("/") or value.endswith("/") or re.search(r"\s", value):
+        raise ValueError("expected a key prefix starting with / and not ending with / (e.g. /orch)")
+    return value
+
+
+@dataclass(frozen=True)
+class Etcd:
+    """The write token in etcd (docs/etcd.md): only the host holding it may open its server."""
+
+    endpoints: Tuple[str, ...] = setting(help="every etcd member's client URL: one per DB host and one beside the "
+                                         "witness", read=_etcd_endpoints, positional=True)
+    ttl: int = setting(5, "seconds: the write token's lease; a frozen or cut-off master's host costs this much "
+                       "before the peer opens, and fences itself before it runs out", lo=3, hi=60)
+    prefix: str = setting("/orch", "keys live under <prefix>/<cluster>/", check=_etcd_prefix)
+    timeout: float = setting(1.0, "seconds for one etcd call over every endpoint (a hung member costs its share, "
+                             "then the next is tried)", lo=0.2, hi=10)
+    user: str = setting("", "log in as this etcd user (with password or password_file)")
+    password: str = setting("", _PASSWORD_HELP, either="password_file", custom=True, repr=False)
+    cacert: str = setting("", "verify the members' certificates against this CA file (https endpoints)", check=_file_path)
+    cert: str = setting("", "client certificate file (etcd's --client-cert-auth)", check=_file_path)
+    key: str = setting("", "client certificate's key file", check=_file_path)
+    password_file: str = _password_file()
+
+
+@checks(Etcd)
+def _etcd(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Etcd:
+    m = as_mapping(raw)
+    if "user" in m:
+        values["password"], values["password_file"] = _secret(m, path, reading)
+    elif "password" in m or "password_file" in m:
+        reading.add(f"{path}.user", "missing (a password needs a user)")
+    for name in ("cacert", "cert", "key"):
+        if values.get(name):
+            values[name] = os.path.join(reading.base_dir, values[name])
+    if bool(values.get("cert")) != bool(values.get("key")):
+        reading.add(f"{path}.cert", "give cert and key together")
+    if (values.get("cacert") or values.get("cert")) and not any(e.startswith("https://") for e in values.get("endpoints", ())):
+        reading.add(f"{path}.endpoints", "cacert/cert need https:// endpoints")
+    return cls(**values)
+
+
 _HOOK_HELP = "argv lists, run in order"
 
 
@@ -590,6 +657,8 @@ class Config:
     haproxy: Haproxy = setting(Haproxy(), "the HAProxy instances whose backends orch status and the status page "
                                "show ([HAProxy](haproxy.md))")
     hooks: Hooks = setting(Hooks(), "site commands around a promotion or a switchover ([Hooks](concepts.md#hooks))")
+    etcd: Optional[Etcd] = setting(None, "the write token in etcd: only the host holding it opens its server "
+                                   "([The write token in etcd](etcd.md)); without it, no token", section=Etcd)
     alerts: Optional[Alerts] = setting(None, "a webhook and/or a mail on promotion, refusal, split brain... "
                                        "([Alerts](metrics-and-alerts.md#alerts))", section=Alerts)
     syslog: bool = setting(False, "also log to syslog (always to stderr)", under="log")
@@ -615,6 +684,8 @@ class Config:
         values = [self.mysql.password, self.replication.password] + [a.password for a in self.atlas]
         if self.alerts is not None:
             values += self.alerts.secrets
+        if self.etcd is not None:
+            values.append(self.etcd.password)
         return tuple(v for v in values if v)
 
 
@@ -658,6 +729,7 @@ LOG_KEYS = keys_of(Config, "log")
 ALERTS_KEYS = keys_of(Alerts)
 WEBHOOK_KEYS = keys_of(Webhook)
 SMTP_KEYS = keys_of(Smtp)
+ETCD_KEYS = keys_of(Etcd)
 
 
 def reference(cls: Any = Config) -> str:
@@ -735,7 +807,13 @@ def _resolve(cfg: Config, reading: Reading) -> Config:
     alerts = cfg.alerts
     if alerts is not None and alerts.smtp is not None and alerts.smtp.password_file:
         alerts = replace(alerts, smtp=_with_password(alerts.smtp, "alerts.smtp", reading))
-    return replace(cfg, mysql=mysql, replication=replication, atlas=atlas, alerts=alerts,
+    etcd = cfg.etcd
+    if etcd is not None:
+        etcd = _with_password(etcd, "etcd", reading) if etcd.password_file else etcd
+        for name in ("cacert", "cert", "key"):
+            if getattr(etcd, name) and not os.path.isfile(getattr(etcd, name)):
+                reading.add(f"etcd.{name}", f"{getattr(etcd, name)} does not exist")
+    return replace(cfg, mysql=mysql, replication=replication, atlas=atlas, alerts=alerts, etcd=etcd,
                    warnings=cfg.warnings + _hook_warnings(cfg.hooks))
 
 

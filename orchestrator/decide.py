@@ -14,6 +14,7 @@ from .config import Config
 from .keepalived.events import BACKUP, DELETED, FAULT, MASTER, STOP  # the events decide() plans for
 from .model import ClusterView, NodeState, ThreadState
 from .pause import pause_warning, paused_plan
+from .token import open_gate, release_steps
 from .plan import (
     ACT, INCOMPLETE, NOOP, REFUSED, CatchUp, ChangeSource, Fence, Plan, PreserveRelayLog, Recheck, RemoveBackend,
     RecordPromotion, ResetReplica, Rewind, RunHook, SemiSyncWait, SetRwOffline, SetRwOnline, SetWritable, StartReplica,
@@ -200,10 +201,15 @@ def decide_master(view: ClusterView, cfg: Config, operator: bool = False, ignore
             outcome=REFUSED, warnings=warnings,
         )
 
+    # The write token (etcd: configured): refused without it; its steps run right before the re-check.
+    no_token, token_steps = open_gate(view, cfg, operator)
+    if no_token:
+        return Plan(f"refusing to promote {me.name}: {no_token}", outcome=REFUSED, warnings=warnings)
     steps: List[Step] = []
     if peer_open:
         steps.append(Fence(peer.name))
     if me.writable:
+        steps += token_steps
         if configured:
             steps += [StopReplica(me.name), ResetReplica(me.name)]
         steps += _remove_own_backend(cfg, f"{me.name} is the master now", after_rw_up=True)
@@ -291,6 +297,9 @@ def decide_master(view: ClusterView, cfg: Config, operator: bool = False, ignore
     # Writes open only on a state read just now (the VIP and the peer may have changed
     # during a long catch-up); a failed re-check leaves replication as it was.
     recheck = Recheck(me.name, peer.name if peer.reachable else None, cfg.keepalived.vip if view.holds_vip else "")
+    # The token before the re-check: once it is taken, nobody else can open; the re-check then
+    # proves the peer did not open just before.
+    steps += token_steps
     if recheck.peer or recheck.vip:
         steps.append(recheck)
     if configured:
@@ -358,6 +367,13 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False, rewind
             f"refusing to demote {me.name}: it is the writable master and holds VIP {cfg.keepalived.vip}; fenced, it would "
             f"be opened again by the maintainer (the VIP holder must be writable) after a write outage; to make "
             f"{peer.name} the master, run `orch switchover` here", outcome=REFUSED)
+    if not operator and cfg.etcd is not None and view.token is not None and view.token.held_by(me.name) and me.writable:
+        # keepalived gave the VIP to a host without the token (VRRP after a split heals, a frozen host
+        # resumed with the higher priority): the writer stays. A peer writable without the token
+        # fences itself (the token rule); the read-only VIP holder hands the VIP back. Fencing here
+        # would release the token to a peer whose history lacks this node's acknowledged writes.
+        return Plan(f"no action: {me.name} is the writable master and holds the write token; {peer.name} got the VIP "
+                    f"without it and hands it back", outcome=NOOP)
     if me.alive:
         return Plan(
             f"cannot fence {me.name}: its server answers, but unusably ({me.error}); it may still take writes",
@@ -373,6 +389,7 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False, rewind
     if not flavor.is_fenced(me):
         steps.append(Fence(me.name))
     fenced = "fencing" if steps else "fenced"
+    steps += release_steps(view, cfg, f"BACKUP: {me.name} is fenced")
 
     def own_backend(health: Optional[Health] = None) -> List[Step]:
         if health is not None and health.healthy is True:
@@ -455,12 +472,15 @@ def decide_fault(view: ClusterView, cfg: Config, event: str) -> Plan:
     if not me.reachable:
         return Plan(
             f"{event}: {me.name}'s server is not reachable ({me.error}): nothing to fence",
-            tuple(offline + _remove_own_backend(cfg, f"{me.name} is down")), INCOMPLETE,
+            tuple(offline + release_steps(view, cfg, f"{event}: {me.name}'s server is down")
+                  + _remove_own_backend(cfg, f"{me.name} is down")), INCOMPLETE,
         )
     steps: List[Step] = list(offline)
     fencing = not flavor_of(me, cfg).is_fenced(me)
     if fencing:
         steps.append(Fence(me.name))
+    # Only once fenced (a failed fence stops the plan): the peer may open at once.
+    steps += release_steps(view, cfg, f"{event}: {me.name} is fenced")
     health = replica_health(view, me, view.peer, cfg, in_atlas=True)  # removal only: the staying check
     if health.healthy is not True:
         steps += _remove_own_backend(cfg, health.reason)

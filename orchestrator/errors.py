@@ -73,5 +73,10 @@ class CatchUpRefused(Refused):
     maintainer retries it as soon as it has (invariants.caught_up)."""
 
 
+class TokenRefused(Refused):
+    """A promotion refused because the write token is held by the peer (etcd: configured): the
+    maintainer retries it as soon as a pass sees the token free (pass_choice.still_refused)."""
+
+
 class LockBusy(OrchError):
     """Another orch run holds the lock."""

@@ -41,7 +41,7 @@ from .plan import (
     ATLAS_FIRST, ATLAS_PHASES, POST_HOOK, PRE_HOOK, AckLocally, AtlasStep, AwaitPromotion, AwaitVip, CatchUp, ChangeSource,
     Fence, HandOver, PauseLocally, Plan, PreserveRelayLog, Recheck, RecordPause, RecordPromotion, RecordSwitchover, ResetReplica, Rewind, RunHook,
     RunResult, SemiSyncReplica, SemiSyncWait, SetRwOffline, SetRwOnline, SetWritable, StartReplica, StartSqlThread, Step,
-    StepResult, StopReplica, StopSqlThread,
+    StepResult, StopReplica, StopSqlThread, AcquireToken, ReleaseToken, HandOverToken,
 )
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,31 @@ class Executor:
             return write_local(step.state_dir, step.kind, self.cfg.self_name, self.run_id or _run_id(), step.seconds, step.reason, step.by)
         except OSError as exc:
             raise OrchError(f"cannot write the maintenance record in {step.state_dir}: {exc.strerror or exc}") from None
+
+    def _acquire_token(self, step: AcquireToken) -> str:
+        from . import lease  # etcd: configured
+
+        def peer_fenced() -> str:
+            """The peer re-read now: fenced (or down with its lease run out: then etcd took the key)."""
+            server = self.servers.get(step.peer)
+            if server is None:
+                return ""
+            peer = observe_node(server, self.cfg.flavor)
+            if peer.reachable and flavors.get(peer.flavor, peer.version).is_fenced(peer):
+                return f"{step.peer} re-read fenced"
+            return ""
+
+        return lease.acquire(self.cfg, step, peer_fenced)
+
+    def _release_token(self, step: ReleaseToken) -> str:
+        from . import lease
+
+        return lease.release(self.cfg, step)
+
+    def _hand_over_token(self, step: HandOverToken) -> str:
+        from . import lease
+
+        return lease.hand_over(self.cfg, step)
 
     def _rewind(self, step: Rewind) -> str:
         from . import rewind  # only when a Rewind runs
@@ -484,6 +509,9 @@ HANDLERS: Dict[type, Callable[[Executor, Any], str]] = {
     AckLocally: Executor._ack_locally,
     RecordPause: Executor._record_pause,
     PauseLocally: Executor._pause_locally,
+    AcquireToken: Executor._acquire_token,
+    ReleaseToken: Executor._release_token,
+    HandOverToken: Executor._hand_over_token,
 }
 
 

@@ -157,3 +157,26 @@ def _kill_blockers(server: Server) -> List[str]:
         log.warning("fence %s: killed session %s", server.node.name, text)
         killed.append(text)
     return killed
+
+
+def self_fence(cfg: Any, why: str, seconds: float = 1.0) -> str:
+    """The lease keeper's fence of this host's own server (orchestrator/lease.py): a connection of
+    its own (the keeper is a thread beside the passes), the fence bounded by ``seconds`` before
+    the writers it waits behind are killed (token.FENCE_BUDGET covers it)."""
+    from . import flavors
+    from .observe import observe_node
+
+    server = Server(cfg.me, cfg.mysql)
+    try:
+        node = observe_node(server, cfg.flavor)
+        if node.down:
+            return f"{cfg.self_name}'s server is down ({node.error}): nothing to fence"
+        if not node.reachable:
+            raise DatabaseError(f"cannot fence {cfg.self_name}: its server answers, but unusably ({node.error})")
+        flavor = flavors.get(node.flavor, node.version)
+        if flavor.is_fenced(node):
+            return f"{cfg.self_name} is read-only already"
+        log.error("self-fence %s: %s", cfg.self_name, why)
+        return fence(server, flavor, seconds, cfg.failover.semi_sync)
+    finally:
+        server.close()

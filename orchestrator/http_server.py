@@ -399,11 +399,13 @@ def _handler(api: ApiServer) -> Any:
     return Handler
 
 
-def serve_http(maintainer: Any, cfg: Config, port: int) -> ApiServer:
-    """Metrics and the API for a running Maintainer on ``port`` (both registered as its listeners)."""
+def serve_http(maintainer: Any, cfg: Config, port: int, lease_keeper: Any = None) -> ApiServer:
+    """Metrics and the API for a running Maintainer on ``port`` (both registered as its
+    listeners); ``lease_keeper``: the etcd lease keeper whose figures the token metrics read."""
     from .metrics import Metrics
 
     metrics = Metrics(cfg)
+    metrics.keeper = lease_keeper
     maintainer.add_listener(metrics)
     api = ApiServer(cfg, port, metrics.registry)
     maintainer.add_listener(api.keeper)

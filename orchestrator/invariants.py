@@ -16,12 +16,14 @@ from . import flavors
 from .config import Config
 from .decide import MASTER, decide, decide_fault, flavor_of
 from .model import ClusterView, NodeState, ThreadState
-from .plan import ACT, NOOP, REFUSED, HandOver, Plan
+from .plan import ACT, NOOP, REFUSED, AcquireToken, HandOver, Plan, ReleaseToken
 
 SPLIT_BRAIN = "SPLIT-BRAIN"
+TOKEN = "TOKEN"  # the journal's event for the write token's invariant
 HANDOVER = "HANDOVER"
 STALE = "STALE"
 HANDOVER_BACKOFF = 60.0  # seconds between two hand-overs of the VIP by the same host
+TOKEN_HANDOVER_BACKOFF = 10.0  # the same when the writable peer holds the write token (etcd: configured)
 
 
 def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tuple[str, ...]] = None,
@@ -89,16 +91,21 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
             # The VIP follows the newest writable history: a writable peer that has transactions
             # this holder lacks, or that lacks nothing this holder has (not behind it).
             behind = missing_from(flavor, peer, me) if peer_open else "?"
-            if path and peer.writable and (lacking or not behind):
+            # The write token's holder is the writer (etcd: configured), whatever the histories say.
+            peer_token = view.token is not None and view.token.held_by(peer.name)
+            if path and peer.writable and (lacking or not behind or peer_token):
                 if track == "1":
                     return HANDOVER, Plan(f"handing VIP {cfg.keepalived.vip} over to {peer.name}: waiting for keepalived to move it",
                                           outcome=NOOP)
-                if handback_age is not None and handback_age < HANDOVER_BACKOFF:
+                # A peer holding the write token is the writer for sure: its VIP comes back sooner.
+                backoff = TOKEN_HANDOVER_BACKOFF if peer_token else HANDOVER_BACKOFF
+                if handback_age is not None and handback_age < backoff:
                     return HANDOVER, Plan(
                         f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only next to the writable {peer.name}: the VIP came "
                         f"back {handback_age:.0f}s after a hand-over (does keepalived run on {peer.name}?); handing over again "
-                        f"{HANDOVER_BACKOFF - handback_age:.0f}s from now", outcome=NOOP)
-                newer = f"has {lacking} that {me.name} lacks" if lacking else f"has everything {me.name} has"
+                        f"{backoff - handback_age:.0f}s from now", outcome=NOOP)
+                newer = (f"has {lacking} that {me.name} lacks" if lacking else f"has everything {me.name} has" if not behind
+                         else f"holds the write token ({view.token.describe() if view.token else ''})")
                 return HANDOVER, Plan(
                     f"{me.name} holds VIP {cfg.keepalived.vip} but is read-only, and the writable {peer.name} {newer}: "
                     f"handing the VIP over to {peer.name} instead of winning by priority",
@@ -135,6 +142,36 @@ def decide_invariant(view: ClusterView, cfg: Config, vip_elsewhere: Optional[Tup
             f"both servers are writable and {me.name} does not hold VIP {cfg.keepalived.vip}: {plan.reason}",
             plan.steps, plan.outcome, plan.warnings,
         )
+    return None
+
+
+def decide_token(view: ClusterView, cfg: Config) -> Optional[Tuple[str, Plan]]:
+    """The write token's invariant (etcd: configured; orchestrator/token.py) on this node: a writable server holds the token; a fenced one not
+    holding the VIP does not keep it. None when it holds (or etcd cannot be read: then the
+    keeper's deadline decides)."""
+    t = view.token
+    me, peer = view.me, view.peer
+    if cfg.etcd is None or t is None or not t.known or not me.reachable:
+        return None
+    if me.writable:
+        if t.holder == me.name:
+            return None
+        if t.holder == peer.name:
+            plan = decide_fault(view, cfg, TOKEN)
+            return TOKEN, Plan(f"{me.name} is writable but {peer.name} holds the write token ({t.describe()}): {plan.reason}",
+                               plan.steps, plan.outcome, plan.warnings)
+        if not t.holder and view.holds_vip is False:
+            # keepalived moved the VIP away (a FAULT released the token, the server came back):
+            # the VIP holder's promotion takes the token and fences this one; it does not take it back.
+            return None
+        if not t.holder:
+            return TOKEN, Plan(f"{me.name} is writable and nobody holds the write token: taking it (or, if {peer.name} "
+                               f"takes it first, fencing {me.name} next pass)", (AcquireToken(me.name, peer.name, 0.0),), ACT)
+        return TOKEN, Plan(f"{me.name} is writable but the write token is held by {t.holder!r}, not a node of this cluster: "
+                           f"operator attention needed", outcome=NOOP)
+    if t.holder == me.name and view.holds_vip is False:
+        return TOKEN, Plan(f"{me.name} is read-only and does not hold the VIP, yet holds the write token: releasing it "
+                           f"for {peer.name}", (ReleaseToken(me.name, "fenced, not the VIP holder"),), ACT)
     return None
 
 
@@ -313,6 +350,13 @@ def decide_semisync(view: ClusterView, cfg: Config, witness: Optional[bool] = No
             # Never on a stale master: its blocked commits must stay unacknowledged.
             return Plan(f"{me.name}'s replica is gone but {newer}: {me.name}'s commits keep waiting (never acknowledged)",
                         outcome=NOOP)
+        from .token import may_switch_semisync_off
+
+        not_holder = may_switch_semisync_off(view, cfg)
+        if not_holder:
+            # The split the token exists for: both hosts reach the witness, not each other.
+            return Plan(f"{me.name}'s replica is gone ({_replica_text(view)}) but {not_holder}: its commits keep "
+                        f"waiting (never acknowledged without the replica)", outcome=NOOP)
         if witness is True:
             return Plan(
                 f"{me.name}'s replica is gone ({_replica_text(view)}) and the witness {cfg.failover.witness} answers: "

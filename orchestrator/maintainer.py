@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Sequence, TextIO, Tuple
 
 from .config import Config
-from .errors import CatchUpRefused, LockBusy, Refused
+from .errors import CatchUpRefused, LockBusy, Refused, TokenRefused
 from .lock import RunLock
 from .model import ClusterView
 from .pass_choice import PassChoice, PassFacts, Refusal, choose_action, refusal_key, still_refused
@@ -294,7 +294,7 @@ class Maintainer:
         _, result = execute_plan(run, plan)
         if plan.outcome == REFUSED or isinstance(result.error, Refused):
             self.refused[key] = Refusal(time.monotonic(), str(result.error) if result.error else plan.reason,
-                                        isinstance(result.error, CatchUpRefused))
+                                        isinstance(result.error, CatchUpRefused), isinstance(result.error, TokenRefused))
         else:
             self.refused.pop(key, None)
         return sum(1 for r in result.results if r.result == "ok" and r.step != "Persist")

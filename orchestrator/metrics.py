@@ -58,6 +58,20 @@ class Metrics:
         self.last_pass = Gauge("orch_maintainer_last_pass_timestamp_seconds", "When the maintainer's last pass ended (Unix time)", registry=r)
         self.passes = Counter("orch_maintainer_passes", "Maintainer passes", registry=r)
         self.journal = JournalTail(cfg.state_dir)
+        self.keeper: Any = None  # the lease keeper (etcd: configured), whose own figures the token metrics read
+        if cfg.etcd is not None:
+            self.token_holder = Gauge("orch_etcd_token_holder", "1 for the node holding the write token in etcd, 0 for "
+                                      "the other (NaN: etcd not read)", ["node"], registry=r)
+            self.lease_left = Gauge("orch_etcd_token_lease_seconds", "Seconds left of the token holder's lease (NaN: "
+                                    "nobody holds it, or etcd not read)", registry=r)
+            self.renew_seconds = Gauge("orch_etcd_lease_renew_seconds", "How long this host's last successful lease "
+                                       "renewal took (NaN: none yet)", registry=r)
+            self.since_renewal = Gauge("orch_etcd_lease_since_renewal_seconds", "Seconds since this host's lease was "
+                                       "last renewed (a holder fences itself past ttl*0.98-2)", registry=r)
+            for node in cfg.nodes:
+                self.token_holder.labels(node=node.name).set(NAN)
+            for gauge in (self.lease_left, self.renew_seconds, self.since_renewal):
+                gauge.set(NAN)
         for node in cfg.nodes:  # every series exists from the first scrape
             for gauge in (self.node_up, self.read_only, self.lag, self.applied, self.errant):
                 gauge.labels(node=node.name).set(NAN)
@@ -88,6 +102,8 @@ class Metrics:
         self.holds_vip.set(NAN if view.holds_vip is None else float(view.holds_vip))
         self.paused.set(float(view.paused is not None))
         self.pause_ran_out.set(pause_ran_out_at(view.pause, time.time()))
+        if self.cfg.etcd is not None:
+            self._token(view)
         addresses = {n.name: n.atlas_address for n in self.cfg.nodes}
         for atlas in view.atlas:
             self.atlas_up.labels(atlas=atlas.name).set(1.0 if atlas.reachable else 0.0)
@@ -95,6 +111,17 @@ class Metrics:
             for name, address in addresses.items():
                 value = NAN if listed is None else float(address in listed)
                 self.ro_backend.labels(atlas=atlas.name, node=name).set(value)
+
+    def _token(self, view: ClusterView) -> None:
+        t = view.token
+        for node in self.cfg.nodes:
+            self.token_holder.labels(node=node.name).set(NAN if t is None or not t.known else float(t.holder == node.name))
+        left = t.lease_left if t is not None and t.known and t.holder and t.lease_left is not None else None
+        self.lease_left.set(NAN if left is None else left)
+        if self.keeper is not None:
+            snap = self.keeper.snapshot()
+            self.renew_seconds.set(NAN if snap["renew_ms"] is None else snap["renew_ms"] / 1000.0)
+            self.since_renewal.set(NAN if snap["since_renewal"] is None else snap["since_renewal"])
 
     def _node(self, node: NodeState, peer: NodeState) -> None:
         from .decide import flavor_of

@@ -230,6 +230,33 @@ class PauseRecord:
 
 
 @dataclass(frozen=True)
+class TokenState:
+    """The write token in etcd as observed (etcd: configured; orchestrator/token.py decides on
+    it, orchestrator/lease.py reads it): a plain value, never a client call."""
+
+    holder: str = ""  # the node holding it ("" : nobody, or unknown when ``error``)
+    lease_left: Optional[float] = None  # seconds left of the holder's lease, by the etcd leader's clock
+    lease: int = 0  # the holder's lease id
+    mod_revision: int = 0  # the key's revision when read (a release or take-over is guarded by it)
+    error: str = ""  # why etcd could not be read: then nothing above is known
+
+    @property
+    def known(self) -> bool:
+        return not self.error
+
+    def held_by(self, name: str) -> bool:
+        return self.known and self.holder == name
+
+    def describe(self) -> str:
+        if self.error:
+            return f"unknown ({self.error})"
+        if not self.holder:
+            return "held by nobody"
+        left = f", lease {self.lease_left:.1f}s left" if self.lease_left is not None and self.lease_left >= 0 else ""
+        return f"held by {self.holder}{left}"
+
+
+@dataclass(frozen=True)
 class ClusterView:
     """Everything one run knows: both servers (and optionally Atlas), read once."""
 
@@ -251,6 +278,8 @@ class ClusterView:
     # The latest record in the databases alone (what the other host sees too): a resume kept
     # in this host's state_dir may be newer than a pause still on record there.
     pause_shared: Optional[PauseRecord] = None
+    # The write token (etcd: configured; None without it: orch behaves as without etcd).
+    token: Optional[TokenState] = None
 
     @property
     def paused(self) -> Optional[PauseRecord]:

@@ -14,7 +14,7 @@ from . import flavors
 from .config import Config, Node
 from .db import Server
 from .errors import ALIVE, DOWN, LOST, DatabaseError
-from .model import AtlasState, ClusterView, NodeState, SemiSync, ThreadState
+from .model import AtlasState, ClusterView, NodeState, SemiSync, ThreadState, TokenState
 
 if TYPE_CHECKING:  # the Atlas client is imported only where an Atlas is configured
     from .atlas.client import AtlasAdmin
@@ -190,6 +190,13 @@ def observe(
 
     peer_thread = threading.Thread(target=run, args=(cfg.peer.name,), daemon=True)
     peer_thread.start()
+    tokens: List[TokenState] = []
+    token_thread: Optional[threading.Thread] = None
+    if cfg.etcd is not None:
+        from .lease import read_token  # etcd: configured (its client is imported only then)
+
+        token_thread = threading.Thread(target=lambda: tokens.append(read_token(cfg)), daemon=True)
+        token_thread.start()
     first_read = time.monotonic()
     run(cfg.self_name)
     atlas_states: Tuple[AtlasState, ...] = ()
@@ -198,6 +205,8 @@ def observe(
 
         atlas_states = observe_atlas(cfg, admins)
     peer_thread.join()
+    if token_thread is not None:
+        token_thread.join()
     me, peer = results[cfg.self_name], results[cfg.peer.name]
     if me.reachable:
         peer = prove_alive(servers[cfg.self_name], me, peer, first_read, cfg.flavor)
@@ -219,7 +228,8 @@ def observe(
     return ClusterView(me=me, peer=peer, holds_vip=vip_held(cfg), atlas=atlas_states,
                        last_promotion=last_promotion, promotion_error=promotion_error,
                        witness=witness_reachable(cfg.failover.witness) if asked else None,
-                       pause=pause_record, pause_error=pause_error, pause_shared=pause_shared)
+                       pause=pause_record, pause_error=pause_error, pause_shared=pause_shared,
+                       token=(tokens[0] if tokens else TokenState(error="not read")) if token_thread is not None else None)
 
 
 def settle_errant(cfg: Config, servers: Dict[str, Server], me: NodeState, peer: NodeState) -> Tuple[NodeState, NodeState]:
@@ -285,3 +295,27 @@ def vip_held(cfg: Config) -> Optional[bool]:
     if not cfg.keepalived.vip or not getattr(cfg.keepalived, "vip_check", True):
         return None
     return holds_address(cfg.keepalived.vip)
+
+
+def observe_quickly(cfg: Config, seconds: float = 0.5) -> ClusterView:
+    """Both servers read at once on connections of their own, every deadline ``seconds`` (the
+    lease keeper's check right before a self-fence: is the replica receiving, is semi-sync on?)."""
+    from dataclasses import replace as copy
+
+    account = copy(cfg.mysql, connect_timeout=seconds, read_timeout=seconds)
+    servers = {n.name: Server(n, account, seconds) for n in cfg.nodes}
+    results: Dict[str, NodeState] = {}
+
+    def run(name: str) -> None:
+        results[name] = observe_node(servers[name], cfg.flavor, semisync=True)
+
+    try:
+        peer_thread = threading.Thread(target=run, args=(cfg.peer.name,), daemon=True)
+        peer_thread.start()
+        run(cfg.self_name)
+        peer_thread.join(seconds * 4)
+    finally:
+        for s in servers.values():
+            s.close()
+    peer = results.get(cfg.peer.name) or unreachable(cfg.peer, "no answer in time")
+    return ClusterView(me=results[cfg.self_name], peer=peer)

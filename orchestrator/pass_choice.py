@@ -3,7 +3,8 @@
 The order, in one place (``choose_action``); the first rule with a plan to run wins:
 
 1. a keepalived event a notify handed over because it could not get the run lock;
-2. the invariants (invariants.decide_invariant: a STALE writer, a SPLIT-BRAIN, a
+2. the write token (invariants.decide_token, etcd: configured: a writable server holds it), then
+   the invariants (invariants.decide_invariant: a STALE writer, a SPLIT-BRAIN, a
    HANDOVER of the VIP, the VIP holder promoted): the VIP holder is the writable master,
    nobody else writes;
 3. failover.semi_sync's policy (invariants.decide_semisync);
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from typing import Optional, Tuple
 
 from .config import Config
-from .invariants import SEMISYNC, caught_up, decide_invariant, decide_pending, decide_semisync, needs_witness
+from .invariants import SEMISYNC, caught_up, decide_invariant, decide_pending, decide_semisync, decide_token, needs_witness
 from .model import ClusterView
 from .pause import paused_plan
 from .plan import ACT, NOOP, PAUSED, Plan
@@ -81,7 +82,12 @@ def choose_action(view: ClusterView, cfg: Config, facts: PassFacts) -> PassChoic
         plan = decide_pending(view, cfg, facts.handed_over)
         return PassChoice((facts.handed_over, plan), None, plan.reason)
     noticed = []
-    repair = decide_invariant(view, cfg, facts.vip_elsewhere, facts.track, facts.handback_age)
+    repair = decide_token(view, cfg)  # the write token first: a writable server without it must stop
+    if repair is not None and repair[1].outcome == NOOP:
+        noticed.append(repair)
+        repair = None
+    if repair is None:
+        repair = decide_invariant(view, cfg, facts.vip_elsewhere, facts.track, facts.handback_age)
     if repair is not None and repair[1].outcome == NOOP:
         noticed.append(repair)
         repair = None
@@ -129,6 +135,7 @@ class Refusal:
     at: float  # time.monotonic() when it was refused
     why: str
     catch_up: bool = False  # refused for its catch-up (errors.CatchUpRefused): retried once caught up
+    token: bool = False  # refused for the write token held by the peer (errors.TokenRefused): retried once it is free
 
 
 def refusal_key(event: str, plan: Plan) -> str:
@@ -143,4 +150,6 @@ def still_refused(last: Optional[Refusal], now: float, view: ClusterView, cfg: C
     """Whether a plan refused a moment ago is only said again, not run (nor journaled, nor its
     hooks run): for REFUSAL_RETRY_EVERY seconds, unless this view shows its reason gone (a
     catch-up that timed out is done now)."""
+    if last is not None and last.token and view.token is not None and view.token.known and view.token.holder in ("", cfg.self_name):
+        return False  # the token is free now (or this node's): the promotion may take it
     return last is not None and now - last.at < REFUSAL_RETRY_EVERY and not (last.catch_up and caught_up(view, cfg))

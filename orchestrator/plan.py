@@ -448,6 +448,56 @@ def _pause_words(kind: str, seconds: float, reason: str) -> str:
 
 
 @dataclass(frozen=True)
+class AcquireToken:
+    """Take the write token in etcd (docs/etcd.md) for ``node``, under this host's lease: create
+    it if nobody holds it, keep it if this node does, take it over from ``peer`` only once the
+    peer is re-read fenced (or down with its lease run out). Waits up to ``wait`` seconds for a
+    holder's lease to run out; past it, Refused: the node stays read-only."""
+
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
+
+    node: str
+    peer: str
+    wait: float = 0.0
+
+    def describe(self) -> str:
+        wait = f", waiting up to {self.wait:g}s for {self.peer}'s lease to run out" if self.wait else ""
+        return (f"take the write token in etcd for {self.node} (create it, or take it over from {self.peer} only if "
+                f"{self.peer} is fenced{wait}); without it {self.node} stays read-only")
+
+
+@dataclass(frozen=True)
+class ReleaseToken:
+    """Give the write token up (delete it, only if ``node`` still holds it): the peer may open at
+    once instead of waiting for the lease. Best effort: a release that fails costs the lease."""
+
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = True
+
+    node: str
+    why: str = ""
+
+    def describe(self) -> str:
+        return f"release {self.node}'s write token in etcd" + (f" ({self.why})" if self.why else "")
+
+
+@dataclass(frozen=True)
+class HandOverToken:
+    """A switchover: move the write token from ``node`` (fenced) to ``to``, under ``to``'s host
+    lease, in one transaction (no moment where a third party could take it)."""
+
+    phase: ClassVar[Phase] = DATABASE
+    best_effort: ClassVar[bool] = False
+
+    node: str
+    to: str
+
+    def describe(self) -> str:
+        return f"hand the write token in etcd from {self.node} to {self.to} (under {self.to}'s host lease)"
+
+
+@dataclass(frozen=True)
 class RunHook:
     """Run one configured hook (orchestrator/hooks.py): an argv without a shell, context in
     ORCH_* environment variables (the executor adds ORCH_RUN_ID). A pre hook that fails or
@@ -481,6 +531,7 @@ Step = Union[
     Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
     Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, AwaitVip, RecordSwitchover, RemoveBackend,
     AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RecordPause, PauseLocally, RunHook,
+    AcquireToken, ReleaseToken, HandOverToken,
 ]
 
 AtlasStep = Union[RemoveBackend, AddBackend, PersistBackends, SetRwOffline, SetRwOnline]
@@ -490,6 +541,7 @@ STEP_TYPES = (
     Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
     Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, AwaitVip, RecordSwitchover, RemoveBackend,
     AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RecordPause, PauseLocally, RunHook,
+    AcquireToken, ReleaseToken, HandOverToken,
 )
 # The Atlas phases' steps: the executor hands each phase's steps to the Atlas runner at once
 # (atlas/apply.py: one connection per Atlas).

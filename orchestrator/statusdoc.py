@@ -5,7 +5,7 @@ serves it."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 from .config import Config
 from .decide import flavor_of, replica_health
@@ -128,12 +128,30 @@ def vip_summary(view: ClusterView, cfg: Config) -> Dict[str, Any]:
     return {"address": address, "this_host_holds": held, "holder": holder, "why": why}
 
 
+def token_summary(view: ClusterView, cfg: Config) -> Optional[Dict[str, Any]]:
+    """orch status: the token's holder and lease left (from the view), this host's lease and how
+    long ago orch maintain last renewed it. None without etcd."""
+    if cfg.etcd is None or view.token is None:
+        return None
+    from .lease import read_lease_file
+
+    t = view.token
+    lease, age = read_lease_file(cfg)
+    keeper = (f"this host's lease {lease:x} renewed {age:.1f}s ago by orch maintain" if lease and age is not None and age <= cfg.etcd.ttl
+              else f"this host's lease {lease:x} NOT RENEWED for {age:.0f}s (is orch maintain running?)" if lease and age is not None
+              else "this host has no lease (orch maintain grants one)")
+    text = f"write token {t.describe()}; {keeper}; ttl {cfg.etcd.ttl}s"
+    return {"holder": t.holder if t.known else None, "lease_left": t.lease_left if t.known else None, "error": t.error,
+            "ttl": cfg.etcd.ttl, "host_lease": f"{lease:x}" if lease else None, "host_lease_renewed_ago": age, "text": text}
+
+
 def status_document(view: ClusterView, cfg: Config, haproxy: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
     """``orch status --format json``'s document from an observed view (and this host's journal,
     pending event and semi-sync record); GET /status serves the same from the maintainer's view.
     ``haproxy``: each HAProxy's reading (orchestrator/haproxy.py, as_dict's form), as read."""
     from .pending import peek
 
+    token = token_summary(view, cfg)
     nodes = [node_summary(view, view.me, view.peer, cfg), node_summary(view, view.peer, view.me, cfg)]
     atlas: List[Dict[str, Any]] = [
         {"name": a.name, "reachable": a.reachable, "error": a.error,
@@ -143,7 +161,7 @@ def status_document(view: ClusterView, cfg: Config, haproxy: Sequence[Dict[str, 
     return {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "vip": vip_summary(view, cfg),
             "nodes": nodes, "atlas": atlas, "journal": Journal(cfg.state_dir).tail(10), "pending_event": peek(cfg.state_dir),
             "semi_sync_policy": semisync_policy(cfg), "anti_flapping": antiflap_summary(view, cfg),
-            "maintenance": pause_summary(view), "haproxy": list(haproxy)}
+            "maintenance": pause_summary(view), "haproxy": list(haproxy), **({"token": token} if token is not None else {})}
 
 
 def semisync_cell(n: Dict[str, Any]) -> str:

@@ -125,10 +125,12 @@ def write_report(request: Any, title: str, lines: Sequence[str]) -> None:
 class LabHolder:
     """The module's lab; rebuilt when a drill leaves it unhealthy."""
 
-    def __init__(self, root: Any, template: str, profile: str = "default", overrides: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, root: Any, template: str, profile: str = "default", overrides: Optional[Dict[str, Any]] = None,
+                 etcd: bool = False) -> None:
         self.root = root
         self.template = template
         self.profile = profile
+        self.etcd = etcd  # the lab with the write token in etcd (docs/etcd.md)
         self.overrides = overrides  # None: orchestrator.lab.hosts.LAB_OVERRIDES
         self.lab: Optional[Any] = None
         self.builds = 0
@@ -138,7 +140,7 @@ class LabHolder:
 
         self.builds += 1
         lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile,
-                             overrides=self.overrides)
+                             overrides=self.overrides, etcd=self.etcd)
         lab.up()
         self.lab = lab
         return lab

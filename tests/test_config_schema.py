@@ -190,8 +190,8 @@ def urls(value: Any, path: str, reading: Any) -> Tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class Etcd:
-    """A section as the etcd part of the issue would add it."""
+class Consul:
+    """A section a new section would add it (consul: none exists)."""
 
     endpoints: Tuple[str, ...] = setting(("http://127.0.0.1:2379",), "the etcd cluster", read=urls)
     ttl: float = setting(10.0, "seconds the leader key lives without a touch", lo=1, hi=300)
@@ -200,32 +200,32 @@ class Etcd:
 
 
 @dataclass(frozen=True)
-class WithEtcd(Config):
+class WithConsul(Config):
     """Config with one more field: the whole edit."""
 
-    etcd: Etcd = setting(Etcd(), "the consensus store")
+    consul: Consul = setting(Consul(), "the consensus store")
 
 
 def test_a_new_section_is_one_edit():
-    assert read_section(Etcd, None) == Etcd()
-    assert read_section(Etcd, {"ttl": 5, "mode": "advisory"}, "etcd") == Etcd(ttl=5.0, mode="advisory")
-    got = problems(read_section, Etcd, {"ttl": 0, "mode": "on", "prefx": "/x", "prefix": ""}, "etcd")
-    assert sorted(got) == ["etcd.mode: expected one of off, advisory, required", "etcd.prefix: expected a non-empty string",
-                           "etcd.prefx: unknown key", "etcd.ttl: expected a number from 1 to 300"]
-    assert problems(read_section, Etcd, {"endpoints": ["x"]}, "etcd") == ["etcd.endpoints: expected a list of http(s) URLs"]
+    assert read_section(Consul, None) == Consul()
+    assert read_section(Consul, {"ttl": 5, "mode": "advisory"}, "consul") == Consul(ttl=5.0, mode="advisory")
+    got = problems(read_section, Consul, {"ttl": 0, "mode": "on", "prefx": "/x", "prefix": ""}, "consul")
+    assert sorted(got) == ["consul.mode: expected one of off, advisory, required", "consul.prefix: expected a non-empty string",
+                           "consul.prefx: unknown key", "consul.ttl: expected a number from 1 to 300"]
+    assert problems(read_section, Consul, {"endpoints": ["x"]}, "consul") == ["consul.endpoints: expected a list of http(s) URLs"]
     # In the whole file: read with everything else, its problems with the others', in the reference.
-    cfg = read_section(WithEtcd, {**GOOD, "etcd": {"ttl": 20}}, given={"path": "<test>"})
-    assert isinstance(cfg, WithEtcd) and cfg.etcd.ttl == 20.0 and cfg.me.name == "server1"
-    got = problems(read_section, WithEtcd, {**GOOD, "etcd": {"ttl": "soon"}, "failover": {"catchup_timout": 1}},
+    cfg = read_section(WithConsul, {**GOOD, "consul": {"ttl": 20}}, given={"path": "<test>"})
+    assert isinstance(cfg, WithConsul) and cfg.consul.ttl == 20.0 and cfg.me.name == "server1"
+    got = problems(read_section, WithConsul, {**GOOD, "consul": {"ttl": "soon"}, "failover": {"catchup_timout": 1}},
                    given={"path": "<test>"})
-    assert sorted(got) == ["etcd.ttl: expected a number", "failover.catchup_timout: unknown key"]
-    assert "etcd" in config.keys_of(WithEtcd) and "etcd" not in config.KNOWN_KEYS
-    assert "| `etcd.ttl` | number | `10` | 1 to 300 | seconds the leader key lives without a touch |" in config.reference(WithEtcd)
+    assert sorted(got) == ["consul.ttl: expected a number", "failover.catchup_timout: unknown key"]
+    assert "consul" in config.keys_of(WithConsul) and "consul" not in config.KNOWN_KEYS
+    assert "| `consul.ttl` | number | `10` | 1 to 300 | seconds the leader key lives without a touch |" in config.reference(WithConsul)
 
 
 def test_the_derived_key_lists_are_the_schemas():
     assert config.KNOWN_KEYS == ("cluster", "flavor", "self", "nodes", "mysql", "replication", "failover", "state_dir",
-                                 "atlas", "maintainer", "keepalived", "http", "haproxy", "hooks", "alerts", "log")
+                                 "atlas", "maintainer", "keepalived", "http", "haproxy", "hooks", "etcd", "alerts", "log")
     assert config.HAPROXY_KEYS == ("stats_sockets", "write_backend", "read_backend")
     assert config.ATLAS_KEYS == ("name", "admin", "config_file", "persist")
     assert set(config.ATLAS_ADMIN_KEYS) == {"host", "port", "user", "password", "password_file", "timeout"}

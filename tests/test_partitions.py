@@ -52,14 +52,17 @@ def report(request):
     write_report(request, "partition drills (seconds):", lines)
 
 
-@pytest.fixture(scope="module", params=["default", "fast"])
+@pytest.fixture(scope="module", params=["default", "fast", "default+etcd"])
 def holder(request, tmp_path_factory, mariadb_template):
-    """One lab per keepalived profile: no split brain with the fast profile's 0.2 s adverts either."""
+    """One lab per keepalived profile: no split brain with the fast profile's 0.2 s adverts either;
+    and the default profile with the write token in etcd (docs/etcd.md)."""
     reason = skip_reason()
     if reason:
         pytest.skip(reason)
     netns.cleanup_stale()
-    h = LabHolder(tmp_path_factory.mktemp(f"partitions-{request.param}"), mariadb_template, request.param)
+    profile, _, etcd = request.param.partition("+")
+    h = LabHolder(tmp_path_factory.mktemp(f"partitions-{profile}{'-etcd' if etcd else ''}"), mariadb_template, profile,
+                  etcd=bool(etcd))
     yield h
     h.down()
 

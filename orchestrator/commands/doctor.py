@@ -964,6 +964,10 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
     from .. import haproxy
 
     checks = run_checks(cfg, view, facts, keepalived, host, gather_http(cfg), haproxy.observe(cfg))
+    if cfg.etcd is not None:
+        from .etcd_report import check_etcd, gather_etcd  # the write token (docs/etcd.md)
+
+        checks += [Check(c.name, c.status, c.detail, c.fix) for c in check_etcd(cfg, view, gather_etcd(cfg))]
     secrets = tuple(cfg.secrets) + found_secrets
     checks = [Check(c.name, c.status, logs.redact(c.detail, secrets), logs.redact(c.fix, secrets)) for c in checks]
     code = exit_code(checks)

@@ -44,12 +44,13 @@ def maintain(args: argparse.Namespace, out: TextIO) -> int:
         from apscheduler.schedulers.blocking import BlockingScheduler
 
         logging.getLogger("apscheduler").setLevel(logging.WARNING)  # two lines a pass otherwise
+        keeper = start_lease_keeper(m, cfg)
         metrics_port = cfg.maintainer.metrics_port if getattr(args, "metrics_port", None) is None else args.metrics_port
         api = None
         if metrics_port:
             from ..http_server import serve_http  # prometheus_client: the long-running maintainer only
 
-            api = serve_http(m, cfg, metrics_port)  # metrics and the HTTP API (docs/http-api.md)
+            api = serve_http(m, cfg, metrics_port, keeper)  # metrics and the HTTP API (docs/http-api.md)
 
         scheduler = BlockingScheduler()
         job = scheduler.add_job(m.run_pass, "interval", seconds=cfg.maintainer.interval, max_instances=1, coalesce=True,
@@ -73,6 +74,29 @@ def maintain(args: argparse.Namespace, out: TextIO) -> int:
         return EXIT_OK
     finally:
         m.close()
+
+
+def start_lease_keeper(m: Maintainer, cfg):
+    """etcd: configured: keep this host's lease alive beside the passes (orchestrator/lease.py)."""
+    if cfg.etcd is None:
+        return None
+    from ..fence import self_fence
+    from ..journal import Journal
+    from ..lease import LeaseKeeper
+    from ..runs import journal_append
+
+    journal = Journal(cfg.state_dir)
+
+    def record(entry):
+        journal_append(journal, entry)
+
+    from ..observe import observe_quickly
+
+    keeper = LeaseKeeper(cfg, lambda why: self_fence(cfg, why), record, fresh_view=lambda: observe_quickly(cfg))
+    m.add_listener(keeper)
+    keeper.start()
+    log.info("token: keeping this host's etcd lease alive (ttl %ds, renewed every %gs)", cfg.etcd.ttl, cfg.etcd.ttl / 5)
+    return keeper
 
 
 def _now():

@@ -139,12 +139,15 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
     doc = status_document(view, cfg, [r.as_dict() for r in haproxy.observe(cfg)])
     nodes, journal, vip, atlas = doc["nodes"], doc["journal"], doc["vip"], doc["atlas"]
     pending, policy, flap, paused = doc["pending_event"], doc["semi_sync_policy"], doc["anti_flapping"], doc["maintenance"]
+    token = doc.get("token")
     if args.format == "json":
         out.write(json.dumps(doc, indent=2, default=str) + "\n")
     else:
         width = table_width()
         out.write(render_table(nodes, journal, cfg.cluster, vip, width) + "\n")
         lines = [f"semi-sync policy: {policy['text']}", f"anti-flapping: {flap['text']}", f"maintenance: {paused['text']}"]
+        if token is not None:
+            lines.append(f"etcd: {token['text']}")
         if pending is not None:
             lines.append(f"pending: a {pending.get('event')} event (run {pending.get('run')}) could not get the run lock; "
                          f"the maintainer decides it on its next pass")

@@ -39,6 +39,7 @@ from ..plan import (
     ACT, REFUSED, AwaitPromotion, AwaitVip, CatchUp, ChangeSource, Fence, HandOver, Plan, Recheck, RecordSwitchover, SetWritable, StartReplica,
     Step,
 )
+from ..token import handover_steps, open_gate
 from .common import RunContext, confirmed, ensure_state_dir, execute_plan, json_needs_dry_run, load_config, new_run, show_plan
 
 log = logging.getLogger("orchestrator")
@@ -149,6 +150,7 @@ def plan_switchover(view: ClusterView, cfg: Config, facts: LocalFacts) -> Plan:
     steps: Tuple[Step, ...] = record + (
         Fence(me.name),
         CatchUp(cand.name, me.name, timeout),
+        *handover_steps(view, cfg),  # the write token (etcd: configured) moves before the VIP
         HandOver(path, True, f"switchover: keepalived gives the VIP to {cand.name}"),
         AwaitPromotion(cand.name, cfg.keepalived.vip if view.holds_vip else "", timeout + PROMOTION_MARGIN,
                        take_timeout=TAKEOVER_SECONDS),
@@ -189,6 +191,10 @@ def plan_abort(view: ClusterView, cfg: Config, why: str, track: str) -> Plan:
         what = "is writable" if cand.writable else f"answers, but unusably ({cand.error}): it may be writable"
         return Plan(f"switchover aborted ({why}); {cand.name} {what}: {me.name} stays fenced (orch promote decides)",
                     tuple(steps), REFUSED)
+    no_token, token_steps = open_gate(view, cfg)  # a token handed over already comes back (the candidate is fenced)
+    if no_token:
+        return Plan(f"switchover aborted ({why}); {me.name} stays fenced: {no_token}", tuple(steps), REFUSED)
+    steps += token_steps
     steps += [Recheck(me.name, cand.name if cand.reachable else None,
                       cfg.keepalived.vip if view.holds_vip is not None else ""), SetWritable(me.name)]
     where = (f"once keepalived has brought VIP {cfg.keepalived.vip} back ({cand.name} did not take it)" if vip_left

@@ -19,6 +19,7 @@ simultaneous starts both go MASTER for a moment.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import re
 import secrets
@@ -55,6 +56,10 @@ IFACE = "eth0"
 CLONE_NEWNET = 0x40000000
 NOTIFY_MODES = ("hook", "noop")
 PROFILES = ("default", "fast")  # conf/keepalived-<name>.conf, conf/keepalived-fast-<name>.conf
+ETCD = os.environ.get("ORCH_LAB_ETCD") or shutil.which("etcd") or "/usr/bin/etcd"
+ETCD_CLIENT_SUBNET = "10.213.1"  # the members' client URLs (orch lab up --etcd)
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
 
 _STATE_LINE = re.compile(r"\((\w+)\) Entering (MASTER|BACKUP|FAULT) STATE")
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -207,10 +212,13 @@ class NetnsLab(Lab):
 
     def __init__(self, workdir: str, lab_id: Optional[str] = None, template: Optional[str] = None,
                  notify: str = "hook", persistent: bool = False, profile: str = "default",
-                 overrides: Optional[Mapping[str, Override]] = None, haproxy: bool = False) -> None:
+                 overrides: Optional[Mapping[str, Override]] = None, haproxy: bool = False, etcd: bool = False) -> None:
         """``overrides``: the lab's departures from conf/orch.yaml (default LAB_OVERRIDES; a subset
         of it, see hosts.overrides_except, runs those keys as shipped). ``haproxy``: also run
-        conf/haproxy.cfg in the client namespace (orchestrator/lab/haproxy.py)."""
+        conf/haproxy.cfg in the client namespace (orchestrator/lab/haproxy.py). ``etcd``: a
+        three-member etcd cluster (one member in each host's namespace, one beside the witness)
+        and the etcd: section in both hosts' orch.yaml (the write token, docs/etcd.md)."""
+        self.etcd = etcd
         if notify not in NOTIFY_MODES:
             raise ValueError(f"notify must be one of {NOTIFY_MODES}")
         if profile not in PROFILES:
@@ -236,12 +244,14 @@ class NetnsLab(Lab):
     def from_state(cls, state: Dict[str, Any], hosts: List[Host]) -> "NetnsLab":
         lab = cls(state["workdir"], state["id"], state.get("template"), state.get("notify", "hook"), state.get("persistent", False),
                   state.get("profile", "default"),
-                  {k: LAB_OVERRIDES[k] for k in state.get("overrides", LAB_OVERRIDES)}, state.get("haproxy", False))
+                  {k: LAB_OVERRIDES[k] for k in state.get("overrides", LAB_OVERRIDES)}, haproxy=state.get("haproxy", False),
+                  etcd=state.get("etcd", False))
         return lab
 
     def extra_state(self) -> Dict[str, Any]:
         return {"template": self.template, "notify": self.notify, "profile": self.profile, "overrides": sorted(self.overrides),
                 "haproxy": self.haproxy,
+                "etcd": self.etcd,
                 "namespaces": self.namespaces,
                 "run_dir": str(self.run_dir), "vip": VIP, "client_ns": self.client_ns}
 
@@ -272,10 +282,21 @@ class NetnsLab(Lab):
         template = self.template or mariadb.create_template(str(self.workdir / "template" / "data"))
         for host in self.hosts.values():
             write_host_files(host, self.hosts[self.peer_of(host.name)], vip=VIP, witness=WITNESS, interface=IFACE,
-                             overrides=self.overrides, haproxy_socket=self._haproxy_socket())
+                             overrides=self.overrides, etcd=self.etcd_endpoints() if self.etcd else (),
+                             haproxy_socket=self._haproxy_socket())
+        if self.etcd:
+            self.start_etcd(timeout)
         mariadb.start_together(self.dbs.values(), template)
         self.save()
         self.progress("mariadbd running on both hosts, both read-only")
+        if self.etcd and self.notify == "hook":
+            # The write token: a promotion takes it only under a lease orch maintain keeps alive,
+            # so the maintainers run before keepalived's first MASTER (both servers read-only, no VIP).
+            for host in self.hosts.values():
+                self.start_maintainer(host)
+            wait_for("both maintainers to hold an etcd lease",
+                     lambda: all((h.file("state") / "etcd-lease.json").exists() for h in self.hosts.values()), timeout,
+                     detail=lambda: "; ".join(tail(h.file("maintain.log"), 2) for h in self.hosts.values()))
         for host in self.hosts.values():
             self.start_atlas(host)
             self._write_keepalived_conf(host)
@@ -298,7 +319,8 @@ class NetnsLab(Lab):
         self.progress(f"server2 is BACKUP and replicates from server1 ({who_repointed(h2)})")
         create_app_schema(self.dbs["server1"])
         for host in self.hosts.values():
-            self.start_maintainer(host)
+            if not self.etcd:
+                self.start_maintainer(host)
         self.wait_healthy(timeout)
         self.progress("orch maintain added server2 to both Atlas stand-ins as read-only backend")
         if self.haproxy:
@@ -316,6 +338,112 @@ class NetnsLab(Lab):
         from orchestrator.lab import haproxy
 
         return str(haproxy.socket_path(self))
+
+    # -- etcd (orch lab up --etcd) ---------------------------------------------------
+
+    def etcd_members(self) -> List[Tuple[str, str, str, str]]:
+        """(member name, namespace, peer address, client address): one in each host's namespace,
+        one in the bridge's beside the witness. Clients use addresses of their own (ETCD_CLIENT_SUBNET)
+        so that a drill can cut a host from etcd alone, its database traffic untouched."""
+        members = [(f"etcd-{h.name}", h.netns or "", h.address, f"{ETCD_CLIENT_SUBNET}.{h.index}") for h in self.hosts.values()]
+        members.append(("etcd-witness", self.bridge_ns, WITNESS, f"{ETCD_CLIENT_SUBNET}.254"))
+        return members
+
+    def etcd_endpoints(self) -> Tuple[str, ...]:
+        return tuple(f"http://{client}:{ETCD_CLIENT_PORT}" for _, _, _, client in self.etcd_members())
+
+    def start_etcd(self, timeout: float = 30, names: Optional[List[str]] = None, state: str = "new") -> None:
+        """Start the members (all, or ``names``), each in its namespace, and wait until each answers."""
+        cluster = ",".join(f"{name}=http://{peer}:{ETCD_PEER_PORT}" for name, _, peer, _ in self.etcd_members())
+        for name, ns, peer, client in self.etcd_members():
+            if names is not None and name not in names:
+                continue
+            data = self.workdir / name
+            argv = [ETCD, "--name", name, "--data-dir", str(data),
+                    "--listen-client-urls", f"http://{client}:{ETCD_CLIENT_PORT}",
+                    "--advertise-client-urls", f"http://{client}:{ETCD_CLIENT_PORT}",
+                    "--listen-peer-urls", f"http://{peer}:{ETCD_PEER_PORT}",
+                    "--initial-advertise-peer-urls", f"http://{peer}:{ETCD_PEER_PORT}",
+                    "--initial-cluster", cluster, "--initial-cluster-state", state,
+                    "--initial-cluster-token", f"orchlab-{self.lab_id}", "--pre-vote"]
+            self.procs[f"etcd.{name}"] = spawn(argv, self.workdir / f"{name}.log", self.workdir / f"{name}.pid", ns)
+        self.save()
+        for name, ns, _, client in self.etcd_members():
+            if names is None or name in names:
+                log_file = self.workdir / f"{name}.log"
+                wait_for(f"etcd member {name} to answer", functools.partial(self.etcd_healthy, ns, client), timeout,
+                         detail=functools.partial(tail, log_file, 3))
+        self.progress("etcd running: " + ", ".join(m[0] for m in self.etcd_members() if names is None or m[0] in names))
+
+    def etcd_healthy(self, ns: str, client: str) -> bool:
+        import urllib.request
+
+        def ask() -> bool:
+            try:
+                with urllib.request.urlopen(f"http://{client}:{ETCD_CLIENT_PORT}/health", timeout=1) as r:
+                    return b'"true"' in r.read()
+            except OSError:
+                return False
+
+        return in_netns(ns, ask, 5)
+
+    def etcd_proc(self, name: str) -> Proc:
+        return self.procs[f"etcd.{name}"]
+
+    def etcd_leader(self) -> str:
+        """The member name the members agree leads (asked from the witness's namespace)."""
+        import json
+        import urllib.request
+
+        def ask() -> str:
+            ids: Dict[str, str] = {}
+            leader = ""
+            for name, _, _, client in self.etcd_members():
+                try:
+                    req = urllib.request.Request(f"http://{client}:{ETCD_CLIENT_PORT}/v3/maintenance/status", data=b"{}")
+                    with urllib.request.urlopen(req, timeout=1) as r:
+                        status = json.loads(r.read())
+                    ids[str(status["header"]["member_id"])] = name
+                    leader = str(status.get("leader", "")) or leader
+                except (OSError, KeyError, ValueError):
+                    continue
+            return ids.get(leader, "")
+
+        return in_netns(self.bridge_ns, ask, 10)
+
+    def etcd_move_leader(self, name: str) -> None:
+        """Make member ``name`` the etcd leader (etcdctl move-leader, asked from the witness's namespace)."""
+        import json
+        import urllib.request
+
+        client = next(c for n, _, _, c in self.etcd_members() if n == name)
+
+        def member_id() -> int:
+            req = urllib.request.Request(f"http://{client}:{ETCD_CLIENT_PORT}/v3/maintenance/status", data=b"{}")
+            with urllib.request.urlopen(req, timeout=2) as r:
+                return int(json.loads(r.read())["header"]["member_id"])
+
+        if self.etcd_leader() == name:
+            return
+        target = in_netns(self.bridge_ns, member_id, 10)
+        run(["ip", "netns", "exec", self.bridge_ns, "etcdctl", "--endpoints", ",".join(self.etcd_endpoints()),
+             "move-leader", f"{target:x}"], timeout=20)
+        wait_for(f"etcd member {name} to lead", lambda: self.etcd_leader() == name, 10)
+
+    def isolate_hosts(self, isolated: bool) -> None:
+        """Cut the two hosts from each other only: both still reach the witness (and its etcd
+        member) and the client (the bridge's port isolation: isolated ports do not talk to each other)."""
+        for host in self.hosts.values():
+            run(["bridge", "-n", self.bridge_ns, "link", "set", "dev", f"vh{host.index}", "isolated", "on" if isolated else "off"])
+
+    def cut_from_etcd(self, host: Host, cut: bool) -> None:
+        """The host's orch cannot reach etcd (its own member frozen, the others' client addresses
+        unroutable from it); its database and VRRP traffic untouched."""
+        own = f"etcd-{host.name}"
+        self.etcd_proc(own).send(signal.SIGSTOP if cut else signal.SIGCONT)
+        for name, _, _, client in self.etcd_members():
+            if name != own:
+                run(["ip", "-n", host.netns or "", "route", "add" if cut else "del", "prohibit", f"{client}/32"], check=cut)
 
     def _up_without_orch(self, h1: Host, h2: Host, timeout: float) -> None:
         """The benchmark's floor: keepalived with a notify hook that does nothing, so the lab sets roles itself."""
@@ -348,6 +476,10 @@ class NetnsLab(Lab):
             run(["ip", "-n", br, "link", "set", port, "master", "br0", "up"])
             run(["ip", "-n", end_ns, "addr", "add", f"{address}/{PREFIXLEN}", "dev", IFACE])
             run(["ip", "-n", end_ns, "link", "set", IFACE, "up"])
+        if self.etcd:  # the etcd members' client addresses (a subnet of their own on the same links)
+            run(["ip", "-n", br, "addr", "add", f"{ETCD_CLIENT_SUBNET}.254/{PREFIXLEN}", "dev", "br0"])
+            for h in self.hosts.values():
+                run(["ip", "-n", h.netns or "", "addr", "add", f"{ETCD_CLIENT_SUBNET}.{h.index}/{PREFIXLEN}", "dev", IFACE])
 
     def _write_keepalived_conf(self, host: Host) -> None:
         hooks = self.run_dir / "hooks"

@@ -1,0 +1,155 @@
+"""Pure: the write token in etcd (docs/etcd.md). No I/O, no clock: callers pass the time.
+
+One key per cluster, ``<prefix>/<cluster>/token``, whose value is the node holding it, put
+under that host's lease (orchestrator/lease.py keeps the lease alive from the maintainer).
+Only the holder's server may be opened: a promotion takes the token right before its
+re-check and its SetWritable (AcquireToken); a fence of the master's host releases it at
+once (ReleaseToken), so a kill -9 failover does not wait for the lease; a switchover hands
+it over in one transaction (HandOverToken). A dead or frozen host costs its lease.
+
+The self-fence deadline (``fence_at``): a lease renewed by a keepalive *sent* at ``t`` runs
+out in etcd no earlier than ``t + ttl`` by the leader's clock (the leader restarts the TTL
+when the request reaches it, after ``t``; a leader change only lengthens it). Measured on
+this host's monotonic clock, whose rate may differ from the leader's by up to RATE_MARGIN,
+that is no earlier than ``t + ttl * (1 - RATE_MARGIN)``. The fence must be done by then: it
+starts FENCE_BUDGET seconds before. The margin is what Patroni keeps between retry_timeout
+and ttl; docs/etcd.md has the figures.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, List, Optional, Tuple
+
+from .model import ClusterView, ThreadState, TokenState
+from .plan import AcquireToken, HandOverToken, ReleaseToken, Step
+
+if TYPE_CHECKING:
+    from .config import Config
+
+RATE_MARGIN = 0.02  # clock rate difference allowed between this host and the etcd leader (NTP keeps it under 0.05 %)
+# Seconds a self-fence may take: 0.5 s to read both servers (is every acknowledged write on a
+# receiving replica? then no fence, outage_safe), read_only within 1 s, or kill the writers and
+# set it again within 1 s more.
+FENCE_BUDGET = 2.5
+OPEN_MARGIN = 1.0  # etcd revokes expired leases every 0.5 s, then a raft round
+# A promotion waits for the holder's lease for ttl + OPEN_MARGIN + this: when the frozen host
+# also ran the etcd leader, the new leader restarts every lease's TTL plus its election timeout
+# once elected, which (etcd's defaults: 1 s election timeout, randomized up to 2 s) happens
+# 1 to 2 s after the freeze: up to 2 + 1 + 0.5 (the revocation's own pace) more.
+ELECTION_ALLOWANCE = 3.5
+
+
+def token_key(cfg: "Config") -> str:
+    assert cfg.etcd is not None
+    return f"{cfg.etcd.prefix}/{cfg.cluster}/token"
+
+
+def lease_key(cfg: "Config", node: str) -> str:
+    """Where a host's maintainer names its lease (a switchover hands the token over to it)."""
+    assert cfg.etcd is not None
+    return f"{cfg.etcd.prefix}/{cfg.cluster}/lease/{node}"
+
+
+def state_key(cfg: "Config", node: str) -> str:
+    """Where a host's maintainer publishes its cluster's state (orch fleet)."""
+    assert cfg.etcd is not None
+    return f"{cfg.etcd.prefix}/{cfg.cluster}/state/{node}"
+
+
+def renew_every(ttl: float) -> float:
+    """Seconds between two keepalives of the host lease."""
+    return ttl / 5.0
+
+
+def renew_timeout(ttl: float) -> float:
+    """One keepalive's deadline (over every endpoint): shorter than the pace, so a hung member
+    never delays the next attempt."""
+    return min(1.0, renew_every(ttl) * 0.9)
+
+
+def fence_at(last_renewal_sent: float, ttl: float) -> float:
+    """When a holder that has not renewed since ``last_renewal_sent`` (monotonic) must start
+    fencing itself, so that it is read-only before its lease can run out in etcd."""
+    return last_renewal_sent + ttl * (1.0 - RATE_MARGIN) - FENCE_BUDGET
+
+
+def outage_safe(view: Optional[ClusterView], now_age: float, max_age: float, min_timeout_ms: int) -> str:
+    """Why this master may keep taking writes while it cannot renew its lease ("" : it may not).
+
+    Only while every acknowledged write is on its replica: semi-sync without fallback is on,
+    and the peer receives from it (as seen by a view at most ``max_age`` old). The replica then
+    cannot open without the token, and when it can (etcd reachable from it, this lease run
+    out) its promotion fences this master and applies everything it received first."""
+    if view is None or now_age > max_age:
+        return ""
+    me, peer = view.me, view.peer
+    s = me.semisync
+    if not (me.writable and s is not None and s.no_fallback(min_timeout_ms)):
+        return ""
+    r = peer.replica if peer.reachable else None
+    if r is None or not peer.replicates_from(me.host, me.port) or r.io is not ThreadState.RUNNING:
+        return ""
+    return f"semi-sync without fallback is on and {peer.name} receives from {me.name}: every acknowledged write is on {peer.name}"
+
+
+# ------------------------------------------------------------------ the decisions
+
+
+def open_gate(view: ClusterView, cfg: "Config", operator: bool = False) -> Tuple[str, List[Step]]:
+    """A promotion of this node: (why it is refused, "" when not; the token steps to run right
+    before the re-check that precedes SetWritable). Without etcd: ("", [])."""
+    t = view.token
+    if cfg.etcd is None or t is None:
+        return "", []
+    me, peer = view.me, view.peer
+    if not t.known:
+        return (f"the write token cannot be read ({t.error}): no promotion without it (an etcd outage stops "
+                f"failovers, docs/etcd.md)"), []
+    if t.holder in ("", me.name):
+        return "", [AcquireToken(me.name, peer.name, 0.0)]
+    if t.holder != peer.name:
+        return f"the write token is held by {t.holder!r}, not a node of this cluster (etcd.prefix shared?)", []
+    if peer.writable and not operator:
+        # The writer is the token's holder: this node stays read-only and, holding the VIP, hands
+        # it back (invariants' HANDOVER rule); orch promote may still fence it and take over.
+        return (f"{peer.name} is writable and holds the write token ({t.describe()}): {me.name} stays read-only "
+                f"(the VIP goes back to {peer.name} through keepalived.track_file; orch promote takes over)"), []
+    # Not the lease left as read: an etcd leader elected meanwhile restarts it (ELECTION_ALLOWANCE).
+    return "", [AcquireToken(me.name, peer.name, float(cfg.etcd.ttl) + OPEN_MARGIN + ELECTION_ALLOWANCE)]
+
+
+def release_steps(view: ClusterView, cfg: "Config", why: str) -> List[Step]:
+    """After this node's fence (or when its server is down): release the token it holds, so
+    that the peer opens at once. Tried when etcd could not be read too (best effort)."""
+    t = view.token
+    if cfg.etcd is None or t is None:
+        return []
+    if t.known and t.holder != view.me.name:
+        return []
+    return [ReleaseToken(view.me.name, why)]
+
+
+def handover_steps(view: ClusterView, cfg: "Config") -> List[Step]:
+    """A switchover: the token moves from this (fenced) node to the candidate."""
+    if cfg.etcd is None:
+        return []
+    return [HandOverToken(view.me.name, view.peer.name)]
+
+
+def may_switch_semisync_off(view: ClusterView, cfg: "Config") -> str:
+    """"" when this master may switch its semi-sync wait off (its replica gone); otherwise why not:
+    only the token holder may (a master cut from its peer only, both reaching the witness, is
+    exactly the split the token exists for)."""
+    t = view.token
+    if cfg.etcd is None or t is None:
+        return ""
+    if not t.known:
+        return f"the write token cannot be read ({t.error})"
+    if t.holder != view.me.name:
+        return f"{view.me.name} does not hold the write token ({t.describe()})"
+    return ""
+
+
+def token_state(holder: str, lease_left: Optional[float], lease: int = 0, mod_revision: int = 0) -> TokenState:
+    """A TokenState (tests, and lease.py's reader)."""
+    return TokenState(holder, lease_left, lease, mod_revision)
