@@ -277,7 +277,8 @@ def haproxy_block(proxy: Mapping[str, Any], names: Mapping[str, str]) -> str:
 
 
 def policy_section(status: Mapping[str, Any]) -> str:
-    """Semi-sync policy, maintenance mode, anti-flapping and a pending event, each one line."""
+    """Semi-sync policy, maintenance mode, anti-flapping, the etcd write token (when configured)
+    and a pending event, each one line."""
     rows = []
     semi = status.get("semi_sync_policy") or {}
     rows.append(("semi-sync", badge("no fallback", "ok") if semi.get("enabled") else badge("off: asynchronous", "warn"), semi.get("text")))
@@ -285,6 +286,12 @@ def policy_section(status: Mapping[str, Any]) -> str:
     rows.append(("maintenance", badge("PAUSED", "warn") if pause.get("paused") else badge("off", "ok"), pause.get("text")))
     flap = status.get("anti_flapping") or {}
     rows.append(("anti-flapping", badge("BLOCKED", "bad") if flap.get("blocked") else badge("not blocking", "ok"), flap.get("text")))
+    token = status.get("token")
+    if isinstance(token, Mapping):  # etcd: configured
+        holder = token.get("holder")
+        state = (badge(f"held by {holder}", "ok") if holder else
+                 badge("unknown", "bad") if token.get("error") else badge("free", "warn"))
+        rows.append(("write token", state, token.get("text")))
     pending = status.get("pending_event")
     if isinstance(pending, Mapping):
         rows.append(("pending event", badge(str(pending.get("event")), "warn"),

@@ -91,6 +91,7 @@ def test_the_page_shows_each_section_of_the_documents():
     assert "no fallback" in root.one("tr", id="policy-semi-sync").text()
     assert "not blocking" in root.one("tr", id="policy-anti-flapping").text()
     assert "off" in root.one("tr", id="policy-maintenance").text()
+    assert root.find_all("tr", id="policy-write-token") == []  # no etcd: section, no row
     (f,) = root.find_all("div", class_="failover")
     assert (f.attrs["data-promoted"], f.attrs["data-old"], f.attrs["data-kind"]) == ("server2", "server1", "failover")
     assert [row.attrs["data-known"] for row in f.find_all("tr", class_="milestone")] == ["no", "yes", "yes", "yes"]
@@ -132,6 +133,18 @@ def test_what_goes_wrong_is_shown():
     assert "threads: stopped / running" in root.one("div", class_="arrow").text()
     assert "error reconnecting to master" in root.one("div", data_node="server1").text()
     assert "lag unknown" in root.one("div", class_="arrow").text()
+
+
+def test_the_write_token_is_shown_when_etcd_is_configured():
+    held = {"holder": "server2", "lease_left": 4.2, "error": "", "ttl": 5, "host_lease": "694d8a", "host_lease_renewed_ago": 0.4,
+            "text": "write token held by server2 (lease 4.2s left); this host's lease 694d8a renewed 0.4s ago by orch maintain; ttl 5s"}
+    row = page(status_doc(token=held), []).one("tr", id="policy-write-token")
+    assert "held by server2" in row.text() and "renewed 0.4s ago" in row.text()
+    unread = dict(held, holder=None, lease_left=None, error="etcd: no endpoint answered", text="write token unknown: etcd unreadable")
+    row = page(status_doc(token=unread), []).one("tr", id="policy-write-token")
+    assert "unknown" in row.text() and "etcd unreadable" in row.text()
+    free = dict(held, holder=None, lease_left=None, error="", text="write token free")
+    assert "free" in page(status_doc(token=free), []).one("tr", id="policy-write-token").text()
 
 
 @pytest.mark.parametrize("status, history", [
