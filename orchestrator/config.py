@@ -402,6 +402,44 @@ def _http_api(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Re
     return cls(**values)
 
 
+def _sockets(value: Any, path: str, reading: Reading) -> Tuple[str, ...]:
+    """list of absolute UNIX socket paths"""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        reading.add(path, "expected a list of absolute UNIX socket paths")
+        return ()
+    sockets = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str) or not os.path.isabs(item) or len(item.encode("utf-8")) > 107:
+            reading.add(f"{path}[{i}]", "expected an absolute UNIX socket path (at most 107 bytes)")
+        elif item in sockets:
+            reading.add(f"{path}[{i}]", f"{item} is listed twice")
+        else:
+            sockets.append(item)
+    return tuple(sockets)
+
+
+@dataclass(frozen=True)
+class Haproxy:
+    """Where orch reads each HAProxy's view of the servers (docs/haproxy.md): shown by orch
+    status, GET /status and the status page; read only, never changed."""
+
+    stats_sockets: Tuple[str, ...] = setting((), "each HAProxy's runtime API socket (haproxy.cfg's stats socket "
+                                             "path) on this host; orch reads show stat from it", read=_sockets)
+    write_backend: str = setting("write", "the backend of haproxy.cfg that sends writes to the master",
+                                 check=_any_string)
+    read_backend: str = setting("read", "the backend of haproxy.cfg that sends reads to the replica",
+                                check=_any_string)
+
+
+@checks(Haproxy)
+def _haproxy(cls: Any, values: Dict[str, Any], raw: Any, path: str, reading: Reading) -> Haproxy:
+    if values["write_backend"] == values["read_backend"]:
+        reading.add(f"{path}.read_backend", "the same backend as write_backend: give each its own")
+    return cls(**values)
+
+
 @dataclass(frozen=True)
 class Keepalived:
     """Which keepalived events are ours, and the VIP they move."""
@@ -616,6 +654,8 @@ class Config:
     keepalived: Keepalived = setting(Keepalived(), "which keepalived events are ours, and the VIP")
     http: HttpApi = setting(HttpApi(), "the HTTP API on maintainer.metrics_port: health checks, status, "
                             "switchover/pause/resume ([HTTP API](http-api.md))")
+    haproxy: Haproxy = setting(Haproxy(), "the HAProxy instances whose backends orch status and the status page "
+                               "show ([HAProxy](haproxy.md))")
     hooks: Hooks = setting(Hooks(), "site commands around a promotion or a switchover ([Hooks](concepts.md#hooks))")
     etcd: Optional[Etcd] = setting(None, "the write token in etcd: only the host holding it opens its server "
                                    "([The write token in etcd](etcd.md)); without it, no token", section=Etcd)
@@ -684,6 +724,7 @@ ATLAS_KEYS = keys_of(AtlasInstance)
 ATLAS_ADMIN_KEYS = keys_of(AtlasInstance, "admin")
 MAINTAINER_KEYS = keys_of(MaintainerSettings)
 KEEPALIVED_KEYS = keys_of(Keepalived)
+HAPROXY_KEYS = keys_of(Haproxy)
 LOG_KEYS = keys_of(Config, "log")
 ALERTS_KEYS = keys_of(Alerts)
 WEBHOOK_KEYS = keys_of(Webhook)

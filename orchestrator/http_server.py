@@ -128,6 +128,47 @@ class Refresher:
 Reading = Tuple[NodeState, float, float]  # (state, started, finished): time.monotonic()
 
 
+HAPROXY_EVERY = 1.0  # seconds between two readings of each HAProxy's show stat
+
+
+class HaproxyWatcher:
+    """Reads every haproxy.stats_sockets' show stat every HAPROXY_EVERY seconds on a thread of
+    its own, so that GET /status and the page answer from memory (a hung socket costs a
+    request nothing); ``readings()`` is the latest, each with its age."""
+
+    def __init__(self, cfg: Config, interval: float = HAPROXY_EVERY) -> None:
+        self.cfg = cfg
+        self.interval = interval
+        self.stop = threading.Event()
+        self.latest: Tuple[Any, ...] = ()
+
+    def start(self) -> "HaproxyWatcher":
+        if self.cfg.haproxy.stats_sockets:
+            threading.Thread(target=self._loop, name="http-haproxy", daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+
+    def readings(self) -> List[Dict[str, Any]]:
+        from .haproxy import Reading as HaproxyReading
+
+        now = time.monotonic()
+        latest = self.latest or tuple(HaproxyReading(p, False, "not read yet", at=now) for p in self.cfg.haproxy.stats_sockets)
+        return [r.as_dict(now) for r in latest]
+
+    def _loop(self) -> None:
+        from . import haproxy
+
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                self.latest = haproxy.observe(self.cfg)
+            except Exception:  # never dies: the readings' age shows it
+                log.exception("http: reading HAProxy's show stat failed")
+            self.stop.wait(max(0.0, self.interval - (time.monotonic() - started)))
+
+
 def paired(me: NodeState, mine: List[Reading], peer_reading: Optional[Reading], cfg: Config,
            now: float) -> Tuple[NodeState, NodeState]:
     """This node and its peer, fit to be judged together. Pure.
@@ -175,6 +216,7 @@ class ApiServer:
         self.registry = registry
         self.keeper = ViewKeeper()
         self.refresher = Refresher(cfg, self.keeper)
+        self.haproxy = HaproxyWatcher(cfg)
         self.httpd: Optional[ThreadingHTTPServer] = None
         self.token: Optional[str] = None
 
@@ -204,6 +246,7 @@ class ApiServer:
         self.httpd = httpd
         self.port = httpd.server_address[1]
         self.refresher.start()
+        self.haproxy.start()
         threading.Thread(target=httpd.serve_forever, name="http-serve", daemon=True).start()
         log.info("http: serving the API and metrics on %s:%d (%s)", self.address or "*", self.port,
                  "https" if self.cfg.http.tls else "http")
@@ -211,6 +254,7 @@ class ApiServer:
 
     def close(self) -> None:
         self.refresher.close()
+        self.haproxy.close()
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()
@@ -239,7 +283,7 @@ class ApiServer:
             snap = self.refresher.snapshot()
             assert snap.full is not None
             age = time.monotonic() - snap.full_at
-            return http_api.json_response(200, status_document(snap.full, self.cfg), (("X-Orch-Observed-Age", f"{age:.3f}"),))
+            return http_api.json_response(200, status_document(snap.full, self.cfg, self.haproxy.readings()), (("X-Orch-Observed-Age", f"{age:.3f}"),))
         if effect.name == "history":
             return self._history(effect.since)
         if effect.name == "page":
@@ -270,7 +314,7 @@ class ApiServer:
         from .statusdoc import status_document
 
         entries, _, _ = history_entries(self.cfg, time.time() - 7 * 86400, HISTORY_READ_TIMEOUT)
-        return Response(200, statuspage.render(status_document(snap.full, self.cfg), entries).encode("utf-8"), http_api.HTML)
+        return Response(200, statuspage.render(status_document(snap.full, self.cfg, self.haproxy.readings()), entries).encode("utf-8"), http_api.HTML)
 
 
 def _any() -> str:

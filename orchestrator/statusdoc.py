@@ -5,7 +5,7 @@ serves it."""
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 from .config import Config
 from .decide import flavor_of, replica_health
@@ -145,9 +145,10 @@ def token_summary(view: ClusterView, cfg: Config) -> Optional[Dict[str, Any]]:
             "ttl": cfg.etcd.ttl, "host_lease": f"{lease:x}" if lease else None, "host_lease_renewed_ago": age, "text": text}
 
 
-def status_document(view: ClusterView, cfg: Config) -> Dict[str, Any]:
+def status_document(view: ClusterView, cfg: Config, haproxy: Sequence[Dict[str, Any]] = ()) -> Dict[str, Any]:
     """``orch status --format json``'s document from an observed view (and this host's journal,
-    pending event and semi-sync record); GET /status serves the same from the maintainer's view."""
+    pending event and semi-sync record); GET /status serves the same from the maintainer's view.
+    ``haproxy``: each HAProxy's reading (orchestrator/haproxy.py, as_dict's form), as read."""
     from .pending import peek
 
     token = token_summary(view, cfg)
@@ -160,7 +161,7 @@ def status_document(view: ClusterView, cfg: Config) -> Dict[str, Any]:
     return {"cluster": cfg.cluster, "self": cfg.self_name, "holds_vip": view.holds_vip, "vip": vip_summary(view, cfg),
             "nodes": nodes, "atlas": atlas, "journal": Journal(cfg.state_dir).tail(10), "pending_event": peek(cfg.state_dir),
             "semi_sync_policy": semisync_policy(cfg), "anti_flapping": antiflap_summary(view, cfg),
-            "maintenance": pause_summary(view), **({"token": token} if token is not None else {})}
+            "maintenance": pause_summary(view), "haproxy": list(haproxy), **({"token": token} if token is not None else {})}
 
 
 def semisync_cell(n: Dict[str, Any]) -> str:

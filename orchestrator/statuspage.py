@@ -3,8 +3,8 @@ json``'s document and ``orch history --format json``'s entries in, one self-cont
 page out (inline CSS and SVG, a small inline script; nothing fetched from elsewhere).
 
 Shown: both servers (role, read_only, reachability, GTIDs, errant GTIDs, semi-sync), the
-replication arrow with its lag, the VIP holder as this host sees it, every Atlas's (and,
-when the document has them, HAProxy's) backends, the semi-sync policy, maintenance mode,
+replication arrow with its lag, the VIP holder as this host sees it, every Atlas's and
+every HAProxy's (haproxy.stats_sockets) backends, the semi-sync policy, maintenance mode,
 the anti-flapping block, the pending event, the recent failovers as timelines (see
 ``orchestrator/timeline.py``) and the latest history entries.
 
@@ -217,7 +217,7 @@ def vip_section(status: Mapping[str, Any]) -> str:
 
 
 def backends_section(status: Mapping[str, Any]) -> str:
-    """Every Atlas's backends and, when the document lists them, every HAProxy's."""
+    """Every Atlas's backends and every HAProxy's (status["haproxy"])."""
     names = {str(n.get("address")): str(n.get("name")) for n in status.get("nodes") or [] if isinstance(n, Mapping)}
     vip = (status.get("vip") or {}).get("address") if isinstance(status.get("vip"), Mapping) else None
     if vip:  # Atlas's writer backend is the VIP (docs/atlas.md)
@@ -237,21 +237,43 @@ def backends_section(status: Mapping[str, Any]) -> str:
         parts.append(head + (f"<table><tr><th>#</th><th>backend</th><th>node</th><th>type</th><th>state</th></tr>{rows}</table>"
                              if rows else "<p>no backends</p>"))
     for proxy in status.get("haproxy") or []:
-        if not isinstance(proxy, Mapping):
-            continue
-        head = f"<h3>HAProxy {e(proxy.get('name'))}</h3>"
-        if proxy.get("reachable") is False:
-            parts.append(head + f'<p>{badge("unreachable", "bad")} <span class="mono">{e(proxy.get("error"))}</span></p>')
-            continue
-        rows = "".join(
-            f"<tr><td>{e(b.get('backend') or b.get('proxy'))}</td><td>{e(b.get('server') or b.get('name'))}</td>"
-            f"<td class=\"mono\">{e(b.get('address'))}</td><td>{badge(str(b.get('state') or b.get('status')), 'ok' if str(b.get('state') or b.get('status')).upper() in ('UP', 'OPEN') else 'bad')}</td></tr>"
-            for b in proxy.get("backends") or proxy.get("servers") or [] if isinstance(b, Mapping))
-        parts.append(head + (f"<table><tr><th>backend</th><th>server</th><th>address</th><th>state</th></tr>{rows}</table>"
-                             if rows else "<p>no servers</p>"))
+        if isinstance(proxy, Mapping):
+            parts.append(haproxy_block(proxy, names))
     if not parts:
         parts.append('<p class="muted">no proxy configured on this host</p>')
     return '<section id="backends"><h2>Proxy backends</h2>' + "".join(parts) + "</section>"
+
+
+HAPROXY_BADGE = {"UP": "ok", "DOWN": "bad", "MAINT": "warn", "DRAIN": "warn", "NOLB": "warn"}
+
+
+def haproxy_block(proxy: Mapping[str, Any], names: Mapping[str, str]) -> str:
+    """One HAProxy (orchestrator/haproxy.py's reading): its write and read backends, each
+    server with HAProxy's status (UP / DOWN / MAINT...) and its last check."""
+    head = f"<h3>HAProxy <span class=\"mono\">{e(proxy.get('name'))}</span></h3>"
+    age = proxy.get("age")
+    if isinstance(age, (int, float)) and age > 5:
+        head += f'<p>{badge("stale", "warn")} read {age:.0f}s ago</p>'
+    if not proxy.get("reachable"):
+        return f'<div class="haproxy" data-haproxy="{e(proxy.get("name"))}" data-reachable="no">{head}' \
+               f'<p>{badge("unreachable", "bad")} <span class="mono">{e(proxy.get("error"))}</span></p></div>'
+    rows = []
+    for b in proxy.get("backends") or []:
+        if not isinstance(b, Mapping):
+            continue
+        status = str(b.get("status"))
+        node = names.get(str(b.get("address")), "")
+        backup = ' <span class="muted">backup</span>' if b.get("backup") else ""
+        check = " ".join(str(x) for x in (b.get("check"), b.get("check_code")) if x)
+        rows.append(f'<tr class="haproxy-server" data-role="{e(b.get("role"))}" data-server="{e(b.get("server"))}" data-status="{e(status)}">'
+                    f"<td>{e(b.get('role'))}</td><td>{e(b.get('backend'))}</td><td>{e(b.get('server'))}"
+                    f"{backup}</td>"
+                    f"<td class=\"mono\">{e(b.get('address'))}</td><td>{e(node)}</td>"
+                    f"<td>{badge(status, HAPROXY_BADGE.get(status, 'bad'))}</td><td class=\"mono\">{e(check)}</td></tr>")
+    table = ("<table><tr><th>role</th><th>backend</th><th>server</th><th>address</th><th>node</th><th>status</th><th>last check</th></tr>"
+             + "".join(rows) + "</table>") if rows else "<p>no servers</p>"
+    problem = f'<p>{badge("incomplete", "warn")} {e(proxy.get("error"))}</p>' if proxy.get("error") else ""
+    return f'<div class="haproxy" data-haproxy="{e(proxy.get("name"))}" data-reachable="yes">{head}{problem}{table}</div>'
 
 
 def policy_section(status: Mapping[str, Any]) -> str:

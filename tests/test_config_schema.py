@@ -225,7 +225,8 @@ def test_a_new_section_is_one_edit():
 
 def test_the_derived_key_lists_are_the_schemas():
     assert config.KNOWN_KEYS == ("cluster", "flavor", "self", "nodes", "mysql", "replication", "failover", "state_dir",
-                                 "atlas", "maintainer", "keepalived", "http", "hooks", "etcd", "alerts", "log")
+                                 "atlas", "maintainer", "keepalived", "http", "haproxy", "hooks", "etcd", "alerts", "log")
+    assert config.HAPROXY_KEYS == ("stats_sockets", "write_backend", "read_backend")
     assert config.ATLAS_KEYS == ("name", "admin", "config_file", "persist")
     assert set(config.ATLAS_ADMIN_KEYS) == {"host", "port", "user", "password", "password_file", "timeout"}
     assert config.LOG_KEYS == ("syslog",) and "from" in config.SMTP_KEYS and "sender" not in config.SMTP_KEYS

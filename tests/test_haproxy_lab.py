@@ -8,7 +8,9 @@ acknowledged write lost; HAProxy's writer back (its outage is reported against t
 bench/haproxy); no write through HAProxy reaches a read-only server after HAProxy's writer is
 back (error 1290 only inside the window measured); the reader through HAProxy stops less
 than half as long as the writes through the VIP (a kill, a hang: the replica lives). Also: every endpoint answers for each role on both hosts
-of the lab, and orch switchover/pause/resume work from either host.
+of the lab, and orch switchover/pause/resume work from either host; HAProxy's write and read
+backends (haproxy.stats_sockets) in orch status, orch lab status and the served status page (in
+headless Chromium) before and after a kill -9 failover, and a socket out of reach reported.
 """
 
 from __future__ import annotations
@@ -217,3 +219,117 @@ def test_switchover_asked_on_the_replica_host_through_haproxy(holder, request):
     done = run_orch(lab, drill.new, "switchover", "--yes")
     assert done.returncode == 0 and "its orch runs" not in done.stdout, done.stdout + done.stderr
     assert lab.master() == old
+
+
+# --- HAProxy's backends in orch status, orch lab status and the status page -----------------------
+
+
+def haproxy_rows(lab: Any, doc: Any) -> dict:
+    """(role, server) -> status of the one HAProxy in a status document."""
+    (proxy,) = doc["haproxy"]
+    assert proxy["socket"] == str(haproxy.socket_path(lab)) and proxy["reachable"] is True, proxy
+    assert proxy["error"] == "", proxy
+    return {(b["role"], b["server"]): b["status"] for b in proxy["backends"]}
+
+
+def page_rows(lab: Any, host: str, tmp_path: Path, name: str) -> dict:
+    """GET / from ``host``'s orch (the page as served, HAProxy read by its HTTP server) rendered
+    by headless Chromium: (role, server) -> data-status of the HAProxy rows."""
+    from . import chromium
+    from .test_statuspage_lab import assert_self_contained
+
+    h = lab.hosts[host]
+
+    def fetch() -> str:
+        with urllib.request.urlopen(f"http://{h.address}:9105/", timeout=5) as resp:
+            return resp.read().decode("utf-8")
+
+    html = netns.in_netns(lab.client_ns, fetch, 60)
+    assert_self_contained(html)
+    assert API_TOKEN not in html
+    page = tmp_path / f"{name}.html"
+    page.write_text(html)
+    root = chromium.parse(chromium.dump_dom(page.as_uri(), tmp_path))
+    chromium.screenshot(page.as_uri(), tmp_path / f"{name}.png", tmp_path)
+    (block,) = root.find_all("div", class_="haproxy")
+    assert block.attrs["data-haproxy"] == str(haproxy.socket_path(lab)) and block.attrs["data-reachable"] == "yes"
+    return {(r.attrs["data-role"], r.attrs["data-server"]): r.attrs["data-status"]
+            for r in block.find_all("tr", class_="haproxy-server")}
+
+
+def expected_rows(master: str, replica: str, replica_down: bool = False) -> dict:
+    """conf/haproxy.cfg's servers as HAProxy judges them: the master up for writes, the replica
+    for reads; a backup line per server follows its write check (MAINT while tracked down)."""
+    return {("write", master): "UP", ("write", replica): "DOWN",
+            ("read", master): "DOWN", ("read", replica): "DOWN" if replica_down else "UP",
+            ("read", f"{master}-master"): "UP", ("read", f"{replica}-master"): "DOWN"}
+
+
+def test_haproxy_backends_in_status_lab_status_and_the_page_across_a_failover(holder, tmp_path):
+    lab = holder.healthy()
+    old = lab.master()
+    new = lab.peer_of(old)
+    from . import chromium
+
+    chromium.require()
+    seen: dict = {}
+
+    def settled(host: str, want: dict) -> bool:
+        done = run_orch(lab, host, "status", "--format", "json", timeout=60)
+        seen[host] = haproxy_rows(lab, json.loads(done.stdout))
+        return seen[host] == want
+
+    want = expected_rows(old, new)
+    wait_for("orch status on both hosts to show HAProxy's backends", lambda: settled(old, want) and settled(new, want), 20,
+             detail=lambda: str(seen))
+    table = run_orch(lab, old, "status")
+    assert f"haproxy {haproxy.socket_path(lab)}:\n  write backend write: {old} UP (L7OK), {new} DOWN (L7STS)\n" in table.stdout, table.stdout
+    flat = " ".join(table.stdout.split())  # long lines wrap at the table's width
+    assert f"read backend read: {old} DOWN (L7STS), {new} UP (L7OK), {old}-master UP backup, {new}-master DOWN backup" in flat, flat
+    lab_status = subprocess.run([orch_bin(), "lab", "status", "--dir", str(lab.workdir)], capture_output=True, text=True,
+                                timeout=60)
+    assert f"    write backend write: {old} UP (L7OK), {new} DOWN (L7STS)\n" in lab_status.stdout, lab_status.stdout + lab_status.stderr
+    wait_for("the page's HAProxy rows", lambda: page_rows(lab, old, tmp_path, "before") == want, 20,
+             detail=lambda: str(page_rows(lab, old, tmp_path, "before")))
+
+    # kill -9 of the master's mariadbd: keepalived moves the VIP, orch promotes the replica,
+    # HAProxy follows orch's /master and /replica answers.
+    lab.kill_mysqld(old)
+    try:
+        after = expected_rows(new, old, replica_down=True)  # the old master's server is down: it answers neither
+        wait_for(f"{new} to be the master", lambda: lab.master() == new, 60)
+        wait_for("HAProxy (through orch status on the new master) to send writes to it", lambda: settled(new, after), 30,
+                 detail=lambda: str(seen))
+        got: dict = {}
+
+        def page_settled() -> bool:
+            got.update(page_rows(lab, new, tmp_path, "after-failover"))
+            return got == after
+
+        wait_for("the new master's page to show HAProxy after the failover", page_settled, 20, detail=lambda: str(got))
+        # GET /status: the same entries, read by the HTTP server's own thread, with their age.
+        code, doc = api(lab, new, "/status")
+        assert code == 200 and haproxy_rows(lab, doc) == after, doc.get("haproxy")
+        assert 0 <= doc["haproxy"][0]["age"] < 3, doc["haproxy"]
+    finally:
+        lab.start_mysqld(old)
+    lab.wait_healthy(90)
+    wait_for("HAProxy to send reads to the old master again", lambda: settled(new, expected_rows(new, old)), 30,
+             detail=lambda: str(seen))
+
+
+def test_an_unreachable_haproxy_is_reported_never_fatal(holder, tmp_path):
+    """HAProxy's socket gone (HAProxy stopped): orch status still answers, with the reading's error."""
+    lab = holder.healthy()
+    sock = haproxy.socket_path(lab)
+    moved = sock.with_name("haproxy.sock.away")
+    os.rename(sock, moved)  # HAProxy keeps running; only its socket is out of reach
+    try:
+        done = run_orch(lab, lab.master(), "status", "--format", "json", timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        (proxy,) = json.loads(done.stdout)["haproxy"]
+        assert proxy["reachable"] is False and "No such file or directory" in proxy["error"], proxy
+        table = run_orch(lab, lab.master(), "status")
+        assert table.returncode == 0 and f"haproxy {sock}: UNREACHABLE: cannot read show stat" in table.stdout, table.stdout
+    finally:
+        os.rename(moved, sock)

@@ -106,8 +106,10 @@ def test_what_goes_wrong_is_shown():
     paused = {"paused": True, "text": "PAUSED: by dba: kernel upgrade", "error": "", "record": None}
     blocked = {"block_seconds": 3600, "blocked": True, "reason": "the failover of run r-1 is 120 s old", "latest": None, "text": "BLOCKED"}
     unreachable_atlas = [{"name": "local", "reachable": False, "error": "timed out", "backends": []}]
-    haproxy = [{"name": "edge", "backends": [{"backend": "mysql_rw", "server": "server2", "address": "10.0.0.2:3306", "state": "UP"},
-                                             {"backend": "mysql_rw", "server": "server1", "address": "10.0.0.1:3306", "state": "DOWN"}]}]
+    haproxy = [{"name": "/run/haproxy/edge.sock", "reachable": True, "error": "", "age": 12.3, "backends": [
+        {"role": "write", "backend": "write", "server": "server2", "address": "10.0.0.2:3306", "status": "UP", "check": "L7OK", "check_code": "200"},
+        {"role": "write", "backend": "write", "server": "server1", "address": "10.0.0.1:3306", "status": "DOWN", "check": "L4CON", "check_code": ""}]},
+        {"name": "/run/haproxy/gone.sock", "reachable": False, "error": "cannot read show stat: Connection refused", "backends": []}]
     root = page(status_doc(nodes=[node("server2", "10.0.0.2:3306", "master"), down], pending_event=pending, maintenance=paused,
                            anti_flapping=blocked, atlas=unreachable_atlas, haproxy=haproxy,
                            vip={"address": "10.0.0.100", "this_host_holds": False, "holder": "not this host", "why": ""}), [])
@@ -119,7 +121,13 @@ def test_what_goes_wrong_is_shown():
     assert "Anti-flapping block: the failover of run r-1" in root.one("section", id="policy").text()
     assert "MASTER event (run r-9)" in root.one("tr", id="policy-pending-event").text()
     backends = root.one("section", id="backends").text()
-    assert "unreachable timed out" in backends and "HAProxy edge" in backends and "DOWN" in backends
+    assert "unreachable timed out" in backends and "HAProxy /run/haproxy/edge.sock" in backends and "DOWN" in backends
+    rows = {(r.attrs["data-role"], r.attrs["data-server"]): r for r in root.find_all("tr", class_="haproxy-server")}
+    assert rows[("write", "server1")].attrs["data-status"] == "DOWN" and "L4CON" in rows[("write", "server1")].text()
+    assert rows[("write", "server2")].attrs["data-status"] == "UP" and "L7OK 200" in rows[("write", "server2")].text()
+    assert "stale read 12s ago" in root.one("div", data_haproxy="/run/haproxy/edge.sock").text()
+    gone = root.one("div", data_haproxy="/run/haproxy/gone.sock")
+    assert gone.attrs["data-reachable"] == "no" and "Connection refused" in gone.text()
     assert root.one(id="no-failovers")
     root = page(status_doc(nodes=[node("server2", "10.0.0.2:3306", "master"), stopped]), [])
     assert "threads: stopped / running" in root.one("div", class_="arrow").text()

@@ -674,6 +674,133 @@ def check_metrics(cfg: Config) -> List[Check]:
                   "set maintainer.metrics_port: 9105 and scrape it (docs/metrics-and-alerts.md)")]
 
 
+@dataclass(frozen=True)
+class FileFacts:
+    """A file orch.yaml names, as this host sees it (never its content)."""
+
+    path: str
+    exists: bool = True
+    readable: bool = True
+    mode: int = -1  # permission bits (-1: unknown)
+    error: str = ""  # why it cannot be used: unreadable, empty, not a token, a certificate that does not load
+
+
+@dataclass(frozen=True)
+class HttpFacts:
+    """The http: section's files: the token file and the TLS files (each None when not set)."""
+
+    token: Optional[FileFacts] = None
+    tls: Optional[FileFacts] = None  # tls_cert and tls_key as one: loaded together into an SSL context
+    ca: Optional[FileFacts] = None
+
+
+def check_http(cfg: Config, facts: HttpFacts) -> List[Check]:
+    """The HTTP API's files (http:): the token file exists, is readable, holds a usable token
+    and is not readable by group or others; the certificate and key load; the CA exists. Never
+    the token itself: only paths, modes and what is wrong."""
+    out: List[Check] = []
+    port = cfg.maintainer.metrics_port
+    t = facts.token
+    name = "http token file"
+    if t is None:
+        if port:
+            out.append(Check(name, WARN, f"http.token_file is not set: POST /switchover, /pause and /resume on port {port} "
+                                         "answer 403, and orch switchover cannot ask the peer's orch",
+                             "set http.token_file: /etc/orch/api.token (one line of at least 16 characters, the same "
+                             "file on both hosts, chmod 600; docs/http-api.md)"))
+    elif not t.exists:
+        out.append(Check(name, FAIL, f"{t.path} does not exist: the state-changing endpoints are off",
+                         f"create {t.path} with one line of at least 16 characters (the same on both hosts), chmod 600"))
+    elif not t.readable or t.error:
+        out.append(Check(name, FAIL, f"{t.path}: {t.error or 'not readable by this user'}: the state-changing endpoints are off",
+                         f"put one line of at least 16 printable ASCII characters in {t.path} (no spaces), readable by root only"))
+    else:
+        if t.mode >= 0 and t.mode & 0o077:
+            out.append(Check(name + " mode", WARN, f"{t.path} is mode {t.mode:o}: anyone who reads it may switch over or "
+                                                   "pause this pair", f"chmod 600 {t.path}"))
+        out.append(Check(name, PASS, f"{t.path} holds a token" + ("" if port else " (maintainer.metrics_port is 0: the API is off)")))
+    if facts.tls is not None:
+        name = "http TLS certificate"
+        if facts.tls.error:
+            out.append(Check(name, FAIL, f"{facts.tls.path}: {facts.tls.error}: orch maintain cannot serve HTTPS",
+                             "give http.tls_cert and http.tls_key as a PEM certificate (chain) and its private key"))
+        else:
+            out.append(Check(name, PASS, f"{facts.tls.path} and its key load"))
+    if facts.ca is not None:
+        name = "http TLS CA"
+        if facts.ca.error:
+            out.append(Check(name, FAIL, f"{facts.ca.path}: {facts.ca.error}: orch cannot check the peer's certificate",
+                             "give http.tls_ca as the PEM file of the CA that signed both hosts' certificates"))
+        else:
+            out.append(Check(name, PASS, f"{facts.ca.path} loads"))
+    return out
+
+
+def check_haproxy(readings: Sequence[Any]) -> List[Check]:
+    """Each HAProxy of haproxy.stats_sockets answers show stat with both backends (a warning
+    otherwise: orch status and the page cannot show it; failover does not depend on it)."""
+    out = []
+    for r in readings:
+        name = f"haproxy {r.socket}"
+        if not r.reachable:
+            out.append(Check(name, WARN, f"unreachable: {r.error}", "check that HAProxy runs on this host with this "
+                             "stats socket (haproxy.cfg's stats socket line), readable by root"))
+        elif r.error:
+            out.append(Check(name, WARN, r.error, "set haproxy.write_backend and read_backend to haproxy.cfg's backend names"))
+        else:
+            up = [f"{s.role} {s.server}" for s in r.servers if s.status == "UP" and not s.backup]
+            out.append(Check(name, PASS, f"show stat answers; up: {', '.join(up) or 'none'}"))
+    return out
+
+
+def _file_facts(path: str) -> FileFacts:
+    import os
+
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return FileFacts(path, exists=False, readable=False, error=exc.strerror or str(exc))
+    return FileFacts(path, True, os.access(path, os.R_OK), st.st_mode & 0o777)
+
+
+def gather_http(cfg: Config) -> HttpFacts:
+    """Reads the http: section's files as the server would (the token as http_client.read_token
+    does, the certificate into an SSL context); keeps only what is wrong, never the token."""
+    import ssl
+
+    from ..errors import OrchError
+    from ..http_client import read_token
+
+    h = cfg.http
+    token = None
+    if h.token_file:
+        token = _file_facts(h.token_file)
+        if token.exists and token.readable:
+            try:
+                read_token(cfg)
+            except OrchError as exc:
+                from dataclasses import replace
+
+                token = replace(token, error=str(exc).removeprefix(f"http.token_file {h.token_file}: "))
+    tls = None
+    if h.tls_cert:
+        error = ""
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(h.tls_cert, h.tls_key or None)
+        except (OSError, ssl.SSLError) as exc:
+            error = f"does not load with {h.tls_key}: {getattr(exc, 'strerror', None) or exc}"
+        tls = FileFacts(h.tls_cert, error=error)
+    ca = None
+    if h.tls_ca:
+        error = ""
+        try:
+            ssl.create_default_context(cafile=h.tls_ca)
+        except (OSError, ssl.SSLError) as exc:
+            error = f"does not load: {getattr(exc, 'strerror', None) or exc}"
+        ca = FileFacts(h.tls_ca, error=error)
+    return HttpFacts(token, tls, ca)
+
+
 def gather_host(cfg: Config, keepalived: Optional[Tuple[conf.Block, str]]) -> Tuple[HostFacts, Tuple[str, ...]]:
     """This host's side: whether each node's host is one of its addresses and, with a
     keepalived.conf, its health check. Returns the facts and secrets met on the way."""
@@ -756,7 +883,8 @@ def _repl_login(server: Server, cfg: Config) -> str:
 
 
 def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts], keepalived: Optional[Tuple[conf.Block, str]],
-               host: Optional[HostFacts] = None) -> List[Check]:
+               host: Optional[HostFacts] = None, http: Optional[HttpFacts] = None,
+               haproxy: Sequence[Any] = ()) -> List[Check]:
     """Every check, in the order an operator fixes things."""
     me, peer = servers.get(view.me.name), servers.get(view.peer.name)
     checks: List[Check] = []
@@ -782,6 +910,9 @@ def run_checks(cfg: Config, view: ClusterView, servers: Mapping[str, ServerFacts
     checks += check_anti_flapping(view, cfg)
     checks += check_maintenance(view)
     checks += check_metrics(cfg)
+    if http is not None:
+        checks += check_http(cfg, http)
+    checks += check_haproxy(haproxy)
     if keepalived is not None:
         checks += check_keepalived(keepalived[0], cfg.keepalived, keepalived[1])
         checks += check_notify_node(keepalived[0], cfg.keepalived, cfg.self_name, keepalived[1])
@@ -830,7 +961,9 @@ def doctor(args: argparse.Namespace, out: TextIO) -> int:
         for s in servers.values():
             s.close()
     host, found_secrets = gather_host(cfg, keepalived)
-    checks = run_checks(cfg, view, facts, keepalived, host)
+    from .. import haproxy
+
+    checks = run_checks(cfg, view, facts, keepalived, host, gather_http(cfg), haproxy.observe(cfg))
     if cfg.etcd is not None:
         from .etcd_report import check_etcd, gather_etcd  # the write token (docs/etcd.md)
 

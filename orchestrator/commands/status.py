@@ -134,7 +134,9 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         for s in servers.values():
             s.close()
-    doc = status_document(view, cfg)
+    from .. import haproxy
+
+    doc = status_document(view, cfg, [r.as_dict() for r in haproxy.observe(cfg)])
     nodes, journal, vip, atlas = doc["nodes"], doc["journal"], doc["vip"], doc["atlas"]
     pending, policy, flap, paused = doc["pending_event"], doc["semi_sync_policy"], doc["anti_flapping"], doc["maintenance"]
     token = doc.get("token")
@@ -155,6 +157,8 @@ def status(args: argparse.Namespace, out: TextIO) -> int:
                 continue
             listed = ", ".join(f"{b['address']} ({b['type']}, {b['state']})" for b in a["backends"]) or "no backends"
             lines.append(f"atlas {a['name']}: {listed}")
+        for reading in doc["haproxy"]:
+            lines += haproxy.describe(reading)
         for line in lines:
             out.write("\n".join(wrap(line, width)) + "\n")
     return EXIT_OK if view.me.reachable and view.peer.reachable else EXIT_FAILED

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -97,31 +96,25 @@ def _ready(lab: Any) -> bool:
     return len(writers) == 1 and any(states.get(("read", h)) == "UP" for h in lab.hosts)
 
 
+def reading(lab: Any) -> Any:
+    """The lab's HAProxy read as orch reads it (orchestrator/haproxy.py), its shipped backend names."""
+    from orchestrator import haproxy as door
+
+    return door.read_one(str(socket_path(lab)), "write", "read")
+
+
 def server_states(lab: Any) -> Dict[Tuple[str, str], str]:
-    """(backend, server) -> UP / DOWN / ... from HAProxy's admin socket ({} when it does not answer)."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(2)
-            s.connect(str(socket_path(lab)))
-            s.sendall(b"show stat\n")
-            data = b""
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-    except OSError:
-        return {}
-    lines = data.decode("utf-8", "replace").splitlines()
-    if not lines or not lines[0].startswith("# "):
-        return {}
-    columns = lines[0][2:].split(",")
-    out = {}
-    for line in lines[1:]:
-        row = dict(zip(columns, line.split(",")))
-        if row.get("svname") not in ("FRONTEND", "BACKEND", None):
-            out[(row["pxname"], row["svname"])] = row.get("status", "")
-    return out
+    """(backend, server) -> HAProxy's status text (UP, DOWN, DOWN 1/2...) from its admin socket
+    ({} when it does not answer)."""
+    r = reading(lab)
+    return {(s.backend, s.server): s.raw_status for s in r.servers} if r.reachable else {}
+
+
+def status_lines(lab: Any) -> List[str]:
+    """``orch lab status``'s HAProxy lines: its write and read backends, as orch status shows them."""
+    from orchestrator import haproxy as door
+
+    return door.describe(reading(lab).as_dict())
 
 
 def writer(lab: Any, name: str, port: int, select: bool = False) -> Writer:

@@ -161,6 +161,7 @@ SUBSTITUTED: Dict[str, str] = {
     "keepalived.track_file": "a file in the lab host's state directory (keepalived's conf names the same)",
     "keepalived.interface": "the lab host's interface",
     "http.token_file": "a file in the lab host's directory (the same token on both hosts)",
+    "haproxy.stats_sockets": "the HAProxy lab's stats socket in its run directory (none, as shipped, without HAProxy)",
 }
 
 # What a caller passes to run with block_seconds and maintainer.interval as shipped.
@@ -200,7 +201,8 @@ def _set(cfg: Dict[str, Any], key: str, value: Any) -> None:
 
 
 def lab_config(host: Host, peer: Host, lab: str, vip: str = "", witness: str = "127.0.0.1", interface: str = "",
-               overrides: Optional[Mapping[str, Override]] = None, etcd: Tuple[str, ...] = ()) -> Dict[str, Any]:
+               overrides: Optional[Mapping[str, Override]] = None, etcd: Tuple[str, ...] = (),
+               haproxy_socket: str = "") -> Dict[str, Any]:
     """conf/orch.yaml for a lab host: SUBSTITUTED keys put in, then the overrides (LAB_OVERRIDES
     unless given) that apply to ``lab`` ("netns", "loopback" or "chaos"). ``etcd``: the lab's
     etcd client URLs (orch lab up --etcd): the optional etcd: section as conf/orch.yaml's
@@ -220,6 +222,7 @@ def lab_config(host: Host, peer: Host, lab: str, vip: str = "", witness: str = "
         "keepalived.track_file": str(track_file(host)),
         "keepalived.interface": interface,
         "http.token_file": str(host.file("api.token")),
+        "haproxy.stats_sockets": [haproxy_socket] if haproxy_socket else [],
     }
     if set(values) | {"nodes"} != set(SUBSTITUTED):
         raise AssertionError("lab_config and SUBSTITUTED disagree")  # one list of what the lab puts in
@@ -236,7 +239,8 @@ def lab_config(host: Host, peer: Host, lab: str, vip: str = "", witness: str = "
 
 def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = "", ro_backends: Iterable[str] = (),
                      witness: str = "127.0.0.1", interface: str = "",
-                     overrides: Optional[Mapping[str, Override]] = None, etcd: Tuple[str, ...] = ()) -> None:
+                     overrides: Optional[Mapping[str, Override]] = None, etcd: Tuple[str, ...] = (),
+                     haproxy_socket: str = "") -> None:
     """orch.yaml (:func:`lab_config`), password files, the Atlas config and the health check's client defaults.
 
     Without a ``vip`` the host belongs to the loopback lab. Atlas's read-write backend is
@@ -253,7 +257,7 @@ def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = ""
     write_secret(host.file("app.pass"), APP_CREDENTIALS.password)
     write_secret(host.file("api.token"), API_TOKEN)
     cfg = lab_config(host, peer, "netns" if vip else "loopback", vip=vip, witness=witness, interface=interface,
-                     overrides=overrides, etcd=etcd)
+                     overrides=overrides, etcd=etcd, haproxy_socket=haproxy_socket)
     config = host.file("orch.yaml")
     config.write_text(f"# {host.name} in the orch lab: conf/orch.yaml with the lab's hosts and paths and\n"
                       f"# orchestrator.lab.hosts.LAB_OVERRIDES (written by orchestrator.lab)\n"

@@ -282,7 +282,8 @@ class NetnsLab(Lab):
         template = self.template or mariadb.create_template(str(self.workdir / "template" / "data"))
         for host in self.hosts.values():
             write_host_files(host, self.hosts[self.peer_of(host.name)], vip=VIP, witness=WITNESS, interface=IFACE,
-                             overrides=self.overrides, etcd=self.etcd_endpoints() if self.etcd else ())
+                             overrides=self.overrides, etcd=self.etcd_endpoints() if self.etcd else (),
+                             haproxy_socket=self._haproxy_socket())
         if self.etcd:
             self.start_etcd(timeout)
         mariadb.start_together(self.dbs.values(), template)
@@ -328,6 +329,15 @@ class NetnsLab(Lab):
             haproxy.start(self, timeout)
             self.progress(f"HAProxy (conf/haproxy.cfg) in {self.client_ns}: writes on 127.0.0.1:{haproxy.WRITE_PORT} to the "
                           f"server whose orch answers /master, reads on :{haproxy.READ_PORT} to those answering /replica")
+
+    def _haproxy_socket(self) -> str:
+        """HAProxy's stats socket for haproxy.stats_sockets ("" without HAProxy). A UNIX socket is
+        a file: orch in the hosts' namespaces reads the client namespace's HAProxy through it."""
+        if not self.haproxy:
+            return ""
+        from orchestrator.lab import haproxy
+
+        return str(haproxy.socket_path(self))
 
     # -- etcd (orch lab up --etcd) ---------------------------------------------------
 
@@ -557,6 +567,14 @@ class NetnsLab(Lab):
 
     def host_tags(self, host: Host) -> List[str]:
         return [f"keepalived {self.keepalived_state(host)}"]
+
+    def status_lines(self) -> List[str]:
+        lines = super().status_lines()
+        if self.haproxy:
+            from orchestrator.lab import haproxy
+
+            lines += [f"  {line}" for line in haproxy.status_lines(self)]
+        return lines
 
     def daemon_problems(self) -> List[str]:
         """Also a keepalived still in FAULT: not healed, since leaving FAULT fires BACKUP, which
