@@ -112,11 +112,11 @@ def _dispatch(argv: "Optional[List[str]]", stdout: "TextIO", stdin: "TextIO") ->
             # imports (~5 ms of a failover); a long wait still collects, 50,000 allocations apart.
             gc.set_threshold(50_000, 10, 10)
             parse_notify(args)
-            from .commands.failover import notify
+            from .commands.roles import notify
 
             return notify(args, stdout)
         if args.command in ("promote", "demote"):
-            from .commands.failover import operator
+            from .commands.roles import operator
 
             return operator(args, stdout, stdin)
         if args.command == "switchover":

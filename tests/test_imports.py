@@ -59,7 +59,7 @@ def test_notify_path_imports_no_lab_stand_in_or_scheduler(tmp_path, with_atlas):
     run = json.loads(proc.stdout.splitlines()[-1])
     assert run["exit"] == 3, proc.stderr  # safe, incomplete: nothing to fence while this server is down
     modules = set(run["modules"])
-    walked = {"orchestrator.commands.failover", "orchestrator.observe", "orchestrator.decide", "orchestrator.execute",
+    walked = {"orchestrator.commands.roles", "orchestrator.observe", "orchestrator.decide", "orchestrator.execute",
               "orchestrator.db", "pymysql"} | ({"orchestrator.atlas.apply", "orchestrator.atlas.client"} if with_atlas else set())
     assert walked <= modules, f"the notify path was not walked: {sorted(walked - modules)} missing"
     heavy = ["orchestrator.lab", "orchestrator.commands.lab", "orchestrator.commands.maintain", "orchestrator.maintainer",

@@ -243,7 +243,7 @@ def test_notify_path_does_not_import_prometheus_client(tmp_path):
     proc = subprocess.run([sys.executable, "-c", NOTIFY, "-c", str(config), "notify", "INSTANCE", "VI_1", "BACKUP", "100"],
                           capture_output=True, text=True, timeout=60)
     modules = set(json.loads(proc.stdout.splitlines()[-1])["modules"])
-    assert "orchestrator.commands.failover" in modules
+    assert "orchestrator.commands.roles" in modules
     assert not {m for m in modules if m.startswith("prometheus_client") or m == "orchestrator.metrics"}
 
 

@@ -224,7 +224,7 @@ def _drain(reader: Reader, queue: Queue) -> None:
 def _handle(args: argparse.Namespace, event: Event, out: TextIO) -> None:
     """One event, as orch notify handles it; a failure is logged and the reader goes on."""
     from .. import logs
-    from .failover import notify_event
+    from .roles import notify_event
 
     log.info("notify-fifo: handling %s", event)
     try:
