@@ -20,9 +20,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from .config import Config
-from .errors import OrchError
 from .journal import JOURNAL, KEEP
-from .maintainer import Maintainer, PassResult
+from .maintainer import PassResult
 from .model import ClusterView, NodeState
 
 log = logging.getLogger("orchestrator.metrics")
@@ -84,16 +83,6 @@ class Metrics:
         self.holds_vip.set(NAN)
         self.paused.set(NAN)
         self.pause_ran_out.set(NAN)
-
-    def serve(self, port: int, address: str = "") -> None:
-        """Serve /metrics on ``port`` (all addresses unless ``address``) from a daemon thread."""
-        from prometheus_client import start_http_server
-
-        try:
-            start_http_server(port, addr=address or "0.0.0.0", registry=self.registry)
-        except OSError as exc:
-            raise OrchError(f"metrics: cannot listen on port {port}: {exc.strerror or exc}") from None
-        log.info("metrics: serving Prometheus metrics on port %d", port)
 
     def update_view(self, view: ClusterView) -> None:
         """Set the gauges from what a pass observed."""
@@ -267,14 +256,6 @@ def _lines(data: bytes) -> Iterator[bytes]:
     for raw in data.split(b"\n"):
         if raw.strip():
             yield raw
-
-
-def instrument(maintainer: Maintainer, cfg: Config, port: int) -> Metrics:
-    """Serve metrics for a running Maintainer, registered as its listener (on_view, on_pass)."""
-    metrics = Metrics(cfg)
-    metrics.serve(port)
-    maintainer.add_listener(metrics)
-    return metrics
 
 
 def pause_ran_out_at(pause: Any, now: float) -> float:

@@ -170,6 +170,47 @@ def test_a_socket_that_accepts_and_never_finishes_costs_the_deadline_only(tmp_pa
         server.close()
 
 
+def test_observe_reads_the_sockets_side_by_side_in_their_order(tmp_path):
+    """Three sockets that accept and never answer cost one deadline, not three; a missing one
+    keeps its place."""
+    servers, stop, held = [], threading.Event(), []
+    paths = [str(tmp_path / f"hung{i}.sock") for i in range(3)]
+    for path in paths:
+        server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        server.bind(path)
+        server.listen(4)
+        server.settimeout(0.2)
+        servers.append(server)
+
+        def serve(srv: socket.socket = server) -> None:
+            while not stop.is_set():
+                try:
+                    held.append(srv.accept()[0])
+                except OSError:
+                    continue
+
+        threading.Thread(target=serve, daemon=True).start()
+    missing = str(tmp_path / "none.sock")
+    from orchestrator.config import validate
+
+    cfg = validate({"self": "server1", "nodes": {"server1": {"host": "10.0.0.1"}, "server2": {"host": "10.0.0.2"}},
+                    "mysql": {"user": "orch", "password": "x"}, "replication": {"user": "repl", "password": "y"},
+                    "keepalived": {"vip_check": False}, "haproxy": {"stats_sockets": paths + [missing]}})
+    try:
+        t0 = time.monotonic()
+        readings = hp.observe(cfg, timeout=1.0)
+        took = time.monotonic() - t0
+    finally:
+        stop.set()
+        for c in held:
+            c.close()
+        for srv in servers:
+            srv.close()
+    assert [r.socket for r in readings] == paths + [missing]
+    assert all(not r.reachable for r in readings)
+    assert took < 2.5, took  # one after the other would be 3 s at least
+
+
 # --- a real HAProxy ----------------------------------------------------------------------------
 
 

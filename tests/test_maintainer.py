@@ -14,7 +14,8 @@ import pytest
 
 from orchestrator.config import parse
 from orchestrator.maintainer import Maintainer, PassResult
-from orchestrator.metrics import Metrics, instrument
+from orchestrator.http_server import serve_http
+from orchestrator.metrics import Metrics
 
 
 def closed_port() -> int:
@@ -111,13 +112,17 @@ def test_metrics_listen_to_the_maintainer(tmp_path):
     assert math.isnan(sample("orch_holds_vip"))
 
 
-def test_instrument_registers_a_listener_and_replaces_no_method(tmp_path):
+def test_serve_http_registers_listeners_and_replaces_no_method(tmp_path):
     cfg = config(tmp_path)
     m = Maintainer(cfg)
     run_pass, observe = m.run_pass, m.observe
+    api = None
     try:
-        metrics = instrument(m, cfg, closed_port())
+        api = serve_http(m, cfg, closed_port())
     finally:
+        if api is not None:
+            api.close()
         m.close()
-    assert m.listeners == [metrics]  # (orch maintain also registers the HTTP API's view keeper: http_server.serve_http)
+    # the metrics and the HTTP API's view keeper, as orch maintain registers them
+    assert [type(x).__name__ for x in m.listeners] == ["Metrics", "ViewKeeper"]
     assert m.run_pass == run_pass and m.observe == observe
