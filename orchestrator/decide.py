@@ -420,6 +420,9 @@ def decide_backup(view: ClusterView, cfg: Config, operator: bool = False, rewind
             return Plan(f"{fenced} {me.name}; refusing to replicate from {peer.name}: {text}; {REWIND_UNSUPPORTED[flavor.name]}",
                         tuple(steps + own_backend()), REFUSED)
         if rewind or automatic:
+            from .plan import MarkRewind
+
+            steps.append(MarkRewind(me.name))
             r = me.replica
             if r is not None and r.configured:
                 steps.append(StopReplica(me.name))

@@ -41,7 +41,7 @@ from .plan import (
     ATLAS_FIRST, ATLAS_PHASES, POST_HOOK, PRE_HOOK, AckLocally, AtlasStep, AwaitPromotion, AwaitVip, CatchUp, ChangeSource,
     Fence, HandOver, PauseLocally, Plan, PreserveRelayLog, Recheck, RecordPause, RecordPromotion, RecordSwitchover, ResetReplica, Rewind, RunHook,
     RunResult, SemiSyncReplica, SemiSyncWait, SetRwOffline, SetRwOnline, SetWritable, StartReplica, StartSqlThread, Step,
-    StepResult, StopReplica, StopSqlThread, AcquireToken, ReleaseToken, HandOverToken,
+    StepResult, StopReplica, StopSqlThread, MarkRewind, AcquireToken, ReleaseToken, HandOverToken,
 )
 
 log = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ class Executor:
         self.servers = servers
         self.atlas_runner = atlas_runner
         self.run_id = run_id  # hooks' ORCH_RUN_ID and the anti-flapping record's key
+        self._rewind_marks: Dict[str, str] = {}  # node -> the name of the rewind mark this run holds
         # The observed versions decide the flavor; only a node unseen at observe time is asked.
         self._flavors: Dict[str, flavors.Flavor] = {}
         if view is not None:
@@ -87,6 +88,12 @@ class Executor:
 
     def run(self, plan: Plan) -> RunResult:
         """Run the plan's steps in its order under the failure policy (the module's docstring)."""
+        try:
+            return self._run(plan)
+        finally:
+            self._release_rewind_marks()
+
+    def _run(self, plan: Plan) -> RunResult:
         steps = plan.steps
         run = _Run(len(steps))
         i = 0
@@ -280,7 +287,35 @@ class Executor:
     def _rewind(self, step: Rewind) -> str:
         from . import rewind  # only when a Rewind runs
 
-        return rewind.perform(self.cfg, self.servers, step, self._flavor(self.servers[step.node]))
+        try:
+            return rewind.perform(self.cfg, self.servers, step, self._flavor(self.servers[step.node]))
+        finally:
+            self._release_rewind_marks(step.node)
+
+    def _mark_rewind(self, step: MarkRewind) -> str:
+        """Take the rewind mark on the node (a named lock the peer's orch sees in its observation,
+        flavors' gtid_query): while this run holds it and the node's binlog state is unchanged,
+        the peer does not take the node's errant transactions for newer history. Released when
+        the rewind ends or the run does; a lost connection releases it too."""
+        server = self.servers[step.node]
+        query = self._flavor(server).rewind_mark_query
+        if query is None:
+            return "no mark: this flavor has no rewind"
+        name = str(server.value(query))
+        if str(server.value("SELECT GET_LOCK(%s, 0)", (name,))) != "1":
+            raise OrchError(f"{step.node}: the rewind mark is held by another session (another rewind of it is running)")
+        self._rewind_marks[step.node] = name
+        log.info("%s: rewind mark taken (%s)  -- %s", step.node, name, step.describe())
+        return ""
+
+    def _release_rewind_marks(self, node: str = "") -> None:
+        for name_of in [n for n in self._rewind_marks if not node or n == node]:
+            lock = self._rewind_marks.pop(name_of)
+            try:
+                self.servers[name_of].value("SELECT RELEASE_LOCK(%s)", (lock,))
+                log.info("%s: rewind mark released", name_of)
+            except OrchError as exc:  # a lost connection released it already
+                log.info("%s: rewind mark not released (%s): its connection's end releases it", name_of, exc)
 
     def _run_hook(self, step: RunHook) -> str:
         """Run one hook; a failed pre hook raises Refused (nothing changed yet), a post hook's
@@ -488,6 +523,7 @@ STATEMENTS: Dict[type, Callable[[flavors.Flavor], str]] = {
 HANDLERS: Dict[type, Callable[[Executor, Any], str]] = {
     RunHook: Executor._run_hook,
     Rewind: Executor._rewind,
+    MarkRewind: Executor._mark_rewind,
     Fence: Executor._fence,
     PreserveRelayLog: Executor._preserve_relay_log,
     StartSqlThread: Executor._one_statement,

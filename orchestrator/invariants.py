@@ -16,7 +16,7 @@ from . import flavors
 from .config import Config
 from .decide import MASTER, decide, decide_fault, flavor_of
 from .model import ClusterView, NodeState, ThreadState
-from .plan import ACT, NOOP, REFUSED, AcquireToken, HandOver, Plan, ReleaseToken
+from .plan import ACT, NOOP, REFUSED, REWIND_UNSUPPORTED, AcquireToken, HandOver, Plan, ReleaseToken
 
 SPLIT_BRAIN = "SPLIT-BRAIN"
 TOKEN = "TOKEN"  # the journal's event for the write token's invariant
@@ -203,6 +203,8 @@ def stale_writer(view: ClusterView, cfg: Config) -> str:
     me, peer = view.me, view.peer
     if not (me.writable and peer.reachable) or _receives_from(peer, me):
         return ""
+    if peer.rewinding and not peer.writable:
+        return ""  # an orch rewind of the peer holds its mark: its extra transactions are being rolled back
     flavor = flavor_of(me, cfg)
     lacking = missing_from(flavor, me, peer)
     if not lacking:
@@ -225,12 +227,13 @@ def decide_stale(view: ClusterView, cfg: Config, track: str = "") -> Optional[Pl
     lacking = stale_writer(view, cfg)
     if not lacking:
         return None
-    from .plan import ChangeSource, Fence, Rewind, StartReplica, StopReplica
+    from .plan import ChangeSource, Fence, MarkRewind, Rewind, StartReplica, StopReplica
 
     me, peer = view.me, view.peer
     flavor = flavor_of(me, cfg)
     errant = flavor.errant(me, peer)
-    steps: list = [Fence(me.name)]
+    rewinds = bool(errant) and cfg.failover.auto_rewind and flavor.name not in REWIND_UNSUPPORTED
+    steps: list = [Fence(me.name)] + ([MarkRewind(me.name)] if rewinds else [])
     if me.replica is not None and me.replica.configured:
         steps.append(StopReplica(me.name))
     steps.append(ChangeSource(me.name, peer.name, peer.host, peer.port))
@@ -244,9 +247,7 @@ def decide_stale(view: ClusterView, cfg: Config, track: str = "") -> Optional[Pl
         # starts on the rejoin (BACKUP, the maintainer), which observes after the fence; the
         # wait stays on until then, so a late tail can still be proven and rolled back.
         return Plan(text + f"; it rejoins as {peer.name}'s replica next", tuple(steps), ACT)
-    from .plan import REWIND_UNSUPPORTED
-
-    if not cfg.failover.auto_rewind or flavor.name in REWIND_UNSUPPORTED:
+    if not rewinds:
         return Plan(f"{text}; its own tail {errant} (never acknowledged: semi-sync wait on) stays for orch demote --rewind",
                     tuple(steps), ACT)
     steps += [Rewind(me.name, peer.name, errant, proven=True), StartReplica(me.name)]

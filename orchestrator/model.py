@@ -142,6 +142,9 @@ class NodeState:
     replica: Optional[ReplicaStatus] = None
     semisync: Optional[SemiSync] = None
     uptime: int = 0  # seconds since the server started (read with semisync)
+    # An orch rewind of this server holds its mark (execute.py, MarkRewind) and its binlog
+    # state has not changed since: its errant transactions are being rolled back.
+    rewinding: bool = False
 
     @property
     def writable(self) -> bool:

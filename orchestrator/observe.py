@@ -54,6 +54,7 @@ def read_node(server: Server, flavor_name: str = "auto", semisync: bool = False)
         replica=flavor.parse_replica_status(_default_channel(status_rows)),
         semisync=semi,
         uptime=uptime,
+        rewinding=bool(int(gtids.get("rewinding") or 0)),
     )
 
 

@@ -85,6 +85,16 @@ class StopReplica(NodeStep):
     template = "stop replication on {node}"
 
 
+class MarkRewind(NodeStep):
+    """Before a rewind stops the node's replication: a mark its peer's orch sees, so that a
+    quiet master does not take the node's errant transactions (being rolled back) for newer
+    history and yield to it (invariants.stale_writer). Best effort: without it the rewind is
+    as safe, the master may only hand the VIP over."""
+
+    template = "mark {node} as being rewound (a lock its peer's orch sees while its binlog is unchanged)"
+    best_effort: ClassVar[bool] = True
+
+
 class ResetReplica(NodeStep):
     template = "reset replication on {node} (forget the old source)"
 
@@ -531,7 +541,7 @@ Step = Union[
     Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
     Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, AwaitVip, RecordSwitchover, RemoveBackend,
     AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RecordPause, PauseLocally, RunHook,
-    AcquireToken, ReleaseToken, HandOverToken,
+    AcquireToken, ReleaseToken, HandOverToken, MarkRewind,
 ]
 
 AtlasStep = Union[RemoveBackend, AddBackend, PersistBackends, SetRwOffline, SetRwOnline]
@@ -541,7 +551,7 @@ STEP_TYPES = (
     Rewind, Fence, PreserveRelayLog, StartSqlThread, StartReplica, StopSqlThread, StopReplica, ResetReplica, ChangeSource, CatchUp,
     Recheck, SemiSyncWait, SemiSyncReplica, SetWritable, HandOver, AwaitPromotion, AwaitVip, RecordSwitchover, RemoveBackend,
     AddBackend, PersistBackends, SetRwOffline, SetRwOnline, RecordPromotion, AckLocally, RecordPause, PauseLocally, RunHook,
-    AcquireToken, ReleaseToken, HandOverToken,
+    AcquireToken, ReleaseToken, HandOverToken, MarkRewind,
 )
 # The Atlas phases' steps: the executor hands each phase's steps to the Atlas runner at once
 # (atlas/apply.py: one connection per Atlas).

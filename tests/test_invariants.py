@@ -153,15 +153,30 @@ def _waiting(n):
 def test_a_fenced_newer_peer_still_pointed_here_is_newer_history_not_an_errant_replica():
     """A woken master took the VIP back and the promoted peer's BACKUP fenced it, pointed at
     this node, its IO thread stopped (its tail is errant for this node): read-only and pointed
-    here like a replica stopped for orch demote --rewind. Nothing observable tells the two
-    apart; the peer's extra transactions may be acknowledged writes, so it counts as newer
-    history (the rewind runbook's known issue is the price: a role change, nothing lost)."""
+    here like a replica stopped for orch demote --rewind. Only a rewind's mark (the next test)
+    tells the two apart; without it the peer's extra transactions may be acknowledged writes,
+    so it counts as newer history."""
     from orchestrator.invariants import stale_writer
 
     me = _waiting(node("server1", ro=False, executed="0-1-10"))
     fenced_newer = node("server2", ro=True, executed="0-1-10,0-2-15", binlog_pos="0-2-15",
                         replica=repl("10.0.0.1", io=STOPPED, sql=STOPPED))
     assert stale_writer(view(me, fenced_newer, holds_vip=True), _semi_cfg()) == "0-2-15"
+
+
+def test_a_replica_being_rewound_by_orch_is_not_newer_history():
+    """orch demote --rewind holds the replica's rewind mark from before its replication stops
+    (observed as ``rewinding``): its errant transactions are being rolled back, so a quiet
+    master keeps its role; a writable peer never counts as being rewound."""
+    from orchestrator.invariants import stale_writer
+
+    me = _waiting(node("server1", ro=False, executed="0-1-10"))
+    rewound = replace(node("server2", ro=True, executed="0-1-10,0-2-15", binlog_pos="0-2-15",
+                           replica=repl("10.0.0.1", io=STOPPED, sql=STOPPED)), rewinding=True)
+    assert stale_writer(view(me, rewound, holds_vip=True), _semi_cfg()) == ""
+    assert decide_invariant(view(me, rewound, holds_vip=True), _semi_cfg(), track="0") is None
+    writable = replace(rewound, read_only=False)
+    assert stale_writer(view(me, writable, holds_vip=True), _semi_cfg()) == "0-2-15"
 
 
 def test_woken_master_behind_a_promoted_peer_is_stale_fences_itself_and_hands_the_vip_over():
@@ -175,6 +190,7 @@ def test_woken_master_behind_a_promoted_peer_is_stale_fences_itself_and_hands_th
     assert event == STALE and plan.outcome == "act", plan.render()
     kinds = [type(s).__name__ for s in plan.steps]
     assert kinds[0] == "Fence" and kinds.index("ChangeSource") < kinds.index("HandOver") < kinds.index("Rewind"), kinds
+    assert kinds[1] == "MarkRewind", kinds  # marked before its replication stops: the peer keeps its role
     assert isinstance(plan.steps[-1], StartReplica)
     assert [s for s in plan.steps if isinstance(s, Rewind)][0].proven
 

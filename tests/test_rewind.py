@@ -23,7 +23,7 @@ from orchestrator.errors import Refused
 from orchestrator.gtid import BinlogState, parse_mariadb_gtids
 from orchestrator.lab import mariadb as lab
 from orchestrator.model import ClusterView, NodeState
-from orchestrator.plan import ACT, REFUSED, ChangeSource, Fence, Rewind, StartReplica, StopReplica
+from orchestrator.plan import ACT, REFUSED, ChangeSource, Fence, MarkRewind, Rewind, StartReplica, StopReplica
 
 from . import orchtest as t
 from .test_decide import repl
@@ -203,9 +203,10 @@ TAIL = ChangeSource("server1", "server2", "10.0.0.2", 3306), StartReplica("serve
 
 def test_decide_operator_rewind():
     plan = decide(DIVERGED, BACKUP, cfg(), operator=True, rewind=True)
-    assert plan.outcome == ACT and plan.steps == (Rewind("server1", "server2", "0-1-5", proven=False),) + TAIL
+    assert plan.outcome == ACT
+    assert plan.steps == (MarkRewind("server1"), Rewind("server1", "server2", "0-1-5", proven=False)) + TAIL
     assert "rolling them back (on the operator's word, saved first)" in plan.reason
-    assert "on the operator's word" in plan.steps[0].describe()
+    assert "on the operator's word" in plan.steps[1].describe()
 
 
 def test_decide_refuses_without_rewind_and_names_it():
@@ -219,7 +220,8 @@ def test_decide_automatic_only_with_semi_sync_and_auto_rewind():
     writable = ClusterView(maria("server1", False, "0-1-5", "0-1-5", repl(io=t_stopped(), sql=t_stopped())), DIVERGED.peer)
     plan = decide(writable, BACKUP, auto)
     assert plan.outcome == ACT
-    assert plan.steps == (Fence("server1"), StopReplica("server1"), Rewind("server1", "server2", "0-1-5", proven=True)) + TAIL
+    assert plan.steps == (Fence("server1"), MarkRewind("server1"), StopReplica("server1"),
+                          Rewind("server1", "server2", "0-1-5", proven=True)) + TAIL
     off = decide(DIVERGED, BACKUP, cfg(semi_sync=True, witness="10.0.0.254", auto_rewind=False))
     assert off.outcome == REFUSED and "orch demote --rewind" in off.reason
     assert decide(DIVERGED, BACKUP, cfg()).outcome == REFUSED  # no semi-sync: never automatic
@@ -559,3 +561,80 @@ def test_purged_tail_refuses_and_changes_nothing(cluster):
     assert r.code == 1, r
     assert "the errant transactions are no longer in the binary logs" in r.stdout
     assert t.snapshot(s1, s2) == before and (rows(s1), rows(s2)) == data and rewind_dirs(state) == []
+
+
+@pytest.mark.mariadb
+def test_the_rewind_mark_keeps_a_quiet_master_from_yielding_to_the_replica_being_rewound(cluster, monkeypatch):
+    """The rewind runbook's race: server2, a replica with an errant write, is rewound by orch
+    demote --rewind; its replication is stopped while the master takes no writes. Without the
+    mark the master's stale-writer rule takes server2's errant write for newer history; while
+    the run holds the mark (and server2's binlog is unchanged) it does not; the mark ends with
+    the rewind, and a changed binlog voids it."""
+    from orchestrator import flavors
+    from orchestrator.config import load
+    from orchestrator.db import open_servers
+    from orchestrator.execute import Executor
+    from orchestrator.invariants import stale_writer
+    from orchestrator.model import ClusterView
+    from orchestrator.observe import read_node
+    from orchestrator.plan import Plan
+
+    s1, s2, cfg_path, _ = cluster
+    s1.sql("INSERT INTO test.t VALUES (1, 'one')")
+    lab.wait_gtid_equal(s1, s2)
+    s2.sql("SET GLOBAL read_only = 0")
+    s2.sql("INSERT INTO test.t VALUES (-1, 'errant on the replica')")
+    s2.sql("SET GLOBAL read_only = 1")
+    errant = t.gtid(s2, "gtid_binlog_pos").split(",")[-1]
+    assert errant.startswith("0-2-"), errant
+    cfg = load(cfg_path, "server1")  # the master's side
+    watch = open_servers(cfg)  # what the master's maintainer reads
+
+    def master_sees() -> Tuple[bool, str]:
+        me, peer = read_node(watch["server1"]), read_node(watch["server2"])
+        return peer.rewinding, stale_writer(ClusterView(me, peer, holds_vip=True), cfg)
+
+    s2.sql("STOP SLAVE")
+    assert master_sees() == (False, errant)  # the race: a stopped replica with an errant write looks newer
+    s2.sql("START SLAVE")
+    lab.wait_replica_running(s2)
+
+    seen: List[Tuple[bool, str]] = []
+    real = rw.perform
+
+    def perform(*args: Any) -> str:
+        seen.append(master_sees())  # replication stopped, the tail not yet rolled back
+        return real(*args)
+
+    monkeypatch.setattr(rw, "perform", perform)
+    cfg2 = load(cfg_path, "server2")
+    servers = open_servers(cfg2)
+    try:
+        view = ClusterView(read_node(servers["server2"]), read_node(servers["server1"]))
+        plan = decide(view, BACKUP, cfg2, operator=True, rewind=True)
+        assert [type(s).__name__ for s in plan.steps][:3] == ["MarkRewind", "StopReplica", "Rewind"], plan.render()
+        result = Executor(cfg2, servers, view).run(plan)
+        assert result.error is None, result
+        assert seen == [(True, "")]
+        # the rewind ended: the mark is gone (the run's connection is still open)
+        assert s2.query_value("SELECT IS_USED_LOCK(CONCAT('orch_rewind:', SHA1(@@global.gtid_binlog_state)))") is None
+        assert master_sees() == (False, "")
+        assert (-1, "errant on the replica") not in rows(s2)
+
+        # a mark whose binlog state changed since it was taken says nothing
+        s2.sql("STOP SLAVE")
+        s2.sql("SET GLOBAL read_only = 0")
+        s2.sql("INSERT INTO test.t VALUES (-2, 'errant again')")
+        s2.sql("SET GLOBAL read_only = 1")
+        holder = servers["server2"]
+        name = holder.value(flavors.get("mariadb", "10.11").rewind_mark_query or "")
+        assert holder.value("SELECT GET_LOCK(%s, 0)", (name,)) == 1
+        assert master_sees() == (True, "")
+        s2.sql("SET GLOBAL read_only = 0")
+        s2.sql("INSERT INTO test.t VALUES (-3, 'one more')")
+        s2.sql("SET GLOBAL read_only = 1")
+        rewinding, lacking = master_sees()
+        assert not rewinding and lacking == t.gtid(s2, "gtid_binlog_pos").split(",")[-1], (rewinding, lacking)
+    finally:
+        for server in list(servers.values()) + list(watch.values()):
+            server.close()

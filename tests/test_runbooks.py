@@ -366,12 +366,7 @@ def bring_to(lab: netns.NetnsLab, master: str) -> None:
 # Runbooks that fail today because of a known issue in orch (not in the page): page -> the issue,
 # marked xfail. The issue is a race (the master's maintainer pass must land in the rewind's ~2 s
 # without replication), so a run may also pass: not strict. Remove the mark with the fix.
-KNOWN_BUGS: Dict[str, str] = {
-    "rewind.md": (
-        "the stale-writer rule (orchestrator/invariants.py: stale_writer) cannot tell a read-only replica whose "
-        "replication orch demote --rewind stopped, holding an errant transaction, from a fenced newer master pointed "
-        "back here: a quiet master's maintainer may fence itself and hand the VIP to the replica being rewound"),
-}
+KNOWN_BUGS: Dict[str, str] = {}  # none today (the rewind race is fixed: orchestrator/plan.py MarkRewind)
 
 
 def runbook_params() -> List[object]:

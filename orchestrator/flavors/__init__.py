@@ -27,7 +27,8 @@ KILL_CONNECTION = "KILL CONNECTION %s"
 class Flavor(Protocol):
     name: str
     version: str
-    gtid_query: str  # one row: executed, binlog_pos, binlog_state, super_read_only
+    gtid_query: str  # one row: executed, binlog_pos, binlog_state, super_read_only, rewinding
+    rewind_mark_query: Optional[str]  # one row: name, the lock a rewind holds (None: no rewind)
     replica_status_query: str
     fence_statements: Tuple[str, ...]
     unfence_statements: Tuple[str, ...]

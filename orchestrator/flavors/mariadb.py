@@ -9,12 +9,21 @@ from ..model import NodeState, ReplicaStatus, replica_status_from_row
 from .common import HEARTBEAT_PERIOD, ON, Required, Statement
 
 
+# The name of the lock a rewind of this server holds, for its binlog state as it is now: held
+# while the state is unchanged means "these errant transactions are being rolled back".
+REWIND_MARK_NAME = "CONCAT('orch_rewind:', SHA1(@@global.gtid_binlog_state))"
+
+
 class MariaDB:
     name = "mariadb"
     gtid_query = (
         "SELECT @@global.gtid_current_pos AS executed, @@global.gtid_binlog_pos AS binlog_pos, "
-        "@@global.gtid_binlog_state AS binlog_state, 0 AS super_read_only"
+        "@@global.gtid_binlog_state AS binlog_state, 0 AS super_read_only, "
+        f"IS_USED_LOCK({REWIND_MARK_NAME}) IS NOT NULL AS rewinding"
     )
+    # Held by the run that rewinds this server, from before its replication stops until the
+    # rewind ends (execute.py, MarkRewind): the lock's name carries its binlog state then.
+    rewind_mark_query: Optional[str] = f"SELECT {REWIND_MARK_NAME} AS name"
     # ALL: the same columns plus Slave_received_heartbeats, which prove a live source.
     replica_status_query = "SHOW ALL SLAVES STATUS"
     fence_statements: Tuple[str, ...] = ("SET GLOBAL read_only = 1",)

@@ -17,8 +17,9 @@ class MySQL:
     name = "mysql"
     gtid_query = (
         "SELECT @@global.gtid_executed AS executed, @@global.gtid_executed AS binlog_pos, "
-        "@@global.gtid_executed AS binlog_state, @@global.super_read_only AS super_read_only"
+        "@@global.gtid_executed AS binlog_state, @@global.super_read_only AS super_read_only, 0 AS rewinding"
     )
+    rewind_mark_query: Optional[str] = None  # no rewind on MySQL
     fence_statements: Tuple[str, ...] = ("SET GLOBAL read_only = 1", "SET GLOBAL super_read_only = 1")
     # Turning read_only off also turns super_read_only off.
     unfence_statements: Tuple[str, ...] = ("SET GLOBAL super_read_only = 0", "SET GLOBAL read_only = 0")
