@@ -609,15 +609,24 @@ def test_the_rewind_mark_keeps_a_quiet_master_from_yielding_to_the_replica_being
     monkeypatch.setattr(rw, "perform", perform)
     cfg2 = load(cfg_path, "server2")
     servers = open_servers(cfg2)
+    execute = servers["server2"].execute
+
+    def execute_and_look(sql: str, *args: Any, **kwargs: Any) -> None:
+        execute(sql, *args, **kwargs)
+        if sql == "RESET MASTER":  # the binlog state changed under the mark: the reset's lock holds
+            seen.append(master_sees())
+
+    monkeypatch.setattr(servers["server2"], "execute", execute_and_look)
     try:
         view = ClusterView(read_node(servers["server2"]), read_node(servers["server1"]))
         plan = decide(view, BACKUP, cfg2, operator=True, rewind=True)
         assert [type(s).__name__ for s in plan.steps][:3] == ["MarkRewind", "StopReplica", "Rewind"], plan.render()
         result = Executor(cfg2, servers, view).run(plan)
         assert result.error is None, result
-        assert seen == [(True, "")]
+        assert seen == [(True, ""), (True, "")]
         # the rewind ended: the mark is gone (the run's connection is still open)
         assert s2.query_value("SELECT IS_USED_LOCK(CONCAT('orch_rewind:', SHA1(@@global.gtid_binlog_state)))") is None
+        assert s2.query_value("SELECT IS_USED_LOCK('orch_rewind:reset')") is None
         assert master_sees() == (False, "")
         assert (-1, "errant on the replica") not in rows(s2)
 

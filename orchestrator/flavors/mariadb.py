@@ -12,6 +12,9 @@ from .common import HEARTBEAT_PERIOD, ON, Required, Statement
 # The name of the lock a rewind of this server holds, for its binlog state as it is now: held
 # while the state is unchanged means "these errant transactions are being rolled back".
 REWIND_MARK_NAME = "CONCAT('orch_rewind:', SHA1(@@global.gtid_binlog_state))"
+# Held while a rewind resets the GTID state (RESET MASTER, then the shared state set): the
+# binlog state changes under the mark then, the errant transactions already rolled back.
+REWIND_RESET_LOCK = "orch_rewind:reset"
 
 
 class MariaDB:
@@ -19,7 +22,7 @@ class MariaDB:
     gtid_query = (
         "SELECT @@global.gtid_current_pos AS executed, @@global.gtid_binlog_pos AS binlog_pos, "
         "@@global.gtid_binlog_state AS binlog_state, 0 AS super_read_only, "
-        f"IS_USED_LOCK({REWIND_MARK_NAME}) IS NOT NULL AS rewinding"
+        f"(IS_USED_LOCK({REWIND_MARK_NAME}) IS NOT NULL OR IS_USED_LOCK('{REWIND_RESET_LOCK}') IS NOT NULL) AS rewinding"
     )
     # Held by the run that rewinds this server, from before its replication stops until the
     # rewind ends (execute.py, MarkRewind): the lock's name carries its binlog state then.
