@@ -48,10 +48,9 @@ def report(request):
 
 def ask_etcd(lab: netns.NetnsLab, what):
     """Ask etcd from the witness's namespace (reached whatever a drill cut)."""
-    from orchestrator.config import Etcd
     from orchestrator.etcd import EtcdClient
 
-    return netns.in_netns(lab.bridge_ns, lambda: what(EtcdClient(Etcd(endpoints=lab.etcd_endpoints(), timeout=2.0))), 10)
+    return netns.in_netns(lab.bridge_ns, lambda: what(EtcdClient(lab.etcd_settings(2.0))), 10)
 
 
 def token_kv(lab: netns.NetnsLab):
