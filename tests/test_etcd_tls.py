@@ -82,8 +82,8 @@ def make_pki(d: Path) -> Pki:
 class TlsMember:
     """One etcd member: clients over https with --client-cert-auth; started and stopped here by PID."""
 
-    def __init__(self, base: Path, pki: Pki) -> None:
-        self.base, self.pki = base, pki
+    def __init__(self, base: Path, pki: Pki, *extra: str) -> None:
+        self.base, self.pki, self.extra = base, pki, list(extra)
         self.port, self.peer = free_port(), free_port()
         self.log = base / "etcd.log"
         self.proc: Optional[subprocess.Popen] = None
@@ -100,7 +100,7 @@ class TlsMember:
                  "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
                  "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", f"tls={peer}",
                  "--cert-file", self.pki.server_pem, "--key-file", self.pki.server_key,
-                 "--trusted-ca-file", self.pki.ca_pem, "--client-cert-auth"],
+                 "--trusted-ca-file", self.pki.ca_pem, "--client-cert-auth", *self.extra],
                 stdout=log, stderr=subprocess.STDOUT)
         self.wait_ready()
         return self
@@ -222,6 +222,30 @@ def test_an_http_endpoint_for_an_https_member_says_so(member, pki):
     assert_one_clean_line(str(exc.value), pki)
 
 
+def test_a_member_that_never_finishes_the_handshake_costs_its_share(member, pki):
+    # A port that accepts TCP and never answers the TLS ClientHello (a frozen member): the call
+    # succeeds on the next endpoint within its deadline; alone, it fails within the deadline.
+    import socket
+
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(8)
+    try:
+        dead = f"https://127.0.0.1:{hung.getsockname()[1]}"
+        tls = dict(cacert=pki.ca_pem, cert=pki.client_pem, key=pki.client_key)
+        c = EtcdClient(settings([dead, member.url], timeout=1.0, **tls))
+        started = time.monotonic()
+        c.put("/tls/hung", "ok")
+        assert time.monotonic() - started < 1.0 and c.last_endpoint == member.url
+        only = EtcdClient(settings([dead], timeout=0.5, **tls))
+        started = time.monotonic()
+        with pytest.raises(EtcdError, match="no member answered within 0.5s"):
+            only.get("/tls/hung")
+        assert time.monotonic() - started < 0.9
+    finally:
+        hung.close()
+
+
 def test_a_tls_refusal_on_one_member_fails_over_to_the_next(member, pki, tmp_path):
     # The first member presents a certificate of another CA (a stranger on the address): skipped.
     other = make_pki(tmp_path / "other")
@@ -281,7 +305,8 @@ def auth_member(tmp_path, pki):
     """A member of its own (auth on changes every call): user orch, a non-ASCII password."""
     if not os.path.exists(ETCD):
         pytest.skip("etcd is not installed")
-    m = TlsMember(tmp_path / "auth", pki)
+    # Its login tokens last 2 s (etcd's default is 300 s): orch logs in again when one expires.
+    m = TlsMember(tmp_path / "auth", pki, "--auth-token-ttl", "2")
     m.base.mkdir()
     m.start()
     m.ctl("user", "add", "root", "--interactive=false", stdin="rootpw\n")
@@ -312,6 +337,9 @@ def test_user_and_non_ascii_password_over_tls_never_shown(auth_member, pki, clus
     assert c.get("/tls-orch/k").value == "v"
     with pytest.raises(EtcdError, match="permission denied"):
         c.put("/elsewhere", "v")
+    token = c._token
+    time.sleep(3.5)  # the login token expired: one call logs in again, unseen
+    assert c.get("/tls-orch/k").value == "v" and c._token and c._token != token
 
     secret = tmp_path / "etcd-password"
     secret.write_text(PASSWORD + "\n", encoding="utf-8")
