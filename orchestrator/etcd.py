@@ -104,7 +104,7 @@ class EtcdClient:
             try:
                 ctx = ssl.create_default_context(cafile=s.cacert or None)
             except (OSError, ValueError) as exc:
-                raise EtcdError(f"etcd TLS: cannot load etcd.cacert {s.cacert}: {_os_text(exc)}") from None
+                raise EtcdError(f"etcd TLS: cannot load etcd.cacert {s.cacert}: {_tls_reason(exc)}") from None
             if s.cert:
                 try:
                     ctx.load_cert_chain(s.cert, s.key or None, password=_no_passphrase)
@@ -350,7 +350,7 @@ def _os_text(exc: BaseException, settings: Optional["Etcd"] = None, endpoint: st
     if isinstance(exc, ssl.SSLError) and settings is not None:
         reason = _tls_reason(exc)
         if isinstance(exc, ssl.SSLCertVerificationError):
-            if "mismatch" in reason or "match" in reason:
+            if "mismatch" in reason:  # "IP address mismatch" / "Hostname mismatch"
                 return f"{TLS_MARK}the member's certificate does not name {urlsplit(endpoint).hostname} ({reason})"
             where = f"etcd.cacert {settings.cacert}" if settings.cacert else "any of the system's CAs: set etcd.cacert"
             return f"{TLS_MARK}the member's certificate is not signed by {where} ({reason})"

@@ -214,6 +214,23 @@ def test_each_tls_mistake_is_one_clear_line(member, pki, case):
         assert time.monotonic() - started < 1.5  # a refusal costs no deadline
 
 
+def test_a_certificate_for_another_address_and_an_unreadable_ca_say_so(member, pki, tmp_path):
+    # The member's certificate names 127.0.0.1 only: reached as localhost, the name does not match.
+    by_name = EtcdClient(settings([member.url.replace("127.0.0.1", "localhost")], cacert=pki.ca_pem, cert=pki.client_pem,
+                                  key=pki.client_key))
+    with pytest.raises(EtcdError) as exc:
+        by_name.get("/tls/x")
+    assert "TLS: the member's certificate does not name localhost" in str(exc.value), str(exc.value)
+    assert_one_clean_line(str(exc.value), pki)
+    garbage = tmp_path / "ca.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(EtcdError) as exc:
+        EtcdClient(settings([member.url], cacert=str(garbage))).get("/tls/x")
+    assert str(exc.value).startswith(f"etcd TLS: cannot load etcd.cacert {garbage}: "), str(exc.value)
+    assert "_ssl.c" not in str(exc.value)
+    assert_one_clean_line(str(exc.value), pki)
+
+
 def test_an_http_endpoint_for_an_https_member_says_so(member, pki):
     c = EtcdClient(settings([member.url.replace("https://", "http://")], timeout=1.0))
     with pytest.raises(EtcdError) as exc:
