@@ -198,6 +198,8 @@ def build_parser() -> Parser:
                      help="up: also run HAProxy (conf/haproxy.cfg) beside the clients, checking each server through orch's HTTP API")
     lab.add_argument("--etcd", action="store_true", help="up: also a three-member etcd (one member in each host's namespace, "
                                                         "one beside the witness) and the write token (docs/etcd.md)")
+    lab.add_argument("--etcd-tls", action="store_true", help="up: --etcd with the members serving clients over TLS "
+                                                            "(--client-cert-auth; a throwaway CA in the lab's directory)")
 
     co = sub.add_parser("completion", help="print a shell completion script built from this parser")
     co.add_argument("shell", choices=("bash",), help="the shell (bash; zsh loads it with bashcompinit)")

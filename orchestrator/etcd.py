@@ -99,9 +99,18 @@ class EtcdClient:
             import ssl  # only for https endpoints
 
             s = self.settings
-            ctx = ssl.create_default_context(cafile=s.cacert or None)
+            # A file that cannot be read or a key that does not match its certificate is this
+            # host's configuration, the same for every member: one clear error, no member tried.
+            try:
+                ctx = ssl.create_default_context(cafile=s.cacert or None)
+            except (OSError, ValueError) as exc:
+                raise EtcdError(f"etcd TLS: cannot load etcd.cacert {s.cacert}: {_tls_reason(exc)}") from None
             if s.cert:
-                ctx.load_cert_chain(s.cert, s.key or None)
+                try:
+                    ctx.load_cert_chain(s.cert, s.key or None, password=_no_passphrase)
+                except (OSError, ValueError) as exc:
+                    raise EtcdError(f"etcd TLS: cannot load etcd.cert {s.cert} with etcd.key {s.key}: "
+                                    f"{_tls_reason(exc)}") from None
             self._ssl = ctx
         return self._ssl
 
@@ -137,6 +146,8 @@ class EtcdClient:
         order = sorted(self.endpoints, key=lambda e: e != self.last_endpoint)
         errors: List[str] = []
         authenticated = False
+        if any(e.startswith("https://") for e in order):
+            self._context()  # this host's TLS files: an EtcdError before any member is tried
         i = 0
         while i < len(order):
             endpoint = order[i]
@@ -157,7 +168,7 @@ class EtcdClient:
                 i += 1
                 continue
             except (OSError, ValueError) as exc:  # refused, unroutable, timed out, TLS, a torn answer
-                errors.append(f"{endpoint}: {_os_text(exc)}")
+                errors.append(f"{endpoint}: {_os_text(exc, self.settings, endpoint)}")
                 i += 1
                 continue
             code = int(answer.get("code") or 0) if isinstance(answer.get("code"), (int, str)) else 0
@@ -173,7 +184,9 @@ class EtcdClient:
                 errors.append(f"{endpoint}: {message}")  # no leader on that member: try another
                 i += 1
                 continue
-            raise EtcdError(f"etcd {what or path}: {message}", code, reached=True)
+            raise EtcdError(f"etcd {what or path}: {_explain(message)}", code, reached=True)
+        if errors and all(TLS_MARK in e for e in errors):  # each member answered, and TLS failed
+            raise EtcdError(f"etcd {what or path}: no member could be used ({'; '.join(errors)})")
         raise EtcdError(f"etcd {what or path}: no member answered within "
                         f"{self.timeout if timeout is None else timeout:g}s ({'; '.join(errors)})")
 
@@ -182,7 +195,7 @@ class EtcdClient:
         status, answer = self._post_one(endpoint, "/v3/auth/authenticate", {"name": s.user, "password": s.password}, timeout)
         if status != 200 or not answer.get("token"):
             # The message is etcd's ("authentication failed, invalid user ID or password"): never the password.
-            raise EtcdError(f"etcd login as {s.user!r}: {answer.get('message') or answer.get('error') or status}",
+            raise EtcdError(f"etcd login as {s.user!r}: {_explain(str(answer.get('message') or answer.get('error') or status))}",
                             int(answer.get("code") or 0), reached=True)
         self._token = str(answer["token"])
 
@@ -293,12 +306,64 @@ class EtcdClient:
         return one.call("/v3/maintenance/status", {}, timeout, f"status of {endpoint}")
 
 
-def _os_text(exc: BaseException) -> str:
+TLS_MARK = "TLS: "  # how an endpoint's TLS failure starts in an error message
+
+
+def _no_passphrase(*_: Any) -> str:
+    # An encrypted key would make OpenSSL prompt on the terminal (a hung notify): refuse instead.
+    raise ValueError("etcd.key is encrypted (orch needs it without a passphrase, as etcd's own key files)")
+
+
+def _tls_reason(exc: BaseException) -> str:
+    """OpenSSL's reason, without its source line ("[SSL: X] reason (_ssl.c:123)" -> "reason")."""
+    import re
+
+    text = getattr(exc, "verify_message", None) or getattr(exc, "strerror", None) or str(exc)
+    text = re.sub(r"^\[[A-Z0-9_]+: [A-Z0-9_]+\] ", "", str(text))
+    return re.sub(r" \(_ssl\.c:\d+\)$", "", text) or type(exc).__name__
+
+
+def _explain(message: str) -> str:
+    """etcd's refusal on one line, with what to do where etcd's own words do not say it."""
+    message = " ".join(message.split())  # a plain-text answer (http.Error) ends in a newline
+    if "CommonName of client" in message:
+        # etcd (embed/serve.go, since CVE-2018-16886) refuses every JSON-gateway call whose client
+        # certificate has a Common Name while auth is on: orch's certificate must have none.
+        return (f"{message} (with --client-cert-auth and auth enabled, etcd refuses a client certificate that has "
+                f"a Common Name on its JSON API: issue etcd.cert without one; the user and password say who orch is)")
+    return message
+
+
+def _refused_client(settings: "Etcd", reason: str) -> str:
+    if not settings.cert:
+        return f"{TLS_MARK}the member wants a client certificate (--client-cert-auth): set etcd.cert and etcd.key ({reason})"
+    return f"{TLS_MARK}the member refused the client certificate etcd.cert {settings.cert} ({reason})"
+
+
+def _os_text(exc: BaseException, settings: Optional["Etcd"] = None, endpoint: str = "") -> str:
+    """One line saying why one member could not be used: what failed and, for TLS, which setting to look at."""
     import socket
+    import ssl
 
     if isinstance(exc, socket.timeout) or type(exc).__name__ == "TimeoutError":
         return "no answer (timed out)"
+    if isinstance(exc, ssl.SSLError) and settings is not None:
+        reason = _tls_reason(exc)
+        if isinstance(exc, ssl.SSLCertVerificationError):
+            if "mismatch" in reason:  # "IP address mismatch" / "Hostname mismatch"
+                return f"{TLS_MARK}the member's certificate does not name {urlsplit(endpoint).hostname} ({reason})"
+            where = f"etcd.cacert {settings.cacert}" if settings.cacert else "any of the system's CAs: set etcd.cacert"
+            return f"{TLS_MARK}the member's certificate is not signed by {where} ({reason})"
+        # A member with --client-cert-auth ends the handshake of a client without an acceptable
+        # certificate: with an alert, or (a race) by closing the connection first.
+        if ("CERTIFICATE" in str(exc).upper() and "ALERT" in str(exc).upper()) or isinstance(exc, ssl.SSLEOFError):
+            return _refused_client(settings, reason)
+        return f"{TLS_MARK}{reason}"
+    if isinstance(exc, ConnectionResetError) and endpoint.startswith("https://") and settings is not None:
+        return _refused_client(settings, "connection reset during the handshake")
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    if type(exc).__name__ == "RemoteDisconnected" and endpoint.startswith("http://"):
+        text = f"{text} (an https member? the endpoint says http://)"
     return str(text)
 
 

@@ -96,6 +96,19 @@ def grant_host_lease(cfg: "Config", c: EtcdClient) -> int:
     return lease
 
 
+def host_lease_left(cfg: "Config", node: str) -> "tuple[Optional[float], str]":
+    """(seconds left of the lease ``node``'s host names in etcd, None when it names none; why it
+    could not be read, or ""). A switchover's preflight: can the candidate take the token?"""
+    c = client(cfg)
+    try:
+        named = c.get(tk.lease_key(cfg, node))
+        if named is None:
+            return None, ""
+        return float(c.time_to_live(int(named.value))), ""
+    except (EtcdError, ValueError) as exc:
+        return None, str(exc)
+
+
 # ------------------------------------------------------------------ the steps
 
 

@@ -136,6 +136,32 @@ def handover_steps(view: ClusterView, cfg: "Config") -> List[Step]:
     return [HandOverToken(view.me.name, view.peer.name)]
 
 
+def handover_refusal(view: ClusterView, cfg: "Config", candidate_lease: Optional[float], lease_error: str = "") -> str:
+    """"" when a switchover may hand the token to the peer; otherwise why not, before anything is
+    fenced: this node must hold it (or nobody), and the peer's host must name a lease its
+    maintainer renewed within the last two renewals (``candidate_lease``: seconds left, None:
+    none named). A candidate that cannot reach etcd could not open after the hand-over."""
+    t = view.token
+    if cfg.etcd is None or t is None:
+        return ""
+    me, cand = view.me, view.peer
+    if not t.known:
+        return f"the write token cannot be read ({t.error}): it could not be handed over"
+    if t.holder not in ("", me.name):
+        return f"the write token is {t.describe()}, not by {me.name}: it cannot be handed over from here"
+    if lease_error:
+        return f"{cand.name}'s host lease cannot be read ({lease_error})"
+    if candidate_lease is None:
+        return (f"{cand.name}'s host names no lease in etcd (is orch maintain running there, and does it reach etcd?): "
+                f"{cand.name} could not take the write token")
+    # Renewed every ttl/5 s (ttl 5: a healthy keeper's lease reads 4 or 5 s, 3 after one missed renewal).
+    fresh = cfg.etcd.ttl - 2 * renew_every(cfg.etcd.ttl)
+    if candidate_lease < fresh:
+        return (f"{cand.name}'s host lease has {max(candidate_lease, 0):.0f}s left of {cfg.etcd.ttl}s: its orch maintain "
+                f"has not renewed it for two rounds (it does not reach etcd?), so {cand.name} could not take the write token")
+    return ""
+
+
 def may_switch_semisync_off(view: ClusterView, cfg: "Config") -> str:
     """"" when this master may switch its semi-sync wait off (its replica gone); otherwise why not:
     only the token holder may (a master cut from its peer only, both reaching the witness, is

@@ -109,12 +109,11 @@ def netns_orch() -> str:
 
 def token_holder(lab: netns.NetnsLab) -> str:
     """The token's holder as etcd says (asked from the witness's namespace)."""
-    from orchestrator.config import Etcd
     from orchestrator.etcd import EtcdClient, EtcdError
 
     def ask() -> str:
         try:
-            kv = EtcdClient(Etcd(endpoints=lab.etcd_endpoints(), timeout=2.0)).get("/orch/atlas-ha/token")
+            kv = EtcdClient(lab.etcd_settings(2.0)).get("/orch/atlas-ha/token")  # TLS too (--etcd-tls)
         except EtcdError:
             return "?"
         return kv.value if kv is not None else ""

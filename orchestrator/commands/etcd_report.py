@@ -77,8 +77,12 @@ def check_etcd(cfg: Config, view: ClusterView, facts: EtcdFacts) -> List[Check]:
         checks.append(Check("etcd members", PASS, f"all {n} endpoints answer"))
     else:
         quorum_left = n - len(down) > n // 2
+        tls = all("TLS: " in w for w in down.values())  # they answer; this host's TLS settings do not fit
         checks.append(Check("etcd members", WARN if quorum_left else FAIL,
-                            f"{len(down)} of {n} endpoints do not answer: " + "; ".join(f"{e}: {w}" for e, w in down.items()),
+                            f"{len(down)} of {n} endpoints {'refuse TLS' if tls else 'do not answer'}: "
+                            + "; ".join(f"{e}: {w}" for e, w in down.items()),
+                            "check etcd.cacert, etcd.cert and etcd.key against the members' --trusted-ca-file and certificates "
+                            "(docs/etcd.md, TLS)" if tls else
                             "start the member(s); with a majority down no failover can happen (docs/etcd.md)"))
     if n < 3:
         checks.append(Check("etcd quorum", WARN, f"{n} endpoint(s): one lost member stops writes to etcd",

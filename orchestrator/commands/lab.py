@@ -28,7 +28,8 @@ def lab(args: argparse.Namespace, out: TextIO) -> int:
     hint = "" if workdir == DEFAULT_DIR else f" --dir {workdir}"
     try:
         if args.action == "up":
-            return _up(workdir, args.mode, hint, out, getattr(args, "haproxy", False), etcd=getattr(args, "etcd", False))
+            return _up(workdir, args.mode, hint, out, getattr(args, "haproxy", False), etcd=getattr(args, "etcd", False),
+                       etcd_tls=getattr(args, "etcd_tls", False))
         current = load_lab(workdir)
         if current is None:
             if args.action == "down":
@@ -115,7 +116,8 @@ def choose_mode(requested: str) -> Tuple[str, str]:
     return "loopback", f"{reason}; using the loopback variant (no keepalived: the lab delivers its events)"
 
 
-def _up(workdir: str, requested: str, hint: str, out: TextIO, haproxy: bool = False, etcd: bool = False) -> int:
+def _up(workdir: str, requested: str, hint: str, out: TextIO, haproxy: bool = False, etcd: bool = False,
+        etcd_tls: bool = False) -> int:
     from ..lab import netns
     from ..lab.base import Lab
     from ..lab.loopback import LoopbackLab
@@ -139,6 +141,7 @@ def _up(workdir: str, requested: str, hint: str, out: TextIO, haproxy: bool = Fa
         missing = unavailable_reason()
         if missing:
             raise OrchError(f"orch lab up --haproxy: {missing}")
+    etcd = etcd or etcd_tls
     if etcd and mode != "netns":
         raise UsageError("orch lab up --etcd: needs the namespace lab (one etcd member in each host's namespace)")
     if mode == "netns":
@@ -146,7 +149,7 @@ def _up(workdir: str, requested: str, hint: str, out: TextIO, haproxy: bool = Fa
             out.write(f"removed stale lab {text}\n")
     out.write(f"orch lab up: {mode} lab in {workdir} ({why})\n")
     started = time.monotonic()
-    new: Lab = (netns.NetnsLab(workdir, persistent=True, haproxy=haproxy, etcd=etcd) if mode == "netns"
+    new: Lab = (netns.NetnsLab(workdir, persistent=True, haproxy=haproxy, etcd=etcd, etcd_tls=etcd_tls) if mode == "netns"
                 else LoopbackLab(workdir, persistent=True))
 
     def progress(text: str) -> None:

@@ -5,7 +5,9 @@ runs wait meanwhile, so nothing here fights the switchover):
 
 1. preflight (pure, :func:`preflight`): the candidate is a healthy replica of this node,
    both threads running, no errant GTIDs; this node is the writable master and holds the
-   VIP; keepalived runs here and keepalived.track_file is configured and reads 0;
+   VIP; keepalived runs here and keepalived.track_file is configured and reads 0; with etcd,
+   this node holds the write token (or nobody does) and the candidate's host lease is renewed
+   (it could take the token: token.handover_refusal);
 2. fence this node (the bounded fence, orchestrator/fence.py);
 3. wait until the candidate applied everything this node executed (exact GTIDs,
    failover.catchup_timeout);
@@ -39,7 +41,7 @@ from ..plan import (
     ACT, REFUSED, AwaitPromotion, AwaitVip, CatchUp, ChangeSource, Fence, HandOver, Plan, Recheck, RecordSwitchover, SetWritable, StartReplica,
     Step,
 )
-from ..token import handover_steps, open_gate
+from ..token import handover_refusal, handover_steps, open_gate
 from .common import RunContext, confirmed, ensure_state_dir, execute_plan, json_needs_dry_run, load_config, new_run, show_plan
 
 log = logging.getLogger("orchestrator")
@@ -67,6 +69,8 @@ class LocalFacts:
 
     keepalived_running: bool  # a keepalived process runs on this host
     track: str  # keepalived.track_file's value now ("" when missing or unreadable)
+    candidate_lease: Optional[float] = None  # etcd: seconds left of the candidate host's lease (None: none named)
+    candidate_lease_error: str = ""  # etcd: why that lease could not be read
 
 
 def candidate_name(cfg: Config, to: Optional[str]) -> str:
@@ -113,6 +117,9 @@ def preflight(view: ClusterView, cfg: Config, facts: LocalFacts) -> Tuple[List[s
     elif me.replica is not None and me.replica.configured:
         problems.append(f"{me.name} is writable but still has replication configured (from "
                         f"{me.replica.source_host}:{me.replica.source_port}): not a clean master")
+    no_token = handover_refusal(view, cfg, facts.candidate_lease, facts.candidate_lease_error)
+    if no_token:
+        problems.append(no_token)
     if not cand.reachable:
         problems.append(f"{cand.name} {'answers, but unusably' if cand.alive else 'is not reachable'} ({cand.error})")
         return problems, warnings
@@ -227,7 +234,12 @@ def local_facts(cfg: Config) -> LocalFacts:
     from ..keepalived.track import read_track_file
 
     track = read_track_file(cfg.keepalived.track_file) if cfg.keepalived.track_file else ""
-    return LocalFacts(keepalived_running=keepalived_running(), track=track)
+    if cfg.etcd is None:
+        return LocalFacts(keepalived_running=keepalived_running(), track=track)
+    from ..lease import host_lease_left
+
+    left, error = host_lease_left(cfg, cfg.peer.name)
+    return LocalFacts(keepalived_running(), track, left, error)
 
 
 def run_switchover_hooks(cfg: Config, phase: str, run_id: str, old: str, new: str, reason: str) -> Optional[str]:

@@ -202,7 +202,7 @@ def _set(cfg: Dict[str, Any], key: str, value: Any) -> None:
 
 def lab_config(host: Host, peer: Host, lab: str, vip: str = "", witness: str = "127.0.0.1", interface: str = "",
                overrides: Optional[Mapping[str, Override]] = None, etcd: Tuple[str, ...] = (),
-               haproxy_socket: str = "") -> Dict[str, Any]:
+               haproxy_socket: str = "", etcd_tls: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """conf/orch.yaml for a lab host: SUBSTITUTED keys put in, then the overrides (LAB_OVERRIDES
     unless given) that apply to ``lab`` ("netns", "loopback" or "chaos"). ``etcd``: the lab's
     etcd client URLs (orch lab up --etcd): the optional etcd: section as conf/orch.yaml's
@@ -234,13 +234,14 @@ def lab_config(host: Host, peer: Host, lab: str, vip: str = "", witness: str = "
             _set(cfg, key, override.value)
     if etcd:
         cfg["etcd"] = {"endpoints": list(etcd), "ttl": 5, "prefix": "/orch"}  # conf/orch.yaml's example values
+        cfg["etcd"].update(etcd_tls or {})  # orch lab up --etcd-tls: cacert, cert, key
     return cfg
 
 
 def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = "", ro_backends: Iterable[str] = (),
                      witness: str = "127.0.0.1", interface: str = "",
                      overrides: Optional[Mapping[str, Override]] = None, etcd: Tuple[str, ...] = (),
-                     haproxy_socket: str = "") -> None:
+                     haproxy_socket: str = "", etcd_tls: Optional[Mapping[str, str]] = None) -> None:
     """orch.yaml (:func:`lab_config`), password files, the Atlas config and the health check's client defaults.
 
     Without a ``vip`` the host belongs to the loopback lab. Atlas's read-write backend is
@@ -257,7 +258,7 @@ def write_host_files(host: Host, peer: Host, vip: str = "", rw_backend: str = ""
     write_secret(host.file("app.pass"), APP_CREDENTIALS.password)
     write_secret(host.file("api.token"), API_TOKEN)
     cfg = lab_config(host, peer, "netns" if vip else "loopback", vip=vip, witness=witness, interface=interface,
-                     overrides=overrides, etcd=etcd, haproxy_socket=haproxy_socket)
+                     overrides=overrides, etcd=etcd, haproxy_socket=haproxy_socket, etcd_tls=etcd_tls)
     config = host.file("orch.yaml")
     config.write_text(f"# {host.name} in the orch lab: conf/orch.yaml with the lab's hosts and paths and\n"
                       f"# orchestrator.lab.hosts.LAB_OVERRIDES (written by orchestrator.lab)\n"

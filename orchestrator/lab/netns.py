@@ -212,13 +212,17 @@ class NetnsLab(Lab):
 
     def __init__(self, workdir: str, lab_id: Optional[str] = None, template: Optional[str] = None,
                  notify: str = "hook", persistent: bool = False, profile: str = "default",
-                 overrides: Optional[Mapping[str, Override]] = None, haproxy: bool = False, etcd: bool = False) -> None:
+                 overrides: Optional[Mapping[str, Override]] = None, haproxy: bool = False, etcd: bool = False,
+                 etcd_tls: bool = False) -> None:
         """``overrides``: the lab's departures from conf/orch.yaml (default LAB_OVERRIDES; a subset
         of it, see hosts.overrides_except, runs those keys as shipped). ``haproxy``: also run
         conf/haproxy.cfg in the client namespace (orchestrator/lab/haproxy.py). ``etcd``: a
         three-member etcd cluster (one member in each host's namespace, one beside the witness)
-        and the etcd: section in both hosts' orch.yaml (the write token, docs/etcd.md)."""
-        self.etcd = etcd
+        and the etcd: section in both hosts' orch.yaml (the write token, docs/etcd.md). ``etcd_tls``:
+        the members serve clients over TLS with --client-cert-auth, orch uses etcd.cacert/cert/key
+        (orchestrator/lab/etcd_tls.py); implies ``etcd``."""
+        self.etcd = etcd or etcd_tls
+        self.etcd_tls = etcd_tls
         if notify not in NOTIFY_MODES:
             raise ValueError(f"notify must be one of {NOTIFY_MODES}")
         if profile not in PROFILES:
@@ -245,13 +249,14 @@ class NetnsLab(Lab):
         lab = cls(state["workdir"], state["id"], state.get("template"), state.get("notify", "hook"), state.get("persistent", False),
                   state.get("profile", "default"),
                   {k: LAB_OVERRIDES[k] for k in state.get("overrides", LAB_OVERRIDES)}, haproxy=state.get("haproxy", False),
-                  etcd=state.get("etcd", False))
+                  etcd=state.get("etcd", False), etcd_tls=state.get("etcd_tls", False))
         return lab
 
     def extra_state(self) -> Dict[str, Any]:
         return {"template": self.template, "notify": self.notify, "profile": self.profile, "overrides": sorted(self.overrides),
                 "haproxy": self.haproxy,
                 "etcd": self.etcd,
+                "etcd_tls": self.etcd_tls,
                 "namespaces": self.namespaces,
                 "run_dir": str(self.run_dir), "vip": VIP, "client_ns": self.client_ns}
 
@@ -280,10 +285,14 @@ class NetnsLab(Lab):
         self._network()
         self.progress(f"namespaces {', '.join(self.namespaces)} and bridge ready")
         template = self.template or mariadb.create_template(str(self.workdir / "template" / "data"))
+        if self.etcd_tls:
+            from .etcd_tls import make_pki
+
+            make_pki(self.workdir / "etcd-pki", [(name, client) for name, _, _, client in self.etcd_members()])
         for host in self.hosts.values():
             write_host_files(host, self.hosts[self.peer_of(host.name)], vip=VIP, witness=WITNESS, interface=IFACE,
                              overrides=self.overrides, etcd=self.etcd_endpoints() if self.etcd else (),
-                             haproxy_socket=self._haproxy_socket())
+                             haproxy_socket=self._haproxy_socket(), etcd_tls=self.etcd_pki().orch_settings() if self.etcd_tls else None)
         if self.etcd:
             self.start_etcd(timeout)
         mariadb.start_together(self.dbs.values(), template)
@@ -350,7 +359,28 @@ class NetnsLab(Lab):
         return members
 
     def etcd_endpoints(self) -> Tuple[str, ...]:
-        return tuple(f"http://{client}:{ETCD_CLIENT_PORT}" for _, _, _, client in self.etcd_members())
+        return tuple(self.etcd_url(client) for _, _, _, client in self.etcd_members())
+
+    def etcd_url(self, client: str) -> str:
+        return f"{'https' if self.etcd_tls else 'http'}://{client}:{ETCD_CLIENT_PORT}"
+
+    def etcd_pki(self) -> Any:
+        """--etcd-tls: the lab's CA and certificates (orchestrator/lab/etcd_tls.py)."""
+        from .etcd_tls import EtcdPki
+
+        return EtcdPki(self.workdir / "etcd-pki")
+
+    def etcd_settings(self, timeout: float = 2.0) -> Any:
+        """An etcd: section for a client of the lab's etcd (the tests' own reads), TLS included."""
+        from orchestrator.config import Etcd
+
+        return Etcd(endpoints=self.etcd_endpoints(), timeout=timeout, **(self.etcd_pki().orch_settings() if self.etcd_tls else {}))
+
+    def _etcd_open(self, url: str, data: Optional[bytes], timeout: float) -> Any:
+        import urllib.request
+
+        req = urllib.request.Request(url, data=data) if data is not None else url
+        return urllib.request.urlopen(req, timeout=timeout, context=self.etcd_pki().ssl_context() if self.etcd_tls else None)
 
     def start_etcd(self, timeout: float = 30, names: Optional[List[str]] = None, state: str = "new") -> None:
         """Start the members (all, or ``names``), each in its namespace, and wait until each answers."""
@@ -360,12 +390,14 @@ class NetnsLab(Lab):
                 continue
             data = self.workdir / name
             argv = [ETCD, "--name", name, "--data-dir", str(data),
-                    "--listen-client-urls", f"http://{client}:{ETCD_CLIENT_PORT}",
-                    "--advertise-client-urls", f"http://{client}:{ETCD_CLIENT_PORT}",
+                    "--listen-client-urls", self.etcd_url(client),
+                    "--advertise-client-urls", self.etcd_url(client),
                     "--listen-peer-urls", f"http://{peer}:{ETCD_PEER_PORT}",
                     "--initial-advertise-peer-urls", f"http://{peer}:{ETCD_PEER_PORT}",
                     "--initial-cluster", cluster, "--initial-cluster-state", state,
                     "--initial-cluster-token", f"orchlab-{self.lab_id}", "--pre-vote"]
+            if self.etcd_tls:
+                argv += self.etcd_pki().member_flags(name)
             self.procs[f"etcd.{name}"] = spawn(argv, self.workdir / f"{name}.log", self.workdir / f"{name}.pid", ns)
         self.save()
         for name, ns, _, client in self.etcd_members():
@@ -376,11 +408,9 @@ class NetnsLab(Lab):
         self.progress("etcd running: " + ", ".join(m[0] for m in self.etcd_members() if names is None or m[0] in names))
 
     def etcd_healthy(self, ns: str, client: str) -> bool:
-        import urllib.request
-
         def ask() -> bool:
             try:
-                with urllib.request.urlopen(f"http://{client}:{ETCD_CLIENT_PORT}/health", timeout=1) as r:
+                with self._etcd_open(self.etcd_url(client) + "/health", None, 1) as r:
                     return b'"true"' in r.read()
             except OSError:
                 return False
@@ -393,15 +423,13 @@ class NetnsLab(Lab):
     def etcd_leader(self) -> str:
         """The member name the members agree leads (asked from the witness's namespace)."""
         import json
-        import urllib.request
 
         def ask() -> str:
             ids: Dict[str, str] = {}
             leader = ""
             for name, _, _, client in self.etcd_members():
                 try:
-                    req = urllib.request.Request(f"http://{client}:{ETCD_CLIENT_PORT}/v3/maintenance/status", data=b"{}")
-                    with urllib.request.urlopen(req, timeout=1) as r:
+                    with self._etcd_open(self.etcd_url(client) + "/v3/maintenance/status", b"{}", 1) as r:
                         status = json.loads(r.read())
                     ids[str(status["header"]["member_id"])] = name
                     leader = str(status.get("leader", "")) or leader
@@ -414,20 +442,18 @@ class NetnsLab(Lab):
     def etcd_move_leader(self, name: str) -> None:
         """Make member ``name`` the etcd leader (etcdctl move-leader, asked from the witness's namespace)."""
         import json
-        import urllib.request
 
         client = next(c for n, _, _, c in self.etcd_members() if n == name)
 
         def member_id() -> int:
-            req = urllib.request.Request(f"http://{client}:{ETCD_CLIENT_PORT}/v3/maintenance/status", data=b"{}")
-            with urllib.request.urlopen(req, timeout=2) as r:
+            with self._etcd_open(self.etcd_url(client) + "/v3/maintenance/status", b"{}", 2) as r:
                 return int(json.loads(r.read())["header"]["member_id"])
 
         if self.etcd_leader() == name:
             return
         target = in_netns(self.bridge_ns, member_id, 10)
         run(["ip", "netns", "exec", self.bridge_ns, "etcdctl", "--endpoints", ",".join(self.etcd_endpoints()),
-             "move-leader", f"{target:x}"], timeout=20)
+             *(self.etcd_pki().etcdctl_flags() if self.etcd_tls else []), "move-leader", f"{target:x}"], timeout=20)
         wait_for(f"etcd member {name} to lead", lambda: self.etcd_leader() == name, 10)
 
     def isolate_hosts(self, isolated: bool) -> None:
