@@ -2,7 +2,7 @@
 client URL), over http.client, with a deadline per call and failover between endpoints.
 
 Why not etcd3gw: it pulls requests (and pbr, futurist, debtcollector); importing it costs
-about 165 ms on the lab machine against about 50 ms for http.client, and keepalived runs
+about 165 ms on the lab machine against 12 to 25 ms for http.client, and keepalived runs
 ``orch notify`` cold on every transition (bench/notify_latency). The calls orch needs are
 seven small POSTs of JSON (docs/etcd.md, "The client"). This module is imported only when
 the config has an ``etcd:`` section.
