@@ -31,6 +31,7 @@ def node_summary(view: ClusterView, node: NodeState, other: NodeState, cfg: Conf
         "replication": None,
         # Only a replica can have errant GTIDs: a master is ahead of its lagging replica by design.
         "errant_gtids": (flavor.errant(node, other) if other.reachable else None) if role != "master" else "",
+        "rewinding": node.rewinding,  # an orch rewind holds its mark: its errant GTIDs are being rolled back
     }
     if node.semisync is not None:
         out["semi_sync"] = semisync_summary(node)

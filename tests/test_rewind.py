@@ -227,6 +227,21 @@ def test_decide_automatic_only_with_semi_sync_and_auto_rewind():
     assert decide(DIVERGED, BACKUP, cfg()).outcome == REFUSED  # no semi-sync: never automatic
 
 
+def test_status_says_a_node_is_being_rewound():
+    from dataclasses import replace
+
+    from orchestrator.commands.status import table_rows
+    from orchestrator.statusdoc import node_summary
+
+    me = replace(DIVERGED.me, rewinding=True)
+    view = ClusterView(me, DIVERGED.peer)
+    doc = node_summary(view, me, view.peer, cfg())
+    assert doc["rewinding"] is True and doc["errant_gtids"] == "0-1-5"
+    assert dict(table_rows(doc))["errant GTIDs"] == "0-1-5 (being rewound)"
+    quiet = node_summary(DIVERGED, DIVERGED.me, DIVERGED.peer, cfg())
+    assert quiet["rewinding"] is False and dict(table_rows(quiet))["errant GTIDs"] == "0-1-5"
+
+
 def t_stopped():
     from orchestrator.model import ThreadState
 

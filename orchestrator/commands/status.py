@@ -31,6 +31,8 @@ def table_rows(n: Dict[str, Any]) -> List[Tuple[str, str]]:
         errant = "unknown"
     else:
         errant = n["errant_gtids"] or "none"
+    if n.get("rewinding"):
+        errant = f"{errant} (being rewound)"
     cells = [
         ("address", n["address"]),
         ("reachable", "yes" if n["reachable"] else f"NO: {n['error']}"),
