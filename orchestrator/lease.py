@@ -371,11 +371,16 @@ class LeaseKeeper:
 
     def watch_leader(self) -> None:
         """While this node holds the token: keep the etcd leader off the DB hosts (a new leader
-        restarts every lease's countdown: docs/etcd.md). A thread of its own: its etcd calls
-        never delay a renewal."""
-        while not self.stop_event.wait(tk.LEADER_CHECK_EVERY):
+        restarts every lease's countdown: docs/etcd.md). Looks as soon as it holds the token, then
+        every LEADER_CHECK_EVERY s. A thread of its own: its etcd calls never delay a renewal."""
+        checked: Optional[float] = None
+        while not self.stop_event.wait(0.5):
             if not self.holds or self.fenced_at is not None:
+                checked = None
                 continue
+            if checked is not None and self.clock() - checked < tk.LEADER_CHECK_EVERY:
+                continue
+            checked = self.clock()
             try:
                 self.place_leader()
             except Exception:  # never kills the keeper
