@@ -412,7 +412,9 @@ def test_drill2_master_host_frozen_whole(lab, report, leader):
     fenced = first_at(old_sampler.samples, master, 1, t_res)
     open_after = [t for t, row in old_sampler.samples if t >= t_res and row.get(master) == 0 and (fenced is None or t < fenced)]
     window = (open_after[-1] - t_res) if open_after else 0.0
-    fig.two_writers = both_writable(old_sampler.samples, master, peer_sampler.samples, peer, t0)
+    # From the resume: a reading of the frozen server that was in flight then is dated by its start,
+    # during the freeze, though the server answered it after the SIGCONT.
+    fig.two_writers = both_writable(old_sampler.samples, master, peer_sampler.samples, peer, t_res)
     events = journal_events(lab, since)[fig.old]
     fig.notes.append(f"etcd leader {leading}")
     fig.notes.append(f"resumed old master: read_only=0 sampled until +{window:.2f}s, read_only=1 from "
@@ -426,8 +428,11 @@ def test_drill2_master_host_frozen_whole(lab, report, leader):
     assert fig.peer_open is not None and fig.peer_open <= bound, f"peer writable after {fig.peer_open} (bound {bound:g})"
     assert "token-self-fence" in events, "the resumed old master did not fence itself"
     # Fenced before it acknowledges anything: its own host's writer (frozen with it, resumed with
-    # it) got no acknowledgement stamped after the freeze began.
-    assert not fig.stranded_late, f"the resumed old master acknowledged {len(fig.stranded_late)} write(s): {fig.stranded_late[:10]}"
+    # it) has one insert in flight at a time; that one may have committed before the freeze and its
+    # OK been read after the resume (then it is on the final master, checked above with every
+    # acknowledged row: a commit made after the resume could only be on the old master). Any
+    # other acknowledgement stamped after the freeze began would be a write the resumed old master took.
+    assert len(fig.stranded_late) <= 1, f"the resumed old master acknowledged {len(fig.stranded_late)} write(s): {fig.stranded_late[:10]}"
 
 
 # ------------------------------------------------------------------ drill 4: one etcd member
