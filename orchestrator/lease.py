@@ -193,11 +193,12 @@ def acquire(cfg: "Config", step: "AcquireToken", peer_fenced: Callable[[], str])
 
 
 def poll_pause(ttl_left: int, time_left: float) -> float:
-    """Seconds until the next take-over attempt: the holder's lease read with ``ttl_left`` whole
+    """Seconds until the next take-over attempt. The holder's lease read with ``ttl_left`` whole
     seconds (-1: unknown) runs out no earlier than ``ttl_left - 1`` s from now (etcd rounds down
-    and checks for expired leases every 0.5 s): sleep until about then, in steps of at most 1 s
-    (a renewal must still be seen within RENEWED_AFTER), then try every FINE_POLL."""
-    pause = FINE_POLL if ttl_left < 2 else min(1.0, ttl_left - 1.0)
+    and revokes expired leases every 0.5 s); but its holder may release the key any moment (a
+    FAULT on its host: the kill -9 failover must not wait), so never more than POLL, and
+    FINE_POLL in the lease's last seconds (the take-over right at its expiry)."""
+    pause = FINE_POLL if ttl_left < 2 else POLL
     return max(0.0, min(pause, time_left))
 
 
