@@ -306,6 +306,32 @@ class EtcdClient:
         return one.call("/v3/maintenance/status", {}, timeout, f"status of {endpoint}")
 
 
+@dataclass(frozen=True)
+class Member:
+    """One etcd member as ``member list`` names it (ids as etcd's decimal uint64)."""
+
+    id: int
+    name: str
+    client_urls: Tuple[str, ...]
+    peer_urls: Tuple[str, ...]
+
+
+def member_list(c: EtcdClient, timeout: Optional[float] = None) -> List[Member]:
+    """Every member with its id and its client and peer URLs (to tell on which host it runs)."""
+    answer = c.call("/v3/cluster/member/list", {}, timeout, "member list")
+    return [Member(int(m.get("ID") or 0), str(m.get("name") or m.get("ID")), tuple(m.get("clientURLs") or ()),
+                   tuple(m.get("peerURLs") or ())) for m in answer.get("members") or []]
+
+
+def move_leader(c: EtcdClient, leader_endpoint: str, target: int, timeout: float = 3.0) -> None:
+    """etcd's MoveLeader (etcdctl move-leader): the leader hands its leadership to member ``target``.
+    Sent to the current leader alone (any other member refuses it)."""
+    one = EtcdClient(c.settings, timeout)
+    one.endpoints = [leader_endpoint]
+    one._token, one._ssl = c._token, c._ssl
+    one.call("/v3/maintenance/transfer-leadership", {"targetID": str(target)}, timeout, f"move leader to {target:x}")
+
+
 TLS_MARK = "TLS: "  # how an endpoint's TLS failure starts in an error message
 
 

@@ -263,11 +263,16 @@ class Executor:
         from . import lease  # etcd: configured
 
         def peer_fenced() -> str:
-            """The peer re-read now: fenced (or down with its lease run out: then etcd took the key)."""
-            server = self.servers.get(step.peer)
-            if server is None:
+            """The peer re-read now: fenced (or down with its lease run out: then etcd took the key).
+            On a connection of its own: lease.acquire runs this in a thread beside its polls."""
+            shared = self.servers.get(step.peer)
+            if shared is None:
                 return ""
-            peer = observe_node(server, self.cfg.flavor)
+            server = Server(shared.node, shared.account)
+            try:
+                peer = observe_node(server, self.cfg.flavor)
+            finally:
+                server.close()
             if peer.reachable and flavors.get(peer.flavor, peer.version).is_fenced(peer):
                 return f"{step.peer} re-read fenced"
             return ""

@@ -31,7 +31,10 @@ log = logging.getLogger("orchestrator.token")
 
 LEASE_FILE = "etcd-lease.json"
 POLL = 0.1  # seconds between two tries while a holder's lease runs out
+FINE_POLL = 0.05  # ... in its last two seconds (the take-over right at expiry)
 RENEWED_AFTER = 2.5  # seconds over which a lease's whole-second TTL that has not gone down was renewed
+WATCH_STEP = 0.25  # the fence watchdog looks at the deadline at least this often
+SAFE_RECHECK = 0.5  # past the deadline but not fenced (outage_safe): read both servers again this often
 
 
 def lease_path(cfg: "Config") -> str:
@@ -133,60 +136,116 @@ def acquire(cfg: "Config", step: "AcquireToken", peer_fenced: Callable[[], str])
     said = False
     first: Optional["tuple[float, int, int, int]"] = None  # (when, lease, its TTL, raft term) of the holder's lease
     lowest = 0  # the lowest TTL of it read since
-    while True:
-        try:
-            ok, kv = c.create(key, step.node, lease)
-        except EtcdError as exc:
-            if exc.code != NOT_FOUND:
-                raise OrchError(f"cannot take the write token: {exc}") from None
-            lease = grant_host_lease(cfg, c)  # this host's lease ran out (the keeper will adopt the new one)
-            continue
-        if ok:
-            return f"write token taken for {step.node} (lease {lease:x})"
-        if kv is not None and kv.value == step.node:
-            if kv.lease == lease:
-                return f"{step.node} holds the write token already (lease {lease:x})"
-            moved, _ = c.swap(key, kv.mod_revision, step.node, lease)
-            if moved:
-                return f"{step.node} holds the write token, now under this host's lease {lease:x}"
-            continue
-        if kv is not None and kv.value == step.peer:
-            fenced = peer_fenced()
-            if fenced:
+    # The peer's fence is re-read beside the polls, never in their way: a frozen peer costs its
+    # handshake timeout (2 s) per read, which must not set the pace of the take-over at expiry.
+    fenced = PeerCheck(peer_fenced)
+    attempt = 0
+    try:
+        while True:
+            attempt += 1
+            try:
+                ok, kv = c.create(key, step.node, lease)
+            except EtcdError as exc:
+                if exc.code != NOT_FOUND:
+                    raise OrchError(f"cannot take the write token: {exc}") from None
+                lease = grant_host_lease(cfg, c)  # this host's lease ran out (the keeper will adopt the new one)
+                continue
+            if ok:
+                if attempt > 1:
+                    log.info("token: taken at attempt %d (the holder's key was gone)", attempt)
+                return f"write token taken for {step.node} (lease {lease:x})"
+            if kv is not None and kv.value == step.node:
+                if kv.lease == lease:
+                    return f"{step.node} holds the write token already (lease {lease:x})"
                 moved, _ = c.swap(key, kv.mod_revision, step.node, lease)
                 if moved:
-                    log.warning("token: taken over from %s (%s)", step.peer, fenced)
-                    return f"write token taken over from {step.peer} ({fenced})"
+                    return f"{step.node} holds the write token, now under this host's lease {lease:x}"
                 continue
-        if kv is not None and kv.lease:
-            # The holder renews its lease (the same term, a TTL not gone down in RENEWED_AFTER s):
-            # its host runs and reaches etcd (the split): refuse now rather than at the deadline.
+            if kv is not None and kv.value == step.peer:
+                why = fenced.result()
+                if why:
+                    moved, _ = c.swap(key, kv.mod_revision, step.node, lease)
+                    if moved:
+                        log.warning("token: taken over from %s (%s)", step.peer, why)
+                        return f"write token taken over from {step.peer} ({why})"
+                    continue
+            ttl = -1
+            if kv is not None and kv.lease:
+                # The holder renews its lease (the same term, a TTL not gone down in RENEWED_AFTER s):
+                # its host runs and reaches etcd (the split): refuse now rather than at the deadline.
+                try:
+                    ttl, term = c.lease_ttl(kv.lease)
+                except EtcdError as exc:
+                    log.debug("token: the holder's lease cannot be read: %s", exc)
+                    ttl, term = -1, -1
+                now = time.monotonic()
+                if ttl < 0:
+                    pass  # unknown this time: compare the next reading with the first
+                elif first is None or first[1] != kv.lease or first[3] != term:
+                    log.info("token: %s's lease %x has %ds left (raft term %d)", kv.value, kv.lease, ttl, term)
+                    first = (now, kv.lease, ttl, term)
+                    lowest = ttl
+                elif ttl > lowest or (now - first[0] >= RENEWED_AFTER and ttl >= first[2]):
+                    # Gone up, or not down in 2.5 s, within one term: renewed by its holder.
+                    raise TokenRefused(f"the write token is held by {kv.value}, whose host renews its lease (it runs and "
+                                       f"reaches etcd): {step.node} stays read-only")
+                else:
+                    if ttl < lowest:
+                        log.info("token: %s's lease %x has %ds left (attempt %d)", kv.value, kv.lease, ttl, attempt)
+                    lowest = min(lowest, ttl)
+            if time.monotonic() >= deadline:
+                holder = kv.value if kv is not None else "?"
+                raise TokenRefused(f"the write token is held by {holder} and its lease is kept alive (its host runs and reaches "
+                                   f"etcd){f' after waiting {step.wait:g}s' if step.wait else ''}: {step.node} stays read-only")
+            if not said:
+                log.info("token: held by %s; waiting up to %gs for its lease to run out", kv.value if kv else "?", step.wait)
+                said = True
+            time.sleep(poll_pause(ttl, deadline - time.monotonic()))
+    finally:
+        fenced.stop()
+
+
+def poll_pause(ttl_left: int, time_left: float) -> float:
+    """Seconds until the next take-over attempt. The holder's lease read with ``ttl_left`` whole
+    seconds (-1: unknown) runs out no earlier than ``ttl_left - 1`` s from now (etcd rounds down
+    and revokes expired leases every 0.5 s); but its holder may release the key any moment (a
+    FAULT on its host: the kill -9 failover must not wait), so never more than POLL, and
+    FINE_POLL in the lease's last seconds (the take-over right at its expiry)."""
+    pause = FINE_POLL if ttl_left < 2 else POLL
+    return max(0.0, min(pause, time_left))
+
+
+class PeerCheck:
+    """``peer_fenced()`` run again and again in a thread of its own until it says fenced;
+    ``result()`` is its last answer ("" : not fenced, or not known yet). A frozen peer costs
+    that thread its handshake timeout, never the caller's polls."""
+
+    def __init__(self, check: Callable[[], str]) -> None:
+        self.check = check
+        self.answer = ""
+        self.stopped = threading.Event()
+        self.thread: Optional[threading.Thread] = None
+
+    def result(self) -> str:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._loop, name="token-peer-check", daemon=True)
+            self.thread.start()  # not waited for: a fenced peer's answer is taken at the next try, 0.1 s on
+        return self.answer
+
+    def _loop(self) -> None:
+        while not self.stopped.is_set():
             try:
-                ttl, term = c.lease_ttl(kv.lease)
-            except EtcdError as exc:
-                log.debug("token: the holder's lease cannot be read: %s", exc)
-                ttl, term = -1, -1
-            now = time.monotonic()
-            if ttl < 0:
-                pass  # unknown this time: compare the next reading with the first
-            elif first is None or first[1] != kv.lease or first[3] != term:
-                log.info("token: %s's lease %x has %ds left (raft term %d)", kv.value, kv.lease, ttl, term)
-                first = (now, kv.lease, ttl, term)
-                lowest = ttl
-            elif ttl > lowest or (now - first[0] >= RENEWED_AFTER and ttl >= first[2]):
-                # Gone up, or not down in 2.5 s, within one term: renewed by its holder.
-                raise TokenRefused(f"the write token is held by {kv.value}, whose host renews its lease (it runs and reaches "
-                                   f"etcd): {step.node} stays read-only")
-            else:
-                lowest = min(lowest, ttl)
-        if time.monotonic() >= deadline:
-            holder = kv.value if kv is not None else "?"
-            raise TokenRefused(f"the write token is held by {holder} and its lease is kept alive (its host runs and reaches etcd)"
-                          f"{f' after waiting {step.wait:g}s' if step.wait else ''}: {step.node} stays read-only")
-        if not said:
-            log.info("token: held by %s; waiting up to %gs for its lease to run out", kv.value if kv else "?", step.wait)
-            said = True
-        time.sleep(POLL)
+                answer = self.check()
+            except Exception as exc:  # an unreadable peer is not a fenced one
+                log.debug("token: cannot read the peer: %s", exc)
+                answer = ""
+            self.answer = answer
+            if answer:
+                return
+            self.stopped.wait(POLL)
+
+    def stop(self) -> None:
+        self.stopped.set()
 
 
 def release(cfg: "Config", step: "ReleaseToken") -> str:
@@ -256,6 +315,9 @@ class LeaseKeeper:
         self.stop_event = threading.Event()
         self.thread: Optional[threading.Thread] = None
         self.lock = threading.Lock()
+        self.fence_lock = threading.Lock()  # one self-fence at a time (the watchdog's or the round's)
+        self.threads: "list[threading.Thread]" = []
+        self.last_leader_move: Optional[float] = None
 
     # PassListener
     def on_view(self, view: ClusterView) -> None:
@@ -267,12 +329,111 @@ class LeaseKeeper:
 
     def start(self) -> None:
         self.thread = threading.Thread(target=self.run, name="etcd-lease-keeper", daemon=True)
-        self.thread.start()
+        self.threads = [self.thread,
+                        threading.Thread(target=self.watch_deadline, name="etcd-fence-watchdog", daemon=True),
+                        threading.Thread(target=self.watch_leader, name="etcd-leader-placement", daemon=True)]
+        for t in self.threads:
+            t.start()
 
     def stop(self) -> None:
         self.stop_event.set()
-        if self.thread is not None:
-            self.thread.join(timeout=5)
+        for t in self.threads:
+            t.join(timeout=5)
+
+    # ------------------------------------------------------------ the fence deadline's watchdog
+
+    def watch_deadline(self) -> None:
+        """The self-fence deadline kept by a thread of its own: it sleeps until the deadline (at
+        most WATCH_STEP at a time) and fences when it has passed, whatever the renewing thread is
+        doing (a keepalive to a hung or frozen member can take its whole deadline). The sleep is
+        on the monotonic clock: a host resumed after a freeze finds it passed and fences at once,
+        before any etcd call."""
+        while not self.stop_event.is_set():
+            try:
+                wait = self.check_deadline()
+            except Exception:  # the watchdog never dies silently
+                log.exception("token: fence watchdog failed; checking again")
+                wait = WATCH_STEP
+            self.stop_event.wait(max(0.005, wait))
+
+    def check_deadline(self) -> float:
+        """Fence if the deadline has passed; the seconds until the next look."""
+        due = self.fence_due()
+        now = self.clock()
+        if due is None:
+            return WATCH_STEP
+        if now < due:
+            return min(WATCH_STEP, due - now)
+        self.fence_if_due()
+        return SAFE_RECHECK  # not fenced (every acknowledged write on the replica) or fenced: look again soon
+
+    def fence_if_due(self, lost: bool = False) -> None:
+        """Fence this host's server if the deadline has passed (``lost``: its lease ran out in etcd,
+        at once). One at a time: the watchdog and the renewing round may both find it due."""
+        with self.fence_lock:
+            now = self.clock()
+            due = self.fence_due()
+            if lost or (due is not None and now >= due):
+                self._self_fence(now, lost=lost)
+
+    # ------------------------------------------------------------ the etcd leader's place
+
+    def watch_leader(self) -> None:
+        """While this node holds the token: keep the etcd leader off the DB hosts (a new leader
+        restarts every lease's countdown: docs/etcd.md). Looks as soon as it holds the token, then
+        every LEADER_CHECK_EVERY s. A thread of its own: its etcd calls never delay a renewal."""
+        checked: Optional[float] = None
+        while not self.stop_event.wait(0.5):
+            if not self.holds or self.fenced_at is not None:
+                checked = None
+                continue
+            if checked is not None and self.clock() - checked < tk.LEADER_CHECK_EVERY:
+                continue
+            checked = self.clock()
+            try:
+                self.place_leader()
+            except Exception:  # never kills the keeper
+                log.exception("token: the etcd leader's placement")
+
+    def place_leader(self) -> str:
+        """Read where the etcd leader runs; move it to a healthy member off the DB hosts when it
+        runs on one (rate-limited). What was done, for the log and tests."""
+        from .etcd import member_list, move_leader
+
+        assert self.cfg.etcd is not None
+        c = EtcdClient(self.cfg.etcd, 1.0)
+        members = member_list(c)
+        statuses: Dict[str, Dict[str, Any]] = {}
+        urls = sorted({u.rstrip("/") for m in members for u in m.client_urls} | set(self.cfg.etcd.endpoints))
+        for url in urls:
+            try:
+                statuses[url] = c.status_of(url, 1.0)
+            except EtcdError:
+                continue
+        leaders = {str(st.get("leader") or "") for st in statuses.values()} - {"", "0"}
+        if len(leaders) != 1:
+            return "no single etcd leader"
+        leader_id = int(leaders.pop())
+        healthy = {int(st["header"]["member_id"]) for st in statuses.values()
+                   if not st.get("errors") and (st.get("header") or {}).get("member_id")}
+        nodes = {n.name: n.host for n in self.cfg.nodes}
+        placement = tk.leader_placement([(m.id, m.name, m.client_urls + m.peer_urls) for m in members], leader_id,
+                                        healthy, nodes)
+        why = tk.leader_move_due(placement, self.clock(), self.last_leader_move)
+        if not why:
+            return placement.describe()
+        self.last_leader_move = self.clock()
+        leader = next(m for m in members if m.id == leader_id)
+        endpoint = next((u for u in urls if u in statuses and int(statuses[u]["header"]["member_id"]) == leader_id),
+                        leader.client_urls[0] if leader.client_urls else "")
+        try:
+            move_leader(c, endpoint, placement.target_id)
+        except EtcdError as exc:
+            log.warning("token: cannot move the etcd leader to %s: %s", placement.target, exc)
+            return f"move failed: {exc}"
+        self._journal("etcd-leader-moved", why, detail=f"{placement.leader} ({leader_id:x}) -> {placement.target} "
+                      f"({placement.target_id:x}) via {endpoint}", result="ok")
+        return why
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -286,19 +447,14 @@ class LeaseKeeper:
     def tick(self) -> float:
         """One round: fence if due (first: a host resumed after a freeze must not wait for a
         network call), renew, read the holder, fence if due. The seconds until the next round."""
-        now = self.clock()
-        due = self.fence_due()
-        if due is not None and now >= due:
-            self._self_fence(now)
+        self.fence_if_due()
         sent = self.clock()
         try:
             self._renew(sent)
         except EtcdError as exc:
             self._failed(exc, sent)
+        self.fence_if_due()
         now = self.clock()
-        due = self.fence_due()
-        if due is not None and now >= due:
-            self._self_fence(now)
         self._publish(now)
         nxt = sent + tk.renew_every(self.ttl)
         due = self.fence_due()
@@ -332,7 +488,7 @@ class LeaseKeeper:
                 # passes take the token again, or fence this server if the peer took it).
                 self._journal("token-lease-lost", f"lease {lost:x} ran out in etcd while {self.cfg.self_name} held the token")
                 self.last_ok = None
-                self._self_fence(self.clock(), lost=True)
+                self.fence_if_due(lost=True)
                 self.holds = False  # read again below
             self.lease = grant_host_lease(self.cfg, self.client)
             ttl = self.client.keepalive(self.lease)

@@ -18,7 +18,9 @@ and ttl; docs/etcd.md has the figures.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Collection, List, Mapping, Optional, Sequence, Tuple
+from urllib.parse import urlsplit
 
 from .model import ClusterView, ThreadState, TokenState
 from .plan import AcquireToken, HandOverToken, ReleaseToken, Step
@@ -174,6 +176,76 @@ def may_switch_semisync_off(view: ClusterView, cfg: "Config") -> str:
     if t.holder != view.me.name:
         return f"{view.me.name} does not hold the write token ({t.describe()})"
     return ""
+
+
+# ------------------------------------------------------------------ the etcd leader's place
+
+LEADER_CHECK_EVERY = 5.0  # seconds between two looks at where the etcd leader runs (the holder's keeper)
+LEADER_MOVE_GAP = 30.0  # at most one leadership move per this many seconds (a member that keeps losing it)
+
+
+@dataclass(frozen=True)
+class LeaderPlacement:
+    """Where the etcd leader runs, and where it should (members named as etcd names them)."""
+
+    leader: str = ""  # the leader's member name ("" : no leader known)
+    leader_id: int = 0
+    on_node: str = ""  # the DB node whose host runs it ("" : off the DB hosts, or unknown)
+    target: str = ""  # a healthy member off the DB hosts to hand leadership to ("" : none)
+    target_id: int = 0
+
+    def describe(self) -> str:
+        if not self.leader:
+            return "no etcd leader known"
+        where = f"on {self.on_node}'s host" if self.on_node else "off the DB hosts"
+        return f"etcd leader {self.leader} runs {where}"
+
+
+def url_host(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").lower()
+    except ValueError:
+        return ""
+
+
+def member_node(urls: Sequence[str], nodes: Mapping[str, str]) -> str:
+    """The DB node whose host runs the etcd member with these client and peer URLs ("" : none,
+    e.g. the witness's member). ``nodes``: node name -> its host as in the config's nodes:. Peer
+    URLs count too: clients may reach etcd on another network than the databases (the lab does)."""
+    hosts = {url_host(u) for u in urls} - {""}
+    for name, host in sorted(nodes.items()):
+        if host.lower() in hosts:
+            return name
+    return ""
+
+
+def leader_placement(members: Sequence[Tuple[int, str, Sequence[str]]], leader_id: int, healthy: Collection[int],
+                     nodes: Mapping[str, str]) -> LeaderPlacement:
+    """Pure: where the leader runs, and the member to move it to when it runs on a DB host.
+
+    ``members``: (id, name, client and peer URLs) as etcd lists them; ``healthy``: the ids of the
+    members that answered their status just now naming that leader. Why it matters: a new etcd
+    leader restarts every lease's countdown (with its election timeout on top), so when the host
+    that froze also ran the leader, its token's lease runs on 1 to 2 s after the election."""
+    by_id = {m[0]: m for m in members}
+    found = by_id.get(leader_id)
+    if not leader_id or found is None:
+        return LeaderPlacement()
+    on = member_node(found[2], nodes)
+    target = next((m for m in sorted(members, key=lambda m: m[1]) if m[0] != leader_id and m[0] in healthy
+                   and not member_node(m[2], nodes)), None) if on else None
+    return LeaderPlacement(found[1], leader_id, on, target[1] if target else "", target[0] if target else 0)
+
+
+def leader_move_due(p: LeaderPlacement, now: float, last_move: Optional[float]) -> str:
+    """Why the holder's keeper moves the etcd leader now ("" : it does not): it runs on a DB host,
+    a healthy member off the DB hosts can take it, and no move was made in LEADER_MOVE_GAP s."""
+    if not p.on_node or not p.target:
+        return ""
+    if last_move is not None and now - last_move < LEADER_MOVE_GAP:
+        return ""
+    return (f"{p.describe()}: moving leadership to {p.target}, off the DB hosts (a new leader restarts every lease's "
+            f"countdown: if {p.on_node}'s host froze, its write token's lease would outlast ttl by the election)")
 
 
 def token_state(holder: str, lease_left: Optional[float], lease: int = 0, mod_revision: int = 0) -> TokenState:

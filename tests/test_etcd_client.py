@@ -168,3 +168,23 @@ def test_auth_with_a_non_ascii_password_never_shows_it(etcd_cluster, tmp_path, c
     finally:
         ctl("--user", "root:rootpw", "auth", "disable")
     assert pw not in caplog.text
+
+
+def test_member_list_and_move_leader(etcd_cluster):
+    """MoveLeader (etcdctl move-leader) through the gateway: sent to the leader, it hands leadership
+    to the member named; sent to any other member, it is refused with a one-line error."""
+    from orchestrator.etcd import member_list, move_leader
+
+    c = client(etcd_cluster)
+    members = member_list(c)
+    assert sorted(m.name for m in members) == sorted(m.name for m in etcd_cluster.members)
+    assert all(m.id and m.client_urls and m.peer_urls for m in members)
+    leader = etcd_cluster.leader()
+    target = next(m for m in members if m.name != leader.name)
+    other = next(m for m in members if m.name not in (leader.name, target.name))
+    with pytest.raises(EtcdError) as refused:
+        move_leader(c, other.client_urls[0], target.id)
+    assert refused.value.reached and "\n" not in str(refused.value)
+    move_leader(c, leader.url, target.id)
+    assert etcd_cluster.leader().name == target.name
+    etcd_cluster.wait_healthy()

@@ -324,3 +324,137 @@ def test_backup_on_the_writable_holder_next_to_a_resumed_writable_peer_keeps_the
     v = tview(MASTER1, MASTER2, "server1", 4.0, holds_vip=False)
     plan = decide(v, BACKUP, ecfg())
     assert plan.outcome == NOOP and not plan.steps
+
+
+# ------------------------------------------------------------------ the etcd leader's place
+
+NODES = {"server1": "10.0.0.1", "server2": "10.0.0.2"}
+# (id, name, client and peer URLs): the lab's shape, clients on their own network, peers on the hosts'.
+MEMBERS = [(11, "etcd-server1", ("http://10.0.1.1:2379", "http://10.0.0.1:2380")),
+           (22, "etcd-server2", ("http://10.0.1.2:2379", "http://10.0.0.2:2380")),
+           (99, "etcd-witness", ("http://10.0.1.254:2379", "http://10.0.0.254:2380"))]
+
+
+@pytest.mark.parametrize("urls, node", [
+    (("http://10.0.0.1:2379",), "server1"),
+    (("https://10.0.0.2:2379/",), "server2"),
+    (("http://10.0.1.1:2379", "http://10.0.0.1:2380"), "server1"),  # a peer URL on the host counts
+    (("http://10.0.0.254:2379",), ""),
+    (("http://10.0.0.10:2379",), ""),  # a prefix of another address is not it
+    (("not a url", ""), ""),
+])
+def test_a_member_is_matched_to_the_host_its_urls_name(urls, node):
+    assert tk.member_node(urls, NODES) == node
+
+
+def test_leader_on_a_db_host_is_moved_to_the_healthy_member_off_them():
+    p = tk.leader_placement(MEMBERS, 11, {11, 22, 99}, NODES)
+    assert (p.leader, p.on_node, p.target, p.target_id) == ("etcd-server1", "server1", "etcd-witness", 99)
+    why = tk.leader_move_due(p, 100.0, None)
+    assert "etcd-server1 runs on server1's host" in why and "etcd-witness" in why and "restarts every lease" in why
+
+
+def test_leader_off_the_db_hosts_or_nowhere_to_go_stays():
+    off = tk.leader_placement(MEMBERS, 99, {11, 22, 99}, NODES)
+    assert off.on_node == "" and off.describe() == "etcd leader etcd-witness runs off the DB hosts"
+    assert tk.leader_move_due(off, 100.0, None) == ""
+    unhealthy = tk.leader_placement(MEMBERS, 22, {11, 22}, NODES)  # the witness's member did not answer
+    assert unhealthy.on_node == "server2" and unhealthy.target == "" and tk.leader_move_due(unhealthy, 100.0, None) == ""
+    assert tk.leader_placement(MEMBERS, 0, {11}, NODES).describe() == "no etcd leader known"
+    assert tk.leader_placement(MEMBERS, 1234, {11}, NODES).leader == ""  # a leader not in the list
+
+
+def test_leader_moves_are_rate_limited():
+    p = tk.leader_placement(MEMBERS, 22, {11, 22, 99}, NODES)
+    assert tk.leader_move_due(p, 100.0, 100.0 - tk.LEADER_MOVE_GAP + 1) == ""
+    assert tk.leader_move_due(p, 100.0, 100.0 - tk.LEADER_MOVE_GAP)
+
+
+def test_doctor_warns_when_the_etcd_leader_runs_on_a_db_host():
+    from orchestrator.commands.etcd_report import EtcdFacts, check_etcd
+
+    c = ecfg()
+    eps = c.etcd.endpoints
+    members = ((1, "e1", (eps[0],)), (2, "e2", (eps[1],)), (3, "ew", (eps[2],)))
+    base = EtcdFacts({e: "" for e in eps}, {e: "1" for e in eps}, tuple((m[1], m[2]) for m in members), "", 0x42, 1.0,
+                     members, 1)
+    v = tview(MASTER1, REPLICA2, "server1", 4.0)
+    got = {ch.name: ch for ch in check_etcd(c, v, base)}["etcd leader placement"]
+    assert got.status == "warn" and "e1 runs on server1's host" in got.detail and "etcdctl move-leader 3" in got.fix
+    off = replace(base, leader_id=3)
+    assert {ch.name: ch.status for ch in check_etcd(c, v, off)}["etcd leader placement"] == "pass"
+    assert "etcd leader placement" not in {ch.name for ch in check_etcd(c, v, replace(base, leader_id=0))}
+
+
+def test_the_take_over_tries_finer_in_the_holders_lease_last_seconds():
+    from orchestrator.lease import FINE_POLL, POLL, poll_pause
+
+    assert poll_pause(5, 10.0) == POLL  # a FAULT on the holder's host may release it any moment
+    assert poll_pause(2, 10.0) == POLL
+    assert poll_pause(1, 10.0) == FINE_POLL and poll_pause(0, 10.0) == FINE_POLL and poll_pause(-1, 10.0) == FINE_POLL
+    assert poll_pause(5, 0.05) == 0.05 and poll_pause(5, -1.0) == 0.0  # never past the step's deadline
+
+
+def test_a_frozen_peer_read_does_not_hold_the_take_over_back():
+    """lease.acquire reads the peer's fence in a thread of its own: a read that hangs costs that thread."""
+    import threading
+    import time
+
+    from orchestrator.lease import PeerCheck
+
+    release, calls = threading.Event(), []
+
+    def hung() -> str:
+        calls.append(1)
+        release.wait(5)
+        return ""
+
+    check = PeerCheck(hung)
+    assert check.result() == ""
+    for _ in range(100):
+        if calls:
+            break
+        time.sleep(0.01)
+    assert check.result() == "" and len(calls) == 1  # answered at once, while the read still hangs
+    check.stop()
+    release.set()
+    fenced = PeerCheck(lambda: "server1 re-read fenced")
+    fenced.result()
+    for _ in range(100):  # taken at a later try
+        if fenced.result():
+            break
+        time.sleep(0.01)
+    assert fenced.result() == "server1 re-read fenced"
+    fenced.stop()
+
+
+def test_the_fence_deadline_does_not_wait_for_a_hung_renewal():
+    """The watchdog's check fences at the deadline while the renewing round is stuck in a keepalive
+    (a frozen local etcd member answers nothing until its own deadline, or after a resume)."""
+    import threading
+
+    from orchestrator.lease import LeaseKeeper
+
+    now = [1.0]
+    fenced, journal, stuck, entered = [], [], threading.Event(), threading.Event()
+    keeper = LeaseKeeper(ecfg(), fence=lambda why: fenced.append(why) or "read_only=1 verified", journal=journal.append,
+                         clock=lambda: now[0], fresh_view=lambda: None)
+    keeper.lease, keeper.holds, keeper.last_ok = 7, True, 0.0
+
+    def hung_keepalive(lease, timeout=None):
+        entered.set()
+        stuck.wait(5)
+        return 5
+
+    keeper.client.keepalive = hung_keepalive
+    round_ = threading.Thread(target=keeper.tick, daemon=True)
+    round_.start()
+    assert entered.wait(2)  # the round is inside its keepalive now, before the deadline
+    assert keeper.check_deadline() > 0 and not fenced
+    now[0] = tk.fence_at(0.0, 5.0) + 0.01
+    keeper.check_deadline()
+    assert len(fenced) == 1 and "has not renewed its lease" in fenced[0] and round_.is_alive()
+    assert keeper.fence_due() is None  # fenced once: not again until it renews
+    assert [e["event"] for e in journal] == ["token-self-fence"]
+    stuck.set()
+    round_.join(5)

@@ -40,6 +40,8 @@ class EtcdFacts:
     members_error: str = ""
     lease: int = 0
     lease_age: Optional[float] = None
+    member_urls: Tuple[Tuple[int, str, Tuple[str, ...]], ...] = ()  # (id, name, client and peer URLs)
+    leader_id: int = 0  # the leader's member id, when the members that answered agree on one
 
 
 def gather_etcd(cfg: Config) -> EtcdFacts:
@@ -57,14 +59,43 @@ def gather_etcd(cfg: Config) -> EtcdFacts:
             leaders[e] = str(status.get("leader", ""))
         except EtcdError as exc:
             endpoints[e] = str(exc)
+    from ..etcd import member_list
+
     members: List[Tuple[str, Tuple[str, ...]]] = []
+    urls: List[Tuple[int, str, Tuple[str, ...]]] = []
     error = ""
     try:
-        members = c.members()
+        listed = member_list(c)
+        members = [(m.name, m.client_urls) for m in listed]
+        urls = [(m.id, m.name, m.client_urls + m.peer_urls) for m in listed]
     except EtcdError as exc:
         error = str(exc)
     lease, age = read_lease_file(cfg)
-    return EtcdFacts(endpoints, leaders, tuple(members), error, lease, age)
+    agreed = {v for v in leaders.values() if v and v != "0"}
+    return EtcdFacts(endpoints, leaders, tuple(members), error, lease, age, tuple(urls),
+                     int(agreed.pop()) if len(agreed) == 1 else 0)
+
+
+def check_leader_placement(cfg: Config, facts: EtcdFacts) -> List[Check]:
+    """Pure: warn when the etcd leader runs on a DB host (members matched to hosts by their client
+    and peer URLs against the nodes' hosts)."""
+    from ..token import LEADER_CHECK_EVERY, leader_placement
+
+    if not facts.leader_id or not facts.member_urls:
+        return []
+    nodes = {n.name: n.host for n in cfg.nodes}
+    healthy = {m[0] for m in facts.member_urls}
+    p = leader_placement(facts.member_urls, facts.leader_id, healthy, nodes)
+    if not p.leader:
+        return []
+    if not p.on_node:
+        return [Check("etcd leader placement", PASS, p.describe())]
+    target = (f"etcdctl move-leader {p.target_id:x}  (to {p.target}; orch maintain on the token holder moves it "
+              f"there itself within {LEADER_CHECK_EVERY:g}s when that member is healthy)") if p.target else \
+        "run an etcd member off the DB hosts (beside the witness) and move the leader there (etcdctl move-leader)"
+    return [Check("etcd leader placement", WARN,
+                  f"{p.describe()}: if that host freezes, the new leader restarts every lease's countdown and the peer "
+                  f"opens 1 to 2 s later than ttl + 1 s (docs/etcd.md)", target)]
 
 
 def check_etcd(cfg: Config, view: ClusterView, facts: EtcdFacts) -> List[Check]:
@@ -109,6 +140,7 @@ def check_etcd(cfg: Config, view: ClusterView, facts: EtcdFacts) -> List[Check]:
         checks.append(Check("etcd leader", PASS, "the members agree on one leader"))
     elif facts.leader_seen:
         checks.append(Check("etcd leader", FAIL, f"members report {len(leaders)} leaders", "check the members' peer network"))
+    checks.extend(check_leader_placement(cfg, facts))
     t = view.token
     if t is None or not t.known:
         checks.append(Check("write token", FAIL, f"cannot be read ({t.error if t else 'not observed'})"))
