@@ -13,8 +13,9 @@ cannot stall a check and a check cannot stall the maintainer. An observation old
   (decide.replica_health with in_atlas=True: the rule of orch check --replica and of the
   maintainer); ``?lag=SECONDS`` replaces maintainer.max_lag for this check.
 - ``/health``: 200 while orch observes its own server answering.
-- ``POST /switchover``, ``/pause``, ``/resume``: ``Authorization: Bearer <token>`` (http.token_file),
-  then the orch command runs on this host (``Command``).
+- ``POST /switchover``, ``/pause``, ``/resume``, ``/promote``, ``/demote``, ``/ack``:
+  ``Authorization: Bearer <token>`` (http.token_file), then the orch command runs on this host
+  (``Command``), with who asked and from where in its environment (journaled with its run).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Request:
     target: str  # the path with its query string
     authorization: str = ""  # the Authorization header ("" when absent)
     body: bytes = b""
+    client: str = ""  # the client's address (journaled with a command it asks for)
 
     @property
     def path(self) -> str:
@@ -93,8 +95,10 @@ class Command:
 
     name: str  # switchover, pause or resume
     argv: Tuple[str, ...]  # after ``orch -c CONFIG``
-    operator: str  # who asked (recorded by pause/resume)
+    operator: str  # who asked (recorded by pause/resume, journaled with every run)
     timeout: float  # seconds before the command is given up on (and killed)
+    asked_from: str = ""  # the asking host's node name, as it says ("" when it does not)
+    client: str = ""  # the address the request came from
 
 
 @dataclass(frozen=True)
@@ -247,36 +251,65 @@ def _text(doc: Mapping[str, Any], key: str, limit: int = 255) -> str:
     return value
 
 
-def command_for(name: str, doc: Mapping[str, Any], cfg: Config) -> Command:
+KEYS = {
+    "switchover": {"to", "dry_run", "format"},
+    "pause": {"for", "reason", "dry_run"},
+    "resume": {"dry_run"},
+    "promote": {"dry_run", "format", "ignore_catchup", "ignore_anti_flapping", "force"},
+    "demote": {"dry_run", "format", "rewind"},
+    "ack": {"dry_run", "format"},
+}
+ASKED = {"by", "from"}  # every action's body: who asks (a person's name) and from which node
+
+
+def _json_plan(doc: Mapping[str, Any], dry: Tuple[str, ...]) -> Tuple[str, ...]:
+    fmt = doc.get("format", "table")
+    if fmt not in ("table", "json"):
+        raise ValueError("format: expected table or json")
+    return ("--format", "json") if fmt == "json" and "--dry-run" in dry else ()
+
+
+def command_for(name: str, doc: Mapping[str, Any], cfg: Config, client: str = "") -> Command:
     """The orch command a POST runs on this host (ValueError: a bad body, said in one line)."""
-    unknown = set(doc) - {"switchover": {"to", "dry_run", "by", "format"}, "pause": {"for", "reason", "dry_run", "by"},
-                          "resume": {"dry_run", "by"}}[name]
+    unknown = set(doc) - KEYS[name] - ASKED
     if unknown:
         raise ValueError(f"unknown key(s): {', '.join(sorted(unknown))}")
     by = _text(doc, "by", 64) or "http"
+    origin = _text(doc, "from", 64)
     dry = ("--dry-run",) if _flag(doc, "dry_run") else ("--yes",)
+    plan_timeout = cfg.failover.lock_timeout + cfg.failover.catchup_timeout + SWITCHOVER_MARGIN
+    argv: Tuple[str, ...]
     if name == "switchover":
         to = _text(doc, "to", 64)
         if to and to not in {n.name for n in cfg.nodes}:
             raise ValueError(f"to: {to!r} is not a node of this cluster ({', '.join(n.name for n in cfg.nodes)})")
-        json_plan = ("--format", "json") if doc.get("format") == "json" and "--dry-run" in dry else ()
-        argv: Tuple[str, ...] = ("switchover", *dry, *json_plan, *(("--to", to) if to else ()))
-        return Command(name, argv, by, cfg.failover.catchup_timeout + SWITCHOVER_MARGIN)
-    if name == "pause":
+        argv = ("switchover", *dry, *_json_plan(doc, dry), *(("--to", to) if to else ()))
+        timeout = cfg.failover.catchup_timeout + SWITCHOVER_MARGIN
+    elif name == "pause":
         seconds = doc.get("for", 0)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 366 * 86400:
             raise ValueError("for: expected seconds (0: until orch resume)")
         reason = _text(doc, "reason")
         argv = ("pause", *dry, *(("--for", f"{seconds:g}") if seconds else ()), *(("--reason", reason) if reason else ()))
-        return Command(name, argv, by, cfg.failover.lock_timeout + 30.0)
-    return Command(name, ("resume", *dry), by, cfg.failover.lock_timeout + 30.0)
+        timeout = cfg.failover.lock_timeout + 30.0
+    elif name == "resume":
+        argv, timeout = ("resume", *dry), cfg.failover.lock_timeout + 30.0
+    elif name == "promote":
+        gates = tuple(f"--{key.replace('_', '-')}" for key in ("ignore_catchup", "ignore_anti_flapping", "force")
+                      if _flag(doc, key))
+        argv, timeout = ("promote", *dry, *_json_plan(doc, dry), *gates), plan_timeout
+    elif name == "demote":
+        argv, timeout = ("demote", *dry, *_json_plan(doc, dry), *(("--rewind",) if _flag(doc, "rewind") else ())), plan_timeout
+    else:
+        argv, timeout = ("ack", *dry, *_json_plan(doc, dry)), cfg.failover.lock_timeout + 30.0
+    return Command(name, argv, by, timeout, origin, client)
 
 
 # ----------------------------------------------------------------------------- the router
 
 
 ROUTES = ("/", "/health", "/master", "/primary", "/replica", "/status", "/history", "/metrics")
-ACTIONS = ("/switchover", "/pause", "/resume")
+ACTIONS = ("/switchover", "/pause", "/resume", "/promote", "/demote", "/ack")
 
 
 def route(req: Request, snap: Snapshot, cfg: Config, token: Optional[str], now: Optional[float] = None) -> Answer:
@@ -315,7 +348,7 @@ def route(req: Request, snap: Snapshot, cfg: Config, token: Optional[str], now: 
         if not authorized(req.authorization, token):
             return error(401, "missing or wrong token (Authorization: Bearer <http.token_file's token>)")
         try:
-            return command_for(path[1:], _body(req), cfg)
+            return command_for(path[1:], _body(req), cfg, req.client)
         except ValueError as exc:
             return error(400, f"POST {path}: {exc}")
     return error(405, f"method {req.method} not allowed")

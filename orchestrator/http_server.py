@@ -191,19 +191,36 @@ def paired(me: NodeState, mine: List[Reading], peer_reading: Optional[Reading], 
     return replace(me, executed=old.executed, binlog_pos=old.binlog_pos, binlog_state=old.binlog_state), peer_reading[0]
 
 
-def run_command(cfg: Config, command: Command) -> Tuple[int, str]:
-    """``orch -c CONFIG <argv>`` on this host, as the operator would run it: its exit code and
-    output (stdout, then stderr). The operator's name goes in ORCH_OPERATOR, never in argv."""
+def run_command(cfg: Config, command: Command) -> Tuple[int, str, str]:
+    """``orch -c CONFIG <argv>`` on this host, as the operator would run it: its exit code, stdout
+    and stderr. Who asked, and from where, go in the environment (ORCH_OPERATOR, ORCH_ASKED_FROM,
+    ORCH_CLIENT: journaled with the run), never in argv."""
     argv = [sys.executable, "-m", "orchestrator.cli", "-c", cfg.path, "--node", cfg.self_name, *command.argv]
-    env = {**os.environ, "ORCH_OPERATOR": command.operator, "ORCH_VIA_API": "1"}  # VIA_API: not handed on again
-    log.warning("http: POST /%s from %s: running orch %s", command.name, command.operator, " ".join(command.argv))
+    env = {**os.environ, "ORCH_OPERATOR": command.operator, "ORCH_VIA_API": "1",  # VIA_API: not handed on again
+           "ORCH_ASKED_FROM": command.asked_from, "ORCH_CLIENT": command.client}
+    log.warning("http: POST /%s from %s (%s, %s): running orch %s", command.name, command.operator,
+                command.asked_from or "no node named", command.client or "?", " ".join(command.argv))
     try:
         done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=command.timeout, env=env)
     except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode("utf-8", "replace") + (exc.stderr or b"").decode("utf-8", "replace")
-        return 1, out + f"\norch {command.name}: no answer within {command.timeout:g}s (killed)\n"
+        err = (exc.stderr or b"").decode("utf-8", "replace")
+        return 1, (exc.stdout or b"").decode("utf-8", "replace"), err + f"\norch {command.name}: no answer within {command.timeout:g}s (killed)\n"
     log.warning("http: POST /%s: orch %s exited %d", command.name, command.argv[0], done.returncode)
-    return done.returncode, done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+    return done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+
+
+def command_answer(cfg: Config, command: Command, code: int, stdout: str, stderr: str) -> Response:
+    """A command's outcome as JSON: its exit code and output (stdout, then stderr); a
+    ``--format json`` dry run's plan also as ``plan`` (what the asking host shows before its prompt)."""
+    import json
+
+    doc: Dict[str, Any] = {"command": command.name, "node": cfg.self_name, "exit_code": code, "output": stdout + stderr}
+    if "--format" in command.argv:
+        try:
+            doc["plan"] = json.loads(stdout)
+        except ValueError:
+            pass
+    return http_api.json_response(http_api.command_status(code), doc)
 
 
 class ApiServer:
@@ -265,9 +282,7 @@ class ApiServer:
         if isinstance(got, Response):
             return got
         if isinstance(got, Command):
-            code, output = run_command(self.cfg, got)
-            return http_api.json_response(http_api.command_status(code), {
-                "command": got.name, "node": self.cfg.self_name, "exit_code": code, "output": output})
+            return command_answer(self.cfg, got, *run_command(self.cfg, got))
         return self._effect(got)
 
     def _effect(self, effect: Effect) -> Response:
@@ -361,7 +376,7 @@ def _handler(api: ApiServer) -> Any:
                     self._send(http_api.error(413, f"a body of at most {http_api.MAX_BODY} bytes"), method)
                     return
             body = self.rfile.read(length) if length else b""
-            req = Request(method, self.path, self.headers.get("Authorization") or "", body)
+            req = Request(method, self.path, self.headers.get("Authorization") or "", body, self.client_address[0])
             try:
                 resp = api.answer(req)
             except Exception:

@@ -197,7 +197,47 @@ def test_post_bodies_become_orch_commands():
     assert isinstance(got, Command) and got.argv == ("resume", "--yes")
 
 
+def test_promote_demote_and_ack_run_the_same_command_here():
+    got = post("/promote", b'{"by": "alice", "from": "server2", "ignore_anti_flapping": true}')
+    assert isinstance(got, Command) and got.argv == ("promote", "--yes", "--ignore-anti-flapping")
+    assert (got.operator, got.asked_from) == ("alice", "server2")
+    got = post("/promote", b'{"dry_run": true, "format": "json", "ignore_catchup": true, "force": true}')
+    assert isinstance(got, Command) and got.argv == ("promote", "--dry-run", "--format", "json", "--ignore-catchup", "--force")
+    got = post("/demote", b'{"rewind": true}')
+    assert isinstance(got, Command) and got.argv == ("demote", "--yes", "--rewind") and got.operator == "http"
+    got = post("/demote", b'{"dry_run": true}')
+    assert isinstance(got, Command) and got.argv == ("demote", "--dry-run")
+    got = post("/ack", b'{"dry_run": true, "format": "json", "from": "server2"}')
+    assert isinstance(got, Command) and got.argv == ("ack", "--dry-run", "--format", "json")
+    assert isinstance(post("/ack"), Command) and post("/ack").argv == ("ack", "--yes")  # type: ignore[union-attr]
+    # --format json only goes with a dry run (a run that acts prints text)
+    got = post("/promote", b'{"format": "json"}')
+    assert isinstance(got, Command) and got.argv == ("promote", "--yes")
+    # every action's timeout covers the lock wait and the catch-up of the command it runs
+    c = cfg(**VIP)
+    got = post("/promote")
+    assert isinstance(got, Command) and got.timeout > c.failover.lock_timeout + c.failover.catchup_timeout
+
+
+def test_the_client_address_goes_with_the_command():
+    got = route(Request("POST", "/demote", f"Bearer {TOKEN}", b"{}", "10.0.0.1"), snap(MASTER), cfg(**VIP), TOKEN, NOW)
+    assert isinstance(got, Command) and got.client == "10.0.0.1"
+
+
+@pytest.mark.parametrize("path", ["/promote", "/demote", "/ack"])
+def test_the_new_actions_need_the_token_and_a_post(path):
+    assert post(path, auth="Bearer wrong").status == 401  # type: ignore[union-attr]
+    assert post(path, token=None).status == 403  # type: ignore[union-attr]
+    got = route(Request("GET", path), snap(MASTER), cfg(**VIP), TOKEN, NOW)
+    assert isinstance(got, Response) and got.status == 405
+
+
 @pytest.mark.parametrize("path, data, why", [
+    ("/promote", b'{"rewind": true}', "unknown key"),
+    ("/demote", b'{"ignore_catchup": true}', "unknown key"),
+    ("/promote", b'{"ignore_catchup": 1}', "ignore_catchup: expected true or false"),
+    ("/ack", b'{"format": "yaml"}', "format"),
+    ("/ack", b'{"from": "a\\u0000b"}', "from"),
     ("/switchover", b'{"to": "server9"}', "not a node"),
     ("/switchover", b'{"force": true}', "unknown key"),
     ("/switchover", b"[1]", "JSON object"),
@@ -227,6 +267,46 @@ def test_a_switchover_asked_on_the_replica_host_goes_to_the_master_host():
     assert master_elsewhere(view(node("server1"), down("server2"), holds_vip=False), cfg()) is None
     # this host holds the VIP (a promotion under way): it is the host that acts
     assert master_elsewhere(replace(REPLICA, holds_vip=True), cfg()) is None
+
+
+def test_promote_and_demote_of_another_node_go_to_its_host(monkeypatch):
+    from orchestrator.commands.roles import acting_host
+    from orchestrator.errors import UsageError
+
+    c = cfg(**VIP)
+    assert acting_host(c, "server2", "promote") == "server2" and acting_host(c, "server1", "demote") == "server1"
+    with pytest.raises(UsageError, match="not a node of this cluster"):
+        acting_host(c, "server9", "promote")
+    monkeypatch.setenv("ORCH_VIA_API", "1")  # asked through the API: never handed on again
+    assert acting_host(c, "server1", "promote") == "server1"
+    with pytest.raises(UsageError, match="orch acts only here"):
+        acting_host(c, "server2", "promote")
+
+
+def test_an_ack_kept_on_this_host_only_is_handed_to_the_other_host():
+    from orchestrator.commands.ack import this_host_only as ack_here_only
+    from orchestrator.plan import AckLocally, RecordPromotion
+
+    assert ack_here_only(Plan("x", (AckLocally("/s", "run1"),)))
+    assert not ack_here_only(Plan("x", (RecordPromotion("server2", "ack", "run1"),)))
+    assert not ack_here_only(Plan("nothing to acknowledge"))
+
+
+def test_the_journal_names_who_asked_through_the_api():
+    from orchestrator.http_client import api_origin
+
+    assert api_origin({"ORCH_OPERATOR": "alice"}) is None  # by hand: nothing to add
+    assert api_origin({"ORCH_VIA_API": "1", "ORCH_OPERATOR": "alice", "ORCH_ASKED_FROM": "server2",
+                       "ORCH_CLIENT": "10.0.0.2"}) == {"by": "alice", "from": "server2", "address": "10.0.0.2"}
+
+
+def test_a_peer_plan_is_shown_as_the_local_one_would_be():
+    from orchestrator.commands.roles import render_plan
+
+    doc = {"node": "server2", "reason": "promoting server2", "warnings": ["paused"], "outcome": "act",
+           "steps": [{"step": "Fence", "description": "fence server1"}, {"step": "SetWritable", "description": "open server2"}]}
+    assert render_plan(doc) == "plan (server2): promoting server2\n  warning: paused\n  1. fence server1\n  2. open server2"
+    assert render_plan({"reason": "nothing to do", "steps": []}).endswith("(no steps)")
 
 
 def test_a_pause_kept_on_this_host_only_is_handed_to_the_other_host():
