@@ -147,10 +147,16 @@ def ask_peer(cfg: Config, args: argparse.Namespace, out: TextIO, stdin: "TextIO 
     timeout = cfg.failover.lock_timeout + cfg.failover.catchup_timeout + PEER_MARGIN
     body: Dict[str, Any] = {**options, "by": operator_name(), "from": cfg.self_name}
     dry_run = bool(getattr(args, "dry_run", False))
-    out.write(f"{peer}'s host runs orch {command} (POST /{command} to its orch)\n")
+    if getattr(args, "format", "table") != "json":  # --format json: the peer's JSON alone
+        out.write(f"{peer}'s host runs orch {command} (POST /{command} to its orch)\n")
     if dry_run:
         answer = call_peer(cfg, command, {**body, "dry_run": True, "format": getattr(args, "format", "table")}, timeout)
-        _echo(out, answer.output)
+        if answer.plan is not None:  # --format json: the plan alone (its log lines stay out of the JSON)
+            import json
+
+            out.write(json.dumps(answer.plan, indent=2) + "\n")
+        else:
+            _echo(out, answer.output)
         return answer.exit_code
     if not args.yes:
         preview = call_peer(cfg, command, {**body, "dry_run": True, "format": "json"}, timeout)
