@@ -17,7 +17,7 @@ Each entry has exactly the keys of ``KEYS`` (docs/cli.md, "orch history"):
 - ``promoted``: the node a promotion row names, or null (not on record, or an ack)
 - ``acks``: the run id an ack row acknowledges, or null
 - ``outcome``: the journal's result (act, refused, failed, partial, incomplete; ``unfinished``
-  for a begin without an end), or ``recorded`` for a row this host has no run of, or ``ran out``
+  for a begin without an end; a one-record event such as an HTTP API lock-out: its own result, else ``note``), or ``recorded`` for a row this host has no run of, or ``ran out``
   for a ``--for`` pause's end by itself (at its end, under the pause's run id)
 - ``reason``: the plan's reason (with the error of a failed run), or what the row says
 - ``ms``: the run's milliseconds, or null
@@ -80,13 +80,18 @@ def journal_entries(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
             continue
         run = runs.setdefault(str(run_id), {})
         phase = rec.get("phase")
-        if phase in ("begin", "end") and phase not in run:
+        if phase in ("begin", "end", "note") and phase not in run:
             run[phase] = rec
     out = []
     for run_id, run in runs.items():
-        begin, end = run.get("begin"), run.get("end")
-        first = begin or end
-        assert first is not None
+        begin, end, note = run.get("begin"), run.get("end"), run.get("note")
+        first = begin or end or note
+        if first is None:  # records of a phase of their own (a switchover's hooks) without their run
+            continue
+        if note is not None and not (begin or end):  # a note (the token keeper's, an API lock-out): one record
+            out.append(_entry(time=note.get("time"), run_id=run_id, node=note.get("node"), event=note.get("event"),
+                              outcome=str(note.get("result") or "note"), reason=str(note.get("reason", "")), source=JOURNAL))
+            continue
         outcome = str(end.get("result")) if end else "unfinished"
         reason = str(begin.get("reason", "")) if begin else ""
         if end and end.get("error"):

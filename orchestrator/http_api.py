@@ -220,6 +220,77 @@ def authorized(header: str, token: Optional[str]) -> bool:
     return hmac.compare_digest(given.strip().encode("utf-8", "replace"), token.encode("utf-8"))
 
 
+# ----------------------------------------------------------------------------- brute force
+
+AUTH_FAILURES = 5  # failed authentications from one address within AUTH_WINDOW ...
+AUTH_WINDOW = 60.0  # ... seconds lock that address out ...
+AUTH_LOCKOUT = 300.0  # ... for this many seconds: its POSTs answer 429, even with the right token
+AUTH_TRACKED = 1024  # addresses remembered at most (the oldest forgotten first): memory stays bounded
+
+
+@dataclass(frozen=True)
+class Strikes:
+    """One client address's recent failed authentications, and its lock-out."""
+
+    failures: Tuple[float, ...] = ()  # time.monotonic() of each failure within AUTH_WINDOW
+    locked_until: float = -math.inf
+
+    def locked_for(self, now: float) -> float:
+        """Seconds this address stays locked out (0: it is not)."""
+        return max(0.0, self.locked_until - now)
+
+
+@dataclass(frozen=True)
+class AuthOutcome:
+    """What one authenticated request did to its address's strikes."""
+
+    strikes: Optional[Strikes]  # the address's strikes after it (None: nothing to remember)
+    answer: Optional[Response]  # 429 when the address is locked out; None: route the request
+    failed: bool = False  # the request carried no token or a wrong one
+    locked_out: bool = False  # this failure started a lock-out (logged and journaled once)
+
+
+def needs_token(req: Request) -> bool:
+    """A request the token guards: a POST of an action."""
+    return req.method == "POST" and req.path in ACTIONS
+
+
+def too_many(seconds: float) -> Response:
+    wait = max(1, math.ceil(seconds))
+    return json_response(429, {"error": f"too many failed authentications from this address: try again in {wait}s"},
+                         (("Retry-After", str(wait)),))
+
+
+def gate(strikes: Optional[Strikes], req: Request, token: Optional[str], now: float) -> AuthOutcome:
+    """The brute-force limit on the API token, decided for one request from its address's
+    ``strikes``. Pure. A locked-out address is answered 429 (Retry-After) before its token is
+    looked at; a failure is remembered for AUTH_WINDOW seconds, and the AUTH_FAILURES-th
+    within it locks the address out for AUTH_LOCKOUT seconds; a success forgets its failures."""
+    if not needs_token(req) or not token:  # nothing to guess (the POSTs are off without a token: 403)
+        return AuthOutcome(strikes, None)
+    current = strikes or Strikes()
+    left = current.locked_for(now)
+    if left > 0:
+        return AuthOutcome(current, too_many(left))
+    if authorized(req.authorization, token):
+        return AuthOutcome(None, None)
+    recent = tuple(t for t in current.failures if now - t < AUTH_WINDOW) + (now,)
+    if len(recent) >= AUTH_FAILURES:
+        return AuthOutcome(Strikes((), now + AUTH_LOCKOUT), None, failed=True, locked_out=True)
+    return AuthOutcome(Strikes(recent), None, failed=True)
+
+
+def forget_old(book: Dict[str, Strikes], now: float, keep: int = AUTH_TRACKED) -> Dict[str, Strikes]:
+    """``book`` without the addresses with nothing left to remember, and at most ``keep`` of the
+    others (the ones with the latest failure or lock-out kept). Pure."""
+    live = {a: s for a, s in book.items()
+            if s.locked_for(now) > 0 or any(now - t < AUTH_WINDOW for t in s.failures)}
+    if len(live) <= keep:
+        return live
+    latest = sorted(live, key=lambda a: max((*live[a].failures, live[a].locked_until)), reverse=True)
+    return {a: live[a] for a in latest[:keep]}
+
+
 # ----------------------------------------------------------------------------- POST bodies
 
 

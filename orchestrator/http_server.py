@@ -236,6 +236,9 @@ class ApiServer:
         self.haproxy = HaproxyWatcher(cfg)
         self.httpd: Optional[ThreadingHTTPServer] = None
         self.token: Optional[str] = None
+        self.strikes: Dict[str, http_api.Strikes] = {}  # client address -> its failed authentications
+        self.auth_lock = threading.Lock()
+        self.auth_failures: Any = None  # the orch_http_auth_failures_total counter (serve_http sets it)
 
     def start(self) -> "ApiServer":
         try:
@@ -277,13 +280,53 @@ class ApiServer:
             self.httpd.server_close()
 
     def answer(self, req: Request) -> Response:
-        """The route's answer, with the effects it asks for performed."""
+        """The route's answer, with the effects it asks for performed (the brute-force limit first)."""
+        if http_api.needs_token(req):
+            refused = self._gate(req)
+            if refused is not None:
+                return refused
         got = http_api.route(req, self.refresher.snapshot(), self.cfg, self.token)
         if isinstance(got, Response):
             return got
         if isinstance(got, Command):
             return command_answer(self.cfg, got, *run_command(self.cfg, got))
         return self._effect(got)
+
+    def _gate(self, req: Request) -> Optional[Response]:
+        """http_api.gate for this request's address, its strikes kept; a failure counted and
+        logged (the address, never the token), a lock-out also journaled, once."""
+        now = time.monotonic()
+        with self.auth_lock:
+            outcome = http_api.gate(self.strikes.get(req.client), req, self.token, now)
+            if outcome.strikes is None:
+                self.strikes.pop(req.client, None)
+            else:
+                self.strikes[req.client] = outcome.strikes
+            if len(self.strikes) > http_api.AUTH_TRACKED:
+                self.strikes = http_api.forget_old(self.strikes, now)
+        if outcome.failed:
+            if self.auth_failures is not None:
+                self.auth_failures.inc()
+            log.warning("http: POST %s from %s: missing or wrong token", req.path, req.client or "?")
+        if outcome.locked_out:
+            self._journal_lockout(req.client)
+        elif outcome.answer is not None:
+            log.debug("http: POST %s from %s: locked out (429)", req.path, req.client or "?")
+        return outcome.answer
+
+    def _journal_lockout(self, client: str) -> None:
+        from .journal import Journal, new_run_id
+        from .runs import journal_append
+
+        reason = (f"{client or '?'}: {http_api.AUTH_FAILURES} failed authentications within {http_api.AUTH_WINDOW:g}s: "
+                  f"its POSTs are refused (429) for {http_api.AUTH_LOCKOUT:g}s, even with the right token")
+        log.error("http: lock-out: %s", reason)
+        try:
+            journal_append(Journal(self.cfg.state_dir), {"id": new_run_id(), "node": self.cfg.self_name, "event": "HTTP_LOCKOUT",
+                                                         "by": "maintain", "phase": "note", "result": "refused", "reason": reason,
+                                                         "address": client})
+        except Exception:  # bookkeeping never stops the server
+            log.exception("http: journaling a lock-out")
 
     def _effect(self, effect: Effect) -> Response:
         if effect.name == "metrics":
@@ -423,5 +466,6 @@ def serve_http(maintainer: Any, cfg: Config, port: int, lease_keeper: Any = None
     metrics.keeper = lease_keeper
     maintainer.add_listener(metrics)
     api = ApiServer(cfg, port, metrics.registry)
+    api.auth_failures = metrics.http_auth_failures
     maintainer.add_listener(api.keeper)
     return api.start()

@@ -210,3 +210,16 @@ def test_history_from_either_host_shows_both_hosts_failovers(cluster, tmp_path):
     r, entries = history(c2)
     assert r.code == 1 and entries and all(e["source"] == "journal" for e in entries), r
     t.assert_no_secrets(r.output)
+
+
+def test_a_one_record_event_is_an_entry_and_a_lone_phase_is_skipped():
+    """A note (the token keeper's, an HTTP API lock-out) is one entry with its own result; a
+    record of a phase of its own (hooks) without its run is left out (it used to stop orch history)."""
+    from orchestrator.history import journal_entries
+
+    got = journal_entries([
+        {"id": "a", "phase": "note", "event": "HTTP_LOCKOUT", "result": "refused", "node": "server1", "reason": "10.0.0.9: ..."},
+        {"id": "b", "phase": "note", "event": "token-renewed", "node": "server1"},
+        {"id": "c", "phase": "hooks", "event": "SWITCHOVER"},
+    ])
+    assert [(e["run_id"], e["event"], e["outcome"]) for e in got] == [("a", "HTTP_LOCKOUT", "refused"), ("b", "token-renewed", "note")]

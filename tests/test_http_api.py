@@ -354,3 +354,64 @@ def test_a_peer_not_read_lately_or_not_after_this_node_counts_as_not_answering()
     assert not peer.reachable and "no reading" in peer.error
     _, peer = paired(me, [], None, c, 3.2)
     assert not peer.reachable and "never" in peer.error
+
+
+# --- the brute-force limit on the token (http_api.gate) ----------------------------------------
+
+
+def attempt(strikes, token_given, now, path="/pause"):
+    return http_api.gate(strikes, Request("POST", path, f"Bearer {token_given}", b"", "10.0.0.9"), TOKEN, now)
+
+
+def test_five_failures_within_a_minute_lock_the_address_out_even_with_the_right_token():
+    strikes = None
+    for i in range(http_api.AUTH_FAILURES - 1):
+        got = attempt(strikes, "wrong", NOW + i)
+        assert got.failed and not got.locked_out and got.answer is None  # routed: the router answers 401
+        strikes = got.strikes
+    got = attempt(strikes, "wrong", NOW + 10)
+    assert got.failed and got.locked_out and got.answer is None
+    strikes = got.strikes
+    locked = attempt(strikes, TOKEN, NOW + 11)  # the right token: refused all the same, not counted
+    assert locked.answer is not None and locked.answer.status == 429 and not locked.failed and not locked.locked_out
+    assert dict(locked.answer.headers)["Retry-After"] == str(int(http_api.AUTH_LOCKOUT - 1))
+    assert TOKEN.encode() not in locked.answer.body
+    again = attempt(locked.strikes, "wrong", NOW + 12)  # a failure while locked out: 429, no second lock-out
+    assert again.answer is not None and again.answer.status == 429 and not again.locked_out
+    after = attempt(again.strikes, TOKEN, NOW + 10 + http_api.AUTH_LOCKOUT + 0.1)  # the lock-out over
+    assert after.answer is None and not after.failed and after.strikes is None
+
+
+def test_failures_older_than_the_window_do_not_count():
+    strikes = None
+    for i in range(20):  # one failure every 20 s: never 5 within 60 s
+        got = attempt(strikes, "wrong", NOW + 20 * i)
+        assert got.failed and not got.locked_out, i
+        strikes = got.strikes
+    assert strikes is not None and len(strikes.failures) == 3
+
+
+def test_a_success_forgets_the_failures():
+    strikes = None
+    for i in range(http_api.AUTH_FAILURES - 1):
+        strikes = attempt(strikes, "wrong", NOW + i).strikes
+    assert attempt(strikes, TOKEN, NOW + 5).strikes is None
+    assert not attempt(None, "wrong", NOW + 6).locked_out
+
+
+def test_the_limit_guards_only_the_token():
+    many = http_api.Strikes((), NOW + 100)  # a locked-out address
+    for req in (Request("GET", "/master", "", b"", "10.0.0.9"), Request("POST", "/master", "Bearer x", b"", "10.0.0.9")):
+        got = http_api.gate(many, req, TOKEN, NOW)
+        assert got.answer is None and not got.failed
+    # no token configured: the POSTs are off (403), there is nothing to guess
+    got = http_api.gate(None, Request("POST", "/pause", "Bearer x", b"", "10.0.0.9"), None, NOW)
+    assert got.answer is None and not got.failed
+
+
+def test_the_addresses_remembered_are_bounded():
+    book = {f"10.0.{i // 250}.{i % 250}": http_api.Strikes((NOW - 100 + i * 0.01,)) for i in range(5000)}
+    book["10.9.9.9"] = http_api.Strikes((), NOW + 200)  # locked out: kept
+    book["10.9.9.8"] = http_api.Strikes((NOW - 61,))  # nothing left to remember: dropped
+    kept = http_api.forget_old(book, NOW, keep=100)
+    assert len(kept) == 100 and "10.9.9.9" in kept and "10.9.9.8" not in kept
