@@ -73,6 +73,39 @@ def api_unavailable(cfg: Config) -> Optional[str]:
     return None
 
 
+def _connection(cfg: Config, timeout: float) -> http.client.HTTPConnection:
+    peer = cfg.peer
+    port = cfg.maintainer.metrics_port
+    if cfg.http.tls:
+        ctx = ssl.create_default_context(cafile=cfg.http.tls_ca or None)
+        return http.client.HTTPSConnection(peer.host, port, timeout=timeout, context=ctx)
+    return http.client.HTTPConnection(peer.host, port, timeout=timeout)
+
+
+def get_peer(cfg: Config, target: str, timeout: float) -> Any:
+    """GET ``target`` from the peer's API (no token: the GETs need none) and its JSON document.
+    ``timeout`` bounds each network step; a caller that needs a total deadline runs this on a
+    thread of its own (history_read.peer_history). OrchError (one line) when there is none."""
+    if not cfg.maintainer.metrics_port:
+        raise OrchError("maintainer.metrics_port is 0 (the HTTP API is off)")
+    where = f"{'https' if cfg.http.tls else 'http'}://{cfg.peer.host}:{cfg.maintainer.metrics_port}{target}"
+    conn = _connection(cfg, timeout)
+    try:
+        conn.request("GET", target)
+        resp = conn.getresponse()
+        raw = resp.read(8 << 20)
+    except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
+        raise OrchError(f"{where}: {exc or type(exc).__name__}") from None
+    finally:
+        conn.close()
+    if resp.status != 200:
+        raise OrchError(f"{where}: HTTP {resp.status}")
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise OrchError(f"{where}: not JSON") from None
+
+
 def call_peer(cfg: Config, action: str, body: Dict[str, Any], timeout: float) -> PeerAnswer:
     """POST /<action> to the peer and wait up to ``timeout`` seconds for the command it runs.
     OrchError (one line) when the peer cannot be asked or gives no usable answer."""

@@ -368,11 +368,21 @@ class ApiServer:
         snap = self.refresher.snapshot()
         if snap.full is None:
             return http_api.error(503, "the maintainer has not finished a pass yet")
-        from .history_read import history_entries
+        from .history import merge_hosts
+        from .history_read import PAGE_DEADLINE, history_entries, peer_history
         from .statusdoc import status_document
 
-        entries, _, _ = history_entries(self.cfg, time.time() - 7 * 86400, HISTORY_READ_TIMEOUT)
-        return Response(200, statuspage.render(status_document(snap.full, self.cfg, self.haproxy.readings()), entries).encode("utf-8"), http_api.HTML)
+        since = time.time() - 7 * 86400
+        asked = peer_history(self.cfg, since, PAGE_DEADLINE)  # the other host's, meanwhile (1 s at most)
+        entries, _, _ = history_entries(self.cfg, since, HISTORY_READ_TIMEOUT)
+        theirs = asked.result()
+        if theirs.entries is not None:
+            entries = merge_hosts(entries, theirs.entries)
+        else:
+            log.info("http: the status page without %s", theirs.note())
+        page = statuspage.render(status_document(snap.full, self.cfg, self.haproxy.readings()), entries,
+                                 peer={"host": theirs.host, "merged": theirs.entries is not None, "note": theirs.note()})
+        return Response(200, page.encode("utf-8"), http_api.HTML)
 
 
 def _any() -> str:

@@ -138,6 +138,12 @@ def test_promote_demote_and_ack_from_the_other_host(holder):
         run = ends(lab, old, "BACKUP")[-1]
         assert run["result"] == "act" and run["asked"]["by"] and run["asked"]["from"] == new and run["asked"]["address"] == lab.hosts[new].address, run
 
+        # orch history on the asking host merges the acting host's journal (its GET /history).
+        done = run_orch(lab, new, "history", "--format", "json")
+        assert done.returncode == 0, done.stderr
+        merged = {(e["run_id"], e["host"]) for e in json.loads(done.stdout)}
+        assert (run["id"], old) in merged, sorted(merged)[-10:]
+
         # 4. The new master's server dies (paused: nobody promotes); promoted from its host.
         lab.kill_mysqld(new)
         wait_for(f"the VIP to move to {old}", lambda: lab.vip_holders() == [old], 30, interval=0.1)
