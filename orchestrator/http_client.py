@@ -146,5 +146,8 @@ def call_peer(cfg: Config, action: str, body: Dict[str, Any], timeout: float) ->
         error = doc.get("error", doc) if isinstance(doc, dict) else doc
         raise OrchError(f"{peer.name}'s orch at {where} refused: HTTP {resp.status}: {error} (nothing changed)")
     plan = doc.get("plan")
-    return PeerAnswer(resp.status, int(doc.get("exit_code", EXIT_FAILED)), str(doc.get("output", "")),
-                      plan if isinstance(plan, dict) else None)
+    code, output = int(doc.get("exit_code", EXIT_FAILED)), str(doc.get("output", ""))
+    if code < 0:  # killed by a signal there: how far it got is unknown (exit 3, as a lost answer)
+        output += f"\norch {action} on {peer.name} was killed by signal {-code}: see orch status and orch history\n"
+        code = EXIT_INCOMPLETE
+    return PeerAnswer(resp.status, code, output, plan if isinstance(plan, dict) else None)

@@ -14,6 +14,7 @@ Three parts, none of which can stall another:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import ssl
@@ -191,22 +192,64 @@ def paired(me: NodeState, mine: List[Reading], peer_reading: Optional[Reading], 
     return replace(me, executed=old.executed, binlog_pos=old.binlog_pos, binlog_state=old.binlog_state), peer_reading[0]
 
 
+RUNS_DIR = "api-runs"  # under state_dir: the output of each command a POST runs, while it runs
+RUNS_KEPT = 20  # output files left behind (by a maintainer that stopped meanwhile) kept at most
+
+
 def run_command(cfg: Config, command: Command) -> Tuple[int, str, str]:
     """``orch -c CONFIG <argv>`` on this host, as the operator would run it: its exit code, stdout
     and stderr. Who asked, and from where, go in the environment (ORCH_OPERATOR, ORCH_ASKED_FROM,
-    ORCH_CLIENT: journaled with the run), never in argv."""
+    ORCH_CLIENT: journaled with the run), never in argv.
+
+    The command outlives this process: it runs in a session of its own (a signal to the
+    maintainer's process group does not reach it) and writes to files under state_dir/api-runs/,
+    not pipes (a pipe whose reader is gone would break its next write). So a maintainer stopped
+    or restarted meanwhile (conf/orch-maintain.service has KillMode=process) leaves a switchover
+    to finish under its run lock, its output in that file."""
     argv = [sys.executable, "-m", "orchestrator.cli", "-c", cfg.path, "--node", cfg.self_name, *command.argv]
     env = {**os.environ, "ORCH_OPERATOR": command.operator, "ORCH_VIA_API": "1",  # VIA_API: not handed on again
            "ORCH_ASKED_FROM": command.asked_from, "ORCH_CLIENT": command.client}
     log.warning("http: POST /%s from %s (%s, %s): running orch %s", command.name, command.operator,
                 command.asked_from or "no node named", command.client or "?", " ".join(command.argv))
+    out, err, paths = _output_files(cfg, command.name)
+    with out, err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True)
+        killed = ""
+        try:
+            code = proc.wait(command.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+            killed = f"\norch {command.name}: no answer within {command.timeout:g}s (killed)\n"
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace") + killed
+    for path in paths:  # answered: the output goes back to the asker (and the run is journaled)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    log.warning("http: POST /%s: orch %s exited %d", command.name, command.argv[0], 1 if killed else code)
+    return (1 if killed else code), stdout, stderr
+
+
+def _output_files(cfg: Config, name: str) -> Tuple[Any, Any, List[str]]:
+    """Two files for a command's stdout and stderr: named under state_dir/api-runs/ (an operator
+    reads there what a command printed when the maintainer that ran it stopped), or anonymous
+    temporary files when state_dir cannot be written (bookkeeping never stops a command)."""
+    import tempfile
+
+    where = os.path.join(cfg.state_dir, RUNS_DIR)
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=command.timeout, env=env)
-    except subprocess.TimeoutExpired as exc:
-        err = (exc.stderr or b"").decode("utf-8", "replace")
-        return 1, (exc.stdout or b"").decode("utf-8", "replace"), err + f"\norch {command.name}: no answer within {command.timeout:g}s (killed)\n"
-    log.warning("http: POST /%s: orch %s exited %d", command.name, command.argv[0], done.returncode)
-    return done.returncode, done.stdout.decode("utf-8", "replace"), done.stderr.decode("utf-8", "replace")
+        os.makedirs(where, mode=0o700, exist_ok=True)
+        stale = sorted(os.listdir(where))
+        for old in stale[:max(0, len(stale) - 2 * RUNS_KEPT)]:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(where, old))
+        base = os.path.join(where, f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{threading.get_ident()}-{name}")
+        out, err = open(base + ".stdout", "w+b"), open(base + ".stderr", "w+b")
+        return out, err, [base + ".stdout", base + ".stderr"]
+    except OSError as exc:
+        log.error("http: %s unusable (%s): the command's output goes to a temporary file", where, exc.strerror or exc)
+        return tempfile.TemporaryFile(), tempfile.TemporaryFile(), []
 
 
 def command_answer(cfg: Config, command: Command, code: int, stdout: str, stderr: str) -> Response:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import subprocess
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -165,3 +167,61 @@ def test_promote_demote_and_ack_from_the_other_host(holder):
     finally:
         for host in lab.hosts:  # leave the lab unpaused for whoever comes next
             run_orch(lab, host, "resume", "--yes")
+
+
+def test_a_switchover_survives_a_restart_of_the_maintainer_running_it(holder):
+    """orch switchover on the replica's host: the master's orch runs it (POST /switchover) as a
+    child of its maintainer. That maintainer's process group is sent SIGTERM and the maintainer
+    started again while the switchover is in flight: the switchover, in a session of its own
+    and writing to a file, finishes all the same, under its run lock; the asking host says it
+    got no answer (exit 3) and where to look. (systemd's side, KillMode=process in
+    conf/orch-maintain.service, is checked by tests/test_conf_files.py: no systemd here.)"""
+    lab = holder.healthy()
+    old = lab.master()
+    assert old, "no single VIP holder at the start"
+    new = lab.peer_of(old)
+    h = lab.hosts[old]
+    before = {r["id"] for r in journal(lab, old) if r.get("event") == "SWITCHOVER"}
+    asking = subprocess.Popen(["ip", "netns", "exec", lab.hosts[new].netns or "", orch_bin(), "-c",
+                               str(lab.hosts[new].file("orch.yaml")), "switchover", "--yes"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        def begun() -> Optional[str]:
+            got = [r["id"] for r in journal(lab, old) if r.get("event") == "SWITCHOVER" and r.get("phase") == "begin"
+                   and r["id"] not in before]
+            return got[0] if got else None
+
+        wait_for("the POSTed switchover to begin on the master's host", lambda: begun() is not None, 30, interval=0.005)
+        run_id = begun()
+        maintainer = lab.procs[f"{old}.maintain"]
+        # The maintainer leads its own process group (the lab starts it with setsid): the whole
+        # group is signalled, as a control-group kill would reach every process it started.
+        assert maintainer.alive() and os.getpgid(maintainer.pid) == maintainer.pid
+        os.killpg(maintainer.pid, signal.SIGTERM)
+        in_flight = not [r for r in journal(lab, old) if r.get("id") == run_id and r.get("phase") == "end"]
+        wait_for(f"{old}'s maintainer to stop", lambda: not maintainer.alive(), 15, interval=0.05)
+        lab.start_maintainer(h)  # systemd's restart
+        assert in_flight, "the switchover had ended before the maintainer was stopped: nothing shown"
+        out, err = asking.communicate(timeout=120)
+        assert asking.returncode == 3 and "may still be running there" in out + err, (asking.returncode, out, err)
+
+        def ended() -> Optional[Dict[str, Any]]:
+            return next((r for r in journal(lab, old) if r.get("id") == run_id and r.get("phase") == "end"), None)
+
+        wait_for("the switchover to end", lambda: ended() is not None, 60, interval=0.1)
+        end = ended()
+        assert end is not None and end["result"] == "act", end
+        assert end["asked"]["from"] == new, end
+        assert lab.vip_holders() == [new] and lab.servers()[new].read_only is False
+        wait_for(f"{old} to replicate from {new}", lambda: lab.servers()[old].replicating
+                 and lab.servers()[old].source == lab.hosts[new].backend, 20)
+        # The output of the command whose maintainer stopped is kept for the operator.
+        left = list((h.file("state") / "api-runs").glob("*-switchover.stdout"))
+        assert left and any("switchover done" in p.read_text() for p in left), left
+        lab.wait_healthy(HEAL_TIMEOUT)
+    except LabError as exc:
+        pytest.fail(f"maintainer restart drill: {exc}{lab.logs_hint()}", pytrace=False)
+    finally:
+        if asking.poll() is None:
+            asking.kill()
+            asking.wait()
