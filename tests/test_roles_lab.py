@@ -21,6 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import shlex
 import signal
 import subprocess
 from pathlib import Path
@@ -61,6 +62,15 @@ def run_orch(lab: netns.NetnsLab, host: str, *args: str, config: Optional[Path] 
     h = lab.hosts[host]
     argv = ["ip", "netns", "exec", h.netns or "", orch_bin(), "-c", str(config or h.file("orch.yaml")), *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, stdin=subprocess.DEVNULL)
+
+
+def run_at_terminal(lab: netns.NetnsLab, host: str, answer: str, *args: str) -> subprocess.CompletedProcess:
+    """orch on ``host`` with a terminal (script(1) gives it a pty) that types ``answer``."""
+    h = lab.hosts[host]
+    command = " ".join(shlex.quote(a) for a in ["ip", "netns", "exec", h.netns or "", orch_bin(), "-c",
+                                                str(h.file("orch.yaml")), *args])
+    return subprocess.run(["script", "-qec", command, "/dev/null"], input=answer, capture_output=True, text=True,
+                          timeout=120, check=False)
 
 
 def journal(lab: netns.NetnsLab, host: str) -> List[Dict[str, Any]]:
@@ -105,6 +115,9 @@ def test_promote_demote_and_ack_from_the_other_host(holder):
         assert len([line for line in done.stderr.splitlines() if "error" in line]) == 1, done.stderr
         done = run_orch(lab, new, "demote", old, "--yes", config=variant(lab, new, "closed", maintainer__metrics_port=9))
         assert done.returncode == 1 and "cannot ask" in done.stderr and "nothing asked" in done.stderr, done.stdout + done.stderr
+        done = run_orch(lab, new, "demote", old)  # no terminal, no --yes: bad input, nothing asked of the other host
+        assert done.returncode == 2 and "stdin is not a terminal (use --yes)" in done.stderr, done.stdout + done.stderr
+        assert f"asking {old}'s orch" not in done.stderr, done.stderr
         done = run_orch(lab, new, "demote", "server9", "--yes")
         assert done.returncode == 2 and "not a node of this cluster" in done.stderr, done.stderr
         assert not lab.servers()[old].read_only and lab.vip_holders() == [old], "the refused requests changed something"
@@ -131,9 +144,11 @@ def test_promote_demote_and_ack_from_the_other_host(holder):
         wait_for(f"{old} to be up and read-only", lambda: lab.servers()[old].up and lab.servers()[old].read_only is True, 30,
                  detail=lambda: tail(lab.hosts[old].file("maintain.log"), 20))
         assert not lab.servers()[old].replicating, "rejoined while paused"
-        done = run_orch(lab, new, "demote", old, "--yes")
+        # Without --yes: the old master host's plan is shown, confirmed at this terminal (a pty), then run there.
+        done = run_at_terminal(lab, new, "y\n", "demote", old)
         assert done.returncode == 0, done.stdout + done.stderr
-        assert f"{old}'s host runs orch demote" in done.stdout and "result: act" in done.stdout, done.stdout
+        assert f"{old}'s host runs orch demote" in done.stdout and f"plan ({old}):" in done.stdout, done.stdout
+        assert "proceed? [y/N]" in done.stdout and "result: act" in done.stdout, done.stdout
         state = lab.servers()[old]
         assert state.read_only and state.source == lab.hosts[new].backend, state
         wait_for(f"{old} to replicate from {new}", lambda: lab.servers()[old].replicating, 20)

@@ -136,17 +136,34 @@ def ask_peer(cfg: Config, args: argparse.Namespace, out: TextIO, stdin: "TextIO 
     its plan; else its plan first (a dry run there), this host's confirmation, then the command
     there with --yes. Its output and exit code are this command's; the peer cannot be asked
     (no API, no token, refused, unreachable): one line, exit 1, nothing changed."""
-    from ..http_client import api_unavailable, call_peer
-    from .pause import operator_name
+    from ..http_client import NoAnswer, api_unavailable
 
     peer = cfg.peer.name
+    dry_run = bool(getattr(args, "dry_run", False))
     why = api_unavailable(cfg)
     if why:
         raise OrchError(f"orch {command} {peer}: {peer}'s host must run it, and this host cannot ask its orch: {why} "
                         f"(run orch {command} on {peer}'s host)")
+    if not dry_run and not args.yes and (stdin is None or not stdin.isatty()):  # before asking anything of the peer
+        raise UsageError("orch: refusing to act without confirmation: stdin is not a terminal (use --yes)")
+    try:
+        return _ask_peer(cfg, args, out, stdin, command, options, dry_run)
+    except NoAnswer:
+        raise
+    except OrchError as exc:
+        if isinstance(exc, UsageError):
+            raise
+        raise OrchError(f"{exc}; run orch {command} on {peer}'s host") from None
+
+
+def _ask_peer(cfg: Config, args: argparse.Namespace, out: TextIO, stdin: "TextIO | None", command: str,
+              options: Dict[str, Any], dry_run: bool) -> int:
+    from ..http_client import call_peer
+    from .pause import operator_name
+
+    peer = cfg.peer.name
     timeout = cfg.failover.lock_timeout + cfg.failover.catchup_timeout + PEER_MARGIN
     body: Dict[str, Any] = {**options, "by": operator_name(), "from": cfg.self_name}
-    dry_run = bool(getattr(args, "dry_run", False))
     if getattr(args, "format", "table") != "json":  # --format json: the peer's JSON alone
         out.write(f"{peer}'s host runs orch {command} (POST /{command} to its orch)\n")
     if dry_run:
