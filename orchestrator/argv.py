@@ -111,7 +111,10 @@ def build_parser() -> Parser:
     n.add_argument("priority", metavar="PRIORITY", nargs="?", help="VRRP priority (ignored)")
     add_plan_options(n, confirm=False)
 
-    pr = sub.add_parser("promote", help="make this node the writable master (what MASTER does)")
+    pr = sub.add_parser("promote", help="make this node (or NODE, through its host's orch) the writable master (what MASTER does)")
+    pr.add_argument("target", metavar="NODE", nargs="?", default=None,
+                    help="the node to promote (default: this host's); another node: its host's orch runs the command "
+                         "(POST /promote to its HTTP API)")
     pr.add_argument("--ignore-catchup", action="store_true",
                     help="skips the catch-up gate: promote although this node has not applied everything it received "
                          "(within failover.catchup_timeout), its SQL thread stopped on an error, or the two have "
@@ -123,7 +126,10 @@ def build_parser() -> Parser:
                     help="deprecated: both --ignore-catchup and --ignore-anti-flapping (it does not skip the prompt: that is --yes)")
     add_plan_options(pr)
 
-    d = sub.add_parser("demote", help="fence this node and replicate from the peer (what BACKUP does)")
+    d = sub.add_parser("demote", help="fence this node (or NODE, through its host's orch) and replicate from the peer (what BACKUP does)")
+    d.add_argument("target", metavar="NODE", nargs="?", default=None,
+                   help="the node to demote (default: this host's); another node: its host's orch runs the command "
+                        "(POST /demote to its HTTP API)")
     add_plan_options(d)
     d.add_argument("--rewind", action="store_true", help="roll back this node's errant GTIDs (saved first under state_dir/rewind/), then rejoin (MariaDB)")
 

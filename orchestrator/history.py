@@ -17,11 +17,13 @@ Each entry has exactly the keys of ``KEYS`` (docs/cli.md, "orch history"):
 - ``promoted``: the node a promotion row names, or null (not on record, or an ack)
 - ``acks``: the run id an ack row acknowledges, or null
 - ``outcome``: the journal's result (act, refused, failed, partial, incomplete; ``unfinished``
-  for a begin without an end), or ``recorded`` for a row this host has no run of, or ``ran out``
+  for a begin without an end; a one-record event such as an HTTP API lock-out: its own result, else ``note``), or ``recorded`` for a row this host has no run of, or ``ran out``
   for a ``--for`` pause's end by itself (at its end, under the pause's run id)
 - ``reason``: the plan's reason (with the error of a failed run), or what the row says
 - ``ms``: the run's milliseconds, or null
 - ``source``: ``journal``, ``record`` or ``both``
+- ``host``: the node whose host's orch read the entry (its journal holds the run; a ``record``
+  entry is the same from either host); ``merge_hosts`` joins two hosts' lists
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import textwrap
 from datetime import datetime, timezone
 from typing import Any, Dict, Iterable, List, Optional
 
-KEYS = ("time", "run_id", "node", "event", "kind", "promoted", "acks", "outcome", "reason", "ms", "source")
+KEYS = ("time", "run_id", "node", "event", "kind", "promoted", "acks", "outcome", "reason", "ms", "source", "host")
 JOURNAL, RECORD, BOTH = "journal", "record", "both"
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -80,13 +82,18 @@ def journal_entries(records: Iterable[Dict[str, Any]]) -> List[Dict[str, Any]]:
             continue
         run = runs.setdefault(str(run_id), {})
         phase = rec.get("phase")
-        if phase in ("begin", "end") and phase not in run:
+        if phase in ("begin", "end", "note") and phase not in run:
             run[phase] = rec
     out = []
     for run_id, run in runs.items():
-        begin, end = run.get("begin"), run.get("end")
-        first = begin or end
-        assert first is not None
+        begin, end, note = run.get("begin"), run.get("end"), run.get("note")
+        first = begin or end or note
+        if first is None:  # records of a phase of their own (a switchover's hooks) without their run
+            continue
+        if note is not None and not (begin or end):  # a note (the token keeper's, an API lock-out): one record
+            out.append(_entry(time=note.get("time"), run_id=run_id, node=note.get("node"), event=note.get("event"),
+                              outcome=str(note.get("result") or "note"), reason=str(note.get("reason", "")), source=JOURNAL))
+            continue
         outcome = str(end.get("result")) if end else "unfinished"
         reason = str(begin.get("reason", "")) if begin else ""
         if end and end.get("error"):
@@ -167,6 +174,34 @@ def merge(journal: List[Dict[str, Any]], record: List[Dict[str, Any]], since: fl
     return sorted(kept, key=lambda e: (epoch(e["time"]) or 0.0, e["run_id"]), reverse=True)
 
 
+def mark_host(entries: Iterable[Dict[str, Any]], host: str) -> List[Dict[str, Any]]:
+    """``entries`` read by ``host``'s orch, each marked so. Pure."""
+    return [{**e, "host": host} for e in entries]
+
+
+def merge_hosts(mine: Iterable[Dict[str, Any]], theirs: Iterable[Any]) -> List[Dict[str, Any]]:
+    """Two hosts' histories as one, newest first. Pure. An entry in both (a promotion on
+    record, read from either server) is kept once: the copy from the host whose journal has
+    the run (``journal`` or ``both``), else this host's. An entry from the other host that is
+    not one (a peer's bad answer) is left out."""
+    chosen: Dict[tuple, Dict[str, Any]] = {}
+    order: List[tuple] = []
+    for e in list(mine) + [t for t in theirs if isinstance(t, dict) and set(KEYS) - {"host"} <= set(t)]:
+        key = (str(e.get("run_id")), e.get("outcome") == "ran out")
+        known = chosen.get(key)
+        if known is None:
+            chosen[key] = e
+            order.append(key)
+            continue
+        run, row = (e, known) if known.get("source") == RECORD else (known, e)
+        if run.get("source") == JOURNAL and row.get("source") == RECORD and row.get("kind"):
+            # one host's run, the other's copy of its row (this host could not read the record)
+            run = {**run, "kind": row["kind"], "promoted": row.get("promoted"), "acks": row.get("acks"), "source": BOTH}
+        chosen[key] = run
+    entries = [chosen[k] for k in order]
+    return sorted(entries, key=lambda e: (epoch(e["time"]) or 0.0, str(e["run_id"])), reverse=True)
+
+
 def render(entries: List[Dict[str, Any]], width: int = 100) -> str:
     """The table: one line per entry (time, node, what, outcome, ms, run id), its reason wrapped
     under it, no line wider than ``width``."""
@@ -177,7 +212,8 @@ def render(entries: List[Dict[str, Any]], width: int = 100) -> str:
     for e in entries:
         what = " ".join(x for x in (e["event"] or "", f"({e['kind']})" if e["kind"] and e["event"] else (e["kind"] or "")) if x)
         ms = f"{e['ms']} ms" if e["ms"] is not None else "-"
-        head = f"{e['time']}  {e['node']}  {what}  {e['outcome']}  {ms}  run {e['run_id']}  [{e['source']}]"
+        where = f"{e['source']}, from {e['host']}" if e.get("host") else e["source"]
+        head = f"{e['time']}  {e['node']}  {what}  {e['outcome']}  {ms}  run {e['run_id']}  [{where}]"
         lines += textwrap.wrap(head, width, subsequent_indent="    ", break_on_hyphens=False) or [""]
         if e["reason"]:
             lines += textwrap.wrap(e["reason"], width, initial_indent="    ", subsequent_indent="    ", break_on_hyphens=False)

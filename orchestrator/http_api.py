@@ -13,8 +13,9 @@ cannot stall a check and a check cannot stall the maintainer. An observation old
   (decide.replica_health with in_atlas=True: the rule of orch check --replica and of the
   maintainer); ``?lag=SECONDS`` replaces maintainer.max_lag for this check.
 - ``/health``: 200 while orch observes its own server answering.
-- ``POST /switchover``, ``/pause``, ``/resume``: ``Authorization: Bearer <token>`` (http.token_file),
-  then the orch command runs on this host (``Command``).
+- ``POST /switchover``, ``/pause``, ``/resume``, ``/promote``, ``/demote``, ``/ack``:
+  ``Authorization: Bearer <token>`` (http.token_file), then the orch command runs on this host
+  (``Command``), with who asked and from where in its environment (journaled with its run).
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ class Request:
     target: str  # the path with its query string
     authorization: str = ""  # the Authorization header ("" when absent)
     body: bytes = b""
+    client: str = ""  # the client's address (journaled with a command it asks for)
 
     @property
     def path(self) -> str:
@@ -93,8 +95,10 @@ class Command:
 
     name: str  # switchover, pause or resume
     argv: Tuple[str, ...]  # after ``orch -c CONFIG``
-    operator: str  # who asked (recorded by pause/resume)
+    operator: str  # who asked (recorded by pause/resume, journaled with every run)
     timeout: float  # seconds before the command is given up on (and killed)
+    asked_from: str = ""  # the asking host's node name, as it says ("" when it does not)
+    client: str = ""  # the address the request came from
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,77 @@ def authorized(header: str, token: Optional[str]) -> bool:
     return hmac.compare_digest(given.strip().encode("utf-8", "replace"), token.encode("utf-8"))
 
 
+# ----------------------------------------------------------------------------- brute force
+
+AUTH_FAILURES = 5  # failed authentications from one address within AUTH_WINDOW ...
+AUTH_WINDOW = 60.0  # ... seconds lock that address out ...
+AUTH_LOCKOUT = 300.0  # ... for this many seconds: its POSTs answer 429, even with the right token
+AUTH_TRACKED = 1024  # addresses remembered at most (the oldest forgotten first): memory stays bounded
+
+
+@dataclass(frozen=True)
+class Strikes:
+    """One client address's recent failed authentications, and its lock-out."""
+
+    failures: Tuple[float, ...] = ()  # time.monotonic() of each failure within AUTH_WINDOW
+    locked_until: float = -math.inf
+
+    def locked_for(self, now: float) -> float:
+        """Seconds this address stays locked out (0: it is not)."""
+        return max(0.0, self.locked_until - now)
+
+
+@dataclass(frozen=True)
+class AuthOutcome:
+    """What one authenticated request did to its address's strikes."""
+
+    strikes: Optional[Strikes]  # the address's strikes after it (None: nothing to remember)
+    answer: Optional[Response]  # 429 when the address is locked out; None: route the request
+    failed: bool = False  # the request carried no token or a wrong one
+    locked_out: bool = False  # this failure started a lock-out (logged and journaled once)
+
+
+def needs_token(req: Request) -> bool:
+    """A request the token guards: a POST of an action."""
+    return req.method == "POST" and req.path in ACTIONS
+
+
+def too_many(seconds: float) -> Response:
+    wait = max(1, math.ceil(seconds))
+    return json_response(429, {"error": f"too many failed authentications from this address: try again in {wait}s"},
+                         (("Retry-After", str(wait)),))
+
+
+def gate(strikes: Optional[Strikes], req: Request, token: Optional[str], now: float) -> AuthOutcome:
+    """The brute-force limit on the API token, decided for one request from its address's
+    ``strikes``. Pure. A locked-out address is answered 429 (Retry-After) before its token is
+    looked at; a failure is remembered for AUTH_WINDOW seconds, and the AUTH_FAILURES-th
+    within it locks the address out for AUTH_LOCKOUT seconds; a success forgets its failures."""
+    if not needs_token(req) or not token:  # nothing to guess (the POSTs are off without a token: 403)
+        return AuthOutcome(strikes, None)
+    current = strikes or Strikes()
+    left = current.locked_for(now)
+    if left > 0:
+        return AuthOutcome(current, too_many(left))
+    if authorized(req.authorization, token):
+        return AuthOutcome(None, None)
+    recent = tuple(t for t in current.failures if now - t < AUTH_WINDOW) + (now,)
+    if len(recent) >= AUTH_FAILURES:
+        return AuthOutcome(Strikes((), now + AUTH_LOCKOUT), None, failed=True, locked_out=True)
+    return AuthOutcome(Strikes(recent), None, failed=True)
+
+
+def forget_old(book: Dict[str, Strikes], now: float, keep: int = AUTH_TRACKED) -> Dict[str, Strikes]:
+    """``book`` without the addresses with nothing left to remember, and at most ``keep`` of the
+    others (the ones with the latest failure or lock-out kept). Pure."""
+    live = {a: s for a, s in book.items()
+            if s.locked_for(now) > 0 or any(now - t < AUTH_WINDOW for t in s.failures)}
+    if len(live) <= keep:
+        return live
+    latest = sorted(live, key=lambda a: max((*live[a].failures, live[a].locked_until)), reverse=True)
+    return {a: live[a] for a in latest[:keep]}
+
+
 # ----------------------------------------------------------------------------- POST bodies
 
 
@@ -247,36 +322,65 @@ def _text(doc: Mapping[str, Any], key: str, limit: int = 255) -> str:
     return value
 
 
-def command_for(name: str, doc: Mapping[str, Any], cfg: Config) -> Command:
+KEYS = {
+    "switchover": {"to", "dry_run", "format"},
+    "pause": {"for", "reason", "dry_run"},
+    "resume": {"dry_run"},
+    "promote": {"dry_run", "format", "ignore_catchup", "ignore_anti_flapping", "force"},
+    "demote": {"dry_run", "format", "rewind"},
+    "ack": {"dry_run", "format"},
+}
+ASKED = {"by", "from"}  # every action's body: who asks (a person's name) and from which node
+
+
+def _json_plan(doc: Mapping[str, Any], dry: Tuple[str, ...]) -> Tuple[str, ...]:
+    fmt = doc.get("format", "table")
+    if fmt not in ("table", "json"):
+        raise ValueError("format: expected table or json")
+    return ("--format", "json") if fmt == "json" and "--dry-run" in dry else ()
+
+
+def command_for(name: str, doc: Mapping[str, Any], cfg: Config, client: str = "") -> Command:
     """The orch command a POST runs on this host (ValueError: a bad body, said in one line)."""
-    unknown = set(doc) - {"switchover": {"to", "dry_run", "by", "format"}, "pause": {"for", "reason", "dry_run", "by"},
-                          "resume": {"dry_run", "by"}}[name]
+    unknown = set(doc) - KEYS[name] - ASKED
     if unknown:
         raise ValueError(f"unknown key(s): {', '.join(sorted(unknown))}")
     by = _text(doc, "by", 64) or "http"
+    origin = _text(doc, "from", 64)
     dry = ("--dry-run",) if _flag(doc, "dry_run") else ("--yes",)
+    plan_timeout = cfg.failover.lock_timeout + cfg.failover.catchup_timeout + SWITCHOVER_MARGIN
+    argv: Tuple[str, ...]
     if name == "switchover":
         to = _text(doc, "to", 64)
         if to and to not in {n.name for n in cfg.nodes}:
             raise ValueError(f"to: {to!r} is not a node of this cluster ({', '.join(n.name for n in cfg.nodes)})")
-        json_plan = ("--format", "json") if doc.get("format") == "json" and "--dry-run" in dry else ()
-        argv: Tuple[str, ...] = ("switchover", *dry, *json_plan, *(("--to", to) if to else ()))
-        return Command(name, argv, by, cfg.failover.catchup_timeout + SWITCHOVER_MARGIN)
-    if name == "pause":
+        argv = ("switchover", *dry, *_json_plan(doc, dry), *(("--to", to) if to else ()))
+        timeout = cfg.failover.catchup_timeout + SWITCHOVER_MARGIN
+    elif name == "pause":
         seconds = doc.get("for", 0)
         if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds <= 366 * 86400:
             raise ValueError("for: expected seconds (0: until orch resume)")
         reason = _text(doc, "reason")
         argv = ("pause", *dry, *(("--for", f"{seconds:g}") if seconds else ()), *(("--reason", reason) if reason else ()))
-        return Command(name, argv, by, cfg.failover.lock_timeout + 30.0)
-    return Command(name, ("resume", *dry), by, cfg.failover.lock_timeout + 30.0)
+        timeout = cfg.failover.lock_timeout + 30.0
+    elif name == "resume":
+        argv, timeout = ("resume", *dry), cfg.failover.lock_timeout + 30.0
+    elif name == "promote":
+        gates = tuple(f"--{key.replace('_', '-')}" for key in ("ignore_catchup", "ignore_anti_flapping", "force")
+                      if _flag(doc, key))
+        argv, timeout = ("promote", *dry, *_json_plan(doc, dry), *gates), plan_timeout
+    elif name == "demote":
+        argv, timeout = ("demote", *dry, *_json_plan(doc, dry), *(("--rewind",) if _flag(doc, "rewind") else ())), plan_timeout
+    else:
+        argv, timeout = ("ack", *dry, *_json_plan(doc, dry)), cfg.failover.lock_timeout + 30.0
+    return Command(name, argv, by, timeout, origin, client)
 
 
 # ----------------------------------------------------------------------------- the router
 
 
 ROUTES = ("/", "/health", "/master", "/primary", "/replica", "/status", "/history", "/metrics")
-ACTIONS = ("/switchover", "/pause", "/resume")
+ACTIONS = ("/switchover", "/pause", "/resume", "/promote", "/demote", "/ack")
 
 
 def route(req: Request, snap: Snapshot, cfg: Config, token: Optional[str], now: Optional[float] = None) -> Answer:
@@ -315,7 +419,7 @@ def route(req: Request, snap: Snapshot, cfg: Config, token: Optional[str], now: 
         if not authorized(req.authorization, token):
             return error(401, "missing or wrong token (Authorization: Bearer <http.token_file's token>)")
         try:
-            return command_for(path[1:], _body(req), cfg)
+            return command_for(path[1:], _body(req), cfg, req.client)
         except ValueError as exc:
             return error(400, f"POST {path}: {exc}")
     return error(405, f"method {req.method} not allowed")

@@ -14,6 +14,7 @@ Three parts, none of which can stall another:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import ssl
@@ -191,19 +192,78 @@ def paired(me: NodeState, mine: List[Reading], peer_reading: Optional[Reading], 
     return replace(me, executed=old.executed, binlog_pos=old.binlog_pos, binlog_state=old.binlog_state), peer_reading[0]
 
 
-def run_command(cfg: Config, command: Command) -> Tuple[int, str]:
-    """``orch -c CONFIG <argv>`` on this host, as the operator would run it: its exit code and
-    output (stdout, then stderr). The operator's name goes in ORCH_OPERATOR, never in argv."""
+RUNS_DIR = "api-runs"  # under state_dir: the output of each command a POST runs, while it runs
+RUNS_KEPT = 20  # output files left behind (by a maintainer that stopped meanwhile) kept at most
+
+
+def run_command(cfg: Config, command: Command) -> Tuple[int, str, str]:
+    """``orch -c CONFIG <argv>`` on this host, as the operator would run it: its exit code, stdout
+    and stderr. Who asked, and from where, go in the environment (ORCH_OPERATOR, ORCH_ASKED_FROM,
+    ORCH_CLIENT: journaled with the run), never in argv.
+
+    The command outlives this process: it runs in a session of its own (a signal to the
+    maintainer's process group does not reach it) and writes to files under state_dir/api-runs/,
+    not pipes (a pipe whose reader is gone would break its next write). So a maintainer stopped
+    or restarted meanwhile (conf/orch-maintain.service has KillMode=process) leaves a switchover
+    to finish under its run lock, its output in that file."""
     argv = [sys.executable, "-m", "orchestrator.cli", "-c", cfg.path, "--node", cfg.self_name, *command.argv]
-    env = {**os.environ, "ORCH_OPERATOR": command.operator, "ORCH_VIA_API": "1"}  # VIA_API: not handed on again
-    log.warning("http: POST /%s from %s: running orch %s", command.name, command.operator, " ".join(command.argv))
+    env = {**os.environ, "ORCH_OPERATOR": command.operator, "ORCH_VIA_API": "1",  # VIA_API: not handed on again
+           "ORCH_ASKED_FROM": command.asked_from, "ORCH_CLIENT": command.client}
+    log.warning("http: POST /%s from %s (%s, %s): running orch %s", command.name, command.operator,
+                command.asked_from or "no node named", command.client or "?", " ".join(command.argv))
+    out, err, paths = _output_files(cfg, command.name)
+    with out, err:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, start_new_session=True)
+        killed = ""
+        try:
+            code = proc.wait(command.timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
+            killed = f"\norch {command.name}: no answer within {command.timeout:g}s (killed)\n"
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace") + killed
+    for path in paths:  # answered: the output goes back to the asker (and the run is journaled)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+    log.warning("http: POST /%s: orch %s exited %d", command.name, command.argv[0], 1 if killed else code)
+    return (1 if killed else code), stdout, stderr
+
+
+def _output_files(cfg: Config, name: str) -> Tuple[Any, Any, List[str]]:
+    """Two files for a command's stdout and stderr: named under state_dir/api-runs/ (an operator
+    reads there what a command printed when the maintainer that ran it stopped), or anonymous
+    temporary files when state_dir cannot be written (bookkeeping never stops a command)."""
+    import tempfile
+
+    where = os.path.join(cfg.state_dir, RUNS_DIR)
     try:
-        done = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=command.timeout, env=env)
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"").decode("utf-8", "replace") + (exc.stderr or b"").decode("utf-8", "replace")
-        return 1, out + f"\norch {command.name}: no answer within {command.timeout:g}s (killed)\n"
-    log.warning("http: POST /%s: orch %s exited %d", command.name, command.argv[0], done.returncode)
-    return done.returncode, done.stdout.decode("utf-8", "replace") + done.stderr.decode("utf-8", "replace")
+        os.makedirs(where, mode=0o700, exist_ok=True)
+        stale = sorted(os.listdir(where))
+        for old in stale[:max(0, len(stale) - 2 * RUNS_KEPT)]:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(where, old))
+        base = os.path.join(where, f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{threading.get_ident()}-{name}")
+        out, err = open(base + ".stdout", "w+b"), open(base + ".stderr", "w+b")
+        return out, err, [base + ".stdout", base + ".stderr"]
+    except OSError as exc:
+        log.error("http: %s unusable (%s): the command's output goes to a temporary file", where, exc.strerror or exc)
+        return tempfile.TemporaryFile(), tempfile.TemporaryFile(), []
+
+
+def command_answer(cfg: Config, command: Command, code: int, stdout: str, stderr: str) -> Response:
+    """A command's outcome as JSON: its exit code and output (stdout, then stderr); a
+    ``--format json`` dry run's plan also as ``plan`` (what the asking host shows before its prompt)."""
+    import json
+
+    doc: Dict[str, Any] = {"command": command.name, "node": cfg.self_name, "exit_code": code, "output": stdout + stderr}
+    if "--format" in command.argv:
+        try:
+            doc["plan"] = json.loads(stdout)
+        except ValueError:
+            pass
+    return http_api.json_response(http_api.command_status(code), doc)
 
 
 class ApiServer:
@@ -219,6 +279,9 @@ class ApiServer:
         self.haproxy = HaproxyWatcher(cfg)
         self.httpd: Optional[ThreadingHTTPServer] = None
         self.token: Optional[str] = None
+        self.strikes: Dict[str, http_api.Strikes] = {}  # client address -> its failed authentications
+        self.auth_lock = threading.Lock()
+        self.auth_failures: Any = None  # the orch_http_auth_failures_total counter (serve_http sets it)
 
     def start(self) -> "ApiServer":
         try:
@@ -260,15 +323,53 @@ class ApiServer:
             self.httpd.server_close()
 
     def answer(self, req: Request) -> Response:
-        """The route's answer, with the effects it asks for performed."""
+        """The route's answer, with the effects it asks for performed (the brute-force limit first)."""
+        if http_api.needs_token(req):
+            refused = self._gate(req)
+            if refused is not None:
+                return refused
         got = http_api.route(req, self.refresher.snapshot(), self.cfg, self.token)
         if isinstance(got, Response):
             return got
         if isinstance(got, Command):
-            code, output = run_command(self.cfg, got)
-            return http_api.json_response(http_api.command_status(code), {
-                "command": got.name, "node": self.cfg.self_name, "exit_code": code, "output": output})
+            return command_answer(self.cfg, got, *run_command(self.cfg, got))
         return self._effect(got)
+
+    def _gate(self, req: Request) -> Optional[Response]:
+        """http_api.gate for this request's address, its strikes kept; a failure counted and
+        logged (the address, never the token), a lock-out also journaled, once."""
+        now = time.monotonic()
+        with self.auth_lock:
+            outcome = http_api.gate(self.strikes.get(req.client), req, self.token, now)
+            if outcome.strikes is None:
+                self.strikes.pop(req.client, None)
+            else:
+                self.strikes[req.client] = outcome.strikes
+            if len(self.strikes) > http_api.AUTH_TRACKED:
+                self.strikes = http_api.forget_old(self.strikes, now)
+        if outcome.failed:
+            if self.auth_failures is not None:
+                self.auth_failures.inc()
+            log.warning("http: POST %s from %s: missing or wrong token", req.path, req.client or "?")
+        if outcome.locked_out:
+            self._journal_lockout(req.client)
+        elif outcome.answer is not None:
+            log.debug("http: POST %s from %s: locked out (429)", req.path, req.client or "?")
+        return outcome.answer
+
+    def _journal_lockout(self, client: str) -> None:
+        from .journal import Journal, new_run_id
+        from .runs import journal_append
+
+        reason = (f"{client or '?'}: {http_api.AUTH_FAILURES} failed authentications within {http_api.AUTH_WINDOW:g}s: "
+                  f"its POSTs are refused (429) for {http_api.AUTH_LOCKOUT:g}s, even with the right token")
+        log.error("http: lock-out: %s", reason)
+        try:
+            journal_append(Journal(self.cfg.state_dir), {"id": new_run_id(), "node": self.cfg.self_name, "event": "HTTP_LOCKOUT",
+                                                         "by": "maintain", "phase": "note", "result": "refused", "reason": reason,
+                                                         "address": client})
+        except Exception:  # bookkeeping never stops the server
+            log.exception("http: journaling a lock-out")
 
     def _effect(self, effect: Effect) -> Response:
         if effect.name == "metrics":
@@ -310,11 +411,21 @@ class ApiServer:
         snap = self.refresher.snapshot()
         if snap.full is None:
             return http_api.error(503, "the maintainer has not finished a pass yet")
-        from .history_read import history_entries
+        from .history import merge_hosts
+        from .history_read import PAGE_DEADLINE, history_entries, peer_history
         from .statusdoc import status_document
 
-        entries, _, _ = history_entries(self.cfg, time.time() - 7 * 86400, HISTORY_READ_TIMEOUT)
-        return Response(200, statuspage.render(status_document(snap.full, self.cfg, self.haproxy.readings()), entries).encode("utf-8"), http_api.HTML)
+        since = time.time() - 7 * 86400
+        asked = peer_history(self.cfg, since, PAGE_DEADLINE)  # the other host's, meanwhile (1 s at most)
+        entries, _, _ = history_entries(self.cfg, since, HISTORY_READ_TIMEOUT)
+        theirs = asked.result()
+        if theirs.entries is not None:
+            entries = merge_hosts(entries, theirs.entries)
+        else:
+            log.info("http: the status page without %s", theirs.note())
+        page = statuspage.render(status_document(snap.full, self.cfg, self.haproxy.readings()), entries,
+                                 peer={"host": theirs.host, "merged": theirs.entries is not None, "note": theirs.note()})
+        return Response(200, page.encode("utf-8"), http_api.HTML)
 
 
 def _any() -> str:
@@ -361,7 +472,7 @@ def _handler(api: ApiServer) -> Any:
                     self._send(http_api.error(413, f"a body of at most {http_api.MAX_BODY} bytes"), method)
                     return
             body = self.rfile.read(length) if length else b""
-            req = Request(method, self.path, self.headers.get("Authorization") or "", body)
+            req = Request(method, self.path, self.headers.get("Authorization") or "", body, self.client_address[0])
             try:
                 resp = api.answer(req)
             except Exception:
@@ -408,5 +519,6 @@ def serve_http(maintainer: Any, cfg: Config, port: int, lease_keeper: Any = None
     metrics.keeper = lease_keeper
     maintainer.add_listener(metrics)
     api = ApiServer(cfg, port, metrics.registry)
+    api.auth_failures = metrics.http_auth_failures
     maintainer.add_listener(api.keeper)
     return api.start()

@@ -56,6 +56,8 @@ class Metrics:
         self.pass_seconds = Gauge("orch_maintainer_pass_seconds", "Duration of the maintainer's last pass", registry=r)
         self.last_pass = Gauge("orch_maintainer_last_pass_timestamp_seconds", "When the maintainer's last pass ended (Unix time)", registry=r)
         self.passes = Counter("orch_maintainer_passes", "Maintainer passes", registry=r)
+        self.http_auth_failures = Counter("orch_http_auth_failures", "POSTs to the HTTP API with a missing or wrong token",
+                                          registry=r)
         self.journal = JournalTail(cfg.state_dir)
         self.keeper: Any = None  # the lease keeper (etcd: configured), whose own figures the token metrics read
         if cfg.etcd is not None:

@@ -4,6 +4,7 @@ log lines, a person's view of each step and the alert. Shared by the commands an
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, TextIO, Tuple
@@ -55,10 +56,14 @@ def execute_plan(run: RunContext, plan: Plan) -> Tuple[int, RunResult]:
     failed while everything else succeeded is journaled as ``partial``.
     """
     from .execute import Executor
+    from .http_client import api_origin
 
     cfg, event, out = run.cfg, run.event, run.out
     journal = Journal(cfg.state_dir)
-    base = {"id": run.run_id, "node": cfg.self_name, "event": event, **({"by": run.by} if run.by else {})}
+    base: Dict[str, Any] = {"id": run.run_id, "node": cfg.self_name, "event": event, **({"by": run.by} if run.by else {})}
+    asked = api_origin(os.environ)  # run by the HTTP API for another host's orch: who asked, from where
+    if asked:
+        base["asked"] = asked
     if plan.outcome != NOOP:
         journal_append(journal, {**base, "phase": "begin", "reason": plan.reason, "outcome": plan.outcome,
                         "warnings": list(plan.warnings), "plan": [s.describe() for s in plan.steps],

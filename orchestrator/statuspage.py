@@ -339,7 +339,8 @@ def failover_block(f: tl.Failover, chart: tl.Chart, extra_rows: Sequence[tuple] 
             f"<table class=\"durations\"><tr><th>duration</th><th>seconds</th><th></th></tr>{durations}</table></div>")
 
 
-def failovers_section(status: Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> str:
+def failovers_section(status: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
+                      peer: Optional[Mapping[str, Any]] = None) -> str:
     nodes = [str(n.get("name")) for n in status.get("nodes") or [] if isinstance(n, Mapping)]
     journal = [r for r in status.get("journal") or [] if isinstance(r, Mapping)]
     runs = tl.runs_from_history(history, journal)
@@ -348,8 +349,17 @@ def failovers_section(status: Mapping[str, Any], history: Sequence[Mapping[str, 
         body = '<p class="muted" id="no-failovers">no failover in this history</p>'
     else:
         body = legend() + "".join(failover_block(f, tl.failover_chart(f, nodes)) for f in found)
-    note = (f'<p class="muted">From {e(status.get("self"))}\'s view: the promotion record of both servers and this host\'s '
-            "journal; the other host's runs (a FAULT, a rejoin) are in its own journal and page.</p>")
+    if peer is None:  # saved documents (python -m orchestrator.statuspage, orch lab): this host's alone
+        note = (f'<p class="muted">From {e(status.get("self"))}\'s view: the promotion record of both servers and this host\'s '
+                "journal; the other host's runs (a FAULT, a rejoin) are in its own journal and page.</p>")
+    elif peer.get("merged"):
+        note = (f'<p class="muted" id="peer-history" data-host="{e(peer.get("host"))}" data-merged="yes">From '
+                f'{e(status.get("self"))}\'s view, with {e(peer.get("note"))}: the promotion record of both servers and '
+                "both hosts' journals (each entry marked with its host).</p>")
+    else:
+        note = (f'<p class="muted" id="peer-history" data-host="{e(peer.get("host"))}" data-merged="no">From '
+                f'{e(status.get("self"))}\'s view only: {e(peer.get("note"))}; the other host\'s runs (a FAULT, a rejoin) '
+                "show as not seen until it answers.</p>")
     return f'<section id="failovers"><h2>Recent failovers</h2>{note}{body}</section>'
 
 
@@ -362,22 +372,25 @@ def history_section(history: Sequence[Mapping[str, Any]]) -> str:
         ms = "" if entry.get("ms") is None else f"{entry.get('ms')} ms"
         outcome = str(entry.get("outcome") or "")
         tone = tl.OUTCOME_TONE.get(outcome, "")
-        rows.append(f'<tr class="entry" data-run="{e(entry.get("run_id"))}"><td class="mono nowrap">{e(entry.get("time"))}</td><td>{e(entry.get("node"))}</td>'
-                    f"<td>{e(what)}</td><td>{badge(outcome, tone)}</td><td>{e(ms)}</td><td>{e(entry.get('reason'))}</td></tr>")
-    table = ("<table><tr><th>time (UTC)</th><th>node</th><th>what</th><th>outcome</th><th>took</th><th>reason</th></tr>"
+        rows.append(f'<tr class="entry" data-run="{e(entry.get("run_id"))}" data-host="{e(entry.get("host") or "")}">'
+                    f'<td class="mono nowrap">{e(entry.get("time"))}</td><td>{e(entry.get("node"))}</td>'
+                    f"<td>{e(what)}</td><td>{badge(outcome, tone)}</td><td>{e(ms)}</td><td>{e(entry.get('host') or '')}</td>"
+                    f"<td>{e(entry.get('reason'))}</td></tr>")
+    table = ("<table><tr><th>time (UTC)</th><th>node</th><th>what</th><th>outcome</th><th>took</th><th>from</th><th>reason</th></tr>"
              + "".join(rows) + "</table>") if rows else '<p class="muted">history: nothing recorded</p>'
     return f'<section id="history"><h2>History (latest {HISTORY_SHOWN})</h2>{table}</section>'
 
 
-def render(status: Dict[str, Any], history: List[Dict[str, Any]]) -> str:
+def render(status: Dict[str, Any], history: List[Dict[str, Any]], peer: Optional[Mapping[str, Any]] = None) -> str:
     """The status page: ``status`` is ``orch status --format json``'s document, ``history``
-    ``orch history --format json``'s entries (newest first)."""
+    ``orch history --format json``'s entries (newest first); ``peer`` (GET /): whether the
+    other host's history is merged in (``host``, ``merged``, ``note``), None for saved documents."""
     status = status if isinstance(status, Mapping) else {}
     history = [h for h in history or [] if isinstance(h, Mapping)]
     cluster, me = status.get("cluster", "?"), status.get("self", "?")
     header = (f"<h1>orch: cluster {e(cluster)}</h1><span class=\"sub\">as seen from {e(me)}</span>")
     body = (vip_section(status) + servers_section(status) + backends_section(status) + policy_section(status)
-            + failovers_section(status, history) + history_section(history))
+            + failovers_section(status, history, peer) + history_section(history))
     return document(f"orch {cluster} ({me})", header, body, refresh=True)
 
 

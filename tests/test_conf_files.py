@@ -59,6 +59,8 @@ def test_maintain_unit_restarts_and_is_hardened_but_can_write_what_orch_writes()
     atlas_conf = re.search(r"config_file: (\S+)", text).group(1)
     assert state_dir in writable and str(Path(atlas_conf).parent) in writable, writable
     assert "-/var/log/orch" in writable or "/var/log/orch" in writable
+    # A restart must not kill a command the HTTP API runs (a switchover half done): the maintainer alone is signalled.
+    assert service["KillMode"] == "process"
 
 
 def test_logrotate_covers_the_notify_log():

@@ -168,7 +168,7 @@ def test_history_from_either_host_shows_both_hosts_failovers(cluster, tmp_path):
     for name, cfg in (("server1", c1), ("server2", c2)):
         r, entries = history(cfg)
         assert r.code == 0 and r.stderr == "", r
-        assert all(tuple(e) == ("time", "run_id", "node", "event", "kind", "promoted", "acks", "outcome", "reason", "ms", "source")
+        assert all(tuple(e) == ("time", "run_id", "node", "event", "kind", "promoted", "acks", "outcome", "reason", "ms", "source", "host")
                    for e in entries)
         promotions = [(e["kind"], e["promoted"]) for e in entries if e["kind"]]
         assert promotions == [("failover", "server1"), ("failover", "server2")], (name, entries)  # newest first
@@ -210,3 +210,40 @@ def test_history_from_either_host_shows_both_hosts_failovers(cluster, tmp_path):
     r, entries = history(c2)
     assert r.code == 1 and entries and all(e["source"] == "journal" for e in entries), r
     t.assert_no_secrets(r.output)
+
+
+def test_a_one_record_event_is_an_entry_and_a_lone_phase_is_skipped():
+    """A note (the token keeper's, an HTTP API lock-out) is one entry with its own result; a
+    record of a phase of its own (hooks) without its run is left out (it used to stop orch history)."""
+    from orchestrator.history import journal_entries
+
+    got = journal_entries([
+        {"id": "a", "phase": "note", "event": "HTTP_LOCKOUT", "result": "refused", "node": "server1", "reason": "10.0.0.9: ..."},
+        {"id": "b", "phase": "note", "event": "token-renewed", "node": "server1"},
+        {"id": "c", "phase": "hooks", "event": "SWITCHOVER"},
+    ])
+    assert [(e["run_id"], e["event"], e["outcome"]) for e in got] == [("a", "HTTP_LOCKOUT", "refused"), ("b", "token-renewed", "note")]
+
+
+def test_two_hosts_histories_merge_each_entry_once_marked_with_its_host():
+    from orchestrator.history import KEYS, mark_host, merge_hosts
+
+    def entry(run_id, time, source, node="server1", event=None, kind=None, outcome="act"):
+        return {**{k: None for k in KEYS}, "run_id": run_id, "time": time, "source": source, "node": node, "event": event,
+                "kind": kind, "outcome": outcome, "reason": ""}
+
+    mine = mark_host([
+        entry("p1", "2026-01-01T10:00:01.000Z", "both", "server2", "MASTER", "failover"),  # this host's promotion
+        entry("m1", "2026-01-01T10:00:05.000Z", "journal", "server2", "MAINTAIN"),
+        entry("s1", "2026-01-01T09:00:00.000Z", "record", "server1", kind="switchover", outcome="recorded"),
+    ], "server2")
+    theirs = mark_host([
+        entry("f1", "2026-01-01T10:00:00.000Z", "journal", "server1", "FAULT"),  # only in the other host's journal
+        entry("p1", "2026-01-01T10:00:01.000Z", "record", "server2", kind="failover", outcome="recorded"),
+        entry("s1", "2026-01-01T09:00:00.000Z", "journal", "server1", "SWITCHOVER"),  # its run; this host read the row
+    ], "server1") + [{"junk": 1}, "not an entry"]
+    got = merge_hosts(mine, theirs)
+    assert [(e["run_id"], e["host"], e["source"]) for e in got] == [
+        ("m1", "server2", "journal"), ("p1", "server2", "both"), ("f1", "server1", "journal"), ("s1", "server1", "both")]
+    assert got[-1]["kind"] == "switchover" and got[-1]["event"] == "SWITCHOVER"
+    assert merge_hosts(mine, []) == sorted(mine, key=lambda e: e["time"], reverse=True)

@@ -197,7 +197,47 @@ def test_post_bodies_become_orch_commands():
     assert isinstance(got, Command) and got.argv == ("resume", "--yes")
 
 
+def test_promote_demote_and_ack_run_the_same_command_here():
+    got = post("/promote", b'{"by": "alice", "from": "server2", "ignore_anti_flapping": true}')
+    assert isinstance(got, Command) and got.argv == ("promote", "--yes", "--ignore-anti-flapping")
+    assert (got.operator, got.asked_from) == ("alice", "server2")
+    got = post("/promote", b'{"dry_run": true, "format": "json", "ignore_catchup": true, "force": true}')
+    assert isinstance(got, Command) and got.argv == ("promote", "--dry-run", "--format", "json", "--ignore-catchup", "--force")
+    got = post("/demote", b'{"rewind": true}')
+    assert isinstance(got, Command) and got.argv == ("demote", "--yes", "--rewind") and got.operator == "http"
+    got = post("/demote", b'{"dry_run": true}')
+    assert isinstance(got, Command) and got.argv == ("demote", "--dry-run")
+    got = post("/ack", b'{"dry_run": true, "format": "json", "from": "server2"}')
+    assert isinstance(got, Command) and got.argv == ("ack", "--dry-run", "--format", "json")
+    assert isinstance(post("/ack"), Command) and post("/ack").argv == ("ack", "--yes")  # type: ignore[union-attr]
+    # --format json only goes with a dry run (a run that acts prints text)
+    got = post("/promote", b'{"format": "json"}')
+    assert isinstance(got, Command) and got.argv == ("promote", "--yes")
+    # every action's timeout covers the lock wait and the catch-up of the command it runs
+    c = cfg(**VIP)
+    got = post("/promote")
+    assert isinstance(got, Command) and got.timeout > c.failover.lock_timeout + c.failover.catchup_timeout
+
+
+def test_the_client_address_goes_with_the_command():
+    got = route(Request("POST", "/demote", f"Bearer {TOKEN}", b"{}", "10.0.0.1"), snap(MASTER), cfg(**VIP), TOKEN, NOW)
+    assert isinstance(got, Command) and got.client == "10.0.0.1"
+
+
+@pytest.mark.parametrize("path", ["/promote", "/demote", "/ack"])
+def test_the_new_actions_need_the_token_and_a_post(path):
+    assert post(path, auth="Bearer wrong").status == 401  # type: ignore[union-attr]
+    assert post(path, token=None).status == 403  # type: ignore[union-attr]
+    got = route(Request("GET", path), snap(MASTER), cfg(**VIP), TOKEN, NOW)
+    assert isinstance(got, Response) and got.status == 405
+
+
 @pytest.mark.parametrize("path, data, why", [
+    ("/promote", b'{"rewind": true}', "unknown key"),
+    ("/demote", b'{"ignore_catchup": true}', "unknown key"),
+    ("/promote", b'{"ignore_catchup": 1}', "ignore_catchup: expected true or false"),
+    ("/ack", b'{"format": "yaml"}', "format"),
+    ("/ack", b'{"from": "a\\u0000b"}', "from"),
     ("/switchover", b'{"to": "server9"}', "not a node"),
     ("/switchover", b'{"force": true}', "unknown key"),
     ("/switchover", b"[1]", "JSON object"),
@@ -227,6 +267,46 @@ def test_a_switchover_asked_on_the_replica_host_goes_to_the_master_host():
     assert master_elsewhere(view(node("server1"), down("server2"), holds_vip=False), cfg()) is None
     # this host holds the VIP (a promotion under way): it is the host that acts
     assert master_elsewhere(replace(REPLICA, holds_vip=True), cfg()) is None
+
+
+def test_promote_and_demote_of_another_node_go_to_its_host(monkeypatch):
+    from orchestrator.commands.roles import acting_host
+    from orchestrator.errors import UsageError
+
+    c = cfg(**VIP)
+    assert acting_host(c, "server2", "promote") == "server2" and acting_host(c, "server1", "demote") == "server1"
+    with pytest.raises(UsageError, match="not a node of this cluster"):
+        acting_host(c, "server9", "promote")
+    monkeypatch.setenv("ORCH_VIA_API", "1")  # asked through the API: never handed on again
+    assert acting_host(c, "server1", "promote") == "server1"
+    with pytest.raises(UsageError, match="orch acts only here"):
+        acting_host(c, "server2", "promote")
+
+
+def test_an_ack_kept_on_this_host_only_is_handed_to_the_other_host():
+    from orchestrator.commands.ack import this_host_only as ack_here_only
+    from orchestrator.plan import AckLocally, RecordPromotion
+
+    assert ack_here_only(Plan("x", (AckLocally("/s", "run1"),)))
+    assert not ack_here_only(Plan("x", (RecordPromotion("server2", "ack", "run1"),)))
+    assert not ack_here_only(Plan("nothing to acknowledge"))
+
+
+def test_the_journal_names_who_asked_through_the_api():
+    from orchestrator.http_client import api_origin
+
+    assert api_origin({"ORCH_OPERATOR": "alice"}) is None  # by hand: nothing to add
+    assert api_origin({"ORCH_VIA_API": "1", "ORCH_OPERATOR": "alice", "ORCH_ASKED_FROM": "server2",
+                       "ORCH_CLIENT": "10.0.0.2"}) == {"by": "alice", "from": "server2", "address": "10.0.0.2"}
+
+
+def test_a_peer_plan_is_shown_as_the_local_one_would_be():
+    from orchestrator.commands.roles import render_plan
+
+    doc = {"node": "server2", "reason": "promoting server2", "warnings": ["paused"], "outcome": "act",
+           "steps": [{"step": "Fence", "description": "fence server1"}, {"step": "SetWritable", "description": "open server2"}]}
+    assert render_plan(doc) == "plan (server2): promoting server2\n  warning: paused\n  1. fence server1\n  2. open server2"
+    assert render_plan({"reason": "nothing to do", "steps": []}).endswith("(no steps)")
 
 
 def test_a_pause_kept_on_this_host_only_is_handed_to_the_other_host():
@@ -274,3 +354,64 @@ def test_a_peer_not_read_lately_or_not_after_this_node_counts_as_not_answering()
     assert not peer.reachable and "no reading" in peer.error
     _, peer = paired(me, [], None, c, 3.2)
     assert not peer.reachable and "never" in peer.error
+
+
+# --- the brute-force limit on the token (http_api.gate) ----------------------------------------
+
+
+def attempt(strikes, token_given, now, path="/pause"):
+    return http_api.gate(strikes, Request("POST", path, f"Bearer {token_given}", b"", "10.0.0.9"), TOKEN, now)
+
+
+def test_five_failures_within_a_minute_lock_the_address_out_even_with_the_right_token():
+    strikes = None
+    for i in range(http_api.AUTH_FAILURES - 1):
+        got = attempt(strikes, "wrong", NOW + i)
+        assert got.failed and not got.locked_out and got.answer is None  # routed: the router answers 401
+        strikes = got.strikes
+    got = attempt(strikes, "wrong", NOW + 10)
+    assert got.failed and got.locked_out and got.answer is None
+    strikes = got.strikes
+    locked = attempt(strikes, TOKEN, NOW + 11)  # the right token: refused all the same, not counted
+    assert locked.answer is not None and locked.answer.status == 429 and not locked.failed and not locked.locked_out
+    assert dict(locked.answer.headers)["Retry-After"] == str(int(http_api.AUTH_LOCKOUT - 1))
+    assert TOKEN.encode() not in locked.answer.body
+    again = attempt(locked.strikes, "wrong", NOW + 12)  # a failure while locked out: 429, no second lock-out
+    assert again.answer is not None and again.answer.status == 429 and not again.locked_out
+    after = attempt(again.strikes, TOKEN, NOW + 10 + http_api.AUTH_LOCKOUT + 0.1)  # the lock-out over
+    assert after.answer is None and not after.failed and after.strikes is None
+
+
+def test_failures_older_than_the_window_do_not_count():
+    strikes = None
+    for i in range(20):  # one failure every 20 s: never 5 within 60 s
+        got = attempt(strikes, "wrong", NOW + 20 * i)
+        assert got.failed and not got.locked_out, i
+        strikes = got.strikes
+    assert strikes is not None and len(strikes.failures) == 3
+
+
+def test_a_success_forgets_the_failures():
+    strikes = None
+    for i in range(http_api.AUTH_FAILURES - 1):
+        strikes = attempt(strikes, "wrong", NOW + i).strikes
+    assert attempt(strikes, TOKEN, NOW + 5).strikes is None
+    assert not attempt(None, "wrong", NOW + 6).locked_out
+
+
+def test_the_limit_guards_only_the_token():
+    many = http_api.Strikes((), NOW + 100)  # a locked-out address
+    for req in (Request("GET", "/master", "", b"", "10.0.0.9"), Request("POST", "/master", "Bearer x", b"", "10.0.0.9")):
+        got = http_api.gate(many, req, TOKEN, NOW)
+        assert got.answer is None and not got.failed
+    # no token configured: the POSTs are off (403), there is nothing to guess
+    got = http_api.gate(None, Request("POST", "/pause", "Bearer x", b"", "10.0.0.9"), None, NOW)
+    assert got.answer is None and not got.failed
+
+
+def test_the_addresses_remembered_are_bounded():
+    book = {f"10.0.{i // 250}.{i % 250}": http_api.Strikes((NOW - 100 + i * 0.01,)) for i in range(5000)}
+    book["10.9.9.9"] = http_api.Strikes((), NOW + 200)  # locked out: kept
+    book["10.9.9.8"] = http_api.Strikes((NOW - 61,))  # nothing left to remember: dropped
+    kept = http_api.forget_old(book, NOW, keep=100)
+    assert len(kept) == 100 and "10.9.9.9" in kept and "10.9.9.8" not in kept

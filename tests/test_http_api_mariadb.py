@@ -195,6 +195,38 @@ def test_posts_need_the_token_and_run_the_command_here(maintainers):
 
 
 @pytest.mark.mariadb
+def test_failed_authentications_lock_the_address_out(maintainers):
+    """Five wrong tokens within a minute from one address: its POSTs answer 429 with
+    Retry-After, even with the right token; counted, logged (the address, never the token),
+    journaled once; the checks and the other host's API are not affected."""
+    s1, s2, m1, m2 = maintainers
+    wrong = "guess-" + "w" * 20
+    for i in range(5):
+        code, doc = m1.get("/pause", method="POST", data=b"{}", token=wrong)
+        assert code == 401, (i, doc)
+    req = urllib.request.Request(f"http://127.0.0.1:{m1.port}/pause", data=b'{"reason": "locked"}', method="POST")
+    req.add_header("Authorization", f"Bearer {TOKEN}")
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(req, timeout=5)
+    assert caught.value.code == 429 and 290 <= int(caught.value.headers["Retry-After"]) <= 300
+    assert "too many failed authentications" in json.loads(caught.value.read())["error"]
+    r = t.orch(m1.config, None, "status", "--format", "json")
+    assert json.loads(r.stdout)["maintenance"]["paused"] is False  # the locked-out POST ran nothing
+    assert m1.get("/health")[0] == 200  # the checks are not limited
+    code, doc = m2.get("/resume", method="POST", data=b'{"dry_run": true}', token=TOKEN, timeout=60)
+    assert code == 200, doc  # the other host keeps its own count
+    with urllib.request.urlopen(f"http://127.0.0.1:{m1.port}/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert "orch_http_auth_failures_total 5.0" in metrics, [line for line in metrics.splitlines() if "auth" in line]
+    r = t.orch(m1.config, None, "history", "--format", "json")
+    lockouts = [e for e in json.loads(r.stdout) if e["event"] == "HTTP_LOCKOUT"]
+    assert len(lockouts) == 1 and "127.0.0.1" in lockouts[0]["reason"] and lockouts[0]["outcome"] == "refused", lockouts
+    log_text = m1.log_path.read_text()
+    assert "lock-out: 127.0.0.1" in log_text and log_text.count("missing or wrong token") >= 5
+    assert wrong not in log_text and wrong not in r.stdout
+
+
+@pytest.mark.mariadb
 def test_https_with_the_token(cluster, tmp_path):
     s1, s2, _, state = cluster
     cert, key = tmp_path / "api.pem", tmp_path / "api.key"

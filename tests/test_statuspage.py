@@ -19,7 +19,7 @@ from orchestrator import history as h
 from orchestrator import statuspage
 
 from . import chromium
-from .test_timeline import FAILOVER_TO_2, ON_SERVER2, SEMISYNC_ON, T0, run
+from .test_timeline import FAILOVER_TO_2, ON_SERVER1, ON_SERVER2, SEMISYNC_ON, T0, run
 
 SECRET = "pw-\u00e9t\u00e9-s3cr3t"
 
@@ -96,6 +96,29 @@ def test_the_page_shows_each_section_of_the_documents():
     assert (f.attrs["data-promoted"], f.attrs["data-old"], f.attrs["data-kind"]) == ("server2", "server1", "failover")
     assert [row.attrs["data-known"] for row in f.find_all("tr", class_="milestone")] == ["no", "yes", "yes", "yes"]
     assert len(root.find_all("tr", class_="entry")) == 3
+
+
+def test_the_other_hosts_history_merged_shows_its_fault_marked_with_its_host():
+    mine = h.mark_host(history_doc(), "server2")
+    theirs = h.mark_host(h.merge(h.journal_entries(ON_SERVER1), []), "server1")
+    root = chromium.parse(statuspage.render(status_doc(), h.merge_hosts(mine, theirs),
+                                            peer={"host": "server1", "merged": True, "note": "server1's history merged (2 entries)"}))
+    note = root.one(id="peer-history")
+    assert (note.attrs["data-host"], note.attrs["data-merged"]) == ("server1", "yes")
+    (f,) = root.find_all("div", class_="failover")
+    known = {m.attrs["data-key"]: m.attrs["data-known"] for m in f.find_all("tr", class_="milestone")}
+    assert known == {"fault": "yes", "vip": "yes", "opened": "yes", "rejoined": "yes"}, known
+    fault = f.one("tr", data_key="fault").text()
+    assert "server1: FAULT run r-fault" in fault, fault
+    hosts = {row.attrs["data-run"]: row.attrs["data-host"] for row in root.find_all("tr", class_="entry")}
+    assert hosts["r-fault"] == "server1" and hosts["r-master"] == "server2", hosts
+    # The other host did not answer: said, not an error; its FAULT not seen.
+    root = chromium.parse(statuspage.render(status_doc(), mine, peer={
+        "host": "server1", "merged": False, "note": "server1's history not merged: no answer within 1s"}))
+    note = root.one(id="peer-history")
+    assert note.attrs["data-merged"] == "no" and "no answer within 1s" in note.text()
+    (f,) = root.find_all("div", class_="failover")
+    assert f.one("tr", data_key="fault").attrs["data-known"] == "no"
 
 
 def test_what_goes_wrong_is_shown():

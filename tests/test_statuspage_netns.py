@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 from pathlib import Path
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import pytest
 
@@ -149,3 +150,52 @@ def test_monitoring_doc_scrape_check_against_a_lab_host(lab_run):
     assert 'orch_node_read_only{node="server1"} 1.0' in lines and 'orch_node_read_only{node="server2"} 0.0' in lines, lines
     assert "orch_holds_vip 0.0" in lines, lines  # server1 is the old master: server2 holds the VIP
     assert any(line.startswith("orch_maintainer_last_pass_timestamp_seconds ") for line in lines), lines
+
+
+def served_page(lab: Any, host: str, tmp_path: Path, name: str) -> Tuple[Path, float]:
+    """GET / of ``host``'s orch, fetched from the lab's client namespace: the saved page, and
+    how long the answer took."""
+    h = lab.hosts[host]
+    out = tmp_path / f"{name}.html"
+    argv = ["ip", "netns", "exec", lab.client_ns, "curl", "-s", "-f", "-m", "20", "-o", str(out), "-w", "%{time_total}",
+            f"http://{h.address}:9105/"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out, float(proc.stdout)
+
+
+def test_the_served_page_merges_the_other_hosts_fault(lab_run, tmp_path, record_property):
+    """GET / on the new master's host merges the old master's history (its GET /history): the
+    FAULT recorded on the old master's host is seen, marked with its host; with that host's orch
+    frozen, the page still comes at once and says its history is not merged."""
+    workdir, _ = lab_run
+    lab = load_lab(str(workdir))
+    assert lab is not None
+    html, took = served_page(lab, "server2", tmp_path, "served-server2")
+    assert_self_contained(html.read_text())
+    t.assert_no_secrets(html.read_text())
+    root = load(html, tmp_path, record_property, "netns-served-server2")
+    note = root.one(id="peer-history")
+    assert (note.attrs["data-host"], note.attrs["data-merged"]) == ("server1", "yes"), note.text()
+    (f,) = root.find_all("div", class_="failover")
+    fault = f.one("tr", data_key="fault")
+    assert fault.attrs["data-known"] == "yes" and "server1: FAULT run" in fault.text(), fault.text()
+    hosts = {row.attrs["data-host"] for row in root.find_all("tr", class_="entry")}
+    assert hosts == {"server1", "server2"}, hosts
+
+    # server1's orch frozen (its port accepts, nothing answers): the page says so, within the deadline.
+    proc = lab.procs["server1.maintain"]
+    assert proc.send(signal.SIGSTOP)
+    try:
+        html, took = served_page(lab, "server2", tmp_path, "served-server2-peer-frozen")
+        root = load(html, tmp_path, record_property, "netns-served-server2-peer-frozen")
+        health = subprocess.run(["ip", "netns", "exec", lab.client_ns, "curl", "-s", "-m", "2", "-o", "/dev/null", "-w",
+                                 "%{http_code}", f"http://{lab.hosts['server2'].address}:9105/health"],
+                                capture_output=True, text=True, timeout=10, check=False)
+    finally:
+        proc.send(signal.SIGCONT)
+    note = root.one(id="peer-history")
+    assert note.attrs["data-merged"] == "no" and "no answer within 1s" in note.text(), note.text()
+    assert root.one("div", class_="failover").one("tr", data_key="fault").attrs["data-known"] == "no"
+    assert took < 5.0, took  # the 1 s deadline, plus this host's own history read
+    assert health.stdout == "200", health

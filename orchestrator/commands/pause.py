@@ -95,7 +95,7 @@ def tell_peer(cfg: Any, args: argparse.Namespace, out: TextIO, event: str, by: s
     if why:
         out.write(f"{peer}'s host keeps its own record: run orch {action} there too (not asked: {why})\n")
         return EXIT_OK
-    body: Dict[str, Any] = {"by": by, "dry_run": dry_run}
+    body: Dict[str, Any] = {"by": by, "dry_run": dry_run, "from": cfg.self_name}
     if action == "pause":
         body.update({"for": getattr(args, "duration", None) or 0, "reason": args.reason or ""})
     out.write(f"asking {peer}'s orch to {action} too (POST /{action})\n")

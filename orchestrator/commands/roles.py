@@ -5,11 +5,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, Dict, TextIO
 
 from ..config import Config
 from ..decide import BACKUP, MASTER, decide
-from ..errors import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, LockBusy
+from ..errors import EXIT_FAILED, EXIT_INCOMPLETE, EXIT_OK, LockBusy, OrchError, UsageError
 from ..lock import RunLock
 from ..plan import NOOP
 from .common import RunContext, confirmed, ensure_state_dir, execute_plan, json_needs_dry_run, load_config, new_run, show_plan
@@ -94,12 +94,114 @@ def notify_event(args: argparse.Namespace, type_: str, name: str, state: str, ou
 
 
 def operator(args: argparse.Namespace, out: TextIO, stdin: TextIO) -> int:
-    """orch promote / orch demote: the MASTER / BACKUP plans, confirmed by a person."""
+    """orch promote / orch demote [NODE]: the MASTER / BACKUP plans, confirmed by a person; for
+    another node, its host's orch runs the command (POST /promote, /demote: ``ask_peer``)."""
     event = MASTER if args.command == "promote" else BACKUP
     if getattr(args, "force", False):
         import sys
 
         print("orch promote: warning: --force is deprecated: it means both --ignore-catchup and --ignore-anti-flapping; "
               "name the gate to skip (--yes skips the prompt)", file=sys.stderr)
+    target = getattr(args, "target", None)
+    if target is not None:
+        json_needs_dry_run(args, args.command)
+        cfg = load_config(args)
+        if acting_host(cfg, target, args.command) != cfg.self_name:
+            body = {"ignore_catchup": bool(getattr(args, "ignore_catchup", False)),
+                    "ignore_anti_flapping": bool(getattr(args, "ignore_anti_flapping", False)),
+                    "force": bool(getattr(args, "force", False))} if event == MASTER else {"rewind": bool(args.rewind)}
+            return ask_peer(cfg, args, out, stdin, args.command, body)
     return _run(args, event, out, stdin, operator=True)
 
+
+def acting_host(cfg: Config, target: str, command: str) -> str:
+    """The node whose host runs ``orch <command> <target>``: the target itself, validated
+    (UsageError naming the choices; a command the HTTP API runs is never handed on again)."""
+    import os
+
+    from ..http_client import VIA_API
+
+    names = [n.name for n in cfg.nodes]
+    if target not in names:
+        raise UsageError(f"orch {command}: {target!r} is not a node of this cluster ({', '.join(names)})")
+    if target != cfg.self_name and os.environ.get(VIA_API):
+        raise UsageError(f"orch {command}: {target!r} is not this node ({cfg.self_name}); asked through the HTTP API, "
+                         f"orch acts only here")
+    return target
+
+
+def ask_peer(cfg: Config, args: argparse.Namespace, out: TextIO, stdin: "TextIO | None", command: str,
+             options: Dict[str, Any]) -> int:
+    """``orch <command>`` run by the peer's host (POST /<command> to its orch): with --dry-run,
+    its plan; else its plan first (a dry run there), this host's confirmation, then the command
+    there with --yes. Its output and exit code are this command's; the peer cannot be asked
+    (no API, no token, refused, unreachable): one line, exit 1, nothing changed."""
+    from ..http_client import NoAnswer, api_unavailable
+
+    peer = cfg.peer.name
+    dry_run = bool(getattr(args, "dry_run", False))
+    why = api_unavailable(cfg)
+    if why:
+        raise OrchError(f"orch {command} {peer}: {peer}'s host must run it, and this host cannot ask its orch: {why} "
+                        f"(run orch {command} on {peer}'s host)")
+    if not dry_run and not args.yes and (stdin is None or not stdin.isatty()):  # before asking anything of the peer
+        raise UsageError("orch: refusing to act without confirmation: stdin is not a terminal (use --yes)")
+    try:
+        return _ask_peer(cfg, args, out, stdin, command, options, dry_run)
+    except NoAnswer:
+        raise
+    except OrchError as exc:
+        if isinstance(exc, UsageError):
+            raise
+        raise OrchError(f"{exc}; run orch {command} on {peer}'s host") from None
+
+
+def _ask_peer(cfg: Config, args: argparse.Namespace, out: TextIO, stdin: "TextIO | None", command: str,
+              options: Dict[str, Any], dry_run: bool) -> int:
+    from ..http_client import call_peer
+    from .pause import operator_name
+
+    peer = cfg.peer.name
+    timeout = cfg.failover.lock_timeout + cfg.failover.catchup_timeout + PEER_MARGIN
+    body: Dict[str, Any] = {**options, "by": operator_name(), "from": cfg.self_name}
+    if getattr(args, "format", "table") != "json":  # --format json: the peer's JSON alone
+        out.write(f"{peer}'s host runs orch {command} (POST /{command} to its orch)\n")
+    if dry_run:
+        answer = call_peer(cfg, command, {**body, "dry_run": True, "format": getattr(args, "format", "table")}, timeout)
+        if answer.plan is not None:  # --format json: the plan alone (its log lines stay out of the JSON)
+            import json
+
+            out.write(json.dumps(answer.plan, indent=2) + "\n")
+        else:
+            _echo(out, answer.output)
+        return answer.exit_code
+    if not args.yes:
+        preview = call_peer(cfg, command, {**body, "dry_run": True, "format": "json"}, timeout)
+        if preview.plan is None:
+            _echo(out, preview.output)
+            return preview.exit_code or EXIT_FAILED
+        out.write(render_plan(preview.plan) + "\n")
+        if preview.plan.get("outcome") == NOOP or not preview.plan.get("steps"):
+            return int(preview.plan.get("exit_code", preview.exit_code))
+        if not confirmed(out, stdin, False):
+            return EXIT_FAILED
+    answer = call_peer(cfg, command, {**body, "dry_run": False}, timeout)
+    _echo(out, answer.output)
+    log.info("%s's orch ran %s: exit %d", peer, command, answer.exit_code)
+    return answer.exit_code
+
+
+PEER_MARGIN = 60.0  # seconds beyond the lock wait and the catch-up that the peer's command may take
+
+
+def render_plan(doc: Dict[str, Any]) -> str:
+    """A plan as a peer's ``--dry-run --format json`` printed it, as Plan.render() shows one."""
+    lines = [f"plan ({doc.get('node', '?')}): {doc.get('reason', '')}"]
+    lines += [f"  warning: {w}" for w in doc.get("warnings") or ()]
+    steps = doc.get("steps") or []
+    lines += [f"  {i}. {s.get('description', s.get('step', '?'))}" for i, s in enumerate(steps, 1)] or ["  (no steps)"]
+    return "\n".join(lines)
+
+
+def _echo(out: TextIO, text: str) -> None:
+    out.write(text if text.endswith("\n") or not text else text + "\n")

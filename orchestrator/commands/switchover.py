@@ -296,7 +296,7 @@ def forward_switchover(cfg: Config, args: argparse.Namespace, out: TextIO, stdin
     out.write(f"{master} is the master: its orch runs the switchover to {cfg.self_name} (POST /switchover)\n")
     if not dry_run and not confirmed(out, stdin, args.yes):
         return EXIT_FAILED
-    body = {"to": cfg.self_name, "dry_run": dry_run, "by": operator_name()}
+    body = {"to": cfg.self_name, "dry_run": dry_run, "by": operator_name(), "from": cfg.self_name}
     if dry_run and getattr(args, "format", "table") == "json":
         body["format"] = "json"
     answer = call_peer(cfg, "switchover", body, cfg.failover.catchup_timeout + PROMOTION_MARGIN + 90.0)
