@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
+import pytest
 import yaml
 
 from orchestrator.lab import mariadb as lab
@@ -122,16 +125,42 @@ def write_report(request: Any, title: str, lines: Sequence[str]) -> None:
             terminal.write_line("  " + line)
 
 
+@functools.lru_cache(maxsize=None)
+def netns_skip_reason() -> Optional[str]:
+    """Why the namespace labs cannot run here (None: they can)."""
+    from orchestrator.lab import netns
+
+    return netns.unavailable_reason()
+
+
+@contextlib.contextmanager
+def held_lab(make: Callable[[], Any], skip: Optional[str] = None) -> Iterator[Any]:
+    """The body of a module fixture holding a namespace lab: skipped with ``skip`` (or when
+    namespaces are unavailable), earlier runs' stale labs removed, ``make()`` yielded, and
+    taken down afterwards, pass or fail."""
+    from orchestrator.lab import netns
+
+    reason = skip or netns_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    netns.cleanup_stale()
+    held = make()
+    try:
+        yield held
+    finally:
+        held.down()
+
+
 class LabHolder:
     """The module's lab; rebuilt when a drill leaves it unhealthy."""
 
     def __init__(self, root: Any, template: str, profile: str = "default", overrides: Optional[Dict[str, Any]] = None,
-                 etcd: bool = False) -> None:
+                 **options: Any) -> None:
         self.root = root
         self.template = template
         self.profile = profile
-        self.etcd = etcd  # the lab with the write token in etcd (docs/etcd.md)
         self.overrides = overrides  # None: orchestrator.lab.hosts.LAB_OVERRIDES
+        self.options = options  # NetnsLab's: etcd, etcd_tls, haproxy
         self.lab: Optional[Any] = None
         self.builds = 0
 
@@ -140,7 +169,7 @@ class LabHolder:
 
         self.builds += 1
         lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile,
-                             overrides=self.overrides, etcd=self.etcd)
+                             overrides=self.overrides, **self.options)
         lab.up()
         self.lab = lab
         return lab

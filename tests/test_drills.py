@@ -17,7 +17,6 @@ it is rebuilt when a drill left it unhealthy.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
@@ -31,17 +30,12 @@ from orchestrator.lab.probes import Sampler, gtids_beyond, row_ids
 from orchestrator.lab.proc import tail, wait_for
 from orchestrator.lab.traffic import Writer
 
-from .orchtest import LabHolder, write_report
+from .orchtest import LabHolder, held_lab, write_report
 
 pytestmark = pytest.mark.netns
 
 FAILOVER_TIMEOUT = 30  # seconds for the VIP to move and writes to resume
 HEAL_TIMEOUT = 40
-
-
-@functools.lru_cache(maxsize=None)
-def skip_reason() -> Optional[str]:
-    return netns.unavailable_reason()
 
 
 @dataclass
@@ -59,13 +53,8 @@ def report(request):
 @pytest.fixture(scope="module", params=["default", "fast"])
 def holder(request, tmp_path_factory, mariadb_template):
     """One lab per keepalived profile (conf/keepalived-server*.conf, conf/keepalived-fast-server*.conf)."""
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    netns.cleanup_stale()
-    h = LabHolder(tmp_path_factory.mktemp(f"drills-{request.param}"), mariadb_template, request.param)
-    yield h
-    h.down()
+    with held_lab(lambda: LabHolder(tmp_path_factory.mktemp(f"drills-{request.param}"), mariadb_template, request.param)) as h:
+        yield h
 
 
 @pytest.fixture
@@ -269,14 +258,9 @@ def test_flapping_three_failovers_in_quick_succession(lab, report):
 def shipped_holder(tmp_path_factory, mariadb_template):
     """A lab whose orch runs failover.block_seconds and maintainer.interval exactly as
     conf/orch.yaml ships them (every other LAB_OVERRIDES entry applies)."""
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    netns.cleanup_stale()
-    h = LabHolder(tmp_path_factory.mktemp("drills-shipped"), mariadb_template,
-                  overrides=overrides_except(SHIPPED_TIMING))
-    yield h
-    h.down()
+    with held_lab(lambda: LabHolder(tmp_path_factory.mktemp("drills-shipped"), mariadb_template,
+                                    overrides=overrides_except(SHIPPED_TIMING))) as h:
+        yield h
 
 
 class AntiFlappingRefused(AssertionError):

@@ -27,7 +27,7 @@ from orchestrator.lab.probes import Sampler, row_ids
 from orchestrator.lab.proc import run, tail, wait_for
 from orchestrator.lab.traffic import Writer
 
-from .orchtest import LabHolder, write_report
+from .orchtest import LabHolder, held_lab, write_report
 from .test_partitions import longest_two_writers, outage
 
 pytestmark = pytest.mark.netns
@@ -44,15 +44,6 @@ def skip_reason() -> Optional[str]:
     return reason
 
 
-class EtcdLabHolder(LabHolder):
-    def build(self):
-        self.builds += 1
-        lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile, etcd=True)
-        lab.up()
-        self.lab = lab
-        return lab
-
-
 @pytest.fixture(scope="module")
 def report(request):
     lines: List[str] = []
@@ -62,13 +53,9 @@ def report(request):
 
 @pytest.fixture(scope="module", params=["default", "fast"])
 def holder(request, tmp_path_factory, mariadb_template):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    netns.cleanup_stale()
-    h = EtcdLabHolder(tmp_path_factory.mktemp(f"etcd-{request.param}"), mariadb_template, request.param)
-    yield h
-    h.down()
+    with held_lab(lambda: LabHolder(tmp_path_factory.mktemp(f"etcd-{request.param}"), mariadb_template, request.param,
+                                    etcd=True), skip_reason()) as h:
+        yield h
 
 
 @pytest.fixture

@@ -22,21 +22,17 @@ import pytest
 from orchestrator.lab import netns
 from orchestrator.lab.proc import wait_for
 
-from .orchtest import write_report
-from .test_etcd_drills import EtcdLabHolder, lab, skip_reason, token_holder  # noqa: F401  (lab: the fixture)
+from .orchtest import LabHolder, held_lab, write_report
+from .test_etcd_drills import lab, skip_reason, token_holder  # noqa: F401  (lab: the fixture)
 
 pytestmark = pytest.mark.netns
 
 
 @pytest.fixture(scope="module")
 def holder(tmp_path_factory, mariadb_template):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    netns.cleanup_stale()
-    h = EtcdLabHolder(tmp_path_factory.mktemp("etcd-switchover"), mariadb_template, "default")
-    yield h
-    h.down()
+    with held_lab(lambda: LabHolder(tmp_path_factory.mktemp("etcd-switchover"), mariadb_template, "default", etcd=True),
+                  skip_reason()) as h:
+        yield h
 
 
 @pytest.fixture(scope="module")

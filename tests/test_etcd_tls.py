@@ -412,32 +412,17 @@ def test_user_and_non_ascii_password_over_tls_never_shown(auth_member, pki, clus
 @pytest.fixture(scope="module")
 def tls_lab(tmp_path_factory, mariadb_template):
     """orch lab up --etcd-tls: the three members serve clients over TLS with --client-cert-auth."""
-    from orchestrator.lab import netns
-
-    from .test_etcd_drills import EtcdLabHolder, runs_settled, skip_reason, token_holder
-
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-
-    class TlsLabHolder(EtcdLabHolder):
-        def build(self):
-            self.builds += 1
-            lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, profile=self.profile,
-                                 etcd=True, etcd_tls=True)
-            lab.up()
-            self.lab = lab
-            return lab
-
-    netns.cleanup_stale()
-    h = TlsLabHolder(tmp_path_factory.mktemp("etcd-tls-lab"), mariadb_template, "default")
-    lab = h.healthy()
     from orchestrator.lab.proc import wait_for
 
-    wait_for("the master to hold the write token", lambda: token_holder(lab) == lab.master(), 20)
-    wait_for("every journaled orch run to have ended", lambda: runs_settled(lab), 20)
-    yield lab
-    h.down()
+    from .orchtest import LabHolder, held_lab
+    from .test_etcd_drills import runs_settled, skip_reason, token_holder
+
+    with held_lab(lambda: LabHolder(tmp_path_factory.mktemp("etcd-tls-lab"), mariadb_template, "default",
+                                    etcd=True, etcd_tls=True), skip_reason()) as h:
+        lab = h.healthy()
+        wait_for("the master to hold the write token", lambda: token_holder(lab) == lab.master(), 20)
+        wait_for("every journaled orch run to have ended", lambda: runs_settled(lab), 20)
+        yield lab
 
 
 @pytest.mark.netns

@@ -13,7 +13,6 @@ import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 from typing import Dict, Iterator, List
 
 import pytest

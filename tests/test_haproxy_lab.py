@@ -31,7 +31,7 @@ from orchestrator.lab import haproxy, netns
 from orchestrator.lab.hosts import API_TOKEN
 from orchestrator.lab.proc import orch_bin, wait_for
 
-from .orchtest import LabHolder, write_report
+from .orchtest import LabHolder, held_lab, write_report
 
 pytestmark = pytest.mark.netns
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,24 +42,10 @@ def skip_reason() -> Optional[str]:
     return netns.unavailable_reason() or haproxy.unavailable_reason()
 
 
-class HaproxyHolder(LabHolder):
-    def build(self) -> Any:
-        self.builds += 1
-        lab = netns.NetnsLab(str(self.root / f"lab{self.builds}"), template=self.template, haproxy=True)
-        lab.up()
-        self.lab = lab
-        return lab
-
-
 @pytest.fixture(scope="module")
 def holder(tmp_path_factory, mariadb_template):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    netns.cleanup_stale()
-    h = HaproxyHolder(tmp_path_factory.mktemp("haproxy"), mariadb_template)
-    yield h
-    h.down()
+    with held_lab(lambda: LabHolder(tmp_path_factory.mktemp("haproxy"), mariadb_template, haproxy=True), skip_reason()) as h:
+        yield h
 
 
 def api(lab: Any, host: str, path: str, method: str = "GET", body: Optional[dict] = None, token: str = "",

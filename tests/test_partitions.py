@@ -18,11 +18,10 @@ A drill that cannot get there fails naming the condition that broke.
 
 from __future__ import annotations
 
-import functools
 import re
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Set
+from typing import Callable, Dict, List, Set
 
 import pytest
 
@@ -32,17 +31,12 @@ from orchestrator.lab.probes import Sampler, row_ids
 from orchestrator.lab.proc import tail, wait_for
 from orchestrator.lab.traffic import Writer
 
-from .orchtest import LabHolder, write_report
+from .orchtest import LabHolder, held_lab, write_report
 
 pytestmark = pytest.mark.netns
 
 FAULT_SECONDS = 6.0
 CONVERGE_SECONDS = 30.0
-
-
-@functools.lru_cache(maxsize=None)
-def skip_reason() -> Optional[str]:
-    return netns.unavailable_reason()
 
 
 @pytest.fixture(scope="module")
@@ -56,15 +50,10 @@ def report(request):
 def holder(request, tmp_path_factory, mariadb_template):
     """One lab per keepalived profile: no split brain with the fast profile's 0.2 s adverts either;
     and the default profile with the write token in etcd (docs/etcd.md)."""
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    netns.cleanup_stale()
     profile, _, etcd = request.param.partition("+")
-    h = LabHolder(tmp_path_factory.mktemp(f"partitions-{profile}{'-etcd' if etcd else ''}"), mariadb_template, profile,
-                  etcd=bool(etcd))
-    yield h
-    h.down()
+    with held_lab(lambda: LabHolder(tmp_path_factory.mktemp(f"partitions-{profile}{'-etcd' if etcd else ''}"),
+                                    mariadb_template, profile, etcd=bool(etcd))) as h:
+        yield h
 
 
 @pytest.fixture
@@ -327,13 +316,9 @@ SHIPPED_CONVERGE_SECONDS = 40.0
 
 @pytest.fixture(scope="module")
 def shipped_holder(tmp_path_factory, mariadb_template):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    netns.cleanup_stale()
-    h = LabHolder(tmp_path_factory.mktemp("partitions-shipped"), mariadb_template, overrides=overrides_except(SHIPPED_TIMING))
-    yield h
-    h.down()
+    with held_lab(lambda: LabHolder(tmp_path_factory.mktemp("partitions-shipped"), mariadb_template,
+                                    overrides=overrides_except(SHIPPED_TIMING))) as h:
+        yield h
 
 
 @pytest.fixture

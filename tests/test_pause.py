@@ -15,16 +15,16 @@ from orchestrator.alerts import PAUSE, RESUME, WITHHELD, classify
 from orchestrator.cli import main
 from orchestrator.decide import BACKUP, FAULT, MASTER, STOP, decide
 from orchestrator.errors import EXIT_OK, EXIT_USAGE
-from orchestrator.invariants import SPLIT_BRAIN, STALE
+from orchestrator.invariants import STALE
 from orchestrator.model import PauseRecord, PromotionRecord
-from orchestrator.pass_choice import MAINTAIN, REJOIN, PassFacts, choose_action
+from orchestrator.pass_choice import PassFacts, choose_action
 from orchestrator.pause import decide_pause, decide_resume, parse_duration, paused_plan
 from orchestrator.plan import (
     ACT, EXIT_CODES, INCOMPLETE, NOOP, PAUSED, REFUSED, Fence, PauseLocally, Plan, RecordPause, SetWritable,
 )
 
 from .test_decide import MASTER1, MASTER2, REPLICA1, REPLICA2, cfg, down, node, view
-from .test_invariants import _semi_cfg, _track_cfg, _waiting
+from .test_invariants import _semi_cfg, _waiting
 from .test_pass_choice import STALE_VIEW, UNFINISHED_REJOIN
 
 

@@ -10,11 +10,10 @@ comes back and, once the resume is carried to the databases, rejoins.
 
 from __future__ import annotations
 
-import functools
 import json
 import subprocess
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 import pytest
 
@@ -22,7 +21,7 @@ from orchestrator.lab import LabError, netns
 from orchestrator.lab.probes import Sampler, row_ids
 from orchestrator.lab.proc import orch_bin, tail, wait_for
 
-from .orchtest import LabHolder
+from .orchtest import LabHolder, held_lab
 
 pytestmark = pytest.mark.netns
 
@@ -30,20 +29,10 @@ STILL_READ_ONLY = 5.0  # seconds after the VIP moved that the paused VIP holder 
 HEAL_TIMEOUT = 40
 
 
-@functools.lru_cache(maxsize=None)
-def skip_reason() -> Optional[str]:
-    return netns.unavailable_reason()
-
-
 @pytest.fixture(scope="module")
 def holder(tmp_path_factory, mariadb_template):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    netns.cleanup_stale()
-    h = LabHolder(tmp_path_factory.mktemp("pause"), mariadb_template)
-    yield h
-    h.down()
+    with held_lab(lambda: LabHolder(tmp_path_factory.mktemp("pause"), mariadb_template)) as h:
+        yield h
 
 
 def run_orch(lab: netns.NetnsLab, host: str, *args: str) -> subprocess.CompletedProcess:

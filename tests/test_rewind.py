@@ -592,7 +592,6 @@ def test_the_rewind_mark_keeps_a_quiet_master_from_yielding_to_the_replica_being
     from orchestrator.invariants import stale_writer
     from orchestrator.model import ClusterView
     from orchestrator.observe import read_node
-    from orchestrator.plan import Plan
 
     s1, s2, cfg_path, _ = cluster
     s1.sql("INSERT INTO test.t VALUES (1, 'one')")

@@ -18,7 +18,6 @@ Run under ``flock /tmp/orch-netns.lock``. One drill, each step checked on the re
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shlex
@@ -34,28 +33,19 @@ from orchestrator.lab import LabError, netns
 from orchestrator.lab.hosts import overrides_except
 from orchestrator.lab.proc import orch_bin, tail, wait_for
 
-from .orchtest import LabHolder
+from .orchtest import LabHolder, held_lab
 
 pytestmark = pytest.mark.netns
 
 HEAL_TIMEOUT = 40
 
 
-@functools.lru_cache(maxsize=None)
-def skip_reason() -> Optional[str]:
-    return netns.unavailable_reason()
-
-
 @pytest.fixture(scope="module")
 def holder(tmp_path_factory, mariadb_template):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    netns.cleanup_stale()
     # Anti-flapping as shipped (failover.block_seconds 3600): orch ack has a failover to acknowledge.
-    h = LabHolder(tmp_path_factory.mktemp("roles"), mariadb_template, overrides=overrides_except(["failover.block_seconds"]))
-    yield h
-    h.down()
+    with held_lab(lambda: LabHolder(tmp_path_factory.mktemp("roles"), mariadb_template,
+                                    overrides=overrides_except(["failover.block_seconds"]))) as h:
+        yield h
 
 
 def run_orch(lab: netns.NetnsLab, host: str, *args: str, config: Optional[Path] = None) -> subprocess.CompletedProcess:

@@ -30,7 +30,6 @@ orch, marked xfail with the bug; the fix removes the mark).
 
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
@@ -39,16 +38,16 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Tuple
 
 import pytest
 import yaml
 
 from orchestrator.lab import LabError, netns
 from orchestrator.lab.hosts import overrides_except, write_secret
-from orchestrator.lab.proc import orch_bin, tail
+from orchestrator.lab.proc import orch_bin
 
-from .orchtest import LabHolder, write_report
+from .orchtest import LabHolder, held_lab, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS = ROOT / "docs" / "runbooks"
@@ -269,21 +268,11 @@ LAB_NETWORK = f"{netns.SUBNET}.%"
 ADMIN_PASSWORD = "adm-pw-\u00f1-\"q'"  # non-ASCII and quotes: through every file and SQL string it passes
 
 
-@functools.lru_cache(maxsize=None)
-def skip_reason() -> Optional[str]:
-    return netns.unavailable_reason()
-
-
 @pytest.fixture(scope="module")
 def holder(tmp_path_factory, mariadb_template):
-    reason = skip_reason()
-    if reason:
-        pytest.skip(reason)
-    netns.cleanup_stale()
-    h = LabHolder(tmp_path_factory.mktemp("runbooks"), mariadb_template,
-                  overrides=overrides_except(["failover.block_seconds"]))
-    yield h
-    h.down()
+    with held_lab(lambda: LabHolder(tmp_path_factory.mktemp("runbooks"), mariadb_template,
+                                    overrides=overrides_except(["failover.block_seconds"]))) as h:
+        yield h
 
 
 def absolute_password_files(lab: netns.NetnsLab) -> None:

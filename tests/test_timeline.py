@@ -236,7 +236,7 @@ def test_svg_is_well_formed_and_escapes_every_text():
     root = ET.fromstring(svg)  # well-formed XML, so well-formed inline SVG
     ns = "{http://www.w3.org/2000/svg}"
     lanes = [g.get("data-lane") for g in root.iter(f"{ns}g") if g.get("class") == "lane"]
-    assert lanes == [f"orch on server2", f"orch on {HOSTILE}"]
+    assert lanes == ["orch on server2", f"orch on {HOSTILE}"]
     texts = " ".join(t.text or "" for t in root.iter(f"{ns}text"))
     assert "fault seen" in texts and "VIP moved" in texts and "writes opened" in texts
     marks = [g.get("data-mark") for g in root.iter(f"{ns}g") if g.get("class") == "mark"]

@@ -16,7 +16,6 @@ Used by tests/test_haproxy_lab.py and bench/haproxy.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import time
