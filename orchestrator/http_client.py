@@ -151,3 +151,28 @@ def call_peer(cfg: Config, action: str, body: Dict[str, Any], timeout: float) ->
         output += f"\norch {action} on {peer.name} was killed by signal {-code}: see orch status and orch history\n"
         code = EXIT_INCOMPLETE
     return PeerAnswer(resp.status, code, output, plan if isinstance(plan, dict) else None)
+
+
+def same_on_peer(cfg: Config, action: str, body: Dict[str, Any], out: Any, keeps: str, verb: str = "") -> int:
+    """Ask the other host's orch to do ``action`` too (``orch ack``, ``pause``, ``resume`` whose
+    record this host alone would keep), saying each step on ``out``. Exit 0 when it did, or when
+    there is no API to ask it with (``keeps``: what that host keeps, for the advice); 3
+    (incomplete) when it could not be asked or refused."""
+    from .errors import EXIT_OK
+
+    peer = cfg.peer.name
+    why = api_unavailable(cfg)
+    if why:
+        out.write(f"{peer}'s host keeps its own {keeps}: run orch {action} there too (not asked: {why})\n")
+        return EXIT_OK
+    out.write(f"asking {peer}'s orch to {verb or action} too (POST /{action})\n")
+    try:
+        answer = call_peer(cfg, action, body, cfg.failover.lock_timeout + 60.0)
+    except OrchError as exc:
+        out.write(f"{exc}: run orch {action} on {peer}'s host too\n")
+        return EXIT_INCOMPLETE
+    out.write("".join(f"  {peer}: {line}\n" for line in answer.output.splitlines()))
+    if answer.exit_code != EXIT_OK:
+        out.write(f"{peer}'s orch {action} exited {answer.exit_code}: run orch {action} on {peer}'s host\n")
+        return EXIT_INCOMPLETE
+    return EXIT_OK

@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any, TextIO
 
-from ..errors import EXIT_INCOMPLETE, EXIT_OK, OrchError
+from ..errors import EXIT_OK
 from ..http_client import VIA_API
 from ..lock import RunLock
 from .common import RunContext, confirm_and_run, ensure_state_dir, json_needs_dry_run, load_config, new_run
@@ -63,23 +63,8 @@ def tell_peer(cfg: Any, args: argparse.Namespace, out: TextIO) -> int:
     """The same acknowledgement on the other host, through its HTTP API (POST /ack). Exit 0 when
     it did it too, or when this host has no API to ask it with (the plan already said to run the
     command there too); 3 (incomplete) when it could not be asked or refused."""
-    from ..http_client import api_unavailable, call_peer
+    from ..http_client import same_on_peer
     from .pause import operator_name
 
-    peer = cfg.peer.name
-    why = api_unavailable(cfg)
-    if why:
-        out.write(f"{peer}'s host keeps its own acknowledgement: run orch ack there too (not asked: {why})\n")
-        return EXIT_OK
-    out.write(f"asking {peer}'s orch to acknowledge too (POST /ack)\n")
-    try:
-        answer = call_peer(cfg, "ack", {"by": operator_name(), "from": cfg.self_name, "dry_run": bool(args.dry_run)},
-                           cfg.failover.lock_timeout + 60.0)
-    except OrchError as exc:
-        out.write(f"{exc}: run orch ack on {peer}'s host too\n")
-        return EXIT_INCOMPLETE
-    out.write("".join(f"  {peer}: {line}\n" for line in answer.output.splitlines()))
-    if answer.exit_code != EXIT_OK:
-        out.write(f"{peer}'s orch ack exited {answer.exit_code}: run orch ack on {peer}'s host\n")
-        return EXIT_INCOMPLETE
-    return EXIT_OK
+    body = {"by": operator_name(), "from": cfg.self_name, "dry_run": bool(args.dry_run)}
+    return same_on_peer(cfg, "ack", body, out, "acknowledgement", verb="acknowledge")

@@ -9,7 +9,7 @@ import os
 import time
 from typing import Any, Dict, TextIO
 
-from ..errors import EXIT_INCOMPLETE, EXIT_OK, OrchError
+from ..errors import EXIT_OK
 from ..lock import RunLock
 from .common import RunContext, confirm_and_run, ensure_state_dir, load_config, new_run
 
@@ -86,26 +86,10 @@ def tell_peer(cfg: Any, args: argparse.Namespace, out: TextIO, event: str, by: s
     """The same pause (resume) on the other host, through its HTTP API (POST /pause, /resume).
     Exit 0 when it did it too, or when this host has no API to ask it with (the plan already
     said to run the command there too); 3 (incomplete) when it could not be asked or refused."""
-    from ..http_client import api_unavailable, call_peer
+    from ..http_client import same_on_peer
 
-    peer = cfg.peer.name
     action = "pause" if event == PAUSE_EVENT else "resume"
-    dry_run = bool(args.dry_run)
-    why = api_unavailable(cfg)
-    if why:
-        out.write(f"{peer}'s host keeps its own record: run orch {action} there too (not asked: {why})\n")
-        return EXIT_OK
-    body: Dict[str, Any] = {"by": by, "dry_run": dry_run, "from": cfg.self_name}
+    body: Dict[str, Any] = {"by": by, "dry_run": bool(args.dry_run), "from": cfg.self_name}
     if action == "pause":
         body.update({"for": getattr(args, "duration", None) or 0, "reason": args.reason or ""})
-    out.write(f"asking {peer}'s orch to {action} too (POST /{action})\n")
-    try:
-        answer = call_peer(cfg, action, body, cfg.failover.lock_timeout + 60.0)
-    except OrchError as exc:
-        out.write(f"{exc}: run orch {action} on {peer}'s host too\n")
-        return EXIT_INCOMPLETE
-    out.write("".join(f"  {peer}: {line}\n" for line in answer.output.splitlines()))
-    if answer.exit_code != EXIT_OK:
-        out.write(f"{peer}'s orch {action} exited {answer.exit_code}: run orch {action} on {peer}'s host\n")
-        return EXIT_INCOMPLETE
-    return EXIT_OK
+    return same_on_peer(cfg, action, body, out, "record")
