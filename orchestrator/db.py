@@ -140,6 +140,23 @@ class Server:
         log.info("%s: %s%s", self.node.name, sql, f"  -- {why}" if why else "")
         self.query(sql, args, timeout)
 
+    def take_lock(self, name: str, why: str) -> bool:
+        """Take the named lock ``name`` on this connection without waiting (GET_LOCK): False
+        when another session holds it. It lasts until ``release_lock`` or this connection's end
+        (a lost connection releases it); other sessions see it with IS_USED_LOCK."""
+        taken = str(self.value("SELECT GET_LOCK(%s, 0)", (name,))) == "1"
+        log.info("%s: lock %s %s  -- %s", self.node.name, name, "taken" if taken else "held by another session", why)
+        return taken
+
+    def release_lock(self, name: str) -> None:
+        """Release a lock ``take_lock`` took; a lost connection has released it already."""
+        try:
+            self.value("SELECT RELEASE_LOCK(%s)", (name,))
+        except DatabaseError as exc:
+            log.info("%s: lock %s not released (%s): the connection's end released it", self.node.name, name, exc)
+            return
+        log.info("%s: lock %s released", self.node.name, name)
+
     def close(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:

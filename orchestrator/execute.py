@@ -307,20 +307,14 @@ class Executor:
         if query is None:
             return "no mark: this flavor has no rewind"
         name = str(server.value(query))
-        if str(server.value("SELECT GET_LOCK(%s, 0)", (name,))) != "1":
+        if not server.take_lock(name, step.describe()):
             raise OrchError(f"{step.node}: the rewind mark is held by another session (another rewind of it is running)")
         self._rewind_marks[step.node] = name
-        log.info("%s: rewind mark taken (%s)  -- %s", step.node, name, step.describe())
         return ""
 
     def _release_rewind_marks(self, node: str = "") -> None:
         for name_of in [n for n in self._rewind_marks if not node or n == node]:
-            lock = self._rewind_marks.pop(name_of)
-            try:
-                self.servers[name_of].value("SELECT RELEASE_LOCK(%s)", (lock,))
-                log.info("%s: rewind mark released", name_of)
-            except OrchError as exc:  # a lost connection released it already
-                log.info("%s: rewind mark not released (%s): its connection's end releases it", name_of, exc)
+            self.servers[name_of].release_lock(self._rewind_marks.pop(name_of))
 
     def _run_hook(self, step: RunHook) -> str:
         """Run one hook; a failed pre hook raises Refused (nothing changed yet), a post hook's

@@ -634,14 +634,12 @@ def reset_gtid_state(server: Server, node: str, errant: str, common_state: str, 
     """Forget the errant GTIDs: an empty binlog that starts at the common state, and the
     replication position at the last common GTID, so strict mode accepts the peer's next.
     (Never SET gtid_binlog_state from @@gtid_binlog_state itself: 10.11 hangs on that.)"""
-    from .errors import DatabaseError
     from .flavors.mariadb import REWIND_RESET_LOCK
 
     why = f"forget {node}'s rolled back GTIDs {errant} (saved in {where})"
     # The rewind mark is named after the binlog state this changes: the peer's orch sees this
     # lock instead until the shared state is set (the errant transactions are rolled back).
-    marked = str(server.value("SELECT GET_LOCK(%s, 0)", (REWIND_RESET_LOCK,))) == "1"
-    log.info("%s: %s  -- %s", node, "reset mark taken" if marked else "reset mark not taken (another session holds it)", why)
+    marked = server.take_lock(REWIND_RESET_LOCK, f"{why}: the rewind mark while the GTID state changes")
     try:
         server.execute("RESET MASTER", why=why)
         server.execute("SET GLOBAL gtid_binlog_state = %s", (common_state,), why=f"{why}: start at the state shared with the peer")
@@ -649,10 +647,7 @@ def reset_gtid_state(server: Server, node: str, errant: str, common_state: str, 
         row = server.query("SELECT @@global.gtid_binlog_state AS state, @@global.gtid_current_pos AS pos")[0]
     finally:
         if marked:
-            try:
-                server.value("SELECT RELEASE_LOCK(%s)", (REWIND_RESET_LOCK,))
-            except DatabaseError:
-                pass  # the connection is gone, and the lock with it
+            server.release_lock(REWIND_RESET_LOCK)
     state, pos = (str(row[k] or "").replace("\n", "") for k in ("state", "pos"))
     if str(BinlogState.parse(state)) != str(BinlogState.parse(common_state)) or str(GtidPos.parse(pos)) != str(GtidPos.parse(common_pos)):
         raise Refused(f"{node}: after the reset gtid_binlog_state is {state!r} and gtid_current_pos {pos!r}, "
