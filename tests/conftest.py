@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 
 import pytest
 
+from orchestrator import logs
 from orchestrator.lab import mariadb as lab
+
+
+@pytest.fixture(autouse=True)
+def _orch_logging_undone() -> Iterator[None]:
+    """A test that runs ``cli.main`` in this process has ``logs.setup`` put a handler on the root
+    logger, writing to the stderr pytest captured for that test; undone after it, so a later
+    teardown's log line does not meet a closed file ("--- Logging error ---")."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    for handler in root.handlers[:]:
+        if logs._context in handler.filters:  # logs.setup's (pytest's own handlers stay)
+            root.removeHandler(handler)
+    logs._syslog = None
+    root.setLevel(level)
+    if hasattr(root, "_orch_configured"):
+        del root._orch_configured
 
 # --- MariaDB: real throwaway mariadbd processes (orchestrator.lab.mariadb) ---
 

@@ -18,6 +18,7 @@ Run under ``flock /tmp/orch-netns.lock``. One drill, each step checked on the re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -174,41 +175,78 @@ def test_promote_demote_and_ack_from_the_other_host(holder):
             run_orch(lab, host, "resume", "--yes")
 
 
+def _children(pid: int, word: str) -> List[int]:
+    """The PIDs whose parent is ``pid`` and whose command line has ``word``."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])  # the name (field 2) may hold spaces
+        if ppid == pid and word.encode() in cmdline:
+            found.append(int(entry))
+    return found
+
+
 def test_a_switchover_survives_a_restart_of_the_maintainer_running_it(holder):
     """orch switchover on the replica's host: the master's orch runs it (POST /switchover) as a
     child of its maintainer. That maintainer's process group is sent SIGTERM and the maintainer
     started again while the switchover is in flight: the switchover, in a session of its own
     and writing to a file, finishes all the same, under its run lock; the asking host says it
     got no answer (exit 3) and where to look. (systemd's side, KillMode=process in
-    conf/orch-maintain.service, is checked by tests/test_conf_files.py: no systemd here.)"""
+    conf/orch-maintain.service, is checked by tests/test_conf_files.py: no systemd here.)
+
+    A switchover takes a fraction of a second, less than a maintainer may take to stop: to
+    keep it in flight whatever the machine's speed, its process is stopped (SIGSTOP, as a slow
+    catch-up would hold it) as soon as the maintainer has started it, and continued once the
+    maintainer has stopped. It is in a session of its own: the signal to the maintainer's
+    process group does not reach it."""
     lab = holder.healthy()
     old = lab.master()
     assert old, "no single VIP holder at the start"
     new = lab.peer_of(old)
     h = lab.hosts[old]
+    maintainer = lab.procs[f"{old}.maintain"]
+    # The maintainer leads its own process group (the lab starts it with setsid): the whole
+    # group is signalled, as a control-group kill would reach every process it started.
+    assert maintainer.alive() and os.getpgid(maintainer.pid) == maintainer.pid
     before = {r["id"] for r in journal(lab, old) if r.get("event") == "SWITCHOVER"}
     asking = subprocess.Popen(["ip", "netns", "exec", lab.hosts[new].netns or "", orch_bin(), "-c",
                                str(lab.hosts[new].file("orch.yaml")), "switchover", "--yes"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    held: List[int] = []
     try:
+        def hold() -> bool:
+            held.extend(_children(maintainer.pid, "switchover"))
+            for pid in held:
+                os.kill(pid, signal.SIGSTOP)
+            return bool(held)
+
+        wait_for("the maintainer to start the POSTed switchover", hold, 30, interval=0.002)
+        assert len(held) == 1, held
+        assert os.getsid(held[0]) == held[0], "the switchover is not in a session of its own"
+        os.killpg(maintainer.pid, signal.SIGTERM)
+        wait_for(f"{old}'s maintainer to stop", lambda: not maintainer.alive(), 15, interval=0.05)
+        assert Path(f"/proc/{held[0]}").exists(), "the switchover died with its maintainer"
+        in_flight = not [r for r in journal(lab, old) if r.get("event") == "SWITCHOVER" and r["id"] not in before
+                         and r.get("phase") == "end"]
+        assert in_flight, "the switchover had ended before the maintainer was stopped: nothing shown"
+        lab.start_maintainer(h)  # systemd's restart
+        os.kill(held.pop(), signal.SIGCONT)
+        out, err = asking.communicate(timeout=120)
+        assert asking.returncode == 3 and "may still be running there" in out + err, (asking.returncode, out, err)
+
         def begun() -> Optional[str]:
             got = [r["id"] for r in journal(lab, old) if r.get("event") == "SWITCHOVER" and r.get("phase") == "begin"
                    and r["id"] not in before]
             return got[0] if got else None
 
-        wait_for("the POSTed switchover to begin on the master's host", lambda: begun() is not None, 30, interval=0.005)
+        wait_for("the switchover to begin", lambda: begun() is not None, 30, interval=0.05)
         run_id = begun()
-        maintainer = lab.procs[f"{old}.maintain"]
-        # The maintainer leads its own process group (the lab starts it with setsid): the whole
-        # group is signalled, as a control-group kill would reach every process it started.
-        assert maintainer.alive() and os.getpgid(maintainer.pid) == maintainer.pid
-        os.killpg(maintainer.pid, signal.SIGTERM)
-        in_flight = not [r for r in journal(lab, old) if r.get("id") == run_id and r.get("phase") == "end"]
-        wait_for(f"{old}'s maintainer to stop", lambda: not maintainer.alive(), 15, interval=0.05)
-        lab.start_maintainer(h)  # systemd's restart
-        assert in_flight, "the switchover had ended before the maintainer was stopped: nothing shown"
-        out, err = asking.communicate(timeout=120)
-        assert asking.returncode == 3 and "may still be running there" in out + err, (asking.returncode, out, err)
 
         def ended() -> Optional[Dict[str, Any]]:
             return next((r for r in journal(lab, old) if r.get("id") == run_id and r.get("phase") == "end"), None)
@@ -227,6 +265,9 @@ def test_a_switchover_survives_a_restart_of_the_maintainer_running_it(holder):
     except LabError as exc:
         pytest.fail(f"maintainer restart drill: {exc}{lab.logs_hint()}", pytrace=False)
     finally:
+        for pid in held:  # a failed step leaves nothing stopped
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
         if asking.poll() is None:
             asking.kill()
             asking.wait()
