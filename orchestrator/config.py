@@ -152,13 +152,13 @@ _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 def _headers(value: Any, path: str, reading: Reading) -> Tuple[Tuple[str, str], ...]:
     """mapping of HTTP headers"""
     headers = []
-    for name, text in mapping(value, path, reading).items():
+    for name, given in mapping(value, path, reading).items():
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             reading.add(path, f"{name!r} is not an HTTP header name")
-        elif not isinstance(text, str) or re.search(r"[\r\n\0]", text):
+        elif not isinstance(given, str) or re.search(r"[\r\n\0]", given):
             reading.add(f"{path}.{name}", "expected a one-line string")  # never echo the value: it may be a token
         else:
-            headers.append((name, text))
+            headers.append((name, given))
     return tuple(headers)
 
 

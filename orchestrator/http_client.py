@@ -12,6 +12,7 @@ import http.client
 import json
 import logging
 import ssl
+import sys
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 
@@ -35,8 +36,23 @@ class NoAnswer(OrchError):
 class PeerAnswer:
     status: int  # HTTP status
     exit_code: int  # the command's exit code on the peer
-    output: str  # what it printed there
+    output: str  # what it printed there (stdout, then what it logged)
     plan: Optional[Dict[str, Any]] = None  # a --format json dry run's plan
+    logged: str = ""  # what it logged there (its stderr), when the answer tells it apart
+
+    @property
+    def printed(self) -> str:
+        """What the command printed there (its stdout): the whole output when the answer does
+        not tell the two apart."""
+        if self.logged and self.output.endswith(self.logged):
+            return self.output[:len(self.output) - len(self.logged)]
+        return self.output
+
+    def show(self, out: Any, err: Any) -> None:
+        """What it printed on ``out`` and what it logged on ``err``, as a command run here shows them."""
+        for stream, text in ((out, self.printed), (err, self.logged)):
+            if text:
+                stream.write(text if text.endswith("\n") else text + "\n")
 
 
 def api_origin(environ: Mapping[str, str]) -> Optional[Dict[str, str]]:
@@ -147,10 +163,12 @@ def call_peer(cfg: Config, action: str, body: Dict[str, Any], timeout: float) ->
         raise OrchError(f"{peer.name}'s orch at {where} refused: HTTP {resp.status}: {error} (nothing changed)")
     plan = doc.get("plan")
     code, output = int(doc.get("exit_code", EXIT_FAILED)), str(doc.get("output", ""))
+    logged = str(doc.get("stderr") or "")
     if code < 0:  # killed by a signal there: how far it got is unknown (exit 3, as a lost answer)
-        output += f"\norch {action} on {peer.name} was killed by signal {-code}: see orch status and orch history\n"
+        killed = f"\norch {action} on {peer.name} was killed by signal {-code}: see orch status and orch history\n"
+        output, logged = output + killed, (logged + killed if logged else "")
         code = EXIT_INCOMPLETE
-    return PeerAnswer(resp.status, code, output, plan if isinstance(plan, dict) else None)
+    return PeerAnswer(resp.status, code, output, plan if isinstance(plan, dict) else None, logged)
 
 
 def same_on_peer(cfg: Config, action: str, body: Dict[str, Any], out: Any, keeps: str, verb: str = "") -> int:
@@ -171,7 +189,8 @@ def same_on_peer(cfg: Config, action: str, body: Dict[str, Any], out: Any, keeps
     except OrchError as exc:
         out.write(f"{exc}: run orch {action} on {peer}'s host too\n")
         return EXIT_INCOMPLETE
-    out.write("".join(f"  {peer}: {line}\n" for line in answer.output.splitlines()))
+    out.write("".join(f"  {peer}: {line}\n" for line in answer.printed.splitlines()))
+    sys.stderr.write("".join(f"{peer}: {line}\n" for line in answer.logged.splitlines()))
     if answer.exit_code != EXIT_OK:
         out.write(f"{peer}'s orch {action} exited {answer.exit_code}: run orch {action} on {peer}'s host\n")
         return EXIT_INCOMPLETE

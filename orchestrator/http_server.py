@@ -253,11 +253,13 @@ def _output_files(cfg: Config, name: str) -> Tuple[Any, Any, List[str]]:
 
 
 def command_answer(cfg: Config, command: Command, code: int, stdout: str, stderr: str) -> Response:
-    """A command's outcome as JSON: its exit code and output (stdout, then stderr); a
-    ``--format json`` dry run's plan also as ``plan`` (what the asking host shows before its prompt)."""
+    """A command's outcome as JSON: its exit code, what it printed (``stdout``) and logged
+    (``stderr``), and both as ``output``; a ``--format json`` dry run's plan also as ``plan``
+    (what the asking host shows before its prompt)."""
     import json
 
-    doc: Dict[str, Any] = {"command": command.name, "node": cfg.self_name, "exit_code": code, "output": stdout + stderr}
+    doc: Dict[str, Any] = {"command": command.name, "node": cfg.self_name, "exit_code": code,
+                           "output": stdout + stderr, "stdout": stdout, "stderr": stderr}
     if "--format" in command.argv:
         try:
             doc["plan"] = json.loads(stdout)

@@ -309,6 +309,28 @@ def test_a_peer_plan_is_shown_as_the_local_one_would_be():
     assert render_plan({"reason": "nothing to do", "steps": []}).endswith("(no steps)")
 
 
+def test_a_peer_answer_shows_what_it_printed_on_stdout_and_what_it_logged_on_stderr():
+    """A command run by the other host looks as it would run here: its printed result on
+    stdout, its log lines on stderr. An answer from an orch that does not tell them apart
+    (no ``stderr`` key) is shown whole on stdout."""
+    import io
+
+    from orchestrator.http_client import PeerAnswer
+    from orchestrator.http_server import command_answer
+
+    printed, logged = "plan: promote server2\nresult: act\n", "2026-12-07 05:30:53,768 orch[9] INFO x orchestrator: opened\n"
+    doc = json.loads(command_answer(cfg(), Command("promote", ("promote",), "me", 60.0), 0, printed, logged).body)
+    assert doc["output"] == printed + logged and doc["stdout"] == printed and doc["stderr"] == logged
+    answer = PeerAnswer(200, 0, doc["output"], None, doc["stderr"])
+    out, err = io.StringIO(), io.StringIO()
+    answer.show(out, err)
+    assert out.getvalue() == printed and err.getvalue() == logged
+    old = PeerAnswer(200, 0, "result: act")
+    out, err = io.StringIO(), io.StringIO()
+    old.show(out, err)
+    assert out.getvalue() == "result: act\n" and err.getvalue() == ""
+
+
 def test_a_pause_kept_on_this_host_only_is_handed_to_the_other_host():
     local = Plan("x", (PauseLocally("/s", "pause", 0.0, "", "me"),))
     shared = Plan("x", (RecordPause("server1", "pause", 0.0, "", "me"),))

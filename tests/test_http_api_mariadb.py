@@ -179,6 +179,7 @@ def test_posts_need_the_token_and_run_the_command_here(maintainers):
     code, doc = m1.get("/pause", method="POST", data=json.dumps({"reason": "http test", "by": "alice"}).encode(),
                        token=TOKEN, timeout=60)
     assert code == 200 and doc["exit_code"] == 0 and "pausing" in doc["output"], doc
+    assert doc["output"] == doc["stdout"] + doc["stderr"] and "orch[" not in doc["stdout"], doc
     r = t.orch(m1.config, None, "status", "--format", "json")
     assert json.loads(r.stdout)["maintenance"]["paused"] is True
     assert json.loads(r.stdout)["maintenance"]["record"]["by"] == "alice"

@@ -159,6 +159,8 @@ def test_promote_demote_and_ack_from_the_other_host(holder):
         done = run_orch(lab, new, "promote", old, "--yes")
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"{old}'s host runs orch promote" in done.stdout and "result: act" in done.stdout, done.stdout
+        # As a command run here: the result on stdout, the other host's log lines on stderr.
+        assert "orch[" not in done.stdout and "orch[" in done.stderr, done.stdout + done.stderr
         assert lab.servers()[old].read_only is False and lab.vip_holders() == [old]
         run = ends(lab, old, "MASTER")[-1]
         assert run["result"] == "act" and run["asked"]["from"] == new and run["asked"]["address"] == lab.hosts[new].address, run

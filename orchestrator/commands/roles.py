@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Dict, TextIO
 
@@ -173,12 +174,12 @@ def _ask_peer(cfg: Config, args: argparse.Namespace, out: TextIO, stdin: "TextIO
 
             out.write(json.dumps(answer.plan, indent=2) + "\n")
         else:
-            _echo(out, answer.output)
+            answer.show(out, sys.stderr)
         return answer.exit_code
     if not args.yes:
         preview = call_peer(cfg, command, {**body, "dry_run": True, "format": "json"}, timeout)
         if preview.plan is None:
-            _echo(out, preview.output)
+            preview.show(out, sys.stderr)
             return preview.exit_code or EXIT_FAILED
         out.write(render_plan(preview.plan) + "\n")
         if preview.plan.get("outcome") == NOOP or not preview.plan.get("steps"):
@@ -186,7 +187,7 @@ def _ask_peer(cfg: Config, args: argparse.Namespace, out: TextIO, stdin: "TextIO
         if not confirmed(out, stdin, False):
             return EXIT_FAILED
     answer = call_peer(cfg, command, {**body, "dry_run": False}, timeout)
-    _echo(out, answer.output)
+    answer.show(out, sys.stderr)
     log.info("%s's orch ran %s: exit %d", peer, command, answer.exit_code)
     return answer.exit_code
 
@@ -201,7 +202,3 @@ def render_plan(doc: Dict[str, Any]) -> str:
     steps = doc.get("steps") or []
     lines += [f"  {i}. {s.get('description', s.get('step', '?'))}" for i, s in enumerate(steps, 1)] or ["  (no steps)"]
     return "\n".join(lines)
-
-
-def _echo(out: TextIO, text: str) -> None:
-    out.write(text if text.endswith("\n") or not text else text + "\n")

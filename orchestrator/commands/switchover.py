@@ -28,6 +28,7 @@ import argparse
 import contextlib
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import List, Optional, TextIO, Tuple
@@ -300,7 +301,7 @@ def forward_switchover(cfg: Config, args: argparse.Namespace, out: TextIO, stdin
     if dry_run and getattr(args, "format", "table") == "json":
         body["format"] = "json"
     answer = call_peer(cfg, "switchover", body, cfg.failover.catchup_timeout + PROMOTION_MARGIN + 90.0)
-    out.write(answer.output if answer.output.endswith("\n") or not answer.output else answer.output + "\n")
+    answer.show(out, sys.stderr)
     log.info("%s's orch ran the switchover: exit %d", master, answer.exit_code)
     return answer.exit_code
 
