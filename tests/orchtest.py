@@ -85,6 +85,17 @@ def read_only(server: lab.MariaDBInstance) -> bool:
     return bool(int(server.query_value("SELECT @@global.read_only")))
 
 
+def wait_running(server: lab.MariaDBInstance, start: str, timeout: float = 15) -> None:
+    """Until a statement whose text begins with ``start`` runs on ``server`` (a thread's
+    statement waited for, not slept on: a slow thread start would have it begin too late)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not server.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE %s", (start.replace("%", "\\%") + "%",)):
+        assert time.monotonic() < deadline, f"{start!r} never ran on {server.name}"
+        time.sleep(0.02)
+
+
 def slave_status(server: lab.MariaDBInstance) -> Optional[Dict[str, Any]]:
     rows = server.sql("SHOW SLAVE STATUS")
     return rows[0] if rows else None

@@ -347,8 +347,8 @@ def test_replica_of_a_dead_master_stays_a_read_backend_until_stale(env, tmp_path
     maintain(cfg, "server2")
     insert_rows(s1, 1, 3)
     lab.wait_gtid_equal(s1, s2)
-    seen = time.monotonic()
     maintain(cfg, "server2")  # saw it receive something since the previous pass
+    seen = time.monotonic()  # after that pass's observation: its age is counted from before this
     s1.kill()
     r = maintain(cfg, "server2")
     assert ro(standin) == [addr(s2)] and "server2 keeps serving reads: its IO thread is connecting" in r.stderr, r

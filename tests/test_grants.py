@@ -2,7 +2,6 @@
 
 import re
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -111,7 +110,7 @@ def test_fence_behind_a_long_write_needs_process_and_connection_admin(mariadb_pa
     errors = []
     th = threading.Thread(target=_long_app_update, args=(s1, errors), daemon=True)
     th.start()
-    time.sleep(0.5)
+    t.wait_running(s1, "UPDATE test.t SET id = id WHERE SLEEP(30)")
     r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100", timeout=60)
     if missing is None:
         assert r.code == 0, r

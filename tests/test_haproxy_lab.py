@@ -296,7 +296,7 @@ def test_haproxy_backends_in_status_lab_status_and_the_page_across_a_failover(ho
         # GET /status: the same entries, read by the HTTP server's own thread, with their age.
         code, doc = api(lab, new, "/status")
         assert code == 200 and haproxy_rows(lab, doc) == after, doc.get("haproxy")
-        assert 0 <= doc["haproxy"][0]["age"] < 3, doc["haproxy"]
+        assert 0 <= doc["haproxy"][0]["age"] < 5, doc["haproxy"]  # refreshed every second
     finally:
         lab.start_mysqld(old)
     lab.wait_healthy(90)

@@ -123,7 +123,7 @@ def test_fence_behind_a_long_write_kills_it_within_the_deadline(cluster, tmp_pat
 
     th = threading.Thread(target=long_update, daemon=True)
     th.start()
-    time.sleep(0.5)
+    t.wait_running(s1, "UPDATE test.t SET v = 'long write'")
     started = time.monotonic()
     r = t.orch(cfg, "server2", "notify", "INSTANCE", "VI_1", "MASTER", "100", timeout=30)
     elapsed = time.monotonic() - started
@@ -156,7 +156,7 @@ def test_hung_peer_costs_the_handshake_timeout_not_the_read_timeout(cluster, tmp
         assert r.code == 0, r
         assert not t.read_only(s2) and count(s2) == 10
         # connect_timeout (1 s) + 1 s + an immediate catch-up, plus process start-up
-        assert elapsed < 3.5, f"MASTER with a hung peer took {elapsed:.1f}s"
+        assert elapsed < 8, f"MASTER with a hung peer took {elapsed:.1f}s (the read timeout would be 15 s)"
     finally:
         s1.resume()
     # The hung master wakes up writable: the maintainer on its host (no VIP there) fences it.
@@ -393,7 +393,12 @@ def test_peer_opened_during_the_catch_up_aborts_the_promotion(cluster, tmp_path)
 
     th = threading.Thread(target=promote)
     th.start()
-    time.sleep(1.5)  # orch observed server1 read-only and now waits for the catch-up
+    # Once orch waits for the catch-up (its MASTER_GTID_WAIT runs on server2), it has observed
+    # server1 read-only: waited for, not slept on (a slow start would have it see server1 open).
+    deadline = time.monotonic() + 25
+    while not s2.sql("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE 'SELECT MASTER_GTID_WAIT(%'"):
+        assert th.is_alive() and time.monotonic() < deadline, f"orch never waited for the catch-up: {result}"
+        time.sleep(0.02)
     s1.sql("SET GLOBAL read_only = 0")  # someone opened server1 meanwhile
     holder.rollback()
     holder.close()

@@ -23,7 +23,7 @@ import pytest
 
 from orchestrator.lab import mariadb, netns
 from orchestrator.lab.hosts import CONF_DIR, HOOKS_DIR, Host, write_host_files
-from orchestrator.lab.proc import Proc, run
+from orchestrator.lab.proc import Proc, run, wait_for
 
 from . import orchtest as t
 
@@ -231,8 +231,7 @@ def test_keepalived_kept_the_health_check_and_runs_the_hook(built_lab):
 def test_client_namespace_writes_through_the_vip_as_the_app_account(built_lab):
     lab, _ = built_lab
     with lab.writer("smoke") as writer:
-        time.sleep(0.3)
-    assert len(writer.acked()) > 10
+        wait_for("ten writes acknowledged through the VIP", lambda: len(writer.acked()) > 10, 15, interval=0.05)
     ids = {a[0] for a in writer.acked()}
     assert ids <= {int(r["id"]) for r in lab.dbs["server1"].sql("SELECT id FROM test.drill")}
 

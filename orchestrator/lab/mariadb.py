@@ -330,8 +330,13 @@ class MariaDBInstance:
         self.pid = None
 
     def pause(self) -> None:
-        """SIGSTOP the server: it keeps its sockets but answers nothing."""
+        """SIGSTOP the server: it keeps its sockets but answers nothing. Returns once the
+        process is stopped (a signal lands when it is next scheduled: on a busy machine it
+        could otherwise answer one more query), or after 5 s."""
         self._signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while self.pid is not None and _process_state(self.pid) not in ("T", "Z", None) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     def resume(self) -> None:
         """SIGCONT a paused server."""
@@ -665,3 +670,13 @@ def _file_size(path: str) -> int:
 
 def _tail(lines: list[str]) -> str:
     return " | ".join(line.strip() for line in lines[-_LOG_TAIL_LINES:] if line.strip())
+
+
+def _process_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` from /proc (R, S, T, Z...), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            stat = fh.read()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[0]
