@@ -69,6 +69,18 @@ def renew_timeout(ttl: float) -> float:
     return min(1.0, renew_every(ttl) * 0.9)
 
 
+# How long renewals may fail while etcd elects a leader after losing one: its randomized
+# election timeout (1 s default, up to 2 s), the pre-vote and a raft round; measured up to
+# 2.7 s on a busy 2-core machine.
+ELECTION_SECONDS = 3.0
+
+
+def election_tolerated(ttl: float) -> bool:
+    """Whether the self-fence margin outlasts an etcd leader election that begins just before
+    a renewal is due: the margin after the last renewal against the election plus one pace."""
+    return fence_at(0.0, ttl) >= ELECTION_SECONDS + renew_every(ttl)
+
+
 def fence_at(last_renewal_sent: float, ttl: float) -> float:
     """When a holder that has not renewed since ``last_renewal_sent`` (monotonic) must start
     fencing itself, so that it is read-only before its lease can run out in etcd."""

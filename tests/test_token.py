@@ -279,13 +279,28 @@ def test_doctor_checks_of_etcd():
     v = tview(MASTER1, REPLICA2, "server1", 4.0)
     assert {ch.name: ch.status for ch in check_etcd(c, v, good)} == {
         "etcd members": "pass", "etcd endpoints are the members": "pass", "etcd leader": "pass", "write token": "pass",
-        "host lease": "pass"}
+        "host lease": "pass", "etcd lease margin": "warn"}  # ttl 5 without semi-sync: below
     bad = EtcdFacts({eps[0]: "", eps[1]: "timed out", eps[2]: "refused"}, {eps[0]: "9"}, (("a", (eps[0],)),), "", 0x42, 30.0)
     got = {ch.name: ch for ch in check_etcd(c, tview(MASTER1, REPLICA2, "server2", 4.0), bad)}
     assert got["etcd members"].status == "fail"  # no majority
     assert got["etcd endpoints are the members"].status == "fail" and "configured but not a member" in got["etcd endpoints are the members"].detail
     assert got["write token"].status == "fail" and "server1 is writable" in got["write token"].detail
     assert got["host lease"].status == "fail" and "30s ago" in got["host lease"].detail
+
+
+def test_the_lease_margin_against_an_etcd_leader_election():
+    """An election outlasting the self-fence margin fences the master, unless semi-sync without
+    fallback vouches for every acknowledged write: doctor warns only for that combination."""
+    from orchestrator import token as tk
+    from orchestrator.commands.etcd_report import check_lease_margin
+
+    assert not tk.election_tolerated(5) and tk.election_tolerated(10)
+    assert tk.fence_at(0.0, 10) >= tk.ELECTION_SECONDS + tk.renew_every(10)
+    warned = check_lease_margin(ecfg())
+    assert warned.status == "warn" and "2.4s after its last renewal" in warned.detail and "etcd.ttl to 10" in warned.fix
+    assert check_lease_margin(ecfg(failover={"semi_sync": True, "witness": "10.0.0.254"})).status == "pass"
+    longer = cfg(etcd={**ETCD, "ttl": 10})
+    assert check_lease_margin(longer).status == "pass" and "7.3s" in check_lease_margin(longer).detail
 
 
 def test_backup_on_the_writable_holder_keeps_writing_the_vip_holder_hands_it_back():

@@ -159,7 +159,29 @@ def check_etcd(cfg: Config, view: ClusterView, facts: EtcdFacts) -> List[Check]:
                             f"(ttl {cfg.etcd.ttl}s): orch maintain is not keeping it alive", "run orch maintain"))
     else:
         checks.append(Check("host lease", PASS, f"lease {facts.lease:x} renewed {facts.lease_age:.1f}s ago"))
+    checks.append(check_lease_margin(cfg))
     return checks
+
+
+def check_lease_margin(cfg: Config) -> Check:
+    """Pure: whether losing the etcd leader can fence the master (docs/etcd.md, What an etcd
+    outage means): an election outlasting the self-fence margin does, unless semi-sync
+    without fallback vouches for every acknowledged write."""
+    from .. import token as tk
+
+    assert cfg.etcd is not None
+    ttl = cfg.etcd.ttl
+    margin = tk.fence_at(0.0, ttl)
+    said = f"the master fences itself {margin:.1f}s after its last renewal (ttl {ttl}s)"
+    if tk.election_tolerated(ttl):
+        return Check("etcd lease margin", PASS, f"{said}: longer than an etcd leader election")
+    if cfg.failover.semi_sync:
+        return Check("etcd lease margin", PASS, f"{said}; an etcd leader election may outlast it, but semi-sync without "
+                     "fallback keeps the master writing while its replica receives")
+    return Check("etcd lease margin", WARN,
+                 f"{said}, and failover.semi_sync is off: an etcd leader election (1 to 3 s) can outlast that and fence "
+                 "the master for a moment (writes refused, nothing lost)",
+                 "turn failover.semi_sync on (as conf/orch.yaml ships it), or set etcd.ttl to 10")
 
 
 # ------------------------------------------------------------------ orch fleet
