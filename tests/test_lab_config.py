@@ -135,6 +135,23 @@ def test_every_override_names_a_shipped_key_a_changed_value_and_a_reason():
     assert set(SHIPPED_TIMING) <= set(LAB_OVERRIDES)
 
 
+def test_every_opt_in_override_follows_the_same_rules_and_names_its_test():
+    from orchestrator.lab.hosts import OPT_IN_OVERRIDES, named_override, with_opt_in
+
+    conf = shipped()
+    for key, override in OPT_IN_OVERRIDES.items():
+        node: Any = conf
+        for part in key.split("."):
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        assert override.value is REMOVE or override.value != node, key
+        assert key not in LAB_OVERRIDES, f"{key}: a lab default and an opt-in at once"
+        test = override.reason.split(":")[0]
+        assert test.startswith("tests/test_") and (CONF_DIR.parent / test).exists(), f"{key}: name the test that opts in"
+        assert with_opt_in(key)[key] is override and named_override(key) is override
+    with pytest.raises(ValueError, match="not opt-in overrides"):
+        with_opt_in("failover.block_seconds")
+
+
 def test_substituted_values_are_addresses_names_ports_and_paths(tmp_path):
     def plain(value: Any) -> bool:
         if isinstance(value, bool):

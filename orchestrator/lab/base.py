@@ -7,6 +7,7 @@ config and state dir. Everything a later process needs (``orch lab status``/``fa
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, List
 
 from orchestrator.errors import OrchError
 from orchestrator.lab import LabError
-from orchestrator.lab.hosts import Host
+from orchestrator.lab.hosts import Host, shipped_config
 from orchestrator.lab.probes import Sampler, ServerState, gtids_beyond, row_ids, server_state
 from orchestrator.lab.proc import Proc, orch_bin, spawn, tail, wait_for
 from orchestrator.lab.traffic import Writer
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATE_FILE = "lab.json"
+
+
+@functools.lru_cache(maxsize=None)
+def _shipped_semi_sync() -> bool:
+    return bool(shipped_config()["failover"]["semi_sync"])
 
 
 class Lab:
@@ -167,6 +173,11 @@ class Lab:
         rows = self.dbs[name].sql("SHOW GLOBAL STATUS LIKE 'Rpl_semi_sync_master_status'")
         return bool(rows) and rows[0]["Value"] == "ON"
 
+    def expects_semisync(self) -> bool:
+        """Whether this lab's orch.yaml has failover.semi_sync on (as shipped, unless a test opted out)."""
+        override = getattr(self, "overrides", {}).get("failover.semi_sync")
+        return _shipped_semi_sync() if override is None else bool(override.value)
+
     def daemon_problems(self) -> List[str]:
         return [f"{key} (pid {p.pid}) is not running" for key, p in sorted(self.procs.items()) if not p.alive()]
 
@@ -202,7 +213,7 @@ class Lab:
                     problems.append(f"[rejoin] {replica} has transactions {master} never got ({', '.join(extra)}): errant GTIDs, so orch "
                                     f"rightly refuses to replicate; {len(only)} row(s) exist only on {replica}, "
                                     f"{len(acked_only)} of them acknowledged to the writer")
-        if m.up and not m.read_only and not self.semisync_on(master):
+        if m.up and not m.read_only and self.expects_semisync() and not self.semisync_on(master):
             problems.append(f"[semisync] {master}'s semi-sync wait is off: the maintainer has not switched it back on")
         # As sets: MariaDB lists gtid_binlog_state in no fixed order (a rewind's SET GLOBAL
         # gtid_binlog_state can give '0-1-9,0-2-8' where the peer says '0-2-8,0-1-9').

@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar
 from orchestrator.lab import LabError, mariadb
 from orchestrator.lab.base import Lab, Narrator, orch_outcomes, who_promoted, who_repointed
 from orchestrator.lab.hosts import (APP_CREDENTIALS, ATLAS_ADMIN, CONF_DIR, HOOKS_DIR, LAB_OVERRIDES, NAMES, Host, Override,
-                                   track_file, write_host_files)
+                                   named_override, track_file, write_host_files)
 from orchestrator.lab.probes import Sampler
 from orchestrator.lab.report import Recording, VipWatch
 from orchestrator.lab.proc import Proc, log_size, orch_bin, run, spawn, tail, wait_for
@@ -248,7 +248,7 @@ class NetnsLab(Lab):
     def from_state(cls, state: Dict[str, Any], hosts: List[Host]) -> "NetnsLab":
         lab = cls(state["workdir"], state["id"], state.get("template"), state.get("notify", "hook"), state.get("persistent", False),
                   state.get("profile", "default"),
-                  {k: LAB_OVERRIDES[k] for k in state.get("overrides", LAB_OVERRIDES)}, haproxy=state.get("haproxy", False),
+                  {k: named_override(k) for k in state.get("overrides", LAB_OVERRIDES)}, haproxy=state.get("haproxy", False),
                   etcd=state.get("etcd", False), etcd_tls=state.get("etcd_tls", False))
         return lab
 
