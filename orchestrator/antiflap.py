@@ -135,5 +135,6 @@ def decide_ack(view: ClusterView, cfg: Any) -> "Plan":
                     (RecordPromotion(writable[0].name, ACK, rec.run_id),))
     why = "both servers are writable" if writable else "no server is writable"
     return Plan(f"acknowledging {what} on this host only ({why}: a read-only server must not log a transaction of its "
-                f"own): automatic promotions decided on this host are allowed again; run orch ack on the other host too "
-                f"if it is the one to promote", (AckLocally(cfg.state_dir, rec.run_id),))
+                f"own): automatic promotions decided on this host are allowed again; the other host keeps its own "
+                f"acknowledgement (orch ack asks it through its HTTP API; without one, run orch ack there too)",
+                (AckLocally(cfg.state_dir, rec.run_id),))
