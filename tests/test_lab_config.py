@@ -123,15 +123,20 @@ def test_the_comparison_catches_a_changed_or_extra_or_missing_key(tmp_path):
     assert [p.split(":")[0] for p in unexplained(shipped(), cfg, "netns", LAB_OVERRIDES)] == ["keepalived.vip_check"]
 
 
+def assert_override_rules(conf: Dict[str, Any], key: str, override: Override) -> None:
+    """A shipped key, a value that differs from it, a reason, and the labs it applies to."""
+    node: Any = conf
+    for part in key.split("."):
+        node = node[int(part)] if isinstance(node, list) else node[part]  # KeyError: not a shipped key
+    assert override.value is REMOVE or override.value != node, f"{key}: the override is the shipped value; drop it"
+    assert len(override.reason) > 30, f"{key}: say why a test needs it"
+    assert set(override.labs) <= {"netns", "loopback", "chaos"} and override.labs
+
+
 def test_every_override_names_a_shipped_key_a_changed_value_and_a_reason():
     conf = shipped()
     for key, override in LAB_OVERRIDES.items():
-        node: Any = conf
-        for part in key.split("."):
-            node = node[int(part)] if isinstance(node, list) else node[part]  # KeyError: not a shipped key
-        assert override.value is REMOVE or override.value != node, f"{key}: the override is the shipped value; drop it"
-        assert len(override.reason) > 30, f"{key}: say why a test needs it"
-        assert set(override.labs) <= {"netns", "loopback", "chaos"} and override.labs
+        assert_override_rules(conf, key, override)
     assert set(SHIPPED_TIMING) <= set(LAB_OVERRIDES)
 
 
@@ -140,10 +145,7 @@ def test_every_opt_in_override_follows_the_same_rules_and_names_its_test():
 
     conf = shipped()
     for key, override in OPT_IN_OVERRIDES.items():
-        node: Any = conf
-        for part in key.split("."):
-            node = node[int(part)] if isinstance(node, list) else node[part]
-        assert override.value is REMOVE or override.value != node, key
+        assert_override_rules(conf, key, override)
         assert key not in LAB_OVERRIDES, f"{key}: a lab default and an opt-in at once"
         test = override.reason.split(":")[0]
         assert test.startswith("tests/test_") and (CONF_DIR.parent / test).exists(), f"{key}: name the test that opts in"

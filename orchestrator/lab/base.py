@@ -17,11 +17,11 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 from orchestrator.errors import OrchError
 from orchestrator.lab import LabError
-from orchestrator.lab.hosts import Host, shipped_config
+from orchestrator.lab.hosts import LAB_OVERRIDES, Host, Override, shipped_config
 from orchestrator.lab.probes import Sampler, ServerState, gtids_beyond, row_ids, server_state
 from orchestrator.lab.proc import Proc, orch_bin, spawn, tail, wait_for
 from orchestrator.lab.traffic import Writer
@@ -43,6 +43,9 @@ class Lab:
     """Common part of the two labs. Subclasses: ``NetnsLab`` and ``LoopbackLab``."""
 
     mode = ""
+    # Its departures from conf/orch.yaml (hosts.lab_config applies those whose labs include
+    # ``mode``); a subclass that takes others sets its own.
+    overrides: Mapping[str, Override] = LAB_OVERRIDES
 
     def __init__(self, workdir: str, hosts: List[Host], lab_id: str, persistent: bool = False) -> None:
         self.workdir = Path(workdir).absolute()
@@ -175,8 +178,8 @@ class Lab:
 
     def expects_semisync(self) -> bool:
         """Whether this lab's orch.yaml has failover.semi_sync on (as shipped, unless a test opted out)."""
-        override = getattr(self, "overrides", {}).get("failover.semi_sync")
-        return _shipped_semi_sync() if override is None else bool(override.value)
+        override = self.overrides.get("failover.semi_sync")
+        return bool(override.value) if override is not None and self.mode in override.labs else _shipped_semi_sync()
 
     def daemon_problems(self) -> List[str]:
         return [f"{key} (pid {p.pid}) is not running" for key, p in sorted(self.procs.items()) if not p.alive()]
