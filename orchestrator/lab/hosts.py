@@ -155,12 +155,12 @@ OPT_IN_OVERRIDES: Dict[str, Override] = {
 }
 
 
-def with_opt_in(*keys: str) -> Dict[str, Override]:
-    """LAB_OVERRIDES plus the named OPT_IN_OVERRIDES."""
+def with_opt_in(*keys: str, base: Optional[Mapping[str, Override]] = None) -> Dict[str, Override]:
+    """``base`` (LAB_OVERRIDES, or a subset from overrides_except) plus the named OPT_IN_OVERRIDES."""
     unknown = set(keys) - set(OPT_IN_OVERRIDES)
     if unknown:
         raise ValueError(f"not opt-in overrides: {', '.join(sorted(unknown))}")
-    return {**LAB_OVERRIDES, **{k: OPT_IN_OVERRIDES[k] for k in keys}}
+    return {**(LAB_OVERRIDES if base is None else base), **{k: OPT_IN_OVERRIDES[k] for k in keys}}
 
 
 def named_override(key: str) -> Override:
